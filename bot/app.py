@@ -1,0 +1,72 @@
+"""Builds the python-telegram-bot Application: settings in, a wired bot out."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
+
+from .handlers import COMMAND, Handlers
+from .runtime import Runtime
+from .settings import Settings
+
+__all__ = ["build_application", "ALLOWED_UPDATES"]
+
+#: Only what the bot handles; nothing else is fetched (or confirmed) for nothing.
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+#: Updates handled at once: a slow answer to one user never holds up the others.
+CONCURRENT_UPDATES = 64
+
+
+def build_application(settings: Settings) -> Application:  # type: ignore[type-arg]
+    """The real bot: handlers registered, services started in post_init, closed on stop."""
+    runtime = Runtime(settings)
+    handlers = Handlers(runtime)
+    root = settings.telegram_api_url
+
+    async def post_init(application: Application) -> None:  # type: ignore[type-arg]
+        await runtime.start(application.bot)
+
+    async def post_stop(application: Application) -> None:  # type: ignore[type-arg]
+        await runtime.stop_jobs()
+
+    async def post_shutdown(application: Application) -> None:  # type: ignore[type-arg]
+        await runtime.close()
+
+    application = (
+        ApplicationBuilder()
+        .token(settings.telegram_bot_token)
+        .base_url(f"{root}/bot")
+        .base_file_url(f"{root}/file/bot")
+        .rate_limiter(AIORateLimiter(max_retries=0))
+        .concurrent_updates(CONCURRENT_UPDATES)
+        .get_updates_read_timeout(35.0)
+        .post_init(post_init)
+        .post_stop(post_stop)
+        .post_shutdown(post_shutdown)
+        .build()
+    )
+    application.bot_data["runtime"] = runtime
+
+    private = filters.ChatType.PRIVATE
+    groups = filters.ChatType.GROUPS
+    application.add_handler(CommandHandler(["start", "help"], handlers.start))
+    application.add_handler(
+        MessageHandler(
+            groups & (filters.CaptionRegex(rf"^/{COMMAND}\b") | filters.Regex(rf"^/{COMMAND}\b")),
+            handlers.group_command,
+        )
+    )
+    application.add_handler(
+        MessageHandler(private & ~filters.StatusUpdate.ALL, handlers.private_message)
+    )
+    application.add_handler(CallbackQueryHandler(handlers.button))
+    application.add_error_handler(handlers.error)
+    return application

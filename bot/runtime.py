@@ -1,0 +1,89 @@
+"""The services one running bot shares, created in ``post_init`` and closed at shutdown."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+from telegram import Bot
+
+from .alerts import Alerts
+from .segmind import SegmindClient
+from .settings import Settings
+from .store import JobStore, Limits
+from .telegram_messenger import TelegramMessenger
+from .tracker import Tracker, TrackerConfig
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger(__name__)
+
+_HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0, write=60.0)
+_HTTP_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+
+class Runtime:
+    """Holds the services; handlers reach them through here, typed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.limits = Limits(
+            max_active_per_user=settings.max_active_jobs_per_user,
+            daily_per_user=settings.daily_jobs_per_user,
+        )
+        self._store: JobStore | None = None
+        self._tracker: Tracker | None = None
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def store(self) -> JobStore:
+        if self._store is None:
+            raise RuntimeError("runtime not started")
+        return self._store
+
+    @property
+    def tracker(self) -> Tracker:
+        if self._tracker is None:
+            raise RuntimeError("runtime not started")
+        return self._tracker
+
+    async def start(self, bot: Bot) -> None:
+        """Open the ledger, wire the services, and resume every unfinished job."""
+        store = JobStore(self.settings.database_path)
+        await store.open()
+        self._store = store
+        self._http = httpx.AsyncClient(timeout=_HTTP_TIMEOUT, limits=_HTTP_LIMITS)
+        segmind = SegmindClient(
+            self._http,
+            api_key=self.settings.segmind_api_key,
+            api_url=self.settings.segmind_api_url,
+            upload_url=self.settings.segmind_upload_url,
+        )
+        messenger = TelegramMessenger(bot, self.settings.admin_ids)
+        alerts = Alerts(store, messenger.alert_admins)
+        self._tracker = Tracker(
+            store,
+            segmind,
+            messenger,
+            alerts,
+            TrackerConfig(
+                poll_interval=self.settings.poll_interval_seconds,
+                deadline_seconds=self.settings.job_deadline_seconds,
+                image_url_mode=self.settings.image_url_mode,
+            ),
+        )
+        await self._tracker.resume()
+
+    async def stop_jobs(self) -> None:
+        """Stop driving jobs at once; the ledger keeps where each one was."""
+        if self._tracker is not None:
+            await self._tracker.stop()
+
+    async def close(self) -> None:
+        await self.stop_jobs()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None

@@ -1,0 +1,76 @@
+"""When to poll a job next, and how long to back off after a failure.
+
+Segmind's jobs take about a minute, and a poll cannot make them faster. So the tracker
+polls sparsely while a job cannot be done yet — halving the distance to the earliest
+moment it has been seen to finish — and every ``interval`` seconds after that. The
+earliest finish is learnt from the ledger (recent jobs of the same quality and length),
+so this is a pure function of what is known; tests call it directly.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Sequence
+
+__all__ = [
+    "DEFAULT_RUN_SECONDS",
+    "MAX_BACKOFF_SECONDS",
+    "expected_earliest_finish",
+    "next_poll_delay",
+    "backoff_delay",
+]
+
+#: Segmind's page quotes about 50 s; before any job has finished, assume a bit less.
+DEFAULT_RUN_SECONDS = 40.0
+MAX_BACKOFF_SECONDS = 60.0
+#: Below this many observations the learnt figure is not trusted.
+_MIN_SAMPLES = 3
+
+
+def expected_earliest_finish(run_seconds: Sequence[float]) -> float:
+    """A low estimate of how long a job like this takes: the 10th percentile of history."""
+    samples = sorted(s for s in run_seconds if s > 0)
+    if len(samples) < _MIN_SAMPLES:
+        return DEFAULT_RUN_SECONDS
+    if len(samples) < 10:
+        return samples[0]
+    return statistics.quantiles(samples, n=10)[0]
+
+
+def backoff_delay(
+    failures: int,
+    interval: float,
+    *,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Capped exponential backoff with full jitter, never inside a ``Retry-After`` window."""
+    rng = rng or random.Random()
+    ceiling = min(MAX_BACKOFF_SECONDS, interval * (2 ** max(0, failures)))
+    delay = interval + rng.uniform(0, max(0.0, ceiling - interval))
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def next_poll_delay(
+    *,
+    elapsed: float,
+    earliest_finish: float,
+    interval: float,
+    retry_after: float | None = None,
+) -> float:
+    """Seconds until the next status poll of a job submitted ``elapsed`` seconds ago.
+
+    - Well before ``earliest_finish``: wait half the remaining time (at least ``interval``),
+      so a 50 s job costs a handful of polls instead of fifty.
+    - Within two intervals of it, or past it: every ``interval`` seconds, so a finished
+      video is noticed within one interval.
+    - Never sooner than a ``Retry-After`` the service asked for.
+    """
+    remaining = earliest_finish - elapsed
+    delay = interval if remaining <= 2 * interval else max(interval, remaining / 2)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
