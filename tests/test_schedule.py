@@ -1,0 +1,63 @@
+import random
+
+from bot.schedule import (
+    DEFAULT_RUN_SECONDS,
+    MAX_BACKOFF_SECONDS,
+    backoff_delay,
+    expected_earliest_finish,
+    next_poll_delay,
+)
+
+
+def simulate_polls(run_seconds: float, earliest: float, interval: float) -> tuple[int, float]:
+    """Polls a job of ``run_seconds`` needs, and how late its completion is noticed."""
+    elapsed, polls = 0.0, 0
+    while True:
+        elapsed += next_poll_delay(elapsed=elapsed, earliest_finish=earliest, interval=interval)
+        polls += 1
+        if elapsed >= run_seconds:
+            return polls, elapsed - run_seconds
+
+
+def test_sparse_before_the_earliest_finish_then_every_interval():
+    assert next_poll_delay(elapsed=0, earliest_finish=48, interval=2) == 24
+    assert next_poll_delay(elapsed=40, earliest_finish=48, interval=2) == 4
+    assert next_poll_delay(elapsed=45, earliest_finish=48, interval=2) == 2
+    assert next_poll_delay(elapsed=120, earliest_finish=48, interval=2) == 2
+
+
+def test_a_50s_job_costs_few_polls_and_is_noticed_within_one_interval():
+    polls, late = simulate_polls(run_seconds=50, earliest=48, interval=2)
+    assert polls <= 12
+    assert late <= 2
+    naive_polls = 50  # one poll a second, as the SDK does
+    assert polls < naive_polls / 4
+
+
+def test_a_slower_than_usual_job_is_still_noticed_within_one_interval():
+    _, late = simulate_polls(run_seconds=90, earliest=48, interval=2)
+    assert late <= 2
+
+
+def test_retry_after_is_never_undercut():
+    assert next_poll_delay(elapsed=60, earliest_finish=48, interval=2, retry_after=30) == 30
+    rng = random.Random(1)
+    for failures in range(1, 10):
+        assert backoff_delay(failures, 2, retry_after=45, rng=rng) >= 45
+
+
+def test_backoff_grows_and_is_capped():
+    rng = random.Random(7)
+    ceilings = [max(backoff_delay(n, 2, rng=rng) for _ in range(200)) for n in range(1, 10)]
+    assert ceilings[0] <= 4
+    assert all(c <= MAX_BACKOFF_SECONDS for c in ceilings)
+    assert ceilings[-1] > 30
+    assert min(backoff_delay(1, 2, rng=rng) for _ in range(50)) >= 2
+
+
+def test_earliest_finish_is_learnt_from_history():
+    assert expected_earliest_finish([]) == DEFAULT_RUN_SECONDS
+    assert expected_earliest_finish([50, 52]) == DEFAULT_RUN_SECONDS  # too few to trust
+    assert expected_earliest_finish([55, 50, 60]) == 50
+    history = [float(x) for x in range(40, 80)]
+    assert 40 <= expected_earliest_finish(history) <= 45
