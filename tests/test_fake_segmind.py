@@ -1,0 +1,476 @@
+"""The fake Segmind server behaves like the API described in shared/segmind-api.md."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.segmind import (
+    MODEL_SLUG,
+    TEST_API_KEY,
+    FakeSegmind,
+    video_bytes,
+    video_chunks,
+)
+
+HEADERS = {"x-api-key": TEST_API_KEY}
+VALID_BODY: dict[str, Any] = {
+    "image_url": "https://example.com/photo.jpg",
+    "duration": 5,
+    "quality": "540p",
+    "seed": 56698,
+}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSegmind]:
+    async with FakeSegmind(queued_seconds=0.02, processing_seconds=0.05) as server:
+        yield server
+
+
+@pytest.fixture
+async def client(fake: FakeSegmind) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=fake.url, headers=HEADERS, timeout=5.0) as http:
+        yield http
+
+
+async def submit(client: httpx.AsyncClient, **overrides: Any) -> httpx.Response:
+    return await client.post(f"/v2/{MODEL_SLUG}", json={**VALID_BODY, **overrides})
+
+
+async def wait_finished(client: httpx.AsyncClient, request_id: str) -> httpx.Response:
+    """Poll the status endpoint until the job leaves QUEUED/PROCESSING."""
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        response = await client.get(f"/v2/requests/{request_id}/status")
+        if response.json().get("status") not in ("QUEUED", "PROCESSING"):
+            return response
+        await asyncio.sleep(0.005)
+    raise AssertionError("job did not finish")
+
+
+async def test_submit_walks_queued_processing_completed(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    fake.queued_seconds = fake.processing_seconds = 10.0
+    response = await submit(client)
+    assert response.status_code == 200
+    data = response.json()
+    request_id = data["request_id"]
+    assert data["status_url"] == f"{fake.url}/v2/requests/{request_id}/status"
+    assert data["response_url"] == f"{fake.url}/v2/requests/{request_id}"
+
+    seen: list[str] = []
+    for _ in range(3):
+        status = await client.get(data["status_url"])
+        assert status.status_code == 200
+        assert status.json() == {"status": status.json()["status"], "request_id": request_id}
+        seen.append(status.json()["status"])
+        fake.advance(10.0)
+    assert seen == ["QUEUED", "PROCESSING", "COMPLETED"]
+
+    job = fake.jobs[request_id]
+    assert job.body == VALID_BODY
+    assert fake.submits == [VALID_BODY]
+    assert fake.status_polls() == [3]
+
+
+async def test_job_finishes_on_the_real_clock(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    request_id = (await submit(client)).json()["request_id"]
+    order = ["QUEUED", "PROCESSING", "COMPLETED"]
+    seen: list[str] = []
+    deadline = time.monotonic() + 3.0
+    while not seen or seen[-1] != "COMPLETED":
+        assert time.monotonic() < deadline
+        status = (await client.get(f"/v2/requests/{request_id}/status")).json()["status"]
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        await asyncio.sleep(0.005)
+    assert seen == sorted(seen, key=order.index)  # never goes backwards
+    assert fake.jobs[request_id].status_polls >= len(seen)
+
+
+async def test_result_before_completion_reports_progress(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    fake.queued_seconds = 10.0
+    request_id = (await submit(client)).json()["request_id"]
+    response = await client.get(f"/v2/requests/{request_id}")
+    assert response.status_code == 200
+    assert response.json() == {"status": "QUEUED", "request_id": request_id}
+    fake.advance(10.0)
+    assert (await client.get(f"/v2/requests/{request_id}")).json()["status"] == "PROCESSING"
+    assert fake.jobs[request_id].result_fetches == 2
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ("str", lambda url: url),
+        ("list", lambda url: [url]),
+        ("dict", lambda url: {"video": url}),
+    ],
+)
+async def test_result_output_shapes(
+    fake: FakeSegmind, client: httpx.AsyncClient, shape: Any, expected: Any
+) -> None:
+    fake.output_shape = shape
+    request_id = (await submit(client)).json()["request_id"]
+    fake.advance(1.0)
+    response = await client.get(f"/v2/requests/{request_id}")
+    assert response.status_code == 200
+    video_url = f"{fake.url}/outputs/{request_id}.mp4"
+    assert response.json() == {
+        "status": "COMPLETED",
+        "request_id": request_id,
+        "output": expected(video_url),
+        "metrics": {"inference_time": 50.1},
+    }
+
+
+async def test_video_download_streams_video_size_bytes(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    fake.video_size = 3 * 64 * 1024 + 17
+    request_id = (await submit(client)).json()["request_id"]
+    fake.advance(1.0)
+    chunks: list[bytes] = []
+    async with client.stream("GET", fake.video_url(request_id)) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "video/mp4"
+        assert response.headers["content-length"] == str(fake.video_size)
+        async for chunk in response.aiter_raw():
+            chunks.append(chunk)
+    body = b"".join(chunks)
+    assert body == video_bytes(fake.video_size)
+    assert body[4:8] == b"ftyp"
+    assert fake.jobs[request_id].video_downloads == 1
+
+
+async def test_video_is_404_before_completion_and_for_unknown_ids(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    fake.queued_seconds = 10.0
+    request_id = (await submit(client)).json()["request_id"]
+    assert (await client.get(fake.video_url(request_id))).status_code == 404
+    assert (await client.get(fake.video_url("nope"))).status_code == 404
+
+
+def test_video_chunks_are_bounded_and_deterministic() -> None:
+    chunks = list(video_chunks(200_000))
+    assert all(len(chunk) <= 64 * 1024 for chunk in chunks)
+    assert sum(len(chunk) for chunk in chunks) == 200_000
+    assert b"".join(chunks) == video_bytes(200_000)
+    assert video_bytes(10) == video_bytes(100)[:10]
+
+
+async def test_failed_job_is_422_with_error_body(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    fake.fail_next_job()
+    request_id = (await submit(client)).json()["request_id"]
+    status = await wait_finished(client, request_id)
+    expected = {
+        "status": "FAILED",
+        "request_id": request_id,
+        "error": "Content blocked by safety filter (RAI)",
+    }
+    assert status.status_code == 422
+    assert status.json() == expected
+    result = await client.get(f"/v2/requests/{request_id}")
+    assert result.status_code == 422
+    assert result.json() == expected
+
+    # Only the next accepted job fails.
+    other = (await submit(client)).json()["request_id"]
+    assert (await wait_finished(client, other)).json()["status"] == "COMPLETED"
+
+
+async def test_expire_makes_status_result_and_video_404(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    request_id = (await submit(client)).json()["request_id"]
+    assert (await wait_finished(client, request_id)).status_code == 200
+    fake.expire(request_id)
+    for path in (
+        f"/v2/requests/{request_id}/status",
+        f"/v2/requests/{request_id}",
+        f"/outputs/{request_id}.mp4",
+    ):
+        response = await client.get(path)
+        assert response.status_code == 404, path
+    assert (await client.get(f"/v2/requests/{request_id}")).json() == {
+        "error": "Request not found"
+    }
+
+
+async def test_results_expire_after_retention(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    request_id = (await submit(client)).json()["request_id"]
+    fake.advance(3000.0)
+    assert (await client.get(f"/v2/requests/{request_id}/status")).status_code == 200
+    fake.advance(700.0)
+    assert (await client.get(f"/v2/requests/{request_id}/status")).status_code == 404
+    assert (await client.get(f"/v2/requests/{request_id}")).status_code == 404
+
+
+async def test_retention_knob_applies_at_runtime(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    fake.retention_seconds = 0.01
+    request_id = (await submit(client)).json()["request_id"]
+    await asyncio.sleep(0.1)
+    assert (await client.get(f"/v2/requests/{request_id}/status")).status_code == 404
+
+
+async def test_unknown_request_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v2/requests/does-not-exist/status")
+    assert response.status_code == 404
+    assert response.json() == {"error": "Request not found"}
+
+
+@pytest.mark.parametrize("headers", [{}, {"x-api-key": "sg_wrong"}])
+async def test_missing_or_wrong_key_is_401(fake: FakeSegmind, headers: dict[str, str]) -> None:
+    async with httpx.AsyncClient(base_url=fake.url, headers=headers) as anonymous:
+        responses = [
+            await anonymous.post(f"/v2/{MODEL_SLUG}", json=VALID_BODY),
+            await anonymous.get("/v2/requests/x/status"),
+            await anonymous.get("/v2/requests/x"),
+            await anonymous.post("/upload-asset", json={"data_urls": []}),
+        ]
+    for response in responses:
+        assert response.status_code == 401
+        assert response.json() == {"error": "Invalid API key"}
+    assert fake.jobs == {}
+    assert fake.submits == [VALID_BODY]  # refused attempts are still recorded
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"quality": "1080p", "duration": 8},
+        {"quality": "4k"},
+        {"quality": None},
+        {"duration": 6},
+        {"duration": "5"},
+        {"duration": True},
+        {"duration": None},
+        {"seed": 0},
+        {"seed": 1_000_000},
+        {"seed": "42"},
+        {"style": "watercolour"},
+        {"image_url": "ftp://example.com/a.jpg"},
+        {"image_url": "not a url"},
+        {"image_url": None},
+        {"image_url": 42},
+    ],
+)
+async def test_invalid_parameters_are_400(
+    fake: FakeSegmind, client: httpx.AsyncClient, overrides: dict[str, Any]
+) -> None:
+    body = {k: v for k, v in {**VALID_BODY, **overrides}.items() if v is not None}
+    response = await client.post(f"/v2/{MODEL_SLUG}", json=body)
+    assert response.status_code == 400
+    assert isinstance(response.json()["error"], str)
+    assert fake.jobs == {}
+    assert fake.submits == [body]
+
+
+async def test_non_json_body_is_400(fake: FakeSegmind, client: httpx.AsyncClient) -> None:
+    response = await client.post(f"/v2/{MODEL_SLUG}", content=b"{not json")
+    assert response.status_code == 400
+    assert fake.submits == [{}]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"quality": "1080p", "duration": 5},
+        {"quality": "360p", "duration": 8},
+        {"seed": 1},
+        {"seed": 999_999},
+        {"style": "anime"},
+        {"style": None},
+        {"unknown_key": "ignored"},
+    ],
+)
+async def test_valid_variants_are_accepted(
+    client: httpx.AsyncClient, overrides: dict[str, Any]
+) -> None:
+    response = await submit(client, **overrides)
+    assert response.status_code == 200, response.text
+
+
+async def test_credits_run_out_with_406(fake: FakeSegmind, client: httpx.AsyncClient) -> None:
+    fake.credits = 2
+    assert (await submit(client)).status_code == 200
+    assert (await submit(client, quality="4k")).status_code == 400  # refused: costs nothing
+    assert fake.credits == 1
+    assert (await submit(client)).status_code == 200
+    assert fake.credits == 0
+    response = await submit(client)
+    assert response.status_code == 406
+    assert response.json() == {"error": "Insufficient credits"}
+    assert len(fake.jobs) == 2
+    assert len(fake.submits) == 4
+
+
+async def test_fail_next_submit_429_with_retry_after(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    fake.credits = 5
+    fake.fail_next_submit(429, retry_after=7, times=2)
+    for _ in range(2):
+        response = await submit(client)
+        assert response.status_code == 429
+        assert response.headers["retry-after"] == "7"
+        assert response.json() == {"error": "Rate limit exceeded"}
+    assert fake.jobs == {}
+    assert fake.credits == 5
+    assert (await submit(client)).status_code == 200
+    assert fake.credits == 4
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(500, "Internal server error"), (502, "Bad gateway"), (504, "Gateway timeout")],
+)
+async def test_fail_next_submit_5xx_bodies(
+    fake: FakeSegmind, client: httpx.AsyncClient, status: int, error: str
+) -> None:
+    fake.fail_next_submit(status)
+    response = await submit(client)
+    assert response.status_code == status
+    assert response.json() == {"error": error}
+    assert "retry-after" not in response.headers
+
+
+async def test_fail_next_status_applies_to_status_and_result(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    request_id = (await submit(client)).json()["request_id"]
+    fake.advance(1.0)
+    fake.fail_next_status(502, times=2)
+    fake.fail_next_status(429, error="Slow down", retry_after=3)
+    assert (await client.get(f"/v2/requests/{request_id}/status")).status_code == 502
+    assert (await client.get(f"/v2/requests/{request_id}")).status_code == 502
+    limited = await client.get(f"/v2/requests/{request_id}/status")
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "3"
+    assert limited.json() == {"error": "Slow down"}
+    assert (await client.get(f"/v2/requests/{request_id}")).status_code == 200
+    assert fake.jobs[request_id].status_polls == 2
+    assert fake.jobs[request_id].result_fetches == 2
+
+
+async def test_accept_then_drop_next_submit(fake: FakeSegmind, client: httpx.AsyncClient) -> None:
+    fake.credits = 3
+    fake.accept_then_drop_next_submit()
+    with pytest.raises(httpx.RemoteProtocolError):
+        await submit(client)
+    assert len(fake.jobs) == 1
+    assert fake.credits == 2
+    assert fake.requests_log[-1][1:] == ("POST", f"/v2/{MODEL_SLUG}", 0)
+
+    # The job runs anyway, and the next submit is answered normally.
+    (request_id,) = fake.jobs
+    assert (await wait_finished(client, request_id)).json()["status"] == "COMPLETED"
+    assert (await submit(client)).status_code == 200
+
+
+async def test_submit_delay_lets_clients_time_out(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    fake.submit_delay = 0.5
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(f"/v2/{MODEL_SLUG}", json=VALID_BODY, timeout=0.1)
+    assert len(fake.jobs) == 1
+
+
+async def test_upload_asset_round_trip(fake: FakeSegmind, client: httpx.AsyncClient) -> None:
+    image = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4
+    data_url = "data:image/jpeg;base64," + base64.b64encode(image).decode()
+    response = await client.post(fake.upload_url, json={"data_urls": [data_url]})
+    assert response.status_code == 200
+    data = response.json()
+    assert data["message"] == "Files uploaded successfully"
+    (file_url,) = data["file_urls"]
+    assert file_url.startswith(f"{fake.url}/assets/")
+    assert file_url.endswith(".jpg")
+    assert fake.uploads == [len(image)]
+
+    async with httpx.AsyncClient() as anonymous:  # asset URLs are public
+        asset = await anonymous.get(file_url)
+    assert asset.status_code == 200
+    assert asset.content == image
+    assert asset.headers["content-type"] == "image/jpeg"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"data_urls": ["https://example.com/a.jpg"]},
+        {"data_urls": ["data:image/jpeg;base64,@@@not base64@@@"]},
+        {"data_urls": ["data:text/plain;base64,aGVsbG8="]},
+        {"data_urls": ["data:image/jpeg;base64,"]},
+        {"data_urls": []},
+        {"data_urls": "data:image/jpeg;base64,aGVsbG8="},
+        {},
+    ],
+)
+async def test_upload_rejects_bad_data_urls(
+    fake: FakeSegmind, client: httpx.AsyncClient, payload: dict[str, Any]
+) -> None:
+    response = await client.post(fake.upload_url, json=payload)
+    assert response.status_code == 400
+    assert isinstance(response.json()["error"], str)
+    assert fake.uploads == []
+
+
+async def test_unknown_asset_is_404(fake: FakeSegmind, client: httpx.AsyncClient) -> None:
+    assert (await client.get(f"{fake.url}/assets/missing.jpg")).status_code == 404
+
+
+async def test_fail_next_upload(fake: FakeSegmind, client: httpx.AsyncClient) -> None:
+    fake.fail_next_upload(500)
+    data_url = "data:image/png;base64," + base64.b64encode(b"png").decode()
+    response = await client.post(fake.upload_url, json={"data_urls": [data_url]})
+    assert response.status_code == 500
+    assert response.json() == {"error": "Internal server error"}
+    response = await client.post(fake.upload_url, json={"data_urls": [data_url]})
+    assert response.status_code == 200
+    assert response.json()["file_urls"][0].endswith(".png")
+
+
+async def test_requests_log_records_every_request(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    await submit(client)
+    await client.get("/v2/requests/nope/status")
+    await client.get("/no/such/route")
+    logged = [entry[1:] for entry in fake.requests_log]
+    assert logged == [
+        ("POST", f"/v2/{MODEL_SLUG}", 200),
+        ("GET", "/v2/requests/nope/status", 404),
+        ("GET", "/no/such/route", 404),
+    ]
+    times = [entry[0] for entry in fake.requests_log]
+    assert times == sorted(times)
+
+
+async def test_stop_is_idempotent_and_url_needs_start() -> None:
+    server = FakeSegmind()
+    with pytest.raises(RuntimeError):
+        _ = server.url
+    await server.start()
+    await server.stop()
+    await server.stop()
