@@ -14,25 +14,27 @@ import statistics
 from collections.abc import Sequence
 
 __all__ = [
-    "DEFAULT_RUN_SECONDS",
     "MAX_BACKOFF_SECONDS",
     "expected_earliest_finish",
     "next_poll_delay",
     "backoff_delay",
 ]
 
-#: Segmind's page quotes about 50 s; before any job has finished, assume a bit less.
-DEFAULT_RUN_SECONDS = 40.0
 MAX_BACKOFF_SECONDS = 60.0
 #: Below this many observations the learnt figure is not trusted.
 _MIN_SAMPLES = 3
 
 
 def expected_earliest_finish(run_seconds: Sequence[float]) -> float:
-    """A low estimate of how long a job like this takes: the 10th percentile of history."""
+    """A low estimate of how long a job like this takes: the 10th percentile of history.
+
+    With too little history it is 0: poll every interval until the ledger has learnt.
+    (Assuming Segmind's quoted ~50 s instead would leave a faster service, or a test
+    double, waiting half a minute for its first poll.)
+    """
     samples = sorted(s for s in run_seconds if s > 0)
     if len(samples) < _MIN_SAMPLES:
-        return DEFAULT_RUN_SECONDS
+        return 0.0
     if len(samples) < 10:
         return samples[0]
     return statistics.quantiles(samples, n=10)[0]

@@ -379,6 +379,8 @@ class Tracker:
             )
             if completed is None:
                 return 0.0
+            # A new observation: learn from it at the next poll of a similar job.
+            self._learnt.pop((job.options.quality, job.options.duration), None)
             log.info(
                 "job %s: completed after %.1fs and %d poll(s)",
                 job.short_id,

@@ -1,7 +1,6 @@
 import random
 
 from bot.schedule import (
-    DEFAULT_RUN_SECONDS,
     MAX_BACKOFF_SECONDS,
     backoff_delay,
     expected_earliest_finish,
@@ -56,8 +55,12 @@ def test_backoff_grows_and_is_capped():
 
 
 def test_earliest_finish_is_learnt_from_history():
-    assert expected_earliest_finish([]) == DEFAULT_RUN_SECONDS
-    assert expected_earliest_finish([50, 52]) == DEFAULT_RUN_SECONDS  # too few to trust
+    assert expected_earliest_finish([]) == 0  # nothing known: poll every interval
+    assert expected_earliest_finish([50, 52]) == 0  # too few to trust
     assert expected_earliest_finish([55, 50, 60]) == 50
     history = [float(x) for x in range(40, 80)]
     assert 40 <= expected_earliest_finish(history) <= 45
+
+
+def test_without_history_every_interval():
+    assert next_poll_delay(elapsed=0, earliest_finish=0, interval=2) == 2

@@ -58,7 +58,8 @@ async def test_newer_schema_is_refused(tmp_path):
 async def test_redelivered_photo_finds_the_same_draft(store):
     first, created = await store.create_draft(new_job(), VideoOptions())
     again, created_again = await store.create_draft(new_job(), VideoOptions())
-    assert created and not created_again
+    assert created
+    assert not created_again
     assert first.id == again.id
     assert first.state is JobState.DRAFT
 
@@ -70,7 +71,8 @@ async def test_start_moves_a_draft_once(store):
     assert outcomes.count(StartOutcome.STARTED.value) == 1
     assert outcomes.count(StartOutcome.ALREADY_STARTED.value) == 4
     started = await store.get(job.id)
-    assert started is not None and started.state is JobState.PREPARING
+    assert started is not None
+    assert started.state is JobState.PREPARING
     assert started.generate_at is not None
 
 
@@ -125,14 +127,17 @@ async def test_transition_is_compare_and_set(store):
     job, _ = await store.create_draft(new_job(), VideoOptions())
     await store.start(job.id, 1, LIMITS)
     moved = await store.transition(job.id, JobState.PREPARING, JobState.SUBMITTING)
-    assert moved is not None and moved.state is JobState.SUBMITTING
+    assert moved is not None
+    assert moved.state is JobState.SUBMITTING
     assert await store.transition(job.id, JobState.PREPARING, JobState.SUBMITTING) is None
     with pytest.raises(InvalidTransition):
         await store.transition(job.id, JobState.SUBMITTING, JobState.DELIVERED)
     queued = await store.transition(
         job.id, JobState.SUBMITTING, JobState.QUEUED, request_id="r-1", submitted_at=5.0
     )
-    assert queued is not None and queued.request_id == "r-1" and queued.submitted_at == 5.0
+    assert queued is not None
+    assert queued.request_id == "r-1"
+    assert queued.submitted_at == 5.0
 
 
 def test_state_machine_has_no_way_out_of_terminal_states():
@@ -167,7 +172,8 @@ async def test_retry_starts_one_new_job_however_often_pressed(store):
     started = [r for r in results if r.outcome is StartOutcome.STARTED]
     assert len(started) == 1
     retry = started[0].job
-    assert retry is not None and retry.id != job.id
+    assert retry is not None
+    assert retry.id != job.id
     assert retry.retry_of == job.id
     assert retry.options == VideoOptions(quality="720p", duration=8)
     assert retry.keyboard_message_id == 77
@@ -182,7 +188,8 @@ async def test_retry_of_an_unfinished_job_is_refused(store):
 async def test_options_change_only_while_draft(store):
     job, _ = await store.create_draft(new_job(), VideoOptions())
     changed = await store.update_options(job.id, VideoOptions(quality="720p"))
-    assert changed is not None and changed.options.quality == "720p"
+    assert changed is not None
+    assert changed.options.quality == "720p"
     await store.start(job.id, 1, LIMITS)
     assert await store.update_options(job.id, VideoOptions(quality="360p")) is None
 
