@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import warnings
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
@@ -19,6 +20,7 @@ from typing import TypeVar
 from telegram import Bot, File, InputFile, Message, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.warnings import PTBDeprecationWarning
 
 from . import texts
 from .jobs import Job
@@ -38,7 +40,10 @@ _UPLOAD_WRITE_TIMEOUT = 300.0
 
 
 def retry_after_seconds(error: RetryAfter) -> float:
-    value = error.retry_after
+    """Seconds to wait; PTB 22 warns that ``retry_after`` will become a timedelta."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = error.retry_after
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
