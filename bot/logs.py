@@ -26,13 +26,29 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return _TOKEN_SHAPE.sub("***", text)
 
 
+#: Shorter "secrets" are placeholders, not keys; replacing them would mangle every line.
+_MIN_SECRET_LENGTH = 6
+#: PTB's network loops log each failed getMe/getUpdates with a full traceback of
+#: library frames; the exception's one-line summary says the same to an operator.
+_ONE_LINE_LOGGERS = ("telegram",)
+
+
 class RedactingFormatter(logging.Formatter):
     def __init__(self, secrets: Iterable[str], fmt: str = _FORMAT) -> None:
         super().__init__(fmt)
         # Longest first, so a secret containing another is removed whole.
-        self._secrets = sorted((s for s in secrets if s), key=len, reverse=True)
+        self._secrets = sorted(
+            (s for s in secrets if len(s) >= _MIN_SECRET_LENGTH), key=len, reverse=True
+        )
 
     def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info and record.name.startswith(_ONE_LINE_LOGGERS):
+            error = record.exc_info[1]
+            summary = f"{record.getMessage()} ({type(error).__name__}: {error})"
+            record = logging.makeLogRecord(
+                {**record.__dict__, "msg": summary, "args": None, "exc_info": None}
+            )
+            record.exc_text = None
         return redact(super().format(record), self._secrets)
 
 

@@ -72,7 +72,7 @@ def make_settings(
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Application]:  # type: ignore[type-arg]
+async def running(settings: Settings) -> AsyncIterator[Application]:
     """Run the real Application as ``run_polling`` does, minus the signal handling."""
     application = build_application(settings)
     await application.initialize()
@@ -96,7 +96,7 @@ async def running(settings: Settings) -> AsyncIterator[Application]:  # type: ig
 
 
 @pytest.fixture
-async def bot(make_settings: Callable[..., Settings]) -> AsyncIterator[Application]:  # type: ignore[type-arg]
+async def bot(make_settings: Callable[..., Settings]) -> AsyncIterator[Application]:
     async with running(make_settings()) as application:
         yield application
 

@@ -80,7 +80,7 @@ async def test_only_the_owner_may_start(store):
     job, _ = await store.create_draft(new_job(), VideoOptions())
     result = await store.start(job.id, 2, LIMITS)
     assert result.outcome is StartOutcome.NOT_OWNER
-    assert (await store.get(job.id)).state is JobState.DRAFT  # type: ignore[union-attr]
+    assert (await store.get(job.id)).state is JobState.DRAFT
 
 
 async def test_unknown_job_cannot_start(store):

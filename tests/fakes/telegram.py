@@ -1,0 +1,1712 @@
+"""A local stand-in for the Telegram Bot API, good enough for the real python-telegram-bot.
+
+``FakeTelegram`` runs an aiohttp server on 127.0.0.1 (a free port) inside the current event
+loop. Point PTB at it with ``base_url(f"{fake.url}/bot")`` and
+``base_file_url(f"{fake.url}/file/bot")``; unit tests, end-to-end tests (the bot as a child
+process) and the benchmark then drive the real HTTP path without touching Telegram.
+
+Routes::
+
+    GET|POST /bot{token}/{method}        the Bot API (JSON, urlencoded or multipart bodies)
+    GET      /file/bot{token}/{path}     a file's bytes, after getFile gave its path
+
+Methods: getMe, getUpdates, deleteWebhook, setWebhook, getWebhookInfo, setMyCommands,
+deleteMyCommands, getMyCommands, sendMessage, sendPhoto, sendVideo, sendDocument,
+sendChatAction, editMessageText, editMessageCaption, editMessageReplyMarkup, deleteMessage,
+answerCallbackQuery, getFile, close, logOut. Anything else is 404, as Telegram answers.
+
+The test plays the users (``send_text``, ``send_photo``, ``press_button``, ...), each of
+which queues an Update; it injects failures (``fail_next``, ``block_chat``,
+``flood_limits``) and inspects what the bot did (``calls``, ``wait_for_call``,
+``bot_messages``, ``callback_answers``). All helpers are meant to be called from the event
+loop the server runs in.
+
+Deliberate simplifications: parse_mode HTML is rendered by dropping the tags (no entities),
+Markdown is stored as sent; uploaded files over ``keep_uploads_up_to`` bytes are hashed, not
+kept, so their download URL answers 404; there is no per-chat limit for private chats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import copy
+import hashlib
+import html
+import itertools
+import json
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiohttp import BodyPartReader, web
+
+__all__ = [
+    "BOT_ID",
+    "BOT_NAME",
+    "BOT_USERNAME",
+    "MAX_DOWNLOAD_BYTES",
+    "MAX_UPLOAD_BYTES",
+    "TEST_TOKEN",
+    "ApiError",
+    "Call",
+    "FakeTelegram",
+    "UploadedFile",
+    "iter_updates",
+]
+
+TEST_TOKEN = "123456:TEST-token_abcdefghijklmnopqrstuvwxyz"
+BOT_ID = 123456
+BOT_USERNAME = "warmth_test_bot"
+BOT_NAME = "Warmth"
+
+#: Longest text of a message and of a caption, in characters.
+MAX_TEXT_LENGTH = 4096
+MAX_CAPTION_LENGTH = 1024
+#: Longest ``text`` of answerCallbackQuery.
+MAX_ANSWER_LENGTH = 200
+#: Bots may upload up to 50 MB per request (multipart).
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+#: getFile serves files up to 20 MB; Telegram fetches files sent by URL up to 20 MB.
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
+#: Flood limits applied when ``flood_limits=True`` (Bot FAQ figures).
+GROUP_SENDS_PER_MINUTE = 20
+SENDS_PER_SECOND = 30
+
+JSON = dict[str, Any]
+
+_CHUNK = 64 * 1024
+_UPDATE_ID_BASE = 1000
+_FIRST_MESSAGE_ID = 1
+
+#: Parameters whose form value is a plain string, never JSON (``text`` may well be "123").
+_STRING_PARAMS = frozenset(
+    {
+        "action",
+        "animation",
+        "audio",
+        "business_connection_id",
+        "callback_query_id",
+        "caption",
+        "cover",
+        "description",
+        "document",
+        "emoji",
+        "file_id",
+        "inline_message_id",
+        "language_code",
+        "message_effect_id",
+        "name",
+        "parse_mode",
+        "photo",
+        "secret_token",
+        "short_description",
+        "sticker",
+        "text",
+        "thumbnail",
+        "title",
+        "url",
+        "video",
+        "video_note",
+        "voice",
+    }
+)
+#: Parameters that are objects or arrays: decoded even when a JSON body carries them as text.
+_OBJECT_PARAMS = frozenset(
+    {
+        "allowed_updates",
+        "caption_entities",
+        "commands",
+        "entities",
+        "link_preview_options",
+        "reply_markup",
+        "reply_parameters",
+        "scope",
+    }
+)
+#: Methods that count as sending to a chat (send times, flood limits).
+_SEND_METHODS = frozenset(
+    {
+        "sendmessage",
+        "sendvideo",
+        "sendphoto",
+        "senddocument",
+        "editmessagetext",
+        "editmessagecaption",
+        "editmessagereplymarkup",
+    }
+)
+#: Parameters shown in wait_for_call's timeout report.
+_REPORTED = (
+    "chat_id",
+    "message_id",
+    "callback_query_id",
+    "file_id",
+    "offset",
+    "action",
+    "text",
+    "caption",
+    "video",
+)
+_CHAT_ACTIONS = frozenset(
+    {
+        "typing",
+        "upload_photo",
+        "record_video",
+        "upload_video",
+        "record_voice",
+        "upload_voice",
+        "upload_document",
+        "choose_sticker",
+        "find_location",
+        "record_video_note",
+        "upload_video_note",
+    }
+)
+_FILE_ID_PREFIX = {
+    "photo": "AgACAgIAAxkBAAI",
+    "document": "BQACAgIAAxkBAAI",
+    "video": "BAACAgIAAxkBAAI",
+    "sticker": "CAACAgIAAxkBAAI",
+}
+_FILE_DIRS = {"photo": "photos", "document": "documents", "video": "videos", "sticker": "stickers"}
+_EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "video/mp4": ".mp4",
+    "application/pdf": ".pdf",
+}
+_COMMAND = re.compile(r"(?<!\S)/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,32})?")
+_MENTION = re.compile(r"(?<![\w/@])@[A-Za-z0-9_]{5,32}")
+_TAG = re.compile(r"<[^>]*>")
+
+_JPEG_HEAD = bytes.fromhex("ffd8ffe000104a46494600010100000100010000")
+_JPEG_TAIL = b"\xff\xd9"
+_PNG_HEAD = b"\x89PNG\r\n\x1a\n"
+_MP4_HEAD = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
+_WEBP_HEAD = b"RIFF\x00\x00\x00\x00WEBPVP8 "
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class UploadedFile:
+    """A file the bot uploaded in a multipart request (bytes kept only when small)."""
+
+    filename: str | None
+    content_type: str | None
+    size: int
+    sha256: str
+    data: bytes | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class Call:
+    """One request the bot made, with the fake's full answer."""
+
+    method: str
+    params: dict[str, Any]
+    at: float
+    response: dict[str, Any]
+    chat_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the fake answered ``{"ok": true}``."""
+        return bool(self.response.get("ok"))
+
+    @property
+    def result(self) -> Any:
+        """The ``result`` of a successful call (None for a failed one)."""
+        return self.response.get("result")
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status == ``error_code``, as the Bot API does."""
+
+    def __init__(self, code: int, description: str, *, retry_after: int | None = None) -> None:
+        super().__init__(f"{code} {description}")
+        self.code = code
+        self.description = description
+        self.retry_after = retry_after
+
+    def body(self) -> JSON:
+        """The JSON body Telegram sends with this error."""
+        body: JSON = {"ok": False, "error_code": self.code, "description": self.description}
+        if self.retry_after is not None:
+            body["parameters"] = {"retry_after": self.retry_after}
+        return body
+
+
+def _bad(description: str) -> ApiError:
+    return ApiError(400, f"Bad Request: {description}")
+
+
+@dataclass
+class _Injected:
+    method: str
+    chat_id: int | None
+    error: ApiError
+    times: int
+
+
+@dataclass
+class _StoredFile:
+    file_id: str
+    file_unique_id: str
+    kind: str
+    size: int
+    data: bytes | None
+    mime_type: str | None = None
+    file_name: str | None = None
+    sha256: str | None = None
+    path: str | None = None
+
+
+@dataclass
+class _Chat:
+    info: JSON
+    next_message_id: int = _FIRST_MESSAGE_ID
+    messages: dict[int, JSON] = field(default_factory=dict)
+    bot_message_ids: list[int] = field(default_factory=list)
+    deleted: set[int] = field(default_factory=set)
+    blocked: bool = False
+
+    @property
+    def id(self) -> int:
+        return int(self.info["id"])
+
+    @property
+    def is_private(self) -> bool:
+        return bool(self.info["type"] == "private")
+
+
+@dataclass
+class _Pending:
+    update_id: int
+    update: JSON
+    redelivered: bool = False
+    delivered: bool = False
+
+
+@dataclass
+class _Poll:
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    superseded: bool = False
+
+
+@dataclass
+class _Query:
+    chat_id: int
+    user_id: int
+    message_id: int
+    answered: bool = False
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _entities(text: str) -> list[JSON]:
+    """bot_command and mention entities, with offsets in UTF-16 code units as Telegram does."""
+    found: list[tuple[int, int, str]] = []
+    for match in _COMMAND.finditer(text):
+        found.append((match.start(), match.end(), "bot_command"))
+    for match in _MENTION.finditer(text):
+        found.append((match.start(), match.end(), "mention"))
+    found.sort()
+    return [
+        {"offset": _utf16_len(text[:start]), "length": _utf16_len(text[start:end]), "type": kind}
+        for start, end, kind in found
+    ]
+
+
+def _filler(size: int, seed: int) -> bytes:
+    """``size`` deterministic bytes that differ from seed to seed."""
+    block = hashlib.sha256(f"fake-telegram-{seed}".encode()).digest() * 64
+    repeats = size // len(block) + 1
+    return (block * repeats)[:size]
+
+
+def _file_bytes(head: bytes, tail: bytes, size: int, seed: int) -> bytes:
+    """A file of exactly ``size`` bytes: ``head``, deterministic padding, ``tail``."""
+    if size <= len(head) + len(tail):
+        return (head + tail)[:size]
+    return head + _filler(size - len(head) - len(tail), seed) + tail
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value.strip())
+    return None
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def _decode_value(name: str, raw: str) -> Any:
+    """A form field as the Bot API reads it: JSON where it parses, else the string."""
+    if name in _STRING_PARAMS:
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _normalise(params: JSON) -> JSON:
+    for name in _OBJECT_PARAMS:
+        value = params.get(name)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                params[name] = json.loads(value)
+    return params
+
+
+def _render(text: str, parse_mode: Any) -> str:
+    """The text a user would see. HTML tags are dropped; Markdown is left as sent."""
+    if isinstance(parse_mode, str) and parse_mode.lower() == "html":
+        return html.unescape(_TAG.sub("", text))
+    return text
+
+
+def _inline_markup(value: Any) -> JSON | None:
+    """The inline keyboard a message keeps (other markups are not stored on messages)."""
+    if not isinstance(value, dict):
+        return None
+    rows = value.get("inline_keyboard")
+    if not isinstance(rows, list) or not any(rows):
+        return None
+    for row in rows:
+        if not isinstance(row, list):
+            raise _bad(
+                "can't parse inline keyboard button: InlineKeyboardButton must be an Object"
+            )
+        for button in row:
+            if not isinstance(button, dict) or not button.get("text"):
+                raise _bad("can't parse inline keyboard button: Text buttons are unallowed")
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(str(data).encode()) <= 64:
+                raise _bad("BUTTON_DATA_INVALID")
+    return copy.deepcopy(value)
+
+
+def _reply_copy(message: JSON) -> JSON:
+    """A message as it appears in ``reply_to_message`` (which never nests further)."""
+    return {
+        key: copy.deepcopy(value) for key, value in message.items() if key != "reply_to_message"
+    }
+
+
+def _content(message: JSON) -> tuple[Any, ...]:
+    return (
+        message.get("text"),
+        message.get("entities"),
+        message.get("caption"),
+        message.get("caption_entities"),
+        message.get("reply_markup"),
+    )
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    if isinstance(value, UploadedFile):
+        return f"<upload {value.filename} {value.size} B>"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- the fake
+
+
+class FakeTelegram:
+    """The Bot API for one bot token, plus the users and chats that talk to it."""
+
+    def __init__(
+        self,
+        token: str = TEST_TOKEN,
+        *,
+        flood_limits: bool = False,
+        keep_uploads_up_to: int = 1024 * 1024,
+    ) -> None:
+        self.token = token
+        self.flood_limits = flood_limits
+        #: Uploads (and URL fetches) up to this many bytes keep their bytes, for getFile.
+        self.keep_uploads_up_to = keep_uploads_up_to
+        self.url = ""
+        self.calls: list[Call] = []
+        #: Callback query id -> the params of its (first) answerCallbackQuery.
+        self.callback_answers: dict[str, dict[str, Any]] = {}
+        #: The file paths the bot downloaded, in order.
+        self.downloads: list[str] = []
+        #: The URLs the fake fetched for media sent by URL.
+        self.fetched_urls: list[str] = []
+        #: The commands of the last setMyCommands (default scope), as getMyCommands returns.
+        self.commands: list[JSON] = []
+        self.webhook_url = ""
+
+        self._users: dict[int, JSON] = {}
+        self._chats: dict[int, _Chat] = {}
+        self._files: dict[str, _StoredFile] = {}
+        self._paths: dict[str, _StoredFile] = {}
+        self._queries: dict[str, _Query] = {}
+        self._injected: list[_Injected] = []
+
+        self._history: dict[int, JSON] = {}
+        self._pending: list[_Pending] = []
+        self._next_update_id = _UPDATE_ID_BASE
+        self._allowed_updates: list[str] | None = None
+        self._poll: _Poll | None = None
+
+        self._file_counter = itertools.count(1)
+        self._path_counter = itertools.count(1)
+        self._query_counter = itertools.count(1)
+
+        self._chat_sends: dict[int, list[float]] = {}
+        self._all_sends: list[float] = []
+        self._recent_sends: deque[float] = deque()
+
+        self._call_waiters: set[asyncio.Event] = set()
+        self._runner: web.AppRunner | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._port = 0
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+        self._methods: dict[str, Callable[[JSON], Awaitable[Any]]] = {
+            "getme": self._get_me,
+            "getupdates": self._get_updates,
+            "deletewebhook": self._delete_webhook,
+            "setwebhook": self._set_webhook,
+            "getwebhookinfo": self._get_webhook_info,
+            "setmycommands": self._set_my_commands,
+            "deletemycommands": self._delete_my_commands,
+            "getmycommands": self._get_my_commands,
+            "sendmessage": self._send_message,
+            "sendphoto": self._send_photo,
+            "sendvideo": self._send_video,
+            "senddocument": self._send_document,
+            "sendchataction": self._send_chat_action,
+            "editmessagetext": self._edit_message_text,
+            "editmessagecaption": self._edit_message_caption,
+            "editmessagereplymarkup": self._edit_message_reply_markup,
+            "deletemessage": self._delete_message,
+            "answercallbackquery": self._answer_callback_query,
+            "getfile": self._get_file,
+            "close": self._true,
+            "logout": self._true,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Serve on 127.0.0.1: a free port the first time, the same port after a stop()."""
+        if self._runner is not None:
+            return
+        self._stopping = False
+        self._loop = asyncio.get_running_loop()
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self._port, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        host, port = runner.addresses[0][:2]
+        self._port = port
+        self._runner = runner
+        self._http = httpx.AsyncClient(
+            follow_redirects=True, trust_env=False, timeout=httpx.Timeout(15.0)
+        )
+        self.url = f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        """Answer any pending long poll with [] at once, then close the server."""
+        self._stopping = True
+        if self._poll is not None:
+            self._poll.wake.set()
+        runner, self._runner = self._runner, None
+        http, self._http = self._http, None
+        if runner is not None:
+            await runner.cleanup()
+        if http is not None:
+            await http.aclose()
+
+    async def __aenter__(self) -> FakeTelegram:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def api_url(self) -> str:
+        """PTB's ``base_url``: ``{url}/bot``."""
+        return f"{self.url}/bot"
+
+    @property
+    def file_url(self) -> str:
+        """PTB's ``base_file_url``: ``{url}/file/bot``."""
+        return f"{self.url}/file/bot"
+
+    # ------------------------------------------------------------------ inspection
+
+    def calls_of(self, method: str, chat_id: int | None = None) -> list[Call]:
+        """The calls of ``method`` (any case), optionally only those to ``chat_id``."""
+        wanted = method.lower()
+        return [
+            call
+            for call in self.calls
+            if call.method.lower() == wanted and (chat_id is None or call.chat_id == chat_id)
+        ]
+
+    async def wait_for_call(
+        self,
+        method: str,
+        *,
+        chat_id: int | None = None,
+        count: int = 1,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the fixture API takes a plain timeout
+        where: Callable[[Call], bool] | None = None,
+    ) -> list[Call]:
+        """Wait until ``count`` calls match (ok or not); return all matching calls.
+
+        Raises AssertionError listing the calls seen when ``timeout`` passes first.
+        """
+        deadline = time.monotonic() + timeout
+        event = asyncio.Event()
+        self._call_waiters.add(event)
+        try:
+            while True:
+                event.clear()
+                matching = [
+                    call for call in self.calls_of(method, chat_id) if where is None or where(call)
+                ]
+                if len(matching) >= count:
+                    return matching
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        self._timeout_report(method, chat_id, count, timeout, len(matching))
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), remaining)
+        finally:
+            self._call_waiters.discard(event)
+
+    def clear_calls(self) -> None:
+        """Forget the calls recorded so far (the world stays as it is)."""
+        self.calls.clear()
+
+    def bot_messages(self, chat_id: int) -> list[dict[str, Any]]:
+        """The current state (after edits) of every message the bot sent to the chat and did
+        not delete, oldest first."""
+        chat = self._chats.get(chat_id)
+        if chat is None:
+            return []
+        return [
+            copy.deepcopy(chat.messages[message_id])
+            for message_id in chat.bot_message_ids
+            if message_id in chat.messages
+        ]
+
+    def message(self, chat_id: int, message_id: int) -> dict[str, Any] | None:
+        """A message's current state (user's or bot's); None if unknown or deleted."""
+        chat = self._chats.get(chat_id)
+        if chat is None or message_id not in chat.messages:
+            return None
+        return copy.deepcopy(chat.messages[message_id])
+
+    def pending_updates(self) -> int:
+        """Updates not yet confirmed by a getUpdates offset."""
+        return len(self._pending)
+
+    def send_times(self, chat_id: int | None = None) -> list[float]:
+        """Monotonic times of the accepted sends and edits to a chat (or to all chats)."""
+        if chat_id is None:
+            return list(self._all_sends)
+        return list(self._chat_sends.get(chat_id, ()))
+
+    def file_data(self, file_id: str) -> bytes | None:
+        """The bytes behind a file id (None when not kept, e.g. big uploads)."""
+        stored = self._files.get(file_id)
+        return None if stored is None else stored.data
+
+    # ------------------------------------------------------------------ the world
+
+    def user(
+        self, user_id: int, first_name: str = "Ann", username: str | None = None
+    ) -> dict[str, Any]:
+        """Register (or rename) a user; return the User object."""
+        info: JSON = {
+            "id": user_id,
+            "is_bot": False,
+            "first_name": first_name,
+            "language_code": "en",
+        }
+        if username is not None:
+            info["username"] = username
+        self._users[user_id] = info
+        chat = self._chats.get(user_id)
+        if chat is not None and chat.is_private:
+            chat.info = self._private_info(user_id)
+        return copy.deepcopy(info)
+
+    def private_chat(self, user_id: int) -> int:
+        """The private chat between the bot and a user; its id is the user's id."""
+        self._ensure_chat(user_id)
+        return user_id
+
+    def group(
+        self,
+        chat_id: int,
+        title: str = "Family",
+        *,
+        supergroup: bool = True,
+        forum: bool = False,
+    ) -> int:
+        """A group (negative id, e.g. -1001234) the bot is in; ``forum`` implies topics."""
+        if chat_id >= 0:
+            raise ValueError(f"group chat ids are negative, got {chat_id}")
+        if forum and not supergroup:
+            raise ValueError("only supergroups can be forums")
+        info: JSON = {"id": chat_id, "type": "supergroup" if supergroup else "group"}
+        info["title"] = title
+        if forum:
+            info["is_forum"] = True
+        chat = self._chats.get(chat_id)
+        if chat is None:
+            self._chats[chat_id] = _Chat(info)
+        else:
+            chat.info = info
+        return chat_id
+
+    def block_chat(self, chat_id: int) -> None:
+        """The user blocks the bot (private) or kicks it (group): sends get 403."""
+        self._ensure_chat(chat_id).blocked = True
+
+    def unblock_chat(self, chat_id: int) -> None:
+        """Undo block_chat."""
+        self._ensure_chat(chat_id).blocked = False
+
+    # ------------------------------------------------------------------ users act
+
+    def send_text(
+        self,
+        chat_id: int,
+        user_id: int,
+        text: str,
+        *,
+        reply_to: int | None = None,
+        thread_id: int | None = None,
+    ) -> dict[str, Any]:
+        """A user sends a text message; commands and mentions get entities."""
+        content: JSON = {"text": text}
+        entities = _entities(text)
+        if entities:
+            content["entities"] = entities
+        return self._user_message(chat_id, user_id, content, reply_to, thread_id)
+
+    def send_photo(
+        self,
+        chat_id: int,
+        user_id: int,
+        *,
+        caption: str | None = None,
+        size_bytes: int = 50_000,
+        reply_to: int | None = None,
+        thread_id: int | None = None,
+    ) -> dict[str, Any]:
+        """A user sends a photo: three sizes, ascending; the largest is ``size_bytes``."""
+        dimensions = [(90, 120, max(1, size_bytes // 40)), (320, 427, max(1, size_bytes // 6))]
+        dimensions.append((1280, 1707, size_bytes))
+        sizes: list[JSON] = []
+        for width, height, size in dimensions:
+            stored = self._new_file("photo", size, _JPEG_HEAD, _JPEG_TAIL, mime_type="image/jpeg")
+            sizes.append(
+                {
+                    "file_id": stored.file_id,
+                    "file_unique_id": stored.file_unique_id,
+                    "width": width,
+                    "height": height,
+                    "file_size": size,
+                }
+            )
+        content: JSON = {"photo": sizes}
+        self._add_caption(content, caption)
+        return self._user_message(chat_id, user_id, content, reply_to, thread_id)
+
+    def send_document(
+        self,
+        chat_id: int,
+        user_id: int,
+        *,
+        mime_type: str = "image/jpeg",
+        file_name: str = "photo.jpg",
+        size_bytes: int = 80_000,
+        caption: str | None = None,
+        reply_to: int | None = None,
+        thread_id: int | None = None,
+    ) -> dict[str, Any]:
+        """A user sends a file; over 20 MB only its size is stored (getFile refuses it)."""
+        head, tail = {
+            "image/jpeg": (_JPEG_HEAD, _JPEG_TAIL),
+            "image/png": (_PNG_HEAD, b""),
+            "video/mp4": (_MP4_HEAD, b""),
+        }.get(mime_type, (b"", b""))
+        stored = self._new_file(
+            "document", size_bytes, head, tail, mime_type=mime_type, file_name=file_name
+        )
+        document: JSON = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_name": file_name,
+            "mime_type": mime_type,
+            "file_size": size_bytes,
+        }
+        content: JSON = {"document": document}
+        self._add_caption(content, caption)
+        return self._user_message(chat_id, user_id, content, reply_to, thread_id)
+
+    def send_sticker(self, chat_id: int, user_id: int) -> dict[str, Any]:
+        """A user sends a (static) sticker."""
+        stored = self._new_file("sticker", 24_000, _WEBP_HEAD, b"", mime_type="image/webp")
+        sticker: JSON = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "type": "regular",
+            "width": 512,
+            "height": 512,
+            "is_animated": False,
+            "is_video": False,
+            "emoji": "\N{SLIGHTLY SMILING FACE}",
+            "set_name": "FakeStickers",
+            "file_size": stored.size,
+        }
+        return self._user_message(chat_id, user_id, {"sticker": sticker}, None, None)
+
+    def send_video_message(
+        self,
+        chat_id: int,
+        user_id: int,
+        *,
+        size_bytes: int = 300_000,
+        caption: str | None = None,
+    ) -> dict[str, Any]:
+        """A user sends a video."""
+        stored = self._new_file(
+            "video", size_bytes, _MP4_HEAD, b"", mime_type="video/mp4", file_name="clip.mp4"
+        )
+        content: JSON = {"video": self._video_object(stored, 720, 1280, 5)}
+        self._add_caption(content, caption)
+        return self._user_message(chat_id, user_id, content, None, None)
+
+    def press_button(self, chat_id: int, user_id: int, message_id: int, data: str) -> str:
+        """A user presses an inline button with ``data`` on a message; returns the query id.
+
+        The update carries the message as it is now (text, keyboard); an unknown message is
+        sent as a minimal one, as for an old message the fake never saw.
+        """
+        chat = self._ensure_chat(chat_id)
+        user = self._ensure_user(user_id)
+        message = chat.messages.get(message_id)
+        if message is None:
+            message = {
+                "message_id": message_id,
+                "from": self._bot_user(),
+                "chat": copy.deepcopy(chat.info),
+                "date": _now() - 60,
+                "text": "...",
+            }
+        query_id = str(4_000_000_000_000_000 + next(self._query_counter))
+        self._queries[query_id] = _Query(chat_id, user_id, message_id)
+        query: JSON = {
+            "id": query_id,
+            "from": copy.deepcopy(user),
+            "message": copy.deepcopy(message),
+            "chat_instance": str(-(abs(chat_id) * 7919 + 13)),
+            "data": data,
+        }
+        self.push_update({"callback_query": query})
+        return query_id
+
+    def delete_message(self, chat_id: int, message_id: int) -> None:
+        """A user deletes a message (theirs or the bot's): replies to it no longer resolve."""
+        chat = self._ensure_chat(chat_id)
+        chat.messages.pop(message_id, None)
+        chat.deleted.add(message_id)
+
+    def push_update(self, payload: JSON) -> int:
+        """Queue a raw update (``{"message": {...}}`` etc.); returns its update_id."""
+        update_id = self._next_update_id
+        self._next_update_id += 1
+        update = {"update_id": update_id, **copy.deepcopy(payload)}
+        self._history[update_id] = update
+        self._pending.append(_Pending(update_id, update))
+        self._wake_poll()
+        return update_id
+
+    def redeliver_update(self, update_id: int) -> None:
+        """Queue an earlier update again under the SAME update_id, even if it was confirmed.
+
+        It is delivered once even when the bot's offset is already past it (as after a crash
+        between handling an update and confirming it).
+        """
+        update = self._history.get(update_id)
+        if update is None:
+            raise KeyError(f"no update {update_id}")
+        if any(entry.update_id == update_id for entry in self._pending):
+            return
+        entry = _Pending(update_id, copy.deepcopy(update), redelivered=True)
+        keys = [pending.update_id for pending in self._pending]
+        self._pending.insert(bisect.bisect_left(keys, update_id), entry)
+        self._wake_poll()
+
+    # ------------------------------------------------------------------ failures
+
+    def fail_next(
+        self,
+        method: str,
+        *,
+        error_code: int,
+        description: str,
+        retry_after: int | None = None,
+        times: int = 1,
+        chat_id: int | None = None,
+    ) -> None:
+        """The next ``times`` calls of ``method`` (to ``chat_id``, if given) get this error.
+
+        For 429 without ``retry_after`` the description's number (or 1) is used.
+        """
+        if error_code == 429 and retry_after is None:
+            numbers = re.findall(r"\d+", description)
+            retry_after = int(numbers[-1]) if numbers else 1
+        error = ApiError(error_code, description, retry_after=retry_after)
+        self._injected.append(_Injected(method.lower(), chat_id, error, times))
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path.startswith("/file/bot"):
+            return self._serve_file(path[len("/file/bot") :])
+        if not path.startswith("/bot"):
+            return web.json_response(ApiError(404, "Not Found").body(), status=404)
+        token, _, method = path[len("/bot") :].partition("/")
+        at = time.monotonic()
+        if token != self.token:
+            return self._answer(method, {}, at, None, ApiError(401, "Unauthorized"))
+        handler = self._methods.get(method.lower())
+        if handler is None:
+            return self._answer(method, {}, at, None, ApiError(404, "Not Found"))
+        try:
+            params = await self._read_params(request)
+        except ApiError as error:
+            return self._answer(method, {}, at, None, error)
+        chat_id = self._chat_of(params)
+        try:
+            self._inject(method, chat_id)
+            send_to = chat_id if method.lower() in _SEND_METHODS else None
+            if send_to is not None:
+                self._check_flood(send_to, time.monotonic())
+            result = await handler(params)
+            if send_to is not None:
+                self._record_send(send_to, time.monotonic())
+        except ApiError as error:
+            return self._answer(method, params, at, chat_id, error)
+        return self._answer(method, params, at, chat_id, result)
+
+    def _answer(
+        self, method: str, params: JSON, at: float, chat_id: int | None, outcome: Any
+    ) -> web.Response:
+        if isinstance(outcome, ApiError):
+            body, status = outcome.body(), outcome.code
+        else:
+            body, status = {"ok": True, "result": outcome}, 200
+        self.calls.append(Call(method, params, at, body, chat_id))
+        for event in self._call_waiters:
+            event.set()
+        return web.json_response(body, status=status)
+
+    async def _read_params(self, request: web.Request) -> JSON:
+        params: JSON = {name: _decode_value(name, value) for name, value in request.query.items()}
+        if request.method not in ("POST", "PUT") or not request.body_exists:
+            return _normalise(params)
+        content_type = request.content_type
+        try:
+            if content_type == "application/json":
+                body = json.loads(await request.read() or b"{}")
+                if not isinstance(body, dict):
+                    raise _bad("parameters must be an object")
+                params.update(body)
+            elif content_type == "multipart/form-data":
+                params.update(await self._read_multipart(request))
+            else:
+                form = await request.post()
+                params.update(
+                    {
+                        name: _decode_value(name, v)
+                        for name, v in form.items()
+                        if isinstance(v, str)
+                    }
+                )
+        except ValueError as exc:
+            raise _bad(f"can't parse request body: {exc}") from exc
+        return _normalise(params)
+
+    async def _read_multipart(self, request: web.Request) -> JSON:
+        """Form fields and uploads, streamed: files are hashed while read, kept only if small."""
+        fields: JSON = {}
+        uploads: dict[str, UploadedFile] = {}
+        total = 0
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                await part.release()
+                continue
+            name = part.name or ""
+            if part.filename is None:
+                fields[name] = _decode_value(name, await part.text())
+                continue
+            digest = hashlib.sha256()
+            size = 0
+            chunks: list[bytes] | None = []
+            while chunk := await part.read_chunk(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                total += len(chunk)
+                if chunks is not None:
+                    chunks.append(chunk)
+                    if size > self.keep_uploads_up_to:
+                        chunks = None
+            uploads[name] = UploadedFile(
+                filename=part.filename,
+                content_type=part.headers.get("Content-Type"),
+                size=size,
+                sha256=digest.hexdigest(),
+                data=b"".join(chunks) if chunks is not None else None,
+            )
+        if total > MAX_UPLOAD_BYTES:
+            raise ApiError(413, "Request Entity Too Large")
+        for key, value in list(fields.items()):
+            if isinstance(value, str) and value.startswith("attach://"):
+                attached = uploads.pop(value[len("attach://") :], None)
+                if attached is not None:
+                    fields[key] = attached
+        fields.update(uploads)
+        return fields
+
+    def _serve_file(self, rest: str) -> web.Response:
+        token, _, file_path = rest.partition("/")
+        if token != self.token:
+            return web.json_response(ApiError(401, "Unauthorized").body(), status=401)
+        stored = self._paths.get(file_path)
+        if stored is None or stored.data is None:
+            return web.json_response(ApiError(404, "Not Found").body(), status=404)
+        self.downloads.append(file_path)
+        return web.Response(body=stored.data, content_type="application/octet-stream")
+
+    def _chat_of(self, params: JSON) -> int | None:
+        chat_id = _as_int(params.get("chat_id"))
+        if chat_id is not None:
+            return chat_id
+        query_id = params.get("callback_query_id")
+        query = self._queries.get(str(query_id)) if query_id is not None else None
+        return query.chat_id if query is not None else None
+
+    def _inject(self, method: str, chat_id: int | None) -> None:
+        wanted = method.lower()
+        for rule in self._injected:
+            if rule.method == wanted and (rule.chat_id is None or rule.chat_id == chat_id):
+                rule.times -= 1
+                if rule.times <= 0:
+                    self._injected.remove(rule)
+                raise rule.error
+
+    def _check_flood(self, chat_id: int, now: float) -> None:
+        if not self.flood_limits:
+            return
+        recent = self._recent_sends
+        while recent and recent[0] <= now - 1.0:
+            recent.popleft()
+        if len(recent) >= SENDS_PER_SECOND:
+            raise ApiError(429, "Too Many Requests: retry after 1", retry_after=1)
+        if chat_id < 0:
+            times = self._chat_sends.get(chat_id, [])
+            window = times[bisect.bisect_right(times, now - 60.0) :]
+            if len(window) >= GROUP_SENDS_PER_MINUTE:
+                oldest = window[-GROUP_SENDS_PER_MINUTE]
+                wait = max(1, math.ceil(oldest + 60.0 - now))
+                raise ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
+
+    def _record_send(self, chat_id: int, now: float) -> None:
+        self._chat_sends.setdefault(chat_id, []).append(now)
+        self._all_sends.append(now)
+        self._recent_sends.append(now)
+
+    def _wake_poll(self) -> None:
+        poll = self._poll
+        if poll is None:
+            return
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:
+            loop.call_soon_threadsafe(poll.wake.set)
+        else:
+            poll.wake.set()
+
+    def _timeout_report(
+        self, method: str, chat_id: int | None, count: int, timeout: float, seen: int
+    ) -> str:
+        target = f" to chat {chat_id}" if chat_id is not None else ""
+        lines = [
+            f"timed out after {timeout:g}s waiting for {count} x {method}{target};"
+            f" {seen} matched. Calls seen ({len(self.calls)}, last 40):"
+        ]
+        start = self.calls[0].at if self.calls else 0.0
+        for call in self.calls[-40:]:
+            shown = " ".join(
+                f"{key}={_short(value)}" for key, value in call.params.items() if key in _REPORTED
+            )
+            if call.ok:
+                outcome = "ok"
+            else:
+                outcome = f"{call.response.get('error_code')} {call.response.get('description')}"
+            described = f"{call.method} {shown}" if shown else call.method
+            lines.append(f"  +{call.at - start:7.3f}s {described} -> {outcome}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ world internals
+
+    def _bot_user(self) -> JSON:
+        return {"id": BOT_ID, "is_bot": True, "first_name": BOT_NAME, "username": BOT_USERNAME}
+
+    def _ensure_user(self, user_id: int) -> JSON:
+        user = self._users.get(user_id)
+        if user is None:
+            self.user(user_id)
+            user = self._users[user_id]
+        return user
+
+    def _private_info(self, user_id: int) -> JSON:
+        user = self._ensure_user(user_id)
+        info: JSON = {"id": user_id, "type": "private", "first_name": user["first_name"]}
+        if "username" in user:
+            info["username"] = user["username"]
+        return info
+
+    def _ensure_chat(self, chat_id: int) -> _Chat:
+        """A chat, created on first use: positive ids are private, negative are groups."""
+        chat = self._chats.get(chat_id)
+        if chat is None:
+            if chat_id > 0:
+                chat = _Chat(self._private_info(chat_id))
+                self._chats[chat_id] = chat
+            else:
+                supergroup = str(chat_id).startswith("-100")
+                self.group(chat_id, f"Group {-chat_id}", supergroup=supergroup)
+                chat = self._chats[chat_id]
+        return chat
+
+    def _next_message_id(self, chat: _Chat) -> int:
+        message_id = chat.next_message_id
+        chat.next_message_id += 1
+        return message_id
+
+    def _new_file(
+        self,
+        kind: str,
+        size: int,
+        head: bytes,
+        tail: bytes,
+        *,
+        mime_type: str | None = None,
+        file_name: str | None = None,
+    ) -> _StoredFile:
+        """A user's file with real bytes (none above 20 MB: only the size is known)."""
+        number = next(self._file_counter)
+        data = _file_bytes(head, tail, size, number) if size <= MAX_DOWNLOAD_BYTES else None
+        sha = hashlib.sha256(data).hexdigest() if data is not None else None
+        return self._store(number, kind, size, data, sha, mime_type, file_name)
+
+    def _store(
+        self,
+        number: int,
+        kind: str,
+        size: int,
+        data: bytes | None,
+        sha256: str | None,
+        mime_type: str | None,
+        file_name: str | None,
+    ) -> _StoredFile:
+        tag = hashlib.sha1(f"{kind}-{number}".encode()).hexdigest()[:22]
+        stored = _StoredFile(
+            file_id=f"{_FILE_ID_PREFIX[kind]}{number:06d}{tag}",
+            file_unique_id=f"AQAD{number:06d}{tag[:6]}",
+            kind=kind,
+            size=size,
+            data=data,
+            mime_type=mime_type,
+            file_name=file_name,
+            sha256=sha256,
+        )
+        self._files[stored.file_id] = stored
+        return stored
+
+    def _add_caption(self, content: JSON, caption: str | None) -> None:
+        if caption is None:
+            return
+        content["caption"] = caption
+        entities = _entities(caption)
+        if entities:
+            content["caption_entities"] = entities
+
+    def _topic_root(self, chat: _Chat, thread_id: int) -> JSON:
+        """The service message that opened a forum topic: what topic messages reply to."""
+        return {
+            "message_id": thread_id,
+            "from": self._bot_user(),
+            "chat": copy.deepcopy(chat.info),
+            "date": _now() - 3600,
+            "message_thread_id": thread_id,
+            "is_topic_message": True,
+            "forum_topic_created": {"name": f"Topic {thread_id}", "icon_color": 7322096},
+        }
+
+    def _place(
+        self, chat: _Chat, message: JSON, reply: JSON | None, thread_id: int | None
+    ) -> None:
+        """Thread and reply fields, as Telegram fills them in."""
+        if thread_id is not None:
+            message["message_thread_id"] = thread_id
+            if chat.info.get("is_forum"):
+                message["is_topic_message"] = True
+        if reply is not None:
+            message["reply_to_message"] = _reply_copy(reply)
+        elif thread_id is not None and chat.info.get("is_forum"):
+            message["reply_to_message"] = self._topic_root(chat, thread_id)
+
+    def _user_message(
+        self,
+        chat_id: int,
+        user_id: int,
+        content: JSON,
+        reply_to: int | None,
+        thread_id: int | None,
+    ) -> dict[str, Any]:
+        chat = self._ensure_chat(chat_id)
+        user = self._ensure_user(user_id)
+        reply = None
+        if reply_to is not None:
+            reply = chat.messages.get(reply_to)
+            if reply is None:
+                raise ValueError(f"chat {chat_id} has no message {reply_to} to reply to")
+        message: JSON = {
+            "message_id": self._next_message_id(chat),
+            "from": copy.deepcopy(user),
+            "chat": copy.deepcopy(chat.info),
+            "date": _now(),
+        }
+        self._place(chat, message, reply, thread_id)
+        message.update(copy.deepcopy(content))
+        chat.messages[message["message_id"]] = message
+        self.push_update({"message": message})
+        return copy.deepcopy(message)
+
+    @staticmethod
+    def _video_object(stored: _StoredFile, width: int, height: int, duration: int) -> JSON:
+        video: JSON = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "width": width,
+            "height": height,
+            "duration": duration,
+            "mime_type": "video/mp4",
+            "file_size": stored.size,
+        }
+        if stored.file_name:
+            video["file_name"] = stored.file_name
+        return video
+
+    # ------------------------------------------------------------------ methods: bot & updates
+
+    async def _true(self, params: JSON) -> bool:
+        return True
+
+    async def _get_me(self, params: JSON) -> JSON:
+        return {
+            **self._bot_user(),
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
+
+    async def _delete_webhook(self, params: JSON) -> bool:
+        self.webhook_url = ""
+        if _as_bool(params.get("drop_pending_updates", False)):
+            self._pending.clear()
+        return True
+
+    async def _set_webhook(self, params: JSON) -> bool:
+        self.webhook_url = str(params.get("url") or "")
+        if _as_bool(params.get("drop_pending_updates", False)):
+            self._pending.clear()
+        return True
+
+    async def _get_webhook_info(self, params: JSON) -> JSON:
+        return {
+            "url": self.webhook_url,
+            "has_custom_certificate": False,
+            "pending_update_count": len(self._pending),
+        }
+
+    async def _set_my_commands(self, params: JSON) -> bool:
+        commands = params.get("commands")
+        if not isinstance(commands, list):
+            raise _bad('parameter "commands" is required')
+        if params.get("scope") is None and params.get("language_code") in (None, ""):
+            self.commands = copy.deepcopy(commands)
+        return True
+
+    async def _delete_my_commands(self, params: JSON) -> bool:
+        if params.get("scope") is None and params.get("language_code") in (None, ""):
+            self.commands = []
+        return True
+
+    async def _get_my_commands(self, params: JSON) -> list[JSON]:
+        return copy.deepcopy(self.commands)
+
+    async def _get_updates(self, params: JSON) -> list[JSON]:
+        if self.webhook_url:
+            raise ApiError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active;"
+                " use deleteWebhook to delete the webhook first",
+            )
+        poll = _Poll()
+        previous, self._poll = self._poll, poll
+        if previous is not None:
+            # Telegram ends the older request with 409 and serves the newer one.
+            previous.superseded = True
+            previous.wake.set()
+        try:
+            offset = _as_int(params.get("offset"))
+            if offset is not None:
+                self._confirm(offset)
+            allowed = params.get("allowed_updates")
+            if isinstance(allowed, list):
+                self._allowed_updates = [str(kind) for kind in allowed] or None
+            limit = _as_int(params.get("limit")) or 100
+            limit = min(max(limit, 1), 100)
+            timeout = params.get("timeout") or 0
+            try:
+                timeout = max(0.0, float(timeout))
+            except (TypeError, ValueError):
+                timeout = 0.0
+            deadline = time.monotonic() + timeout
+            while True:
+                poll.wake.clear()
+                if poll.superseded:
+                    raise ApiError(
+                        409,
+                        "Conflict: terminated by other getUpdates request;"
+                        " make sure that only one bot instance is running",
+                    )
+                batch = self._take(limit)
+                remaining = deadline - time.monotonic()
+                if batch or self._stopping or remaining <= 0:
+                    return batch
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(poll.wake.wait(), remaining)
+        finally:
+            if self._poll is poll:
+                self._poll = None
+
+    def _confirm(self, offset: int) -> None:
+        """Forget confirmed updates: ids below ``offset`` (negative: keep the last -offset)."""
+        if offset < 0:
+            self._pending = self._pending[offset:]
+            return
+        self._pending = [
+            entry
+            for entry in self._pending
+            if entry.update_id >= offset or (entry.redelivered and not entry.delivered)
+        ]
+
+    def _take(self, limit: int) -> list[JSON]:
+        allowed = self._allowed_updates
+        if allowed is not None:
+            self._pending = [
+                entry for entry in self._pending if any(kind in entry.update for kind in allowed)
+            ]
+        batch = self._pending[:limit]
+        for entry in batch:
+            entry.delivered = True
+        return [copy.deepcopy(entry.update) for entry in batch]
+
+    # ------------------------------------------------------------------ methods: sending
+
+    def _target(self, params: JSON) -> _Chat:
+        raw = params.get("chat_id")
+        if raw is None or raw == "":
+            raise _bad("chat_id is empty")
+        chat_id = _as_int(raw)
+        if chat_id is None or chat_id == 0:
+            raise _bad("chat not found")
+        return self._ensure_chat(chat_id)
+
+    def _check_blocked(self, chat: _Chat) -> None:
+        if not chat.blocked:
+            return
+        if chat.is_private:
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
+        kind = "supergroup chat" if chat.info["type"] == "supergroup" else "group chat"
+        raise ApiError(403, f"Forbidden: bot was kicked from the {kind}")
+
+    def _reply_target(self, chat: _Chat, params: JSON) -> JSON | None:
+        """The message replied to; None when there is none or it is gone and that's allowed."""
+        reply_parameters = params.get("reply_parameters")
+        allow = _as_bool(params.get("allow_sending_without_reply", False))
+        message_id = _as_int(params.get("reply_to_message_id"))
+        if isinstance(reply_parameters, dict):
+            message_id = _as_int(reply_parameters.get("message_id"))
+            allow = allow or _as_bool(reply_parameters.get("allow_sending_without_reply", False))
+        if message_id is None:
+            return None
+        message = chat.messages.get(message_id)
+        if message is None and not allow:
+            raise _bad("message to be replied not found")
+        return message
+
+    def _checked_text(self, params: JSON) -> tuple[str, list[JSON] | None]:
+        raw = params.get("text")
+        text = "" if raw is None else str(raw)
+        rendered = _render(text, params.get("parse_mode"))
+        if not rendered.strip():
+            raise _bad("message text is empty")
+        if len(rendered) > MAX_TEXT_LENGTH:
+            raise _bad("message is too long")
+        entities = params.get("entities")
+        return rendered, (copy.deepcopy(entities) if isinstance(entities, list) else None)
+
+    def _checked_caption(self, params: JSON) -> tuple[str | None, list[JSON] | None]:
+        raw = params.get("caption")
+        if raw is None or raw == "":
+            return None, None
+        rendered = _render(str(raw), params.get("parse_mode"))
+        if len(rendered) > MAX_CAPTION_LENGTH:
+            raise _bad("message caption is too long")
+        entities = params.get("caption_entities")
+        return rendered, (copy.deepcopy(entities) if isinstance(entities, list) else None)
+
+    def _bot_message(self, chat: _Chat, params: JSON, content: JSON) -> JSON:
+        """Store and return a message the bot sent (after all checks passed)."""
+        reply = self._reply_target(chat, params)
+        markup = _inline_markup(params.get("reply_markup"))
+        message: JSON = {
+            "message_id": self._next_message_id(chat),
+            "from": self._bot_user(),
+            "chat": copy.deepcopy(chat.info),
+            "date": _now(),
+        }
+        self._place(chat, message, reply, _as_int(params.get("message_thread_id")))
+        message.update(content)
+        if markup is not None:
+            message["reply_markup"] = markup
+        chat.messages[message["message_id"]] = message
+        chat.bot_message_ids.append(message["message_id"])
+        return copy.deepcopy(message)
+
+    async def _send_message(self, params: JSON) -> JSON:
+        chat = self._target(params)
+        self._check_blocked(chat)
+        text, entities = self._checked_text(params)
+        self._reply_target(chat, params)
+        _inline_markup(params.get("reply_markup"))
+        content: JSON = {"text": text}
+        if entities:
+            content["entities"] = entities
+        return self._bot_message(chat, params, content)
+
+    async def _send_media(self, params: JSON, kind: str) -> JSON:
+        chat = self._target(params)
+        self._check_blocked(chat)
+        caption, caption_entities = self._checked_caption(params)
+        self._reply_target(chat, params)
+        _inline_markup(params.get("reply_markup"))
+        stored = await self._media(params, kind)
+        content: JSON = {}
+        if kind == "video":
+            width = _as_int(params.get("width")) or 720
+            height = _as_int(params.get("height")) or 1280
+            duration = _as_int(params.get("duration")) or 5
+            content["video"] = self._video_object(stored, width, height, duration)
+        elif kind == "photo":
+            content["photo"] = [
+                {
+                    "file_id": stored.file_id,
+                    "file_unique_id": stored.file_unique_id,
+                    "width": 1280,
+                    "height": 1280,
+                    "file_size": stored.size,
+                }
+            ]
+        else:
+            document: JSON = {
+                "file_id": stored.file_id,
+                "file_unique_id": stored.file_unique_id,
+                "file_size": stored.size,
+            }
+            if stored.file_name:
+                document["file_name"] = stored.file_name
+            if stored.mime_type:
+                document["mime_type"] = stored.mime_type
+            content["document"] = document
+        if caption is not None:
+            content["caption"] = caption
+            if caption_entities:
+                content["caption_entities"] = caption_entities
+        return self._bot_message(chat, params, content)
+
+    async def _media(self, params: JSON, kind: str) -> _StoredFile:
+        """The file a send names: an upload, a known file_id or an http(s) URL."""
+        value = params.get(kind)
+        if value is None or value == "":
+            raise _bad(f"there is no {kind} in the request")
+        if isinstance(value, UploadedFile):
+            if value.size == 0:
+                raise _bad("file must be non-empty")
+            mime = "video/mp4" if kind == "video" else value.content_type
+            if kind == "photo":
+                mime = "image/jpeg"
+            return self._store(
+                next(self._file_counter),
+                kind,
+                value.size,
+                value.data,
+                value.sha256,
+                mime,
+                value.filename,
+            )
+        if not isinstance(value, str):
+            raise _bad("wrong file identifier/HTTP URL specified")
+        if value.startswith(("http://", "https://")):
+            return await self._fetch(value, kind)
+        stored = self._files.get(value)
+        if stored is None:
+            raise _bad("wrong file identifier/HTTP URL specified")
+        if kind == "document":
+            usable = stored.kind in ("document", "video")
+        elif kind == "video":
+            usable = stored.kind == "video" or (
+                stored.kind == "document" and (stored.mime_type or "").startswith("video/")
+            )
+        else:
+            usable = stored.kind == kind
+        if not usable:
+            raise _bad(f"can't use file of type {stored.kind.title()} as {kind.title()}")
+        return stored
+
+    async def _fetch(self, url: str, kind: str) -> _StoredFile:
+        """Fetch media sent by URL, as Telegram does: up to 20 MB, redirects followed."""
+        self.fetched_urls.append(url)
+        failed = _bad("failed to get HTTP URL content")
+        if self._http is None:
+            raise failed
+        digest = hashlib.sha256()
+        size = 0
+        chunks: list[bytes] | None = []
+        content_type: str | None = None
+        try:
+            async with self._http.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    raise failed
+                declared = _as_int(response.headers.get("content-length"))
+                if declared is not None and declared > MAX_DOWNLOAD_BYTES:
+                    raise failed
+                content_type = response.headers.get("content-type")
+                async for chunk in response.aiter_bytes(_CHUNK):
+                    size += len(chunk)
+                    if size > MAX_DOWNLOAD_BYTES:
+                        raise failed
+                    digest.update(chunk)
+                    if chunks is not None:
+                        chunks.append(chunk)
+                        if size > self.keep_uploads_up_to:
+                            chunks = None
+        except httpx.HTTPError as exc:
+            raise failed from exc
+        if size == 0:
+            raise failed
+        file_name = url.rsplit("/", 1)[-1].split("?", 1)[0] or None
+        mime = {"video": "video/mp4", "photo": "image/jpeg"}.get(kind)
+        if mime is None and content_type:
+            mime = content_type.split(";", 1)[0].strip()
+        data = b"".join(chunks) if chunks is not None else None
+        number = next(self._file_counter)
+        return self._store(number, kind, size, data, digest.hexdigest(), mime, file_name)
+
+    async def _send_photo(self, params: JSON) -> JSON:
+        return await self._send_media(params, "photo")
+
+    async def _send_video(self, params: JSON) -> JSON:
+        return await self._send_media(params, "video")
+
+    async def _send_document(self, params: JSON) -> JSON:
+        return await self._send_media(params, "document")
+
+    async def _send_chat_action(self, params: JSON) -> bool:
+        chat = self._target(params)
+        self._check_blocked(chat)
+        if params.get("action") not in _CHAT_ACTIONS:
+            raise _bad("wrong parameter action in request")
+        return True
+
+    # ------------------------------------------------------------------ methods: editing
+
+    def _editable(self, params: JSON) -> tuple[_Chat, JSON]:
+        if params.get("inline_message_id"):
+            raise _bad("message to edit not found")
+        chat = self._target(params)
+        self._check_blocked(chat)
+        message_id = _as_int(params.get("message_id"))
+        message = chat.messages.get(message_id) if message_id is not None else None
+        if message is None:
+            raise _bad("message to edit not found")
+        if message["from"]["id"] != BOT_ID:
+            raise _bad("message can't be edited")
+        return chat, message
+
+    def _commit_edit(self, chat: _Chat, old: JSON, new: JSON, params: JSON) -> JSON:
+        markup = _inline_markup(params.get("reply_markup"))
+        if markup is None:
+            new.pop("reply_markup", None)
+        else:
+            new["reply_markup"] = markup
+        if _content(new) == _content(old):
+            raise _bad(
+                "message is not modified: specified new message content and reply markup are"
+                " exactly the same as a current content and reply markup of the message"
+            )
+        new["edit_date"] = _now()
+        chat.messages[new["message_id"]] = new
+        return copy.deepcopy(new)
+
+    async def _edit_message_text(self, params: JSON) -> JSON:
+        chat, message = self._editable(params)
+        if "text" not in message:
+            raise _bad("there is no text in the message to edit")
+        text, entities = self._checked_text(params)
+        new = copy.deepcopy(message)
+        new["text"] = text
+        new.pop("entities", None)
+        if entities:
+            new["entities"] = entities
+        return self._commit_edit(chat, message, new, params)
+
+    async def _edit_message_caption(self, params: JSON) -> JSON:
+        chat, message = self._editable(params)
+        if not any(key in message for key in ("photo", "video", "document")):
+            raise _bad("there is no caption in the message to edit")
+        caption, entities = self._checked_caption(params)
+        new = copy.deepcopy(message)
+        new.pop("caption", None)
+        new.pop("caption_entities", None)
+        if caption is not None:
+            new["caption"] = caption
+            if entities:
+                new["caption_entities"] = entities
+        return self._commit_edit(chat, message, new, params)
+
+    async def _edit_message_reply_markup(self, params: JSON) -> JSON:
+        chat, message = self._editable(params)
+        return self._commit_edit(chat, message, copy.deepcopy(message), params)
+
+    async def _delete_message(self, params: JSON) -> bool:
+        chat = self._target(params)
+        message_id = _as_int(params.get("message_id"))
+        if message_id is None or message_id not in chat.messages:
+            raise _bad("message to delete not found")
+        self.delete_message(chat.id, message_id)
+        return True
+
+    # ------------------------------------------------------------------ methods: queries & files
+
+    async def _answer_callback_query(self, params: JSON) -> bool:
+        query_id = str(params.get("callback_query_id") or "")
+        query = self._queries.get(query_id)
+        if query is None or query.answered:
+            raise _bad("query is too old and response timeout expired or query ID is invalid")
+        text = params.get("text")
+        if isinstance(text, str) and len(text) > MAX_ANSWER_LENGTH:
+            raise _bad("MESSAGE_TOO_LONG")
+        query.answered = True
+        self.callback_answers[query_id] = dict(params)
+        return True
+
+    async def _get_file(self, params: JSON) -> JSON:
+        file_id = params.get("file_id")
+        stored = self._files.get(str(file_id)) if file_id else None
+        if stored is None:
+            raise _bad("invalid file_id")
+        if stored.size > MAX_DOWNLOAD_BYTES:
+            raise _bad("file is too big")
+        if stored.path is None:
+            extension = _EXTENSIONS.get(stored.mime_type or "", "")
+            if stored.kind == "photo":
+                extension = ".jpg"
+            elif stored.file_name and "." in stored.file_name:
+                extension = "." + stored.file_name.rsplit(".", 1)[1].lower()
+            stored.path = f"{_FILE_DIRS[stored.kind]}/file_{next(self._path_counter)}{extension}"
+            self._paths[stored.path] = stored
+        return {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": stored.size,
+            "file_path": stored.path,
+        }
+
+
+def iter_updates(calls: Iterable[Call]) -> list[JSON]:
+    """Every update the fake handed out in these getUpdates calls, in order."""
+    updates: list[JSON] = []
+    for call in calls:
+        if call.method.lower() == "getupdates" and call.ok and isinstance(call.result, list):
+            updates.extend(call.result)
+    return updates
