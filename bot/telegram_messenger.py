@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import warnings
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -36,6 +37,11 @@ T = TypeVar("T")
 #: Telegram's upload limit for bots through the public Bot API.
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 _SEND_ATTEMPTS = 3
+#: Telegram's per-chat pace: about one message a second in a private chat, twenty a
+#: minute in a group. Status edits that would break it are skipped; outcomes wait.
+PRIVATE_CHAT_GAP = 1.0
+GROUP_CHAT_GAP = 3.0
+_PACER_MAX_CHATS = 10_000
 _UPLOAD_WRITE_TIMEOUT = 300.0
 
 
@@ -65,12 +71,54 @@ def _is_not_modified(error: BadRequest) -> bool:
     return "not modified" in error.message.lower()
 
 
+class ChatPacer:
+    """Remembers when the bot last sent to each chat, to keep to Telegram's per-chat pace."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last: dict[int, float] = {}
+
+    @staticmethod
+    def gap(chat_id: int) -> float:
+        return GROUP_CHAT_GAP if chat_id < 0 else PRIVATE_CHAT_GAP
+
+    def wait_needed(self, chat_id: int) -> float:
+        last = self._last.get(chat_id)
+        if last is None:
+            return 0.0
+        return max(0.0, last + self.gap(chat_id) - self._clock())
+
+    def sent(self, chat_id: int) -> None:
+        now = self._clock()
+        if len(self._last) > _PACER_MAX_CHATS:
+            self._last = {c: t for c, t in self._last.items() if now - t < GROUP_CHAT_GAP}
+        self._last[chat_id] = now
+
+    async def essential(self, chat_id: int) -> None:
+        """Wait for the chat's next free slot and take it (outcomes always go out)."""
+        # Reserve the slot before sleeping, so two outcomes for one chat queue up.
+        wait = self.wait_needed(chat_id)
+        self._last[chat_id] = self._clock() + wait
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def optional(self, chat_id: int) -> bool:
+        """Take the chat's slot if it is free now; False means skip this message."""
+        if self.wait_needed(chat_id) > 0:
+            return False
+        self.sent(chat_id)
+        return True
+
+
 class TelegramMessenger:
     max_upload_bytes = MAX_UPLOAD_BYTES
 
-    def __init__(self, bot: Bot, admin_ids: frozenset[int]) -> None:
+    def __init__(
+        self, bot: Bot, admin_ids: frozenset[int], pacer: ChatPacer | None = None
+    ) -> None:
         self._bot = bot
         self._admin_ids = admin_ids
+        self._pacer = pacer or ChatPacer()
         #: Last text shown per job: edit only when it changes (flood limits).
         self._shown: dict[int, str] = {}
 
@@ -99,6 +147,7 @@ class TelegramMessenger:
         self, job: Job, send: Callable[[ReplyParameters | None], Awaitable[Message]]
     ) -> Message:
         """Send replying to the job's photo; without the reply if the photo was deleted."""
+        await self._pacer.essential(job.chat_id)
         reply = ReplyParameters(message_id=job.photo_message_id, allow_sending_without_reply=True)
         try:
             return await self._call(lambda: send(reply))
@@ -151,7 +200,7 @@ class TelegramMessenger:
             await self._delete(job.chat_id, message_id)
             return
         text = self._progress_text(job, progress)
-        if self._shown.get(job.id) == text:
+        if self._shown.get(job.id) == text or not self._pacer.optional(job.chat_id):
             return
         try:
             await self._call(
@@ -171,9 +220,12 @@ class TelegramMessenger:
     # -- outcomes --------------------------------------------------------------------
 
     async def send_video(self, job: Job, path: Path) -> str:
+        # "sending video…" while it uploads; a 403 here ends the job before the upload.
         with contextlib.suppress(TelegramError, SendFailed):
-            await self._bot.send_chat_action(
-                job.chat_id, ChatAction.UPLOAD_VIDEO, message_thread_id=job.thread_id
+            await self._call(
+                lambda: self._bot.send_chat_action(
+                    job.chat_id, ChatAction.UPLOAD_VIDEO, message_thread_id=job.thread_id
+                )
             )
         with path.open("rb") as handle:
 

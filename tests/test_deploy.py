@@ -1,0 +1,471 @@
+"""deploy/: the Dockerfile, compose.yaml and the systemd unit, checked as far as this machine can.
+
+Each file is parsed and held to the facts a deployment relies on: where the ledger lives,
+who the bot runs as, how it is stopped and how its health is checked. The health check's
+command is run for real against the fake Telegram; ``systemd-analyze verify`` reads the
+unit where systemd is installed; the image is built and inspected where a Docker engine
+answers (``docker info``), and that test is skipped only when none does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+import uuid
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+from bot.settings import Settings, read_env_file
+from tests.fakes.segmind import TEST_API_KEY
+from tests.fakes.telegram import BOT_USERNAME, TEST_TOKEN, FakeTelegram
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy"
+DOCKERFILE = DEPLOY / "Dockerfile"
+COMPOSE = DEPLOY / "compose.yaml"
+UNIT = DEPLOY / "warmth-bot.service"
+
+HEALTHCHECK_COMMAND = ["python", "-m", "bot", "check"]
+RUN_COMMAND = ["python", "-m", "bot"]
+
+
+# -- the Dockerfile ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+    line: int
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Instructions as the builder reads them: continuations joined, comment lines dropped."""
+    instructions: list[Instruction] = []
+    buffer: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue  # also inside a continuation, where the builder drops them too
+        if not buffer:
+            start = number
+        if stripped.endswith("\\"):
+            buffer.append(stripped[:-1].strip())
+            continue
+        buffer.append(stripped)
+        keyword, _, args = " ".join(buffer).partition(" ")
+        instructions.append(Instruction(keyword.upper(), args.strip(), start))
+        buffer = []
+    assert not buffer, "the Dockerfile ends inside a line continuation"
+    return instructions
+
+
+def exec_form(args: str) -> list[str]:
+    """A JSON-array argument (``CMD ["python", ...]``); a shell-form string fails here."""
+    value = json.loads(args)
+    assert isinstance(value, list), args
+    assert all(isinstance(item, str) for item in value), args
+    return value
+
+
+def split_flags(args: str) -> tuple[dict[str, str], list[str]]:
+    """``--name=value`` flags in front of an instruction's arguments, and the rest."""
+    flags: dict[str, str] = {}
+    words = args.split()
+    while words and words[0].startswith("--"):
+        name, _, value = words.pop(0)[2:].partition("=")
+        flags[name] = value
+    return flags, words
+
+
+def seconds(duration: str) -> float:
+    """A Docker/Go duration such as ``30s``, ``1m30s`` or ``500ms``, in seconds."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration)
+    assert parts, f"not a duration: {duration!r}"
+    assert "".join(number + unit for number, unit in parts) == duration, duration
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def env_pairs(args: str) -> dict[str, str]:
+    """``ENV A=1 B="two words"`` as a dict (the legacy ``ENV A 1`` form is refused)."""
+    pairs: dict[str, str] = {}
+    for word in shlex.split(args):
+        name, equals, value = word.partition("=")
+        assert equals, f"use ENV name=value, not {args!r}"
+        pairs[name] = value
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[Instruction]:
+    return parse_dockerfile(DOCKERFILE.read_text())
+
+
+def only(instructions: list[Instruction], keyword: str) -> Instruction:
+    found = [i for i in instructions if i.keyword == keyword]
+    assert len(found) == 1, f"expected one {keyword}, found {len(found)}"
+    return found[0]
+
+
+def index_of(instructions: list[Instruction], instruction: Instruction) -> int:
+    return instructions.index(instruction)
+
+
+def image_env(instructions: list[Instruction]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for instruction in instructions:
+        if instruction.keyword == "ENV":
+            env.update(env_pairs(instruction.args))
+    return env
+
+
+def test_the_image_is_one_stage_on_python_311_slim(dockerfile):
+    assert dockerfile[0].keyword == "FROM"
+    assert only(dockerfile, "FROM").args == "python:3.11-slim"
+
+
+def test_every_copy_source_exists_and_nothing_else_is_copied(dockerfile):
+    # There is no .dockerignore: copying the whole context would bake .env (the secrets),
+    # .venv and a local ledger into the image. Only named paths are copied.
+    assert not [i for i in dockerfile if i.keyword == "ADD"], "use COPY, not ADD"
+    copies = [i for i in dockerfile if i.keyword == "COPY"]
+    assert copies
+    sources: set[str] = set()
+    for copy in copies:
+        flags, words = split_flags(copy.args)
+        assert "from" not in flags
+        assert len(words) >= 2, copy
+        for source in words[:-1]:
+            path = PurePosixPath(source)
+            assert str(path) not in (".", "/", "*"), f"line {copy.line} copies the whole context"
+            assert not path.is_absolute(), source
+            assert ".." not in path.parts, source
+            assert ".env" not in path.name, f"line {copy.line} copies secrets"
+            assert (REPO / path).exists(), f"line {copy.line}: {source} is not in the repository"
+            sources.add(str(path))
+
+    # What `pip install .` needs: the project file, the readme it names, and the package.
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert {"pyproject.toml", project["readme"], "bot"} <= sources
+
+
+def test_the_copied_project_is_installed_with_pip_in_app(dockerfile):
+    workdir = only(dockerfile, "WORKDIR")
+    assert workdir.args == "/app"
+    copies = [i for i in dockerfile if i.keyword == "COPY"]
+    installs = [i for i in dockerfile if i.keyword == "RUN" and "pip install" in i.args]
+    assert len(installs) == 1
+    install = installs[0]
+    assert re.search(r"\bpip install --no-cache-dir \.(\s|$)", install.args), install.args
+    assert index_of(dockerfile, workdir) < index_of(dockerfile, copies[0])
+    assert all(index_of(dockerfile, c) < index_of(dockerfile, install) for c in copies)
+    for copy in copies:  # copied into the working directory, where `pip install .` looks
+        destination = split_flags(copy.args)[1][-1]
+        assert destination.startswith(("./", "/app")), copy
+
+
+def test_it_runs_as_a_non_root_user_that_owns_the_data_volume(dockerfile):
+    user = [i for i in dockerfile if i.keyword == "USER"][-1]
+    name_or_uid, _, group = user.args.partition(":")
+    assert name_or_uid not in ("root", "0"), user.args
+    assert group not in ("root", "0"), user.args
+    runs = " ".join(i.args for i in dockerfile[: index_of(dockerfile, user)] if i.keyword == "RUN")
+    if name_or_uid.isdigit():
+        assert re.search(rf"useradd\b.*--uid {name_or_uid}\b", runs), "the uid is never created"
+    else:
+        assert re.search(rf"useradd\b.*\b{name_or_uid}\b", runs), "the user is never created"
+
+    # /data must exist and belong to that user *before* VOLUME: the builder discards later
+    # changes to a volume's path, and a new named volume copies this ownership.
+    volume = only(dockerfile, "VOLUME")
+    before_volume = [
+        i.args for i in dockerfile[: index_of(dockerfile, volume)] if i.keyword == "RUN"
+    ]
+    assert any("mkdir" in run and "/data" in run for run in before_volume)
+    assert any(re.search(r"chown \S+ /data\b", run) for run in before_volume)
+    assert index_of(dockerfile, user) > index_of(dockerfile, volume)
+
+
+def test_the_ledger_lives_on_the_data_volume(dockerfile):
+    args = only(dockerfile, "VOLUME").args
+    volumes = exec_form(args) if args.startswith("[") else args.split()
+    assert volumes == ["/data"]
+    database = PurePosixPath(image_env(dockerfile)["DATABASE_PATH"])
+    assert database == PurePosixPath("/data/bot.sqlite3")
+    assert database.parent.is_relative_to(volumes[0])
+
+
+def test_stop_signal_health_check_and_command(dockerfile):
+    assert only(dockerfile, "STOPSIGNAL").args == "SIGTERM"
+    assert not [i for i in dockerfile if i.keyword == "ENTRYPOINT"]
+    assert exec_form(only(dockerfile, "CMD").args) == RUN_COMMAND
+
+    flags, words = split_flags(only(dockerfile, "HEALTHCHECK").args)
+    assert words[0] == "CMD"
+    assert exec_form(" ".join(words[1:])) == HEALTHCHECK_COMMAND
+    interval, timeout = seconds(flags["interval"]), seconds(flags["timeout"])
+    start_period = seconds(flags["start-period"])
+    # getMe once a minute or so: often enough to notice, rare enough not to matter.
+    assert 30 <= interval <= 300
+    # The check opens SQLite (5 s busy timeout) and calls getMe; give it room, not forever.
+    assert 10 <= timeout < interval
+    assert start_period >= 10
+    assert int(flags.get("retries", "3")) >= 1
+
+
+async def run_check(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_the_health_check_command_passes_when_healthy_and_fails_unconfigured(
+    dockerfile, telegram: FakeTelegram, tmp_path
+):
+    """The HEALTHCHECK's own argv, with the image's ENV, the ledger moved to a temp volume."""
+    flags, words = split_flags(only(dockerfile, "HEALTHCHECK").args)
+    argv = exec_form(" ".join(words[1:]))
+    assert argv[0] == "python"
+    argv[0] = sys.executable
+    volume = tmp_path / "data"
+    volume.mkdir()
+    image = image_env(dockerfile)
+    image["DATABASE_PATH"] = str(volume / PurePosixPath(image["DATABASE_PATH"]).name)
+    # Nothing of this process's environment (no proxies, no .env: cwd is empty).
+    container = {"PATH": os.environ.get("PATH", ""), **image}
+
+    configured = {
+        **container,
+        "TELEGRAM_BOT_TOKEN": TEST_TOKEN,
+        "SEGMIND_API_KEY": TEST_API_KEY,
+        "TELEGRAM_API_URL": telegram.url,
+    }
+    code, stdout, stderr = await run_check(argv, configured, tmp_path)
+    assert code == 0, stderr
+    assert f"@{BOT_USERNAME}" in stdout
+    assert Path(image["DATABASE_PATH"]).exists()
+
+    code, _, stderr = await run_check(argv, container, tmp_path)
+    assert code != 0
+    assert "error: TELEGRAM_BOT_TOKEN" in stderr
+    assert "Traceback" not in stderr
+
+
+# -- compose.yaml -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.fixture(scope="module")
+def service(compose: dict[str, Any]) -> dict[str, Any]:
+    assert list(compose["services"]) == ["bot"]
+    bot = compose["services"]["bot"]
+    assert isinstance(bot, dict)
+    return bot
+
+
+def test_compose_builds_this_dockerfile_from_the_repository_root(service):
+    build = service["build"]
+    context = (DEPLOY / build["context"]).resolve()
+    assert context == REPO
+    assert (context / build["dockerfile"]).resolve() == DOCKERFILE
+
+
+def test_compose_reads_settings_from_the_ignored_env_file(service):
+    env_files = service["env_file"]
+    env_files = [env_files] if isinstance(env_files, str) else env_files
+    assert [(DEPLOY / path).resolve() for path in env_files] == [REPO / ".env"]
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+
+
+def test_compose_keeps_the_ledger_on_the_named_volume(compose, service, dockerfile):
+    assert list(compose["volumes"]) == ["bot-data"]
+    mounts = [volume.split(":") for volume in service["volumes"]]
+    assert mounts == [["bot-data", "/data"]]
+    # .env.example carries DATABASE_PATH=data/bot.sqlite3 (relative, outside the volume);
+    # `environment` wins over `env_file`, so the container's value is pinned here.
+    database = service["environment"]["DATABASE_PATH"]
+    assert database == image_env(dockerfile)["DATABASE_PATH"]
+    assert PurePosixPath(database).parent.is_relative_to("/data")
+    assert not PurePosixPath(read_env_file(REPO / ".env.example")["DATABASE_PATH"]).is_absolute()
+
+
+def test_compose_restarts_and_stops_the_bot_gracefully(service):
+    assert service["restart"] == "unless-stopped"
+    assert service.get("stop_signal", "SIGTERM") == "SIGTERM"
+    # The bot stops within a few seconds of SIGTERM; 10 s before SIGKILL is plenty.
+    assert seconds(service["stop_grace_period"]) == 10
+    assert service.get("init", True) is True
+
+
+# -- the systemd unit -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unit() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+    parser.read_string(UNIT.read_text())
+    return parser
+
+
+def test_the_unit_runs_the_bot_from_its_venv_as_warmth(unit):
+    service = unit["Service"]
+    assert service["User"] == "warmth"
+    assert service["WorkingDirectory"] == "/opt/warmth-bot"
+    assert service["EnvironmentFile"] == "/opt/warmth-bot/.env"
+    argv = shlex.split(service["ExecStart"])
+    assert argv == ["/opt/warmth-bot/.venv/bin/python", "-m", "bot"]
+    assert PurePosixPath(argv[0]).is_relative_to(service["WorkingDirectory"])
+    assert service["Restart"] == "on-failure"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    assert "network-online.target" in unit["Unit"]["After"].split()
+
+
+def test_the_unit_stops_the_bot_with_sigterm(unit):
+    service = unit["Service"]
+    assert service["KillSignal"] == "SIGTERM"
+    assert service["TimeoutStopSec"] == "15"
+
+
+def test_the_unit_is_hardened(unit):
+    service = unit["Service"]
+    assert service["NoNewPrivileges"] == "true"
+    assert service["ProtectSystem"] == "strict"
+    assert service["PrivateTmp"] == "true"
+    assert service["ReadWritePaths"].split() == ["/opt/warmth-bot/data"]
+
+
+def test_the_unit_can_write_the_ledger_it_uses(unit):
+    """With ProtectSystem=strict only ReadWritePaths is writable: the ledger must be there."""
+    service = unit["Service"]
+    writable = [PurePosixPath(path.lstrip("-")) for path in service["ReadWritePaths"].split()]
+    workdir = PurePosixPath(service["WorkingDirectory"])
+    # The README has the operator copy .env.example to .env; the default is the fallback.
+    candidates = [
+        read_env_file(REPO / ".env.example")["DATABASE_PATH"],
+        str(Settings.database_path),
+    ]
+    for candidate in candidates:
+        database = workdir / candidate  # an absolute path stays as it is
+        assert any(database.parent.is_relative_to(path) for path in writable), database
+
+
+def test_systemd_analyze_verify_accepts_the_unit():
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    result = subprocess.run(
+        [analyze, "verify", str(UNIT)], capture_output=True, text=True, timeout=60
+    )
+    # The venv exists only on the VM; that one complaint is expected here, nothing else.
+    python = "/opt/warmth-bot/.venv/bin/python"
+    expected = f"{UNIT.name}: Command {python} is not executable: No such file or directory"
+    problems = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.strip() and not (line.strip() == expected and not Path(python).exists())
+    ]
+    assert problems == []
+
+
+# -- the image, built for real ----------------------------------------------------------
+
+
+def docker_engine_missing() -> str | None:
+    """Why the image cannot be built here, or None when a Docker engine answers."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return "no docker engine: the docker CLI is not installed"
+    try:
+        result = subprocess.run([docker, "info"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "no docker engine: `docker info` did not answer in 30 s"
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+        return f"no docker engine: `docker info` failed ({lines[-1]})"
+    return None
+
+
+def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ["docker", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    if check:
+        assert result.returncode == 0, f"docker {' '.join(args)}:\n{result.stderr[-4000:]}"
+    return result
+
+
+@pytest.mark.timeout(1500)
+def test_the_image_builds_and_runs_as_configured(dockerfile):
+    reason = docker_engine_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    suffix = uuid.uuid4().hex[:12]
+    tag, volume = f"warmth-bot-test:{suffix}", f"warmth-bot-test-{suffix}"
+    try:
+        docker("build", "-f", "deploy/Dockerfile", "-t", tag, ".", timeout=1200)
+        config = json.loads(docker("image", "inspect", tag).stdout)[0]["Config"]
+        assert config["User"] == [i for i in dockerfile if i.keyword == "USER"][-1].args
+        assert config["WorkingDir"] == "/app"
+        assert config["StopSignal"] == "SIGTERM"
+        assert config["Healthcheck"]["Test"] == ["CMD", *HEALTHCHECK_COMMAND]
+        assert config["Cmd"] == RUN_COMMAND
+        assert "/data" in config["Volumes"]
+        assert "DATABASE_PATH=/data/bot.sqlite3" in config["Env"]
+
+        # A new named volume (as compose creates it) is writable by the non-root user.
+        probe = (
+            "import os, pathlib; "
+            "pathlib.Path(os.environ['DATABASE_PATH']).write_text('x'); "
+            "print(os.getuid())"
+        )
+        run = docker(
+            "run", "--rm", "--network=none", "-v", f"{volume}:/data", tag, "python", "-c", probe
+        )
+        assert int(run.stdout.strip()) != 0
+
+        # The installed bot answers its health check: unconfigured, it names the missing
+        # secrets and exits non-zero (without touching the network).
+        check = docker(
+            "run",
+            "--rm",
+            "--network=none",
+            "-v",
+            f"{volume}:/data",
+            tag,
+            *HEALTHCHECK_COMMAND,
+            check=False,
+        )
+        assert check.returncode == 2, check.stderr
+        assert "error: TELEGRAM_BOT_TOKEN is missing" in check.stderr
+        assert "Traceback" not in check.stderr
+    finally:
+        docker("volume", "rm", "-f", volume, check=False)
+        docker("image", "rm", "-f", tag, check=False)
