@@ -58,6 +58,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     private = filters.ChatType.PRIVATE
     groups = filters.ChatType.GROUPS
     application.add_handler(CommandHandler(["start", "help"], handlers.start))
+    application.add_handler(CommandHandler(["stats", "jobs"], handlers.admin))
     application.add_handler(
         MessageHandler(
             groups & (filters.CaptionRegex(rf"^/{COMMAND}\b") | filters.Regex(rf"^/{COMMAND}\b")),

@@ -28,6 +28,7 @@ from .jobs import Job, JobState, NewJob
 from .keyboards import Action, Press, options_keyboard, parse
 from .options import VideoOptions, choose, with_next_style
 from .runtime import Runtime
+from .stats import DAY, summarize
 from .store import StartOutcome, StartResult, utc_day_start
 
 __all__ = ["Handlers", "ImageRef", "find_image", "MAX_IMAGE_BYTES", "COMMAND"]
@@ -123,6 +124,21 @@ class Handlers:
             return
         text = texts.GROUP_HELP if _is_group(message) else texts.START
         await self._reply(message, text)
+
+    async def admin(self, update: Update, context: Context) -> None:
+        """/stats and /jobs for operators; anyone else gets silence, as for no command."""
+        message = update.effective_message
+        user = update.effective_user
+        if message is None or user is None or user.id not in self.rt.settings.admin_ids:
+            return
+        command = (message.text or "").split()[0].lstrip("/").split("@")[0].lower()
+        if command == "stats":
+            now = time.time()
+            jobs = await self.rt.store.started_since(now - 7 * DAY)
+            summary = summarize(jobs, now, await self.rt.store.count_active())
+            await self._reply(message, texts.stats(summary))
+        else:
+            await self._reply(message, texts.jobs_list(await self.rt.store.recent(10)))
 
     # -- photos ----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ The interface is small and typed so a PostgreSQL ledger can implement it later.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,8 @@ from .jobs import (
 from .options import VideoOptions
 
 __all__ = ["JobStore", "Limits", "StartOutcome", "StartResult", "InvalidTransition"]
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -510,7 +513,12 @@ class JobStore:
             changed = cursor.rowcount
         if not changed:
             return None
-        return await self.get(job_id)
+        job = await self.get(job_id)
+        if job is not None:
+            since = f", {now - job.generate_at:.1f}s after Generate" if job.generate_at else ""
+            why = f" ({job.reason.value})" if job.reason and target in TERMINAL_STATES else ""
+            log.info("job %s: %s -> %s%s%s", job.short_id, source.value, target.value, why, since)
+        return job
 
     async def mark_notified(self, job_id: int, now: float | None = None) -> None:
         """The user has heard the outcome: the job leaves the tracker for good."""
@@ -543,8 +551,16 @@ class JobStore:
             (limit,),
         )
 
-    async def finished_since(self, since: float) -> list[Job]:
-        """Jobs started since ``since``, for statistics."""
+    async def count_active(self) -> int:
+        """Jobs being worked on right now, across all users."""
+        active = [s.value for s in ACTIVE_STATES]
+        value = await self._scalar(
+            f"SELECT COUNT(*) FROM jobs WHERE state IN ({_placeholders(active)})", active
+        )
+        return int(value or 0)
+
+    async def started_since(self, since: float) -> list[Job]:
+        """Jobs started (Generate pressed) since ``since``, for statistics."""
         return await self._fetch_all(
             f"SELECT {_COLUMNS} FROM jobs WHERE generate_at>=? ORDER BY id", (since,)
         )

@@ -6,10 +6,11 @@ No text here ever carries an HTTP status, a provider's error or a stack trace.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from .jobs import Job, JobState, Reason
 from .options import Adjustment, VideoOptions
+from .stats import Stats
 
 START = (
     "Send me a photo of one or more people and I'll turn it into a short video of "
@@ -188,6 +189,32 @@ def alert(kind: str) -> str:
 
 def alert_cleared(kind: str) -> str:
     return f"✅ Resolved: {kind.replace('_', ' ')}."
+
+
+def _counts(counter: Mapping[str, int]) -> str:
+    if not counter:
+        return "none"
+    total = sum(counter.values())
+    parts = ", ".join(f"{state} {count}" for state, count in sorted(counter.items()))
+    return f"{total} ({parts})"
+
+
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f} s"
+
+
+def stats(summary: Stats) -> str:
+    return "\n".join(
+        [
+            "📊 Jobs",
+            f"Last 24 h: {_counts(summary.today)}",
+            f"Last 7 days: {_counts(summary.week)}",
+            f"Generate → video: median {_seconds(summary.median_seconds)}, "
+            f"p95 {_seconds(summary.p95_seconds)}",
+            f"Ended without a video (7 days): {_counts(summary.failures)}",
+            f"Active now: {summary.active}",
+        ]
+    )
 
 
 def jobs_list(jobs: Sequence[Job]) -> str:

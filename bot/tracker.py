@@ -183,23 +183,14 @@ class Tracker:
 
     async def _end(self, job: Job, state: JobState, reason: Reason | None) -> float | None:
         """Move to a terminal state, then tell the user (next step)."""
-        ended = await self._store.transition(
+        await self._store.transition(
             job.id,
             job.state,
             state,
             reason=reason,
             poll_count=job.poll_count + self._polls.pop(job.id, 0),
         )
-        if ended is None:
-            return 0.0  # someone else moved it; re-read
-        log.info(
-            "job %s: %s -> %s (%s)",
-            job.short_id,
-            job.state.value,
-            state.value,
-            reason.value if reason else "-",
-        )
-        return 0.0
+        return 0.0  # the next step (re-reading the row) tells the user
 
     async def _chat_gone(self, job: Job) -> float | None:
         log.info("job %s: chat %s unreachable, giving up delivery", job.short_id, job.chat_id)
@@ -440,8 +431,6 @@ class Tracker:
             video_file_id=file_id,
             notified_at=self._clock(),
         )
-        total = self._clock() - (job.generate_at or self._clock())
-        log.info("job %s: delivered, %.1fs after Generate", job.short_id, total)
         if delivered is not None:
             with contextlib.suppress(ChatUnreachable, SendFailed):
                 await self._messenger.show_progress(delivered, Progress.DONE)
