@@ -25,9 +25,10 @@ import logging
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from . import schedule
 from .alerts import AlertKind, Alerts
@@ -64,6 +65,12 @@ RESULT_RETENTION_SECONDS = 3600.0
 #: How long a photo may take to re-host before the job is given up as "busy".
 PREPARE_DEADLINE_SECONDS = 300.0
 _LEARN_TTL_SECONDS = 60.0
+#: At shutdown, how long a submit or upload already under way may take to finish. The
+#: contract allows a few seconds for SIGTERM; whatever is still running after this is
+#: recovered from the ledger at the next start.
+CRITICAL_GRACE_SECONDS = 3.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,7 @@ class Tracker:
         self._polls: dict[int, int] = {}
         self._learnt: dict[tuple[str, int], tuple[float, float]] = {}
         self._closing = False
+        self._critical: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -132,6 +140,20 @@ class Tracker:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._critical:
+            # A submit or a video already on the wire: let its answer be recorded, briefly.
+            done, pending = await asyncio.wait(set(self._critical), timeout=CRITICAL_GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*done, *pending, return_exceptions=True)
+
+    async def _finish_paid_step(self, step: Coroutine[Any, Any, T]) -> T:
+        """Run a step whose interruption would cost (a submit, a video upload) so that
+        cancelling the job's task at shutdown does not cut it off mid-request."""
+        task = asyncio.create_task(step)
+        self._critical.add(task)
+        task.add_done_callback(self._critical.discard)
+        return await asyncio.shield(task)
 
     async def _drive(self, job_id: int) -> None:
         try:
@@ -245,12 +267,21 @@ class Tracker:
         submitting = await self._store.transition(job.id, JobState.PREPARING, JobState.SUBMITTING)
         if submitting is None:
             return 0.0
+        outcome = await self._finish_paid_step(self._submit_and_record(submitting, image_url))
+        if not isinstance(outcome, Job):
+            return outcome
+        if not await self._progress(outcome, Progress.QUEUED):
+            return None
+        return await self._next_poll(outcome)
+
+    async def _submit_and_record(self, job: Job, image_url: str) -> Job | float | None:
+        """POST the job and record what came back: the queued job, or the next delay."""
         try:
             submission = await self._segmind.submit(image_url, job.options)
         except TemporaryError as exc:
             if exc.maybe_sent:
                 log.warning("job %s: submit outcome unknown (%s)", job.short_id, exc)
-                return await self._end(submitting, JobState.UNCERTAIN, Reason.CONNECTION_LOST)
+                return await self._end(job, JobState.UNCERTAIN, Reason.CONNECTION_LOST)
             if exc.status is None:
                 # Never left this machine: safe to try again shortly.
                 back = await self._store.transition(
@@ -260,12 +291,12 @@ class Tracker:
                     return 0.0
                 await self._alerts.segmind_failed()
                 return self._backoff(job.id, exc.retry_after)
-            return await self._submit_refused(submitting, exc)
+            return await self._submit_refused(job, exc)
         except BadResponse:
             # A 2xx we cannot read: the job may be running and charged.
-            return await self._end(submitting, JobState.UNCERTAIN, Reason.CONNECTION_LOST)
+            return await self._end(job, JobState.UNCERTAIN, Reason.CONNECTION_LOST)
         except SegmindError as exc:
-            return await self._submit_refused(submitting, exc)
+            return await self._submit_refused(job, exc)
 
         queued = await self._store.transition(
             job.id,
@@ -279,11 +310,7 @@ class Tracker:
         await self._alerts.cleared(AlertKind.KEY_REJECTED)
         await self._alerts.cleared(AlertKind.OUT_OF_CREDITS)
         await self._alerts.segmind_answered()
-        if queued is None:
-            return 0.0
-        if not await self._progress(queued, Progress.QUEUED):
-            return None
-        return await self._next_poll(queued)
+        return queued if queued is not None else 0.0
 
     async def _submit_refused(self, job: Job, exc: SegmindError) -> float | None:
         """Segmind said no before any job existed: nothing was paid."""
@@ -398,22 +425,15 @@ class Tracker:
             return await self._end(job, JobState.EXPIRED, Reason.RESULT_EXPIRED)
         try:
             with tempfile.TemporaryDirectory(prefix="warmth-") as folder:
-                path = Path(folder) / f"{job.short_id}.mp4"
-                file_id: str | None = None
+                path: Path | None = Path(folder) / f"{job.short_id}.mp4"
+                assert path is not None
                 try:
                     await self._segmind.download(
                         job.output_url, path, max_bytes=self._messenger.max_upload_bytes
                     )
                 except TooLarge:
-                    await self._messenger.send_video_link(job, job.output_url, expires_at)
-                else:
-                    try:
-                        file_id = await self._messenger.send_video(job, path)
-                    except VideoRefused as exc:
-                        log.warning(
-                            "job %s: video refused (%s), sending its link", job.short_id, exc
-                        )
-                        await self._messenger.send_video_link(job, job.output_url, expires_at)
+                    path = None  # too big to upload: its link goes instead
+                return await self._finish_paid_step(self._send_and_record(job, path, expires_at))
         except ChatUnreachable:
             return await self._chat_gone(job)
         except SendFailed as exc:
@@ -424,6 +444,19 @@ class Tracker:
         except SegmindError as exc:
             log.warning("job %s: video download failed, will retry: %s", job.short_id, exc)
             return self._backoff(job.id, getattr(exc, "retry_after", None))
+
+    async def _send_and_record(self, job: Job, path: Path | None, expires_at: float) -> None:
+        """Send the video (or, too big for an upload, its link) and record DELIVERED at once."""
+        assert job.output_url is not None
+        file_id: str | None = None
+        if path is None:
+            await self._messenger.send_video_link(job, job.output_url, expires_at)
+        else:
+            try:
+                file_id = await self._messenger.send_video(job, path)
+            except VideoRefused as exc:
+                log.warning("job %s: video refused (%s), sending its link", job.short_id, exc)
+                await self._messenger.send_video_link(job, job.output_url, expires_at)
         delivered = await self._store.transition(
             job.id,
             JobState.COMPLETED,
@@ -434,7 +467,6 @@ class Tracker:
         if delivered is not None:
             with contextlib.suppress(ChatUnreachable, SendFailed):
                 await self._messenger.show_progress(delivered, Progress.DONE)
-        return None
 
     # -- telling the user how it ended ----------------------------------------------
 

@@ -277,3 +277,26 @@ async def test_debug_logs_never_show_the_token_or_the_key(telegram, segmind, spa
     assert TEST_TOKEN not in stderr
     assert TEST_TOKEN.split(":")[1] not in stderr
     assert TEST_API_KEY not in stderr
+
+
+async def test_sigterm_during_a_submit_lets_its_answer_be_recorded(
+    telegram, segmind, spawn, env, database
+):
+    telegram.private_chat(USER)
+    segmind.submit_delay = 1.0  # the answer is on its way when SIGTERM arrives
+    process = await spawn(env)
+    await press_generate(telegram)
+    await wait_until(lambda: len(segmind.jobs) == 1, what="submit reached Segmind")
+    started = time.monotonic()
+    process.signal(signal.SIGTERM)
+    assert await process.wait() == 0
+    assert time.monotonic() - started < 5
+    # Not "uncertain": the shutdown waited for the answer and wrote the request id down.
+    (job,) = ledger(database)
+    assert job["state"] in ("queued", "processing")
+    assert job["request_id"] == next(iter(segmind.jobs))
+
+    segmind.submit_delay = 0
+    await spawn(env)
+    await telegram.wait_for_call("sendVideo", chat_id=USER, timeout=15)
+    assert len(segmind.submits) == 1
