@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 import httpx
-from telegram import Bot
+from telegram import Bot, BotCommandScopeAllGroupChats, BotCommandScopeAllPrivateChats
+from telegram.error import TelegramError
 
+from . import texts
 from .alerts import Alerts
 from .segmind import SegmindClient
 from .settings import Settings
@@ -20,6 +22,21 @@ log = logging.getLogger(__name__)
 
 _HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0, write=60.0)
 _HTTP_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+
+async def _publish_commands(bot: Bot) -> None:
+    """The command menus users see; nice to have, so a refusal is only logged."""
+    try:
+        await bot.set_my_commands(
+            [("start", texts.COMMAND_START), ("help", texts.COMMAND_HELP)],
+            scope=BotCommandScopeAllPrivateChats(),
+        )
+        await bot.set_my_commands(
+            [("warmth", texts.COMMAND_WARMTH), ("help", texts.COMMAND_HELP)],
+            scope=BotCommandScopeAllGroupChats(),
+        )
+    except TelegramError as exc:
+        log.warning("could not publish the command menu: %s", exc)
 
 
 class Runtime:
@@ -73,6 +90,7 @@ class Runtime:
             ),
         )
         await self._tracker.resume()
+        await _publish_commands(bot)
 
     async def stop_jobs(self) -> None:
         """Stop driving jobs at once; the ledger keeps where each one was."""

@@ -29,6 +29,10 @@ IMAGE_TOO_LARGE = (
 GROUP_NEEDS_PHOTO = "Send /warmth as the caption of a photo, or as a reply to a photo."
 KEYBOARD_PROMPT = "Choose the quality and length, then press Generate."
 
+COMMAND_START = "How to use the bot"
+COMMAND_HELP = "What to send"
+COMMAND_WARMTH = "Make a video (caption of a photo, or reply to one)"
+
 GENERATE_LABEL = "🎬 Generate"
 RETRY_LABEL = "🔁 Try again"
 STYLE_LABEL_PREFIX = "🎨 Style: "

@@ -329,3 +329,11 @@ async def test_many_users_at_once_and_one_failure_holds_up_nobody(
     assert states.count("delivered") == len(users) - 1
     assert states.count("failed") == 1
     assert len(segmind.submits) == len(users)
+
+
+async def test_the_command_menus_are_published_at_start(telegram, bot):
+    calls = await telegram.wait_for_call("setMyCommands", count=2)
+    menus = {
+        c.params["scope"]["type"]: [cmd["command"] for cmd in c.params["commands"]] for c in calls
+    }
+    assert menus == {"all_private_chats": ["start", "help"], "all_group_chats": ["warmth", "help"]}
