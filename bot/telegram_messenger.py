@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from telegram import Bot, File, InputFile, Message, ReplyParameters
+from telegram import Bot, File, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.warnings import PTBDeprecationWarning
@@ -251,21 +251,10 @@ class TelegramMessenger:
             return message.video.file_id
         return message.document.file_id if message.document else ""
 
-    async def send_video_link(self, job: Job, url: str, expires_at: float) -> None:
-        text = texts.video_link(url, expires_at)
-        await self._reply(
-            job,
-            lambda reply: self._bot.send_message(
-                job.chat_id,
-                text,
-                reply_parameters=reply,
-                message_thread_id=job.thread_id,
-            ),
-        )
-
-    async def send_outcome(self, job: Job) -> None:
-        markup = retry_keyboard(job.id) if texts.offers_retry(job) else None
-        text = texts.outcome(job)
+    async def _send_text(
+        self, job: Job, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> None:
+        """A message replying to the job's photo, in the job's topic."""
         await self._reply(
             job,
             lambda reply: self._bot.send_message(
@@ -276,6 +265,13 @@ class TelegramMessenger:
                 reply_markup=markup,
             ),
         )
+
+    async def send_video_link(self, job: Job, url: str, expires_at: float) -> None:
+        await self._send_text(job, texts.video_link(url, expires_at))
+
+    async def send_outcome(self, job: Job) -> None:
+        markup = retry_keyboard(job.id) if texts.offers_retry(job) else None
+        await self._send_text(job, texts.outcome(job), markup)
         self._shown.pop(job.id, None)
         if job.keyboard_message_id is not None:
             await self._delete(job.chat_id, job.keyboard_message_id)
