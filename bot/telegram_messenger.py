@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 import warnings
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
@@ -42,6 +43,10 @@ _SEND_ATTEMPTS = 3
 PRIVATE_CHAT_GAP = 1.0
 GROUP_CHAT_GAP = 3.0
 _PACER_MAX_CHATS = 10_000
+#: Telegram allows about 30 messages a second in all. Status edits use the bot's spare
+#: capacity only: above this many sends in the last second they are skipped, so the
+#: rate limiter's queue is left to keyboards, videos and outcomes.
+OPTIONAL_SENDS_PER_SECOND = 20
 _UPLOAD_WRITE_TIMEOUT = 300.0
 
 
@@ -77,6 +82,12 @@ class ChatPacer:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._last: dict[int, float] = {}
+        self._recent: deque[float] = deque()
+
+    def _busy(self, now: float) -> bool:
+        while self._recent and now - self._recent[0] >= 1.0:
+            self._recent.popleft()
+        return len(self._recent) >= OPTIONAL_SENDS_PER_SECOND
 
     @staticmethod
     def gap(chat_id: int) -> float:
@@ -90,6 +101,7 @@ class ChatPacer:
 
     def sent(self, chat_id: int) -> None:
         now = self._clock()
+        self._recent.append(now)
         if len(self._last) > _PACER_MAX_CHATS:
             self._last = {c: t for c, t in self._last.items() if now - t < GROUP_CHAT_GAP}
         self._last[chat_id] = now
@@ -99,12 +111,13 @@ class ChatPacer:
         # Reserve the slot before sleeping, so two outcomes for one chat queue up.
         wait = self.wait_needed(chat_id)
         self._last[chat_id] = self._clock() + wait
+        self._recent.append(self._clock())
         if wait > 0:
             await asyncio.sleep(wait)
 
     def optional(self, chat_id: int) -> bool:
-        """Take the chat's slot if it is free now; False means skip this message."""
-        if self.wait_needed(chat_id) > 0:
+        """Take the chat's slot if it is free now and the bot is not busy; else skip."""
+        if self.wait_needed(chat_id) > 0 or self._busy(self._clock()):
             return False
         self.sent(chat_id)
         return True

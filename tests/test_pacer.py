@@ -1,4 +1,9 @@
-from bot.telegram_messenger import GROUP_CHAT_GAP, PRIVATE_CHAT_GAP, ChatPacer
+from bot.telegram_messenger import (
+    GROUP_CHAT_GAP,
+    OPTIONAL_SENDS_PER_SECOND,
+    PRIVATE_CHAT_GAP,
+    ChatPacer,
+)
 
 
 class Clock:
@@ -33,3 +38,13 @@ async def test_essential_messages_wait_for_the_slot():
     await pacer.essential(5)
     assert 0 < pacer.wait_needed(5) <= PRIVATE_CHAT_GAP
     assert not pacer.optional(5)
+
+
+def test_status_edits_give_way_when_the_bot_is_busy():
+    clock = Clock()
+    pacer = ChatPacer(clock)
+    for chat in range(OPTIONAL_SENDS_PER_SECOND):
+        assert pacer.optional(chat)
+    assert not pacer.optional(9999)  # a fresh chat, but the bot's second is spent
+    clock.now += 1.0
+    assert pacer.optional(9999)
