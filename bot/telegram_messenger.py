@@ -21,7 +21,14 @@ from typing import TypeVar
 
 from telegram import Bot, File, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
 from telegram.constants import ChatAction
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
 from telegram.warnings import PTBDeprecationWarning
 
 from . import texts
@@ -185,7 +192,9 @@ class TelegramMessenger:
         telegram_file = await self._get_file(job)
         try:
             data = await self._call(telegram_file.download_as_bytearray)
-        except BadRequest as exc:
+        except (BadRequest, InvalidToken) as exc:
+            # PTB reports a 404 for the file as InvalidToken; getFile just worked, so the
+            # token is fine and the file is what is gone.
             raise PhotoUnavailable(exc.message) from exc
         return bytes(data)
 

@@ -249,3 +249,16 @@ async def test_jobs_resume_after_a_restart_and_deliver_once(
         await wait_until(lambda: ledger(database)[0]["state"] == "delivered")
     assert len(telegram.calls_of("sendVideo")) == 1
     assert len(segmind.submits) == 1
+
+
+async def test_a_photo_telegram_no_longer_serves_is_explained_and_nothing_paid(
+    telegram, segmind, bot, database
+):
+    telegram.private_chat(USER)
+    telegram.fail_next("getFile", error_code=400, description="Bad Request: invalid file_id")
+    await generate(telegram)
+    call = await outcome_message(telegram, USER, "couldn't download this photo")
+    assert "reply_markup" in call.params  # Try again
+    await wait_until(lambda: ledger(database)[0]["notified_at"], what="notified")
+    assert ledger(database)[0]["state"] == "rejected"
+    assert segmind.submits == []
