@@ -9,7 +9,7 @@ from telegram import Bot, BotCommandScopeAllGroupChats, BotCommandScopeAllPrivat
 from telegram.error import TelegramError
 
 from . import texts
-from .alerts import Alerts
+from .alerts import AlertKind, Alerts
 from .segmind import SegmindClient
 from .settings import Settings
 from .store import JobStore, Limits
@@ -78,6 +78,14 @@ class Runtime:
         )
         messenger = TelegramMessenger(bot, self.settings.admin_ids)
         alerts = Alerts(store, messenger.alert_admins)
+
+        async def telegram_refusing(refused: bool) -> None:
+            if refused:
+                await alerts.trouble(AlertKind.TELEGRAM_REFUSING)
+            else:
+                await alerts.cleared(AlertKind.TELEGRAM_REFUSING)
+
+        messenger.on_refusal = telegram_refusing
         self._tracker = Tracker(
             store,
             segmind,

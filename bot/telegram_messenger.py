@@ -54,6 +54,8 @@ _PACER_MAX_CHATS = 10_000
 #: capacity only: above this many sends in the last second they are skipped, so the
 #: rate limiter's queue is left to keyboards, videos and outcomes.
 OPTIONAL_SENDS_PER_SECOND = 20
+#: A flood wait this long is no passing hiccup: operators hear about it.
+LONG_FLOOD_WAIT_SECONDS = 30.0
 _UPLOAD_WRITE_TIMEOUT = 300.0
 
 
@@ -141,14 +143,22 @@ class TelegramMessenger:
         self._pacer = pacer or ChatPacer()
         #: Last text shown per job: edit only when it changes (flood limits).
         self._shown: dict[int, str] = {}
+        #: Told True when Telegram starts limiting the bot for long, False when it stops.
+        self.on_refusal: Callable[[bool], Awaitable[None]] | None = None
+        self._refused = False
 
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
         """One Bot API call with Telegram's error rules applied."""
         for attempt in range(1, _SEND_ATTEMPTS + 1):
             try:
-                return await make()
+                result = await make()
             except RetryAfter as exc:
                 wait = retry_after_seconds(exc)
+                if wait >= LONG_FLOOD_WAIT_SECONDS and not self._refused:
+                    self._refused = True
+                    log.warning("telegram flood control for %.0fs: the bot is limited", wait)
+                    if self.on_refusal is not None:
+                        await self.on_refusal(True)
                 if attempt == _SEND_ATTEMPTS:
                     raise SendFailed("flood control", retry_after=wait) from exc
                 log.info("telegram flood control: waiting %.0fs", wait)
@@ -161,6 +171,11 @@ class TelegramMessenger:
                 raise ChatUnreachable(exc.message) from exc
             except NetworkError as exc:  # TimedOut included
                 raise SendFailed(f"network: {type(exc).__name__}") from exc
+            if self._refused:
+                self._refused = False
+                if self.on_refusal is not None:
+                    await self.on_refusal(False)
+            return result
         raise AssertionError("unreachable")
 
     async def _reply(

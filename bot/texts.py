@@ -183,7 +183,8 @@ _ALERTS = {
     "refused until credits are added.",
     "segmind_down": "⚠️ Segmind has been failing (server errors or timeouts) for several "
     "minutes. Jobs keep retrying until their deadline.",
-    "telegram_refusing": "⚠️ Telegram is refusing the bot's requests.",
+    "telegram_refusing": "⚠️ Telegram is limiting the bot (flood control for 30 s or "
+    "more). Deliveries wait and go out when it lifts.",
 }
 
 

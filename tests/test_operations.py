@@ -216,3 +216,18 @@ async def test_one_info_line_per_job_transition(telegram, segmind, bot, database
         "completed -> delivered",
     ]
     assert all(t.startswith("job J1: ") and "after Generate" in t for t in transitions)
+
+
+async def test_long_telegram_flood_control_alerts_operators_and_clears(
+    telegram, segmind, bot, monkeypatch
+):
+    # A real flood ban lasts minutes; the threshold is lowered so the test takes a second.
+    monkeypatch.setattr("bot.telegram_messenger.LONG_FLOOD_WAIT_SECONDS", 1.0)
+    telegram.private_chat(USER)
+    telegram.private_chat(ADMIN_ID)
+    telegram.fail_next("sendVideo", error_code=429, description="Too Many Requests: retry after 1")
+    await press_generate(telegram)
+    await telegram.wait_for_call("sendVideo", chat_id=USER, count=2, timeout=15)
+    alerts = await telegram.wait_for_call("sendMessage", chat_id=ADMIN_ID, count=2)
+    assert "limiting the bot" in alerts[0].params["text"]
+    assert alerts[1].params["text"].startswith("✅ Resolved")
