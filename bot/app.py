@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from telegram import Update
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     CallbackQueryHandler,
@@ -14,6 +13,7 @@ from telegram.ext import (
 )
 
 from .handlers import COMMAND, Handlers
+from .ratelimit import PriorityRateLimiter
 from .runtime import Runtime
 from .settings import Settings
 
@@ -27,7 +27,8 @@ CONCURRENT_UPDATES = 64
 
 def build_application(settings: Settings) -> Application:  # type: ignore[type-arg]
     """The real bot: handlers registered, services started in post_init, closed on stop."""
-    runtime = Runtime(settings)
+    limiter = PriorityRateLimiter()
+    runtime = Runtime(settings, limiter)
     handlers = Handlers(runtime)
     root = settings.telegram_api_url
 
@@ -45,7 +46,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .token(settings.telegram_bot_token)
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")
-        .rate_limiter(AIORateLimiter(max_retries=0))
+        .rate_limiter(limiter)
         .concurrent_updates(CONCURRENT_UPDATES)
         .get_updates_read_timeout(35.0)
         .post_init(post_init)

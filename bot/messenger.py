@@ -27,7 +27,6 @@ __all__ = [
 class Progress(StrEnum):
     """The stages a job's status message shows; it changes only when the stage does."""
 
-    PREPARING = "preparing"
     QUEUED = "queued"
     PROCESSING = "processing"
     #: The video (or its link) was sent: the status message has done its job.

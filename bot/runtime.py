@@ -7,13 +7,15 @@ import logging
 import httpx
 from telegram import Bot, BotCommandScopeAllGroupChats, BotCommandScopeAllPrivateChats
 from telegram.error import TelegramError
+from telegram.ext import ExtBot
 
 from . import texts
 from .alerts import AlertKind, Alerts
+from .ratelimit import Priority, PriorityRateLimiter
 from .segmind import SegmindClient
 from .settings import Settings
 from .store import JobStore, Limits
-from .telegram_messenger import TelegramMessenger
+from .telegram_messenger import ChatPacer, TelegramMessenger
 from .tracker import Tracker, TrackerConfig
 
 __all__ = ["Runtime"]
@@ -42,8 +44,9 @@ async def _publish_commands(bot: Bot) -> None:
 class Runtime:
     """Holds the services; handlers reach them through here, typed."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, limiter: PriorityRateLimiter | None = None) -> None:
         self.settings = settings
+        self.limiter = limiter
         self.limits = Limits(
             max_active_per_user=settings.max_active_jobs_per_user,
             daily_per_user=settings.daily_jobs_per_user,
@@ -64,7 +67,7 @@ class Runtime:
             raise RuntimeError("runtime not started")
         return self._tracker
 
-    async def start(self, bot: Bot) -> None:
+    async def start(self, bot: ExtBot[Priority]) -> None:
         """Open the ledger, wire the services, and resume every unfinished job."""
         store = JobStore(self.settings.database_path)
         await store.open()
@@ -76,7 +79,9 @@ class Runtime:
             api_url=self.settings.segmind_api_url,
             upload_url=self.settings.segmind_upload_url,
         )
-        messenger = TelegramMessenger(bot, self.settings.admin_ids)
+        limiter = self.limiter
+        pacer = ChatPacer(busy=(lambda: limiter.backlog > 0) if limiter is not None else None)
+        messenger = TelegramMessenger(bot, self.settings.admin_ids, pacer)
         alerts = Alerts(store, messenger.alert_admins)
 
         async def telegram_refusing(refused: bool) -> None:

@@ -12,14 +12,13 @@ import contextlib
 import logging
 import time
 import warnings
-from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from telegram import Bot, File, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
+from telegram import File, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import (
     BadRequest,
@@ -29,12 +28,14 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
+from telegram.ext import ExtBot
 from telegram.warnings import PTBDeprecationWarning
 
 from . import texts
 from .jobs import Job
 from .keyboards import retry_keyboard
 from .messenger import ChatUnreachable, PhotoUnavailable, Progress, SendFailed, VideoRefused
+from .ratelimit import Priority
 
 __all__ = ["TelegramMessenger", "retry_after_seconds", "is_reply_missing", "is_chat_gone"]
 
@@ -50,10 +51,6 @@ _SEND_ATTEMPTS = 3
 PRIVATE_CHAT_GAP = 1.0
 GROUP_CHAT_GAP = 3.0
 _PACER_MAX_CHATS = 10_000
-#: Telegram allows about 30 messages a second in all. Status edits use the bot's spare
-#: capacity only: above this many sends in the last second they are skipped, so the
-#: rate limiter's queue is left to keyboards, videos and outcomes.
-OPTIONAL_SENDS_PER_SECOND = 20
 #: A flood wait this long is no passing hiccup: operators hear about it.
 LONG_FLOOD_WAIT_SECONDS = 30.0
 _UPLOAD_WRITE_TIMEOUT = 300.0
@@ -88,15 +85,15 @@ def _is_not_modified(error: BadRequest) -> bool:
 class ChatPacer:
     """Remembers when the bot last sent to each chat, to keep to Telegram's per-chat pace."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
         self._clock = clock
+        #: True while the rate limiter has a queue: status edits then give way.
+        self._busy = busy or (lambda: False)
         self._last: dict[int, float] = {}
-        self._recent: deque[float] = deque()
-
-    def _busy(self, now: float) -> bool:
-        while self._recent and now - self._recent[0] >= 1.0:
-            self._recent.popleft()
-        return len(self._recent) >= OPTIONAL_SENDS_PER_SECOND
 
     @staticmethod
     def gap(chat_id: int) -> float:
@@ -110,7 +107,6 @@ class ChatPacer:
 
     def sent(self, chat_id: int) -> None:
         now = self._clock()
-        self._recent.append(now)
         if len(self._last) > _PACER_MAX_CHATS:
             self._last = {c: t for c, t in self._last.items() if now - t < GROUP_CHAT_GAP}
         self._last[chat_id] = now
@@ -120,13 +116,12 @@ class ChatPacer:
         # Reserve the slot before sleeping, so two outcomes for one chat queue up.
         wait = self.wait_needed(chat_id)
         self._last[chat_id] = self._clock() + wait
-        self._recent.append(self._clock())
         if wait > 0:
             await asyncio.sleep(wait)
 
     def optional(self, chat_id: int) -> bool:
         """Take the chat's slot if it is free now and the bot is not busy; else skip."""
-        if self.wait_needed(chat_id) > 0 or self._busy(self._clock()):
+        if self.wait_needed(chat_id) > 0 or self._busy():
             return False
         self.sent(chat_id)
         return True
@@ -136,7 +131,7 @@ class TelegramMessenger:
     max_upload_bytes = MAX_UPLOAD_BYTES
 
     def __init__(
-        self, bot: Bot, admin_ids: frozenset[int], pacer: ChatPacer | None = None
+        self, bot: ExtBot[Priority], admin_ids: frozenset[int], pacer: ChatPacer | None = None
     ) -> None:
         self._bot = bot
         self._admin_ids = admin_ids
@@ -223,7 +218,6 @@ class TelegramMessenger:
             # Groups get one status line: fewer edits, no flood.
             return texts.PROGRESS_GROUP
         return {
-            Progress.PREPARING: texts.PROGRESS_PREPARING,
             Progress.QUEUED: texts.PROGRESS_QUEUED,
             Progress.PROCESSING: texts.PROGRESS_PROCESSING,
         }[progress]
@@ -242,7 +236,10 @@ class TelegramMessenger:
         try:
             await self._call(
                 lambda: self._bot.edit_message_text(
-                    text, chat_id=job.chat_id, message_id=message_id
+                    text,
+                    chat_id=job.chat_id,
+                    message_id=message_id,
+                    rate_limit_args=Priority.LOW,
                 )
             )
         except BadRequest as exc:
@@ -252,7 +249,9 @@ class TelegramMessenger:
 
     async def _delete(self, chat_id: int, message_id: int) -> None:
         with contextlib.suppress(TelegramError, SendFailed, ChatUnreachable):
-            await self._call(lambda: self._bot.delete_message(chat_id, message_id))
+            await self._call(
+                lambda: self._bot.delete_message(chat_id, message_id, rate_limit_args=Priority.LOW)
+            )
 
     # -- outcomes --------------------------------------------------------------------
 
@@ -261,7 +260,10 @@ class TelegramMessenger:
         with contextlib.suppress(TelegramError, SendFailed):
             await self._call(
                 lambda: self._bot.send_chat_action(
-                    job.chat_id, ChatAction.UPLOAD_VIDEO, message_thread_id=job.thread_id
+                    job.chat_id,
+                    ChatAction.UPLOAD_VIDEO,
+                    message_thread_id=job.thread_id,
+                    rate_limit_args=Priority.LOW,
                 )
             )
         with path.open("rb") as handle:

@@ -48,10 +48,7 @@ ANSWER_NOT_ALLOWED = "Sorry, this bot is private."
 ANSWER_CHAT_NOT_ALLOWED = "Sorry, this bot isn't enabled in this group."
 ANSWER_DUPLICATE_RETRY = "Already trying again."
 
-PROGRESS_PREPARING = "⏳ Starting your video — it usually takes about a minute."
-#: Same words as PREPARING: a job is queued a moment after it starts, and an edit that
-#: changes nothing the user cares about only spends Telegram's per-chat budget.
-PROGRESS_QUEUED = PROGRESS_PREPARING
+PROGRESS_QUEUED = "⏳ Starting your video — it usually takes about a minute."
 PROGRESS_PROCESSING = "🎬 Generating your video — usually about a minute."
 PROGRESS_GROUP = "🎬 Generating the video — usually about a minute."
 

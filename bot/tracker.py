@@ -248,10 +248,9 @@ class Tracker:
         now = self._clock()
         if now - (job.generate_at or now) > PREPARE_DEADLINE_SECONDS:
             return await self._end(job, JobState.REJECTED, Reason.BUSY)
-        if self._failures.get(job.id, 0) == 0 and not await self._progress(
-            job, Progress.PREPARING
-        ):
-            return None
+        # No status edit before the submit: under load it would queue behind videos in
+        # the rate limiter and hold up the paid step (the button's answer already said
+        # "Starting"). The status message changes once the job is queued.
         try:
             image_url = await self._image_url(job)
         except PhotoUnavailable as exc:

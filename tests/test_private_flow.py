@@ -134,7 +134,7 @@ async def test_generate_uploads_submits_once_and_replies_with_the_video(
     assert job["notified_at"] is not None
     # The keyboard became a status message on the way.
     edits = [c.params["text"] for c in telegram.calls_of("editMessageText", chat_id=USER)]
-    assert texts.PROGRESS_PREPARING in edits
+    assert texts.PROGRESS_QUEUED in edits
     assert any("about a minute" in text for text in edits)
 
 
