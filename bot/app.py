@@ -21,8 +21,10 @@ __all__ = ["build_application", "ALLOWED_UPDATES"]
 
 #: Only what the bot handles; nothing else is fetched (or confirmed) for nothing.
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
-#: Updates handled at once: a slow answer to one user never holds up the others.
-CONCURRENT_UPDATES = 64
+#: Updates handled at once. Handlers wait on Telegram's flood limits (a keyboard may
+#: queue for seconds when many photos arrive together); with too few slots that queue
+#: would hold up even the instant answers to button presses.
+CONCURRENT_UPDATES = 512
 
 
 def build_application(settings: Settings) -> Application:  # type: ignore[type-arg]
