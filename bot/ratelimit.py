@@ -5,8 +5,9 @@ cannot do. Its leaky bucket lets a burst through on top of the steady rate (59 m
 in one second against Telegram's 30), and its queue is first come, first served, so
 with a thousand jobs finishing together the videos waited behind status edits.
 
-Here every request to a chat takes a slot: slots are spaced evenly (at most
-``per_second`` in any second, no bursts), each group also keeps to ``group_per_minute``,
+Here every request to a chat takes a slot from a sliding one-second window: a burst goes
+out at once while fewer than ``per_second`` requests left in the last second, and never
+more than that in any second. Each group also keeps to ``group_per_minute``,
 and waiting requests are served by priority — ``Priority.LOW`` (status edits, chat
 actions: pass it as ``rate_limit_args``) only when nothing else waits. Requests without
 a chat (getUpdates, getFile, answerCallbackQuery) are not limited. A ``RetryAfter`` is
@@ -42,12 +43,12 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         group_per_minute: int = 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._spacing = 1.0 / per_second
+        self._per_second = int(per_second)
+        self._window: deque[float] = deque()
         self._group_per_minute = group_per_minute
         self._clock = clock
         self._queue: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
-        self._next_slot = 0.0
         self._dispatcher: asyncio.Task[None] | None = None
         self._group_sends: dict[int, deque[float]] = {}
         self._group_locks: dict[int, asyncio.Lock] = {}
@@ -92,16 +93,19 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         await future
 
     async def _dispatch(self) -> None:
-        """Hand out one slot per spacing interval, most urgent waiter first."""
+        """Hand out slots, most urgent waiter first, at most ``per_second`` in any second."""
         while self._queue:
-            wait = self._next_slot - self._clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            now = self._clock()
+            while self._window and now - self._window[0] >= 1.0:
+                self._window.popleft()
+            if len(self._window) >= self._per_second:
+                await asyncio.sleep(self._window[0] + 1.0 - now)
+                continue
             _, _, future = heapq.heappop(self._queue)
             if future.done():  # its caller gave up (cancelled)
                 continue
             future.set_result(None)
-            self._next_slot = max(self._next_slot, self._clock()) + self._spacing
+            self._window.append(now)
 
     async def _group_slot(self, chat_id: int) -> None:
         """At most ``group_per_minute`` sends to one group in any 60 s."""

@@ -20,20 +20,22 @@ async def request(limiter, log, name, chat_id, priority=None):
     )
 
 
-async def test_no_burst_above_the_rate():
-    limiter = PriorityRateLimiter(per_second=50)
+async def test_a_burst_goes_at_once_but_never_more_than_the_rate_in_any_second():
+    limiter = PriorityRateLimiter(per_second=20)
     log: list = []
-    await asyncio.gather(*(request(limiter, log, i, i) for i in range(60)))
+    started = time.monotonic()
+    await asyncio.gather(*(request(limiter, log, i, i) for i in range(45)))
     times = sorted(t for _, t in log)
-    first_second = [t for t in times if t - times[0] < 1.0]
-    assert len(first_second) <= 50
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert min(gaps) >= 0.015  # evenly spaced at 1/50 s, give or take the event loop
+    assert times[19] - started < 0.1  # the first 20 did not wait
+    for i, t in enumerate(times):
+        in_window = [u for u in times[i:] if u - t < 1.0]
+        assert len(in_window) <= 20
+    assert times[-1] - started >= 2.0  # 45 requests need a third second
     await limiter.shutdown()
 
 
 async def test_urgent_requests_overtake_waiting_status_edits():
-    limiter = PriorityRateLimiter(per_second=20)
+    limiter = PriorityRateLimiter(per_second=5)
     log: list = []
     low = [
         asyncio.create_task(request(limiter, log, f"edit{i}", i, Priority.LOW)) for i in range(10)
@@ -42,7 +44,7 @@ async def test_urgent_requests_overtake_waiting_status_edits():
     high = asyncio.create_task(request(limiter, log, "video", 99))
     await asyncio.gather(*low, high)
     order = [name for name, _ in log]
-    assert order.index("video") <= 1  # at most one edit already had its slot
+    assert order.index("video") <= 5  # only the edits that fit the first second went first
     assert limiter.backlog == 0
     await limiter.shutdown()
 
