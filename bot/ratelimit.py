@@ -39,7 +39,10 @@ class Priority(IntEnum):
 class PriorityRateLimiter(BaseRateLimiter[Priority]):
     def __init__(
         self,
-        per_second: float = 30.0,
+        # Telegram's figure is 30; the slots are handed out here, but requests reach
+        # Telegram a little later and bunched (the HTTP pool), and at 30 the benchmark
+        # saw 33-37 arrive within one second. 25 leaves room for that.
+        per_second: float = 25.0,
         group_per_minute: int = 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
