@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakes.segmind import TEST_API_KEY, FakeJob
-from tests.fakes.telegram import TEST_TOKEN, Call, FakeTelegram, UploadedFile
+from tests.fakes.telegram import SEND_METHODS, TEST_TOKEN, Call, FakeTelegram, UploadedFile
 
 from .fakes import BenchSegmind
 from .measure import ProcSample, max_in_window, peak_overlap, percentile, proc_sample
@@ -64,17 +64,7 @@ _BOT_SETTINGS = (
     "DAILY_JOBS_PER_USER",
 )
 #: Bot API methods the fake counts as messages (sends and edits; its flood-limit set).
-MESSAGE_METHODS = frozenset(
-    {
-        "sendmessage",
-        "sendvideo",
-        "sendphoto",
-        "senddocument",
-        "editmessagetext",
-        "editmessagecaption",
-        "editmessagereplymarkup",
-    }
-)
+MESSAGE_METHODS = SEND_METHODS
 _WATCH_EVERY = 0.005
 _TAIL_SECONDS = 1.5
 _READY_TIMEOUT = 30.0

@@ -53,6 +53,7 @@ __all__ = [
     "BOT_USERNAME",
     "MAX_DOWNLOAD_BYTES",
     "MAX_UPLOAD_BYTES",
+    "SEND_METHODS",
     "TEST_TOKEN",
     "ApiError",
     "Call",
@@ -131,7 +132,7 @@ _OBJECT_PARAMS = frozenset(
     }
 )
 #: Methods that count as sending to a chat (send times, flood limits).
-_SEND_METHODS = frozenset(
+SEND_METHODS = frozenset(
     {
         "sendmessage",
         "sendvideo",
@@ -936,7 +937,7 @@ class FakeTelegram:
         chat_id = self._chat_of(params)
         try:
             self._inject(method, chat_id)
-            send_to = chat_id if method.lower() in _SEND_METHODS else None
+            send_to = chat_id if method.lower() in SEND_METHODS else None
             if send_to is not None:
                 self._check_flood(send_to, time.monotonic())
             result = await handler(params)
