@@ -219,9 +219,6 @@ class Handlers:
         )
         await self.rt.store.set_keyboard_message(job.id, sent.message_id)
 
-    async def unknown_in_group(self, update: Update, context: Context) -> None:
-        """Group chatter is not ours to answer."""
-
     # -- buttons ---------------------------------------------------------------------
 
     async def button(self, update: Update, context: Context) -> None:

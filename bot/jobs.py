@@ -28,7 +28,6 @@ __all__ = [
     "NewJob",
     "ACTIVE_STATES",
     "TERMINAL_STATES",
-    "PAID_STATES",
     "can_transition",
 ]
 
@@ -98,19 +97,6 @@ TERMINAL_STATES = frozenset(
         JobState.UNDELIVERABLE,
     }
 )
-#: States in which Segmind (may have) charged for the job; used by cost reports.
-PAID_STATES = frozenset(
-    {
-        JobState.QUEUED,
-        JobState.PROCESSING,
-        JobState.COMPLETED,
-        JobState.DELIVERED,
-        JobState.FAILED,
-        JobState.EXPIRED,
-        JobState.TIMED_OUT,
-    }
-)
-
 _S = JobState
 _TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     _S.DRAFT: frozenset({_S.PREPARING}),

@@ -46,7 +46,6 @@ ANSWER_STALE = "This button has expired. Please send the photo again."
 ANSWER_INVALID = "That button doesn't work any more. Please send the photo again."
 ANSWER_NOT_ALLOWED = "Sorry, this bot is private."
 ANSWER_CHAT_NOT_ALLOWED = "Sorry, this bot isn't enabled in this group."
-ANSWER_DUPLICATE_RETRY = "Already trying again."
 
 PROGRESS_QUEUED = "⏳ Starting your video — it usually takes about a minute."
 PROGRESS_PROCESSING = "🎬 Generating your video — usually about a minute."

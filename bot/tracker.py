@@ -127,10 +127,6 @@ class Tracker:
         task = asyncio.create_task(self._drive(job_id), name=f"job-{job_id}")
         self._tasks[job_id] = task
 
-    @property
-    def active_count(self) -> int:
-        return sum(1 for task in self._tasks.values() if not task.done())
-
     async def stop(self) -> None:
         """Cancel every job task at once; the ledger holds where each one was."""
         self._closing = True
