@@ -138,6 +138,15 @@ class Clock:
         return self.now
 
 
+def collector(sent: list[str]):
+    """An operator's inbox: the alert sender appends each message to ``sent``."""
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    return send
+
+
 @pytest.fixture
 async def alert_store(tmp_path):
     store = JobStore(tmp_path / "alerts.sqlite3")
@@ -148,10 +157,7 @@ async def alert_store(tmp_path):
 
 async def test_one_alert_per_kind_per_quiet_period_and_one_when_cleared(alert_store):
     sent: list[str] = []
-
-    async def send(text: str) -> None:
-        sent.append(text)
-
+    send = collector(sent)
     clock = Clock()
     alerts = Alerts(alert_store, send, clock)
     for _ in range(5):
@@ -173,10 +179,7 @@ async def test_one_alert_per_kind_per_quiet_period_and_one_when_cleared(alert_st
 
 async def test_segmind_failing_for_minutes_alerts_once_then_clears(alert_store):
     sent: list[str] = []
-
-    async def send(text: str) -> None:
-        sent.append(text)
-
+    send = collector(sent)
     clock = Clock()
     alerts = Alerts(alert_store, send, clock)
     await alerts.segmind_failed()
