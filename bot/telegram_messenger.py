@@ -279,6 +279,7 @@ class TelegramMessenger:
                     message_thread_id=job.thread_id,
                     write_timeout=_UPLOAD_WRITE_TIMEOUT,
                     read_timeout=60.0,
+                    rate_limit_args=Priority.DELIVERY,
                 )
 
             try:
@@ -292,7 +293,7 @@ class TelegramMessenger:
     async def _send_text(
         self, job: Job, text: str, markup: InlineKeyboardMarkup | None = None
     ) -> None:
-        """A message replying to the job's photo, in the job's topic."""
+        """A job's outcome, replying to its photo, in its topic: it goes before keyboards."""
         await self._reply(
             job,
             lambda reply: self._bot.send_message(
@@ -301,6 +302,7 @@ class TelegramMessenger:
                 reply_parameters=reply,
                 message_thread_id=job.thread_id,
                 reply_markup=markup,
+                rate_limit_args=Priority.DELIVERY,
             ),
         )
 

@@ -1,6 +1,7 @@
 """The rate limiter on its own: slots, priorities, groups (real asyncio, no Telegram)."""
 
 import asyncio
+import random
 import time
 
 from bot.ratelimit import Priority, PriorityRateLimiter
@@ -31,6 +32,79 @@ async def test_a_burst_goes_at_once_but_never_more_than_the_rate_in_any_second()
         in_window = [u for u in times[i:] if u - t < 1.0]
         assert len(in_window) <= 20
     assert times[-1] - started >= 2.0  # 45 requests need a third second
+    await limiter.shutdown()
+
+
+def most_in_one_second(times):
+    times = sorted(times)
+    return max(len([u for u in times[i:] if u - t < 1.0]) for i, t in enumerate(times))
+
+
+async def test_requests_that_reach_telegram_late_and_bunched_still_keep_to_the_rate():
+    """Telegram counts a request when it arrives: anywhere between being let go and its
+    answer. With arrival delays that vary (a busy loop, the HTTP pool) a limiter that only
+    spaces out the moments it lets requests go would let more than the rate arrive in one
+    second; this one holds each place until a second after the answer."""
+    limiter = PriorityRateLimiter(per_second=10)
+    delays = random.Random(7)
+    arrivals: list[float] = []
+
+    async def call():
+        await asyncio.sleep(delays.uniform(0.0, 0.5))  # on its way
+        arrivals.append(time.monotonic())  # Telegram counts it here
+        await asyncio.sleep(delays.uniform(0.0, 0.3))  # the answer on its way back
+        return True
+
+    async def one(i):
+        return await limiter.process_request(call, (), {}, "sendMessage", {"chat_id": i}, None)
+
+    assert all(await asyncio.gather(*(one(i) for i in range(35))))
+    assert len(arrivals) == 35
+    assert most_in_one_second(arrivals) <= 10
+    await limiter.shutdown()
+
+
+async def test_a_place_comes_free_a_second_after_the_answer_not_before():
+    limiter = PriorityRateLimiter(per_second=1)
+    log: list = []
+
+    async def slow():
+        await asyncio.sleep(0.3)
+        log.append(("slow answered", time.monotonic()))
+        return True
+
+    await limiter.process_request(slow, (), {}, "sendMessage", {"chat_id": 1}, None)
+    await request(limiter, log, "next", 2)
+    assert log[1][1] - log[0][1] >= 0.99
+    await limiter.shutdown()
+
+
+async def test_a_caller_cancelled_while_waiting_gives_its_place_back():
+    limiter = PriorityRateLimiter(per_second=1)
+    log: list = []
+    await request(limiter, log, "first", 1)
+    waiting = asyncio.create_task(request(limiter, log, "cancelled", 2))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    started = time.monotonic()
+    await request(limiter, log, "after", 3)
+    # one second after "first", not two: the cancelled one took no place
+    assert time.monotonic() - started < 1.2
+    assert [name for name, _ in log] == ["first", "after"]
+    await limiter.shutdown()
+
+
+async def test_deliveries_go_before_keyboards_and_keyboards_before_status_edits():
+    limiter = PriorityRateLimiter(per_second=1)
+    log: list = []
+    await request(limiter, log, "first", 1)  # fills the budget: the rest queue up
+    queued = [
+        asyncio.create_task(request(limiter, log, "edit", 2, Priority.LOW)),
+        asyncio.create_task(request(limiter, log, "keyboard", 3, Priority.HIGH)),
+        asyncio.create_task(request(limiter, log, "video", 4, Priority.DELIVERY)),
+    ]
+    await asyncio.gather(*queued)
+    assert [name for name, _ in log] == ["first", "video", "keyboard", "edit"]
     await limiter.shutdown()
 
 
