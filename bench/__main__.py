@@ -123,8 +123,8 @@ class Report:
             f" {c.bot_interval:g} ({c.poll_interval:g} × scale); baseline polls every"
             f" {c.baseline_interval:g} s (1 × scale).",
             f"Warm-up: {c.warmup_jobs} jobs per bot process before the measured round; users"
-            f" press Generate {c.think_seconds:g} s after the keyboard; photos arrive over"
-            f" {c.ramp_seconds:g} s; videos are {c.video_bytes} bytes.",
+            f" press Generate {c.think_seconds:g} s after the keyboard; {_arrivals(c)};"
+            f" videos are {c.video_bytes} bytes.",
             "† baseline: COMPLETED → its result GET (it delivers nothing).",
         ]
         if self.video is not None:
@@ -182,6 +182,7 @@ class Report:
                 "processing_range": list(self.config.processing_range),
                 "warmup_jobs": self.config.warmup_jobs,
                 "think_seconds": self.config.think_seconds,
+                "arrival_rate": self.config.arrival_rate,
                 "ramp_seconds": self.config.ramp_seconds,
                 "video_bytes": self.config.video_bytes,
                 "seed": self.config.seed,
@@ -191,6 +192,14 @@ class Report:
             "baseline": [result.summary() for result in self.baseline],
             "video_check": self.video.summary() if self.video else None,
         }
+
+
+def _arrivals(config: BenchConfig) -> str:
+    if config.ramp_seconds:
+        return f"photos arrive over {config.ramp_seconds:g} s"
+    if config.arrival_rate:
+        return f"photos arrive {config.arrival_rate:g} a second (N / {config.arrival_rate:g} s)"
+    return "all photos arrive at once"
 
 
 def _users(text: str) -> list[int]:
@@ -229,7 +238,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--video-check", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--warmup", type=int, default=5, help="warm-up jobs per bot process")
     parser.add_argument("--think", type=float, default=1.0, help="s from keyboard to Generate")
-    parser.add_argument("--ramp", type=float, default=0.0, help="s over which photos arrive")
+    parser.add_argument(
+        "--rate", type=float, default=25.0, help="photos arriving per second (0: all at once)"
+    )
+    parser.add_argument(
+        "--ramp", type=float, default=0.0, help="s over which photos arrive (instead of --rate)"
+    )
     parser.add_argument("--video-kb", type=int, default=1000, help="size of each video, kB")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, help="also write the table and notes here")
@@ -253,6 +267,7 @@ async def main_async(args: argparse.Namespace, command: str) -> Report:
         poll_interval=args.poll_interval,
         warmup_jobs=args.warmup,
         think_seconds=args.think,
+        arrival_rate=args.rate,
         ramp_seconds=args.ramp,
         video_bytes=args.video_kb * 1000,
         seed=args.seed,

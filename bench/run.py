@@ -85,6 +85,10 @@ class BenchConfig:
     processing_range: tuple[float, float] = (45.0, 55.0)
     warmup_jobs: int = 5
     think_seconds: float = 1.0
+    #: Photos arrive this many a second (0: all at once), unless ``ramp_seconds`` is set.
+    #: Each photo costs one message (its keyboard) and Telegram allows ~30 a second, so
+    #: a faster stream of photos only measures Telegram's queue.
+    arrival_rate: float = 25.0
     ramp_seconds: float = 0.0
     video_bytes: int = 1_000_000
     seed: int = 7
@@ -94,6 +98,12 @@ class BenchConfig:
     bot_source: Path = REPO
     #: When set, the bot runs under bench.sampler and leaves ``bot-<label>.txt`` here.
     profile_dir: Path | None = None
+
+    def ramp_for(self, users: int) -> float:
+        """Seconds over which a round's ``users`` photos arrive."""
+        if self.ramp_seconds or not self.arrival_rate:
+            return self.ramp_seconds
+        return users / self.arrival_rate
 
     @property
     def bot_interval(self) -> float:
@@ -660,7 +670,7 @@ async def run_bot_round(config: BenchConfig, users: int) -> BotRound:
             bot.watcher,
             measured,
             think=config.think_seconds,
-            ramp=config.ramp_seconds,
+            ramp=config.ramp_for(users),
             within=_round_timeout(config, users),
         )
         await _quiet(telegram)
