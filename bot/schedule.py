@@ -2,9 +2,11 @@
 
 Segmind's jobs take about a minute, and a poll cannot make them faster. So the tracker
 polls sparsely while a job cannot be done yet — halving the distance to the earliest
-moment it has been seen to finish — and every ``interval`` seconds after that. The
-earliest finish is learnt from the ledger (recent jobs of the same quality and length),
-so this is a pure function of what is known; tests call it directly.
+moment it has been seen to finish — and every ``interval`` seconds after that. A job
+Segmind still reports QUEUED cannot finish before it has been processed, however long
+it has waited, so its earliest finish moves on with it. Both figures are learnt from the
+ledger (recent jobs of the same quality and length), so this is a pure function of what
+is known; tests call it directly.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import random
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 __all__ = [
+    "Learnt",
     "MAX_BACKOFF_SECONDS",
     "expected_earliest_finish",
     "next_poll_delay",
@@ -25,8 +29,20 @@ MAX_BACKOFF_SECONDS = 60.0
 _MIN_SAMPLES = 3
 
 
+@dataclass(frozen=True)
+class Learnt:
+    """Low estimates from past jobs of the same quality and length (0: not known yet)."""
+
+    earliest_finish: float  #: seconds from submit to COMPLETED
+    earliest_processing: float  #: seconds from PROCESSING to COMPLETED
+
+
 def expected_earliest_finish(run_seconds: Sequence[float]) -> float:
     """A low estimate of how long a job like this takes: the 10th percentile of history.
+
+    Used for both spans: submit → COMPLETED, and PROCESSING first seen → COMPLETED. The
+    bot sees PROCESSING at a poll, after it began, so the second is on the short side:
+    the safe side for a low estimate.
 
     With too little history it is 0: poll every interval until the ledger has learnt.
     (Assuming Segmind's quoted ~50 s instead would leave a faster service, or a test
@@ -62,6 +78,8 @@ def next_poll_delay(
     earliest_finish: float,
     interval: float,
     retry_after: float | None = None,
+    last_seen_queued: float | None = None,
+    earliest_processing: float = 0.0,
 ) -> float:
     """Seconds until the next status poll of a job submitted ``elapsed`` seconds ago.
 
@@ -69,8 +87,13 @@ def next_poll_delay(
       so a 50 s job costs a handful of polls instead of fifty.
     - Within two intervals of it, or past it: every ``interval`` seconds, so a finished
       video is noticed within one interval.
+    - Seen still QUEUED ``last_seen_queued`` seconds after the submit (Segmind has a
+      backlog): processing began after that, so the job cannot finish before
+      ``last_seen_queued + earliest_processing``.
     - Never sooner than a ``Retry-After`` the service asked for.
     """
+    if last_seen_queued is not None:
+        earliest_finish = max(earliest_finish, last_seen_queued + earliest_processing)
     remaining = earliest_finish - elapsed
     delay = interval if remaining <= 2 * interval else max(interval, remaining / 2)
     if retry_after is not None:

@@ -34,11 +34,18 @@ from .jobs import (
 )
 from .options import VideoOptions
 
-__all__ = ["JobStore", "Limits", "StartOutcome", "StartResult", "InvalidTransition"]
+__all__ = [
+    "JobStore",
+    "Limits",
+    "RunSeconds",
+    "StartOutcome",
+    "StartResult",
+    "InvalidTransition",
+]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -85,6 +92,10 @@ _MIGRATIONS: dict[int, str] = {
         last_sent_at REAL NOT NULL
     );
     """,
+    # When a poll first saw the job PROCESSING: how long processing takes is learnt from it.
+    2: """
+    ALTER TABLE jobs ADD COLUMN processing_at REAL;
+    """,
 }
 
 _COLUMNS = (
@@ -103,12 +114,21 @@ _SETTABLE = frozenset(
         "video_file_id",
         "poll_count",
         "submitted_at",
+        "processing_at",
         "completed_at",
         "finished_at",
         "notified_at",
         "keyboard_message_id",
     }
 )
+
+
+@dataclass(frozen=True)
+class RunSeconds:
+    """Seconds recent jobs took: submit → COMPLETED, and PROCESSING seen → COMPLETED."""
+
+    total: list[float]
+    processing: list[float]
 
 
 class InvalidTransition(RuntimeError):
@@ -565,16 +585,19 @@ class JobStore:
             f"SELECT {_COLUMNS} FROM jobs WHERE generate_at>=? ORDER BY id", (since,)
         )
 
-    async def run_seconds(self, quality: str, duration: int, limit: int = 50) -> list[float]:
-        """How long Segmind took (submit → COMPLETED) for recent jobs like this one."""
+    async def run_seconds(self, quality: str, duration: int, limit: int = 50) -> RunSeconds:
+        """How long Segmind took for recent jobs like this one, whole and processing."""
         async with self.db.execute(
-            "SELECT completed_at - submitted_at FROM jobs WHERE quality=? AND duration=? "
-            "AND completed_at IS NOT NULL AND submitted_at IS NOT NULL "
-            "ORDER BY completed_at DESC LIMIT ?",
+            "SELECT completed_at - submitted_at, completed_at - processing_at FROM jobs "
+            "WHERE quality=? AND duration=? AND completed_at IS NOT NULL "
+            "AND submitted_at IS NOT NULL ORDER BY completed_at DESC LIMIT ?",
             (quality, duration, limit),
         ) as cursor:
             rows = await cursor.fetchall()
-        return [float(row[0]) for row in rows if row[0] is not None and row[0] >= 0]
+        return RunSeconds(
+            total=[float(row[0]) for row in rows if row[0] is not None and row[0] >= 0],
+            processing=[float(row[1]) for row in rows if row[1] is not None and row[1] >= 0],
+        )
 
     # -- operator alerts -------------------------------------------------------------
 

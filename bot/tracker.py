@@ -102,7 +102,10 @@ class Tracker:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._failures: dict[int, int] = {}
         self._polls: dict[int, int] = {}
-        self._learnt: dict[tuple[str, int], tuple[float, float]] = {}
+        #: Seconds after its submit that a job was last reported QUEUED (a scheduling hint).
+        self._seen_queued: dict[int, float] = {}
+        #: (quality, duration) → (learnt, when it was learnt): a cache of the ledger.
+        self._learnt: dict[tuple[str, int], tuple[schedule.Learnt, float]] = {}
         self._closing = False
         self._critical: set[asyncio.Task[Any]] = set()
 
@@ -171,6 +174,7 @@ class Tracker:
         finally:
             self._failures.pop(job_id, None)
             self._polls.pop(job_id, None)
+            self._seen_queued.pop(job_id, None)
             current = self._tasks.get(job_id)
             if current is asyncio.current_task():
                 self._tasks.pop(job_id, None)
@@ -267,7 +271,7 @@ class Tracker:
             return outcome
         if not await self._progress(outcome, Progress.QUEUED):
             return None
-        return await self._next_poll(outcome)
+        return await self._next_poll(outcome, queued=True)  # the submit's answer
 
     async def _submit_and_record(self, job: Job, image_url: str) -> Job | float | None:
         """POST the job and record what came back: the queued job, or the next delay."""
@@ -326,23 +330,31 @@ class Tracker:
 
     # -- QUEUED / PROCESSING ---------------------------------------------------------
 
-    async def _earliest_finish(self, job: Job) -> float:
+    async def _learn(self, job: Job) -> schedule.Learnt:
         key = (job.options.quality, job.options.duration)
         cached = self._learnt.get(key)
         now = self._clock()
         if cached is not None and now - cached[1] < _LEARN_TTL_SECONDS:
             return cached[0]
-        value = schedule.expected_earliest_finish(await self._store.run_seconds(*key))
-        self._learnt[key] = (value, now)
-        return value
+        history = await self._store.run_seconds(*key)
+        learnt = schedule.Learnt(
+            earliest_finish=schedule.expected_earliest_finish(history.total),
+            earliest_processing=schedule.expected_earliest_finish(history.processing),
+        )
+        self._learnt[key] = (learnt, now)
+        return learnt
 
-    async def _next_poll(self, job: Job, retry_after: float | None = None) -> float:
+    async def _next_poll(self, job: Job, *, queued: bool = False) -> float:
         elapsed = self._clock() - (job.submitted_at or self._clock())
+        if queued:
+            self._seen_queued[job.id] = elapsed
+        learnt = await self._learn(job)
         return schedule.next_poll_delay(
             elapsed=elapsed,
-            earliest_finish=await self._earliest_finish(job),
+            earliest_finish=learnt.earliest_finish,
             interval=self._config.poll_interval,
-            retry_after=retry_after,
+            last_seen_queued=self._seen_queued.get(job.id),
+            earliest_processing=learnt.earliest_processing,
         )
 
     async def _poll(self, job: Job) -> float | None:
@@ -402,13 +414,15 @@ class Tracker:
             )
             return await self._deliver(completed)
         if report.status == "PROCESSING" and job.state is JobState.QUEUED:
-            processing = await self._store.transition(job.id, JobState.QUEUED, JobState.PROCESSING)
+            processing = await self._store.transition(
+                job.id, JobState.QUEUED, JobState.PROCESSING, processing_at=self._clock()
+            )
             if processing is None:
                 return 0.0
             if not await self._progress(processing, Progress.PROCESSING):
                 return None
             job = processing
-        return await self._next_poll(job)
+        return await self._next_poll(job, queued=report.status == "QUEUED")
 
     # -- COMPLETED → DELIVERED -------------------------------------------------------
 

@@ -64,3 +64,50 @@ def test_earliest_finish_is_learnt_from_history():
 
 def test_without_history_every_interval():
     assert next_poll_delay(elapsed=0, earliest_finish=0, interval=2) == 2
+
+
+def test_a_job_seen_still_queued_cannot_finish_before_it_is_processed():
+    # Past the usual finish, but Segmind has not started it: the processing is still ahead.
+    assert (
+        next_poll_delay(
+            elapsed=60,
+            earliest_finish=48,
+            interval=2,
+            last_seen_queued=60,
+            earliest_processing=40,
+        )
+        == 20
+    )
+    # Seen processing now, queued at the poll before: it started at 50 s at the earliest.
+    kwargs = {"earliest_finish": 48, "interval": 2, "earliest_processing": 40}
+    assert next_poll_delay(elapsed=70, last_seen_queued=50, **kwargs) == 10
+    assert next_poll_delay(elapsed=89, last_seen_queued=50, **kwargs) == 2
+    # Never seen queued (or not since the submit): the usual rule.
+    assert next_poll_delay(elapsed=60, **kwargs) == 2
+    # Nothing learnt about processing yet: nothing to go on, every interval.
+    assert next_poll_delay(elapsed=60, earliest_finish=48, interval=2, last_seen_queued=60) == 2
+
+
+def polls_through_a_backlog(queued: float, processing: float, *, state_aware: bool):
+    """Polls for a job that waits ``queued`` s in Segmind's queue, learnt times 48 / 40 s."""
+    elapsed, polls, seen_queued = 0.0, 0, None
+    while elapsed < queued + processing:
+        if state_aware and elapsed < queued:
+            seen_queued = elapsed
+        elapsed += next_poll_delay(
+            elapsed=elapsed,
+            earliest_finish=48,
+            interval=2,
+            last_seen_queued=seen_queued,
+            earliest_processing=40,
+        )
+        polls += 1
+    return polls, elapsed - (queued + processing)
+
+
+def test_a_backlog_at_segmind_costs_few_polls_and_the_end_is_still_noticed_in_time():
+    blind, _ = polls_through_a_backlog(120, 45, state_aware=False)
+    polls, late = polls_through_a_backlog(120, 45, state_aware=True)
+    assert blind > 55  # every 2 s from 48 s to 165 s
+    assert polls <= 25
+    assert late <= 2

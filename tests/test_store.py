@@ -5,7 +5,16 @@ import pytest
 
 from bot.jobs import JobState, NewJob, Reason, can_transition
 from bot.options import VideoOptions
-from bot.store import InvalidTransition, JobStore, Limits, StartOutcome, utc_day_start
+from bot.store import (
+    _MIGRATIONS,
+    SCHEMA_VERSION,
+    InvalidTransition,
+    JobStore,
+    Limits,
+    RunSeconds,
+    StartOutcome,
+    utc_day_start,
+)
 
 LIMITS = Limits(max_active_per_user=2, daily_per_user=3)
 
@@ -39,11 +48,38 @@ async def test_open_creates_folder_and_migrates(tmp_path):
     await store.open()
     await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     again = JobStore(path)  # reopening an up-to-date ledger is a no-op
     await again.open()
     await again.close()
+
+
+async def test_a_ledger_from_the_first_version_is_upgraded_with_its_jobs(tmp_path):
+    path = tmp_path / "bot.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(_MIGRATIONS[1])
+        db.execute(
+            "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id,"
+            " photo_message_id, file_id, file_unique_id, mime_type, quality, duration,"
+            " state, request_id, created_at, submitted_at, updated_at)"
+            " VALUES (1, 1, 'private', 10, 10, 'f', 'u', 'image/jpeg', '540p', 5,"
+            " 'processing', 'req-1', 1.0, 2.0, 3.0)"
+        )
+        db.execute("PRAGMA user_version=1")
+    store = JobStore(path)
+    await store.open()
+    try:
+        [job] = await store.unfinished()
+        assert job.request_id == "req-1"  # the paid job is still there to be polled
+        assert job.state is JobState.PROCESSING
+        done = await store.transition(
+            job.id, JobState.PROCESSING, JobState.COMPLETED, output_url="u", completed_at=52.0
+        )
+        assert done is not None
+        assert await store.run_seconds("540p", 5) == RunSeconds(total=[50.0], processing=[])
+    finally:
+        await store.close()
 
 
 async def test_newer_schema_is_refused(tmp_path):
@@ -201,8 +237,9 @@ async def test_run_seconds_learns_from_completed_jobs(store):
     await store.transition(
         job.id, JobState.SUBMITTING, JobState.QUEUED, request_id="r", submitted_at=100.0
     )
+    await store.transition(job.id, JobState.QUEUED, JobState.PROCESSING, processing_at=110.0)
     await store.transition(
-        job.id, JobState.QUEUED, JobState.COMPLETED, output_url="u", completed_at=151.0
+        job.id, JobState.PROCESSING, JobState.COMPLETED, output_url="u", completed_at=151.0
     )
-    assert await store.run_seconds("540p", 5) == [51.0]
-    assert await store.run_seconds("720p", 5) == []
+    assert await store.run_seconds("540p", 5) == RunSeconds(total=[51.0], processing=[41.0])
+    assert await store.run_seconds("720p", 5) == RunSeconds(total=[], processing=[])
