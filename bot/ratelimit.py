@@ -97,6 +97,7 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         self._group_locks: dict[int, asyncio.Lock] = {}
         self._queue: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._waiting = 0
         self._dispatcher: asyncio.Task[None] | None = None
 
     async def initialize(self) -> None:
@@ -111,8 +112,8 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
 
     @property
     def backlog(self) -> int:
-        """Requests waiting for a slot now."""
-        return len(self._queue)
+        """Requests waiting for a place now (a caller that gave up no longer counts)."""
+        return self._waiting
 
     async def process_request(
         self,
@@ -140,6 +141,7 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
     async def _slot(self, priority: Priority) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._queue, (int(priority), next(self._order), future))
+        self._waiting += 1
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch(), name="rate-limiter")
         try:
@@ -147,6 +149,8 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self._global.give_back()  # granted, but its caller is gone
+            else:
+                self._waiting -= 1  # the dispatcher drops its entry when it comes to it
             raise
 
     async def _dispatch(self) -> None:
@@ -157,6 +161,7 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
                 _, _, future = heapq.heappop(self._queue)
                 if not future.done():  # else its caller gave up (cancelled)
                     self._global.take()
+                    self._waiting -= 1
                     future.set_result(None)
                     break
 

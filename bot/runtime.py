@@ -82,7 +82,7 @@ class Runtime:
             upload_url=self.settings.segmind_upload_url,
         )
         limiter = self.limiter
-        pacer = ChatPacer(busy=(lambda: limiter.backlog > 0) if limiter is not None else None)
+        pacer = ChatPacer(backlog=(lambda: limiter.backlog) if limiter is not None else None)
         messenger = TelegramMessenger(bot, self.settings.admin_ids, pacer)
         alerts = Alerts(store, messenger.alert_admins)
 

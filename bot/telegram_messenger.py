@@ -51,6 +51,11 @@ _SEND_ATTEMPTS = 3
 PRIVATE_CHAT_GAP = 1.0
 GROUP_CHAT_GAP = 3.0
 _PACER_MAX_CHATS = 10_000
+#: A status edit is skipped while this many requests wait for Telegram (about a second's
+#: worth), and given up after waiting this long: it waits behind keyboards and videos,
+#: and the job's next poll waits for it.
+STATUS_EDIT_MAX_BACKLOG = 30
+STATUS_EDIT_PATIENCE = 5.0
 #: A flood wait this long is no passing hiccup: operators hear about it.
 LONG_FLOOD_WAIT_SECONDS = 30.0
 _UPLOAD_WRITE_TIMEOUT = 300.0
@@ -88,11 +93,11 @@ class ChatPacer:
     def __init__(
         self,
         clock: Callable[[], float] = time.monotonic,
-        busy: Callable[[], bool] | None = None,
+        backlog: Callable[[], int] | None = None,
     ) -> None:
         self._clock = clock
-        #: True while the rate limiter has a queue: status edits then give way.
-        self._busy = busy or (lambda: False)
+        #: Requests waiting in the rate limiter: status edits give way when it is long.
+        self._backlog = backlog or (lambda: 0)
         self._last: dict[int, float] = {}
 
     @staticmethod
@@ -120,12 +125,12 @@ class ChatPacer:
             await asyncio.sleep(wait)
 
     def idle(self) -> bool:
-        """Nothing is waiting for Telegram: room for a cosmetic call."""
-        return not self._busy()
+        """Nothing is waiting for Telegram: room for a call that holds up a video."""
+        return self._backlog() == 0
 
     def optional(self, chat_id: int) -> bool:
-        """Take the chat's slot if it is free now and the bot is not busy; else skip."""
-        if self.wait_needed(chat_id) > 0 or self._busy():
+        """Take the chat's slot if it is free now and the bot's queue is short; else skip."""
+        if self.wait_needed(chat_id) > 0 or self._backlog() >= STATUS_EDIT_MAX_BACKLOG:
             return False
         self.sent(chat_id)
         return True
@@ -238,14 +243,19 @@ class TelegramMessenger:
         if self._shown.get(job.id) == text or not self._pacer.optional(job.chat_id):
             return
         try:
-            await self._call(
-                lambda: self._bot.edit_message_text(
-                    text,
-                    chat_id=job.chat_id,
-                    message_id=message_id,
-                    rate_limit_args=Priority.LOW,
-                )
+            await asyncio.wait_for(
+                self._call(
+                    lambda: self._bot.edit_message_text(
+                        text,
+                        chat_id=job.chat_id,
+                        message_id=message_id,
+                        rate_limit_args=Priority.LOW,
+                    )
+                ),
+                STATUS_EDIT_PATIENCE,
             )
+        except TimeoutError:
+            return  # Telegram's budget went to videos and keyboards; the next change retries
         except BadRequest as exc:
             if not _is_not_modified(exc):
                 log.info("job %s: status edit refused: %s", job.short_id, exc.message)

@@ -1,8 +1,22 @@
+import asyncio
+import time
+
+from telegram.ext import ExtBot
+
+from bot import telegram_messenger, texts
+from bot.messenger import Progress
+from bot.options import VideoOptions
+from bot.ratelimit import PriorityRateLimiter
+from bot.store import JobStore
 from bot.telegram_messenger import (
     GROUP_CHAT_GAP,
     PRIVATE_CHAT_GAP,
+    STATUS_EDIT_MAX_BACKLOG,
     ChatPacer,
+    TelegramMessenger,
 )
+from tests.fakes.telegram import TEST_TOKEN
+from tests.test_store import new_job
 
 
 class Clock:
@@ -39,10 +53,59 @@ async def test_essential_messages_wait_for_the_slot():
     assert not pacer.optional(5)
 
 
-def test_status_edits_give_way_while_the_rate_limiter_has_a_queue():
+def test_status_edits_give_way_while_the_rate_limiter_has_a_long_queue():
     clock = Clock()
-    backlog = [3]
-    pacer = ChatPacer(clock, busy=lambda: backlog[0] > 0)
+    backlog = [STATUS_EDIT_MAX_BACKLOG]
+    pacer = ChatPacer(clock, backlog=lambda: backlog[0])
     assert not pacer.optional(1)
-    backlog[0] = 0
+    assert not pacer.idle()
+    backlog[0] = 3  # a short queue: the edit waits its turn behind it
     assert pacer.optional(1)
+    assert not pacer.idle()  # but a chat action in front of a video is skipped
+    backlog[0] = 0
+    assert pacer.idle()
+
+
+async def test_a_status_edit_that_cannot_get_a_slot_in_time_is_given_up(
+    telegram, tmp_path, monkeypatch
+):
+    """Status edits wait behind keyboards and videos, and the job's next poll waits for
+    them: so one that cannot get a place in Telegram's budget soon is dropped, and the
+    next change of status tries again."""
+    monkeypatch.setattr(telegram_messenger, "STATUS_EDIT_PATIENCE", 0.3)
+    user = 801
+    telegram.private_chat(user)
+    limiter = PriorityRateLimiter(per_second=1)
+    bot = ExtBot(
+        TEST_TOKEN,
+        base_url=telegram.api_url,
+        base_file_url=telegram.file_url,
+        rate_limiter=limiter,
+    )
+    store = JobStore(tmp_path / "ledger.sqlite3")
+    await bot.initialize()
+    await store.open()
+    try:
+        draft, _ = await store.create_draft(new_job(chat_id=user, user_id=user), VideoOptions())
+        # The keyboard takes the budget's only place, until a second after its answer.
+        keyboard = await bot.send_message(user, "keyboard")
+        await store.set_keyboard_message(draft.id, keyboard.message_id)
+        job = await store.get(draft.id)
+        assert job is not None
+        messenger = TelegramMessenger(bot, frozenset(), ChatPacer(backlog=lambda: limiter.backlog))
+
+        started = time.monotonic()
+        await messenger.show_progress(job, Progress.QUEUED)
+        assert time.monotonic() - started < 0.8  # it did not wait for the place
+        assert telegram.calls_of("editMessageText") == []
+        assert limiter.backlog == 0  # and left nothing behind in the queue
+
+        await asyncio.sleep(PRIVATE_CHAT_GAP + 0.1)
+        await messenger.show_progress(job, Progress.QUEUED)
+        [edit] = telegram.calls_of("editMessageText")
+        assert edit.params["text"] == texts.PROGRESS_QUEUED
+        assert telegram.message(user, keyboard.message_id)["text"] == texts.PROGRESS_QUEUED
+    finally:
+        await store.close()
+        await bot.shutdown()
+        await limiter.shutdown()
