@@ -134,18 +134,10 @@ class NewJob:
 
 
 @dataclass(frozen=True)
-class Job:
+class Job(NewJob):
+    """A row of the ledger: the photo it came from, the options, and how far it got."""
+
     id: int
-    chat_id: int
-    user_id: int
-    chat_type: str
-    trigger_message_id: int
-    photo_message_id: int
-    thread_id: int | None
-    file_id: str
-    file_unique_id: str
-    file_size: int | None
-    mime_type: str
     options: VideoOptions
     state: JobState
     reason: Reason | None
