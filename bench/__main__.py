@@ -2,8 +2,9 @@
 
 For each N it starts the fake Telegram and Segmind servers in this process, runs the
 real bot (``python -m bot``) as a child process against them, warms its ledger up with a
-few jobs, then drives N users at once through photo → keyboard → Generate → video and
-prints one markdown table. See docs/benchmarks.md for what each column means.
+few jobs, then drives N users through photo → keyboard → Generate → video (their photos
+arriving 25 a second, so all N jobs are in flight together) and prints one markdown
+table. See docs/benchmarks.md for what each column means.
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--scale",
         type=_positive,
-        default=0.2,
+        default=1.0,
         help="multiply job times (3 s queued, 45-55 s processing) and poll intervals",
     )
     parser.add_argument(

@@ -78,7 +78,7 @@ _CHECK_USER_BASE = 20_000_000
 
 @dataclass(frozen=True)
 class BenchConfig:
-    scale: float = 0.2
+    scale: float = 1.0
     #: The real-world POLL_INTERVAL_SECONDS; the bot gets ``poll_interval * scale``.
     poll_interval: float = 2.0
     queued_seconds: float = 3.0
