@@ -77,7 +77,6 @@ def next_poll_delay(
     elapsed: float,
     earliest_finish: float,
     interval: float,
-    retry_after: float | None = None,
     last_seen_queued: float | None = None,
     earliest_processing: float = 0.0,
 ) -> float:
@@ -90,12 +89,11 @@ def next_poll_delay(
     - Seen still QUEUED ``last_seen_queued`` seconds after the submit (Segmind has a
       backlog): processing began after that, so the job cannot finish before
       ``last_seen_queued + earliest_processing``.
-    - Never sooner than a ``Retry-After`` the service asked for.
+
+    A poll that failed is followed by :func:`backoff_delay` instead, which honours the
+    service's ``Retry-After``.
     """
     if last_seen_queued is not None:
         earliest_finish = max(earliest_finish, last_seen_queued + earliest_processing)
     remaining = earliest_finish - elapsed
-    delay = interval if remaining <= 2 * interval else max(interval, remaining / 2)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
+    return interval if remaining <= 2 * interval else max(interval, remaining / 2)
