@@ -54,6 +54,13 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         print(f"error: DATABASE_PATH cannot be used: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    if application.bot_data["runtime"].token_rejected:
+        print(
+            "error: TELEGRAM_BOT_TOKEN was rejected by Telegram while the bot ran (revoked?);"
+            " unfinished jobs resume at the next start",
+            file=sys.stderr,
+        )
+        return 1
     log.info("stopped")
     return 0
 

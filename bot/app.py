@@ -38,6 +38,8 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
 
     async def post_init(application: Application) -> None:  # type: ignore[type-arg]
         await runtime.start(application.bot)
+        if runtime.token_watch is not None:
+            runtime.token_watch.on_rejected = application.stop_running
 
     async def post_stop(application: Application) -> None:  # type: ignore[type-arg]
         await runtime.stop_jobs()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 
 import httpx
 from telegram import Bot, BotCommandScopeAllGroupChats, BotCommandScopeAllPrivateChats
-from telegram.error import TelegramError
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import ExtBot
 
 from . import texts
@@ -18,7 +21,7 @@ from .store import JobStore, Limits
 from .telegram_messenger import ChatPacer, TelegramMessenger
 from .tracker import Tracker, TrackerConfig
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "TokenWatch"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,59 @@ _HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0, write=60.0)
 #: Every connection kept alive: with fewer, a thousand jobs polling churned through
 #: sockets (1,299 in TIME-WAIT) and httpcore's pool scans (docs/benchmarks.md).
 _HTTP_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+#: How often the bot asks Telegram who it is, to notice a revoked token.
+TOKEN_CHECK_SECONDS = 60.0
+
+
+class TokenWatch:
+    """Stops the bot when Telegram no longer accepts its token.
+
+    A token revoked while the bot runs ends PTB's getUpdates loop with one log line and
+    leaves a process that looks alive but hears nothing and delivers nothing. So every
+    ``TOKEN_CHECK_SECONDS``, and at once when a call is refused as unauthorised, the bot
+    asks ``getMe``; if that is refused too it stops (``python -m bot`` then exits 1).
+    Unfinished jobs stay in the ledger and resume at the next start.
+    """
+
+    def __init__(self, bot: Bot) -> None:
+        self._bot = bot
+        self._poke = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.rejected = False
+        #: Called once when the token is found rejected (the application's stop).
+        self.on_rejected: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch(), name="token-watch")
+
+    def check_now(self) -> None:
+        self._poke.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), TOKEN_CHECK_SECONDS)
+            self._poke.clear()
+            try:
+                await self._bot.get_me()
+            except InvalidToken:
+                break
+            except TelegramError:
+                continue  # Telegram unreachable says nothing about the token
+        log.error(
+            "Telegram rejected TELEGRAM_BOT_TOKEN (revoked?): stopping; unfinished jobs"
+            " stay in the ledger and resume at the next start"
+        )
+        self.rejected = True
+        if self.on_rejected is not None:
+            self.on_rejected()
 
 
 async def _publish_commands(bot: Bot) -> None:
@@ -56,6 +112,7 @@ class Runtime:
         self._store: JobStore | None = None
         self._tracker: Tracker | None = None
         self._http: httpx.AsyncClient | None = None
+        self.token_watch: TokenWatch | None = None
 
     @property
     def store(self) -> JobStore:
@@ -93,6 +150,8 @@ class Runtime:
                 await alerts.cleared(AlertKind.TELEGRAM_REFUSING)
 
         messenger.on_refusal = telegram_refusing
+        self.token_watch = TokenWatch(bot)
+        messenger.on_unauthorized = self.token_watch.check_now
         self._tracker = Tracker(
             store,
             segmind,
@@ -106,9 +165,16 @@ class Runtime:
         )
         await self._tracker.resume()
         await _publish_commands(bot)
+        self.token_watch.start()
+
+    @property
+    def token_rejected(self) -> bool:
+        return self.token_watch is not None and self.token_watch.rejected
 
     async def stop_jobs(self) -> None:
         """Stop driving jobs at once; the ledger keeps where each one was."""
+        if self.token_watch is not None:
+            await self.token_watch.stop()
         if self._tracker is not None:
             await self._tracker.stop()
 

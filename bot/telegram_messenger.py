@@ -149,6 +149,8 @@ class TelegramMessenger:
         self._shown: dict[int, str] = {}
         #: Told True when Telegram starts limiting the bot for long, False when it stops.
         self.on_refusal: Callable[[bool], Awaitable[None]] | None = None
+        #: Told when a call is refused as unauthorised: the token may have been revoked.
+        self.on_unauthorized: Callable[[], None] | None = None
         self._refused = False
 
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
@@ -173,6 +175,11 @@ class TelegramMessenger:
                 raise
             except Forbidden as exc:
                 raise ChatUnreachable(exc.message) from exc
+            except InvalidToken as exc:
+                # Revoked token? The token watch checks and stops the bot; the job waits.
+                if self.on_unauthorized is not None:
+                    self.on_unauthorized()
+                raise SendFailed("unauthorized") from exc
             except NetworkError as exc:  # TimedOut included
                 raise SendFailed(f"network: {type(exc).__name__}") from exc
             if self._refused:
@@ -210,11 +217,14 @@ class TelegramMessenger:
     async def fetch_photo(self, job: Job) -> bytes:
         telegram_file = await self._get_file(job)
         try:
-            data = await self._call(telegram_file.download_as_bytearray)
+            # A file download, not a Bot API method: no flood rules, so not through _call.
+            data = await telegram_file.download_as_bytearray()
         except (BadRequest, InvalidToken) as exc:
             # PTB reports a 404 for the file as InvalidToken; getFile just worked, so the
             # token is fine and the file is what is gone.
             raise PhotoUnavailable(exc.message) from exc
+        except NetworkError as exc:
+            raise SendFailed(f"network: {type(exc).__name__}") from exc
         return bytes(data)
 
     async def photo_link(self, job: Job) -> str:

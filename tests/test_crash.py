@@ -181,6 +181,33 @@ async def test_check_reports_each_problem_in_one_line(spawn, env, tmp_path):
     assert "Traceback" not in stderr
 
 
+async def test_a_token_revoked_while_running_stops_the_bot_and_the_job_waits_for_it(
+    telegram, segmind, spawn, env, database
+):
+    telegram.private_chat(USER)
+    segmind.processing_seconds = 1.5
+    process = await spawn(env)
+    await press_generate(telegram)
+    await wait_until(lambda: database.exists() and ledger(database)[0]["state"] == "queued")
+    telegram.token = "123:revoked-in-botfather"  # every call with the old token: 401
+
+    code = await process.wait(timeout=20)
+    _, stderr = await process.output()
+    assert code == 1
+    assert "error: TELEGRAM_BOT_TOKEN was rejected by Telegram while the bot ran" in stderr
+    assert "Traceback" not in stderr
+    assert TEST_TOKEN not in stderr
+    [job] = ledger(database)
+    assert job["state"] == "completed"  # paid for, kept, not yet delivered
+    assert job["notified_at"] is None
+
+    telegram.token = TEST_TOKEN  # the operator puts a valid token back
+    await spawn(env)
+    await telegram.wait_for_call("sendVideo", chat_id=USER, timeout=15)
+    await wait_until(lambda: ledger(database)[0]["state"] == "delivered")
+    assert len(segmind.submits) == 1
+
+
 # -- stopping and crashing ------------------------------------------------------------
 
 

@@ -6,11 +6,14 @@ import asyncio
 import logging
 
 import pytest
+from telegram import Bot
 
-from bot import texts
+from bot import runtime, texts
 from bot.alerts import OUTAGE_SECONDS, QUIET_SECONDS, AlertKind, Alerts
+from bot.runtime import TokenWatch
 from bot.store import JobStore
 from tests.conftest import ADMIN_ID, ledger, running, wait_until
+from tests.fakes.telegram import TEST_TOKEN
 from tests.test_private_flow import button_data, send_photo_get_keyboard
 
 USER = 1501
@@ -234,3 +237,31 @@ async def test_long_telegram_flood_control_alerts_operators_and_clears(
     alerts = await telegram.wait_for_call("sendMessage", chat_id=ADMIN_ID, count=2)
     assert "limiting the bot" in alerts[0].params["text"]
     assert alerts[1].params["text"].startswith("✅ Resolved")
+
+
+async def test_the_token_watch_stops_the_bot_only_when_telegram_rejects_the_token(
+    telegram, monkeypatch
+):
+    """A revoked token ends PTB's getUpdates loop quietly; the watch notices and stops
+    the bot. Telegram being unreachable for a while is no reason to stop."""
+    monkeypatch.setattr(runtime, "TOKEN_CHECK_SECONDS", 0.05)
+    bot = Bot(TEST_TOKEN, base_url=telegram.api_url, base_file_url=telegram.file_url)
+    await bot.initialize()
+    watch = TokenWatch(bot)
+    stopped = asyncio.Event()
+    watch.on_rejected = stopped.set
+    watch.start()
+    try:
+        await wait_until(lambda: len(telegram.calls_of("getMe")) >= 3, what="periodic checks")
+        telegram.fail_next("getMe", error_code=502, description="Bad Gateway", times=3)
+        checks = len(telegram.calls_of("getMe"))
+        await wait_until(lambda: len(telegram.calls_of("getMe")) >= checks + 4, what="checks")
+        assert not watch.rejected
+        assert not stopped.is_set()
+
+        telegram.token = "123:revoked-in-botfather"
+        await asyncio.wait_for(stopped.wait(), 2)
+        assert watch.rejected
+    finally:
+        await watch.stop()
+        await bot.shutdown()
