@@ -113,6 +113,16 @@ async def press_generate(telegram) -> dict:
     return photo
 
 
+async def start_a_job(telegram, segmind, spawn, env, database) -> BotProcess:
+    """A bot process with one job submitted and queued at Segmind for 1.5 s."""
+    telegram.private_chat(USER)
+    segmind.processing_seconds = 1.5
+    process = await spawn(env)
+    await press_generate(telegram)
+    await wait_until(lambda: database.exists() and ledger(database)[0]["state"] == "queued")
+    return process
+
+
 # -- start-up ---------------------------------------------------------------------------
 
 
@@ -184,11 +194,7 @@ async def test_check_reports_each_problem_in_one_line(spawn, env, tmp_path):
 async def test_a_token_revoked_while_running_stops_the_bot_and_the_job_waits_for_it(
     telegram, segmind, spawn, env, database
 ):
-    telegram.private_chat(USER)
-    segmind.processing_seconds = 1.5
-    process = await spawn(env)
-    await press_generate(telegram)
-    await wait_until(lambda: database.exists() and ledger(database)[0]["state"] == "queued")
+    process = await start_a_job(telegram, segmind, spawn, env, database)
     telegram.token = "123:revoked-in-botfather"  # every call with the old token: 401
 
     code = await process.wait(timeout=20)
@@ -214,11 +220,7 @@ async def test_a_token_revoked_while_running_stops_the_bot_and_the_job_waits_for
 async def test_sigterm_stops_within_5s_and_the_job_resumes(
     telegram, segmind, spawn, env, database
 ):
-    telegram.private_chat(USER)
-    segmind.processing_seconds = 1.5
-    process = await spawn(env)
-    await press_generate(telegram)
-    await wait_until(lambda: database.exists() and ledger(database)[0]["state"] == "queued")
+    process = await start_a_job(telegram, segmind, spawn, env, database)
     started = time.monotonic()
     process.signal(signal.SIGTERM)
     code = await process.wait()
