@@ -25,7 +25,7 @@ ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 #: queue for seconds when many photos arrive together); with too few slots that queue
 #: would hold up even the instant answers to button presses. A waiting handler is a
 #: small coroutine: with 512 slots and 1,000 photos at once, Generate was answered
-#: 14 s late (p95); with 4096, 0.13 s (docs/benchmarks.md).
+#: 14 s late (p95); with 4096, 0.11-0.13 s (docs/benchmarks.md).
 CONCURRENT_UPDATES = 4096
 
 
