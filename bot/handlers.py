@@ -6,10 +6,13 @@ when it stopped, so each one is keyed on stable ids stored in the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from telegram import (
     CallbackQuery,
@@ -20,7 +23,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, RetryAfter, TelegramError
 from telegram.ext import ContextTypes
 
 from . import texts
@@ -30,6 +33,7 @@ from .options import VideoOptions, choose, with_next_style
 from .runtime import Runtime
 from .stats import DAY, summarize
 from .store import StartOutcome, StartResult, utc_day_start
+from .telegram_messenger import retry_after_seconds
 
 __all__ = ["Handlers", "ImageRef", "find_image", "MAX_IMAGE_BYTES", "COMMAND"]
 
@@ -39,7 +43,25 @@ log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 COMMAND = "warmth"
 
+#: A reply held up by Telegram's flood control waits this long at most, once: a keyboard
+#: that comes late is better than none, but a long ban is not waited out in a handler.
+MAX_FLOOD_WAIT_SECONDS = 60.0
+
 Context = ContextTypes.DEFAULT_TYPE
+T = TypeVar("T")
+
+
+async def _flood_safe(send: Callable[[], Awaitable[T]]) -> T:
+    """Make a reply; if Telegram says "retry after" a short while, wait and make it again."""
+    try:
+        return await send()
+    except RetryAfter as exc:
+        wait = retry_after_seconds(exc)
+        if wait > MAX_FLOOD_WAIT_SECONDS:
+            raise
+        log.info("telegram flood control on a reply: waiting %.0fs", wait)
+        await asyncio.sleep(wait)
+        return await send()
 
 
 @dataclass(frozen=True)
@@ -210,12 +232,16 @@ class Handlers:
         ):
             log.info("job %s: photo re-delivered, keyboard already shown", job.short_id)
             return
-        sent = await photo.reply_text(
-            texts.keyboard_caption(job.options),
-            reply_markup=options_keyboard(job.id, job.options),
-            reply_parameters=ReplyParameters(photo.message_id, allow_sending_without_reply=True),
-            message_thread_id=_thread_id(trigger),
-            do_quote=False,
+        sent = await _flood_safe(
+            lambda: photo.reply_text(
+                texts.keyboard_caption(job.options),
+                reply_markup=options_keyboard(job.id, job.options),
+                reply_parameters=ReplyParameters(
+                    photo.message_id, allow_sending_without_reply=True
+                ),
+                message_thread_id=_thread_id(trigger),
+                do_quote=False,
+            )
         )
         await self.rt.store.set_keyboard_message(job.id, sent.message_id)
 
@@ -311,11 +337,15 @@ class Handlers:
     # -- rendering helpers -----------------------------------------------------------
 
     async def _reply(self, message: Message, text: str) -> None:
-        await message.reply_text(
-            text,
-            reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
-            message_thread_id=_thread_id(message),
-            do_quote=False,
+        await _flood_safe(
+            lambda: message.reply_text(
+                text,
+                reply_parameters=ReplyParameters(
+                    message.message_id, allow_sending_without_reply=True
+                ),
+                message_thread_id=_thread_id(message),
+                do_quote=False,
+            )
         )
 
     @staticmethod
@@ -329,7 +359,7 @@ class Handlers:
     @staticmethod
     async def _edit(message: Message, text: str, markup: InlineKeyboardMarkup) -> None:
         with contextlib.suppress(BadRequest):  # "message is not modified" on a double tap
-            await message.edit_text(text, reply_markup=markup)
+            await _flood_safe(lambda: message.edit_text(text, reply_markup=markup))
 
     async def error(self, update: object, context: Context) -> None:
         """Log every unhandled error with its traceback (the formatter redacts secrets)."""

@@ -76,6 +76,28 @@ async def test_photo_gets_a_keyboard_with_the_contract_labels_and_defaults(
     assert job["file_id"] == photo["photo"][-1]["file_id"]  # the largest size
 
 
+async def test_a_keyboard_held_up_by_telegram_flood_control_still_arrives(telegram, bot, database):
+    """Several photos at once (an album) can meet a 429 on a reply: the keyboard is sent
+    after the wait Telegram asks for, not dropped."""
+    telegram.private_chat(USER)
+    telegram.fail_next(
+        "sendMessage", error_code=429, description="Too Many Requests: retry after 1", chat_id=USER
+    )
+    photo = telegram.send_photo(USER, USER)
+    await telegram.wait_for_call("sendMessage", chat_id=USER, where=lambda c: c.ok)
+    refused, sent = telegram.calls_of("sendMessage", USER)
+    keyboard = sent.result
+    assert "reply_markup" in sent.params
+    assert reply_target(sent.params) == photo["message_id"]
+    assert not refused.ok
+    assert sent.ok
+    assert sent.at - refused.at >= 1.0  # Telegram's retry_after was honoured
+    await wait_until(
+        lambda: ledger(database)[0]["keyboard_message_id"] == keyboard["message_id"],
+        what="the keyboard recorded on the draft",
+    )
+
+
 async def test_choosing_options_edits_the_keyboard_in_place(telegram, bot, database):
     telegram.private_chat(USER)
     _, keyboard = await send_photo_get_keyboard(telegram)
