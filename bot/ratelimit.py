@@ -33,7 +33,10 @@ from typing import Any
 
 from telegram.ext import BaseRateLimiter
 
-__all__ = ["Priority", "PriorityRateLimiter"]
+__all__ = ["Priority", "PriorityRateLimiter", "TELEGRAM_PER_SECOND"]
+
+#: Telegram's overall limit: about 30 messages a second.
+TELEGRAM_PER_SECOND = 30
 
 
 class Priority(IntEnum):
@@ -86,7 +89,7 @@ class _Budget:
 class PriorityRateLimiter(BaseRateLimiter[Priority]):
     def __init__(
         self,
-        per_second: int = 30,
+        per_second: int = TELEGRAM_PER_SECOND,
         group_per_minute: int = 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

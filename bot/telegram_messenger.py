@@ -35,7 +35,7 @@ from . import texts
 from .jobs import Job
 from .keyboards import retry_keyboard
 from .messenger import ChatUnreachable, PhotoUnavailable, Progress, SendFailed, VideoRefused
-from .ratelimit import Priority
+from .ratelimit import TELEGRAM_PER_SECOND, Priority
 
 __all__ = ["TelegramMessenger", "retry_after_seconds", "is_reply_missing", "is_chat_gone"]
 
@@ -54,7 +54,7 @@ _PACER_MAX_CHATS = 10_000
 #: A status edit is skipped while this many requests wait for Telegram (about a second's
 #: worth), and given up after waiting this long: it waits behind keyboards and videos,
 #: and the job's next poll waits for it.
-STATUS_EDIT_MAX_BACKLOG = 30
+STATUS_EDIT_MAX_BACKLOG = TELEGRAM_PER_SECOND
 STATUS_EDIT_PATIENCE = 5.0
 #: A flood wait this long is no passing hiccup: operators hear about it.
 LONG_FLOOD_WAIT_SECONDS = 30.0
