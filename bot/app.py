@@ -12,10 +12,9 @@ from telegram.ext import (
     filters,
 )
 
-from .handlers import COMMAND, Handlers
-from .ratelimit import PriorityRateLimiter
-from .runtime import Runtime
 from .settings import Settings
+from .telegram.handlers import COMMAND, Handlers
+from .telegram.runtime import Runtime
 
 __all__ = ["build_application", "ALLOWED_UPDATES"]
 
@@ -31,15 +30,12 @@ CONCURRENT_UPDATES = 4096
 
 def build_application(settings: Settings) -> Application:  # type: ignore[type-arg]
     """The real bot: handlers registered, services started in post_init, closed on stop."""
-    limiter = PriorityRateLimiter()
-    runtime = Runtime(settings, limiter)
+    runtime = Runtime(settings)
     handlers = Handlers(runtime)
     root = settings.telegram_api_url
 
     async def post_init(application: Application) -> None:  # type: ignore[type-arg]
-        await runtime.start(application.bot)
-        if runtime.token_watch is not None:
-            runtime.token_watch.on_rejected = application.stop_running
+        await runtime.start(application.bot, on_token_rejected=application.stop_running)
 
     async def post_stop(application: Application) -> None:  # type: ignore[type-arg]
         await runtime.stop_jobs()
@@ -52,7 +48,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .token(settings.telegram_bot_token)
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")
-        .rate_limiter(limiter)
+        .rate_limiter(runtime.limiter)
         .concurrent_updates(CONCURRENT_UPDATES)
         .get_updates_read_timeout(35.0)
         .post_init(post_init)

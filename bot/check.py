@@ -9,7 +9,7 @@ from telegram import Bot
 from telegram.error import InvalidToken, NetworkError, TelegramError
 
 from .settings import Settings
-from .store import JobStore
+from .storage import SqliteLedger
 
 __all__ = ["run_check"]
 
@@ -19,7 +19,7 @@ async def run_check(settings: Settings) -> int:
     problems: list[str] = []
     print("ok: settings are valid")
 
-    store = JobStore(settings.database_path)
+    store = SqliteLedger(settings.database_path)
     try:
         await store.open()
     except (OSError, sqlite3.Error, RuntimeError) as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import texts
+from bot.i18n import texts
 from tests.conftest import bot_env, ledger, wait_until
 from tests.fakes.segmind import TEST_API_KEY
 from tests.fakes.telegram import BOT_USERNAME, TEST_TOKEN, iter_updates

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bot import texts
+from bot.i18n import texts
 from tests.conftest import ledger, running, wait_until
 from tests.fakes.telegram import BOT_USERNAME
 from tests.test_private_flow import button_data, keyboard_labels, reply_target

@@ -1,8 +1,8 @@
 import pytest
 
-from bot import texts
-from bot.keyboards import Action, Press, options_keyboard, parse, retry_keyboard
-from bot.options import VideoOptions
+from bot.core.options import VideoOptions
+from bot.i18n import texts
+from bot.telegram.keyboards import Action, Press, options_keyboard, parse, retry_keyboard
 
 
 def labels(markup):

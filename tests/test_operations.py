@@ -8,10 +8,11 @@ import logging
 import pytest
 from telegram import Bot
 
-from bot import runtime, texts
-from bot.alerts import OUTAGE_SECONDS, QUIET_SECONDS, AlertKind, Alerts
-from bot.runtime import TokenWatch
-from bot.store import JobStore
+from bot.core.alerts import OUTAGE_SECONDS, QUIET_SECONDS, AlertKind, Alerts
+from bot.i18n import texts
+from bot.storage import SqliteLedger
+from bot.telegram import runtime
+from bot.telegram.runtime import TokenWatch
 from tests.conftest import ADMIN_ID, ledger, running, wait_until
 from tests.fakes.telegram import TEST_TOKEN
 from tests.test_private_flow import button_data, send_photo_get_keyboard
@@ -144,15 +145,15 @@ class Clock:
 def collector(sent: list[str]):
     """An operator's inbox: the alert sender appends each message to ``sent``."""
 
-    async def send(text: str) -> None:
-        sent.append(text)
+    async def send(kind: AlertKind, resolved: bool) -> None:
+        sent.append(texts.alert(kind, resolved=resolved))
 
     return send
 
 
 @pytest.fixture
 async def alert_store(tmp_path):
-    store = JobStore(tmp_path / "alerts.sqlite3")
+    store = SqliteLedger(tmp_path / "alerts.sqlite3")
     await store.open()
     yield store
     await store.close()
@@ -212,7 +213,7 @@ async def test_one_info_line_per_job_transition(telegram, segmind, bot, database
     transitions = [
         r.getMessage()
         for r in caplog.records
-        if r.name == "bot.store" and " -> " in r.getMessage()
+        if r.name == "bot.storage.sqlite" and " -> " in r.getMessage()
     ]
     assert [t.split(": ", 1)[1].split(",")[0] for t in transitions] == [
         "preparing -> submitting",
@@ -228,7 +229,7 @@ async def test_long_telegram_flood_control_alerts_operators_and_clears(
     telegram, segmind, bot, monkeypatch
 ):
     # A real flood ban lasts minutes; the threshold is lowered so the test takes a second.
-    monkeypatch.setattr("bot.telegram_messenger.LONG_FLOOD_WAIT_SECONDS", 1.0)
+    monkeypatch.setattr("bot.telegram.pacing.LONG_FLOOD_WAIT_SECONDS", 1.0)
     telegram.private_chat(USER)
     telegram.private_chat(ADMIN_ID)
     telegram.fail_next("sendVideo", error_code=429, description="Too Many Requests: retry after 1")
@@ -247,9 +248,8 @@ async def test_the_token_watch_stops_the_bot_only_when_telegram_rejects_the_toke
     monkeypatch.setattr(runtime, "TOKEN_CHECK_SECONDS", 0.05)
     bot = Bot(TEST_TOKEN, base_url=telegram.api_url, base_file_url=telegram.file_url)
     await bot.initialize()
-    watch = TokenWatch(bot)
     stopped = asyncio.Event()
-    watch.on_rejected = stopped.set
+    watch = TokenWatch(bot, on_rejected=stopped.set)
     watch.start()
     try:
         await wait_until(lambda: len(telegram.calls_of("getMe")) >= 3, what="periodic checks")

@@ -2,7 +2,7 @@ import itertools
 
 import pytest
 
-from bot.options import (
+from bot.core.options import (
     DURATIONS,
     QUALITIES,
     STYLES,

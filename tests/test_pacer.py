@@ -3,17 +3,18 @@ import time
 
 from telegram.ext import ExtBot
 
-from bot import telegram_messenger, texts
-from bot.messenger import Progress
-from bot.options import VideoOptions
-from bot.ratelimit import PriorityRateLimiter
-from bot.store import JobStore
-from bot.telegram_messenger import (
+from bot.core.options import VideoOptions
+from bot.core.ports import Progress
+from bot.i18n import texts
+from bot.storage import SqliteLedger
+from bot.telegram import messenger as telegram_messenger
+from bot.telegram.messenger import TelegramMessenger
+from bot.telegram.pacing import (
     GROUP_CHAT_GAP,
     PRIVATE_CHAT_GAP,
     STATUS_EDIT_MAX_BACKLOG,
     ChatPacer,
-    TelegramMessenger,
+    PriorityRateLimiter,
 )
 from tests.fakes.telegram import TEST_TOKEN
 from tests.test_store import new_job
@@ -82,7 +83,7 @@ async def test_a_status_edit_that_cannot_get_a_slot_in_time_is_given_up(
         base_file_url=telegram.file_url,
         rate_limiter=limiter,
     )
-    store = JobStore(tmp_path / "ledger.sqlite3")
+    store = SqliteLedger(tmp_path / "ledger.sqlite3")
     await bot.initialize()
     await store.open()
     try:

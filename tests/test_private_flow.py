@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from bot import texts
-from bot.handlers import MAX_IMAGE_BYTES
+from bot.i18n import texts
+from bot.telegram.handlers import MAX_IMAGE_BYTES
 from tests.conftest import ADMIN_ID, ledger, running, wait_until
 from tests.fakes.telegram import TEST_TOKEN
 

@@ -4,7 +4,7 @@ import asyncio
 import random
 import time
 
-from bot.ratelimit import Priority, PriorityRateLimiter
+from bot.telegram.pacing import Priority, PriorityRateLimiter
 
 
 def recorder(log, name):

@@ -1,6 +1,6 @@
 import random
 
-from bot.schedule import (
+from bot.core.schedule import (
     MAX_BACKOFF_SECONDS,
     backoff_delay,
     expected_earliest_finish,

@@ -5,7 +5,7 @@ import json
 import httpx
 import pytest
 
-from bot.options import VideoOptions
+from bot.core.options import VideoOptions
 from bot.segmind import (
     BadResponse,
     InputRejected,

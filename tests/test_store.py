@@ -3,18 +3,14 @@ import sqlite3
 
 import pytest
 
-from bot.jobs import JobState, NewJob, Reason, can_transition
-from bot.options import VideoOptions
-from bot.store import (
-    _MIGRATIONS,
-    SCHEMA_VERSION,
-    InvalidTransition,
-    JobStore,
-    Limits,
-    RunSeconds,
-    StartOutcome,
-    utc_day_start,
-)
+from bot.core.errors import InvalidTransition
+from bot.core.jobs import JobState, NewJob, Reason, can_transition
+from bot.core.limits import Limits, StartOutcome, utc_day_start
+from bot.core.options import VideoOptions
+from bot.core.ports import RunSeconds
+from bot.storage import SCHEMA_VERSION
+from bot.storage import SqliteLedger as JobStore
+from bot.storage.migrations import load_migrations
 
 LIMITS = Limits(max_active_per_user=2, daily_per_user=3)
 
@@ -58,7 +54,7 @@ async def test_open_creates_folder_and_migrates(tmp_path):
 async def test_a_ledger_from_the_first_version_is_upgraded_with_its_jobs(tmp_path):
     path = tmp_path / "bot.sqlite3"
     with sqlite3.connect(path) as db:
-        db.executescript(_MIGRATIONS[1])
+        db.executescript(";\n".join(load_migrations()[0].statements))
         db.execute(
             "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id,"
             " photo_message_id, file_id, file_unique_id, mime_type, quality, duration,"

@@ -8,9 +8,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from .jobs import Job, JobState, Reason
-from .options import Adjustment, VideoOptions
-from .stats import Stats
+from ..core.alerts import AlertKind
+from ..core.jobs import Job, JobState, Reason
+from ..core.options import Adjustment, VideoOptions
+from ..core.stats import Stats
 
 START = (
     "Send me a photo of one or more people and I'll turn it into a short video of "
@@ -95,9 +96,6 @@ _OUTCOMES: dict[Reason, str] = {
     ),
 }
 
-#: Outcomes after which pressing "Try again" makes sense (nothing was made).
-RETRYABLE = frozenset({Reason.BUSY, Reason.CONNECTION_LOST, Reason.PHOTO_UNAVAILABLE})
-
 
 def style_name(style: str | None) -> str:
     return _STYLE_NAMES.get(style, style or "none")
@@ -136,12 +134,6 @@ def outcome(job: Job) -> str:
     return _OUTCOMES.get(job.reason or Reason.BUSY, _OUTCOMES[Reason.BUSY])
 
 
-def offers_retry(job: Job) -> bool:
-    return job.state is JobState.UNCERTAIN or (
-        job.state is JobState.REJECTED and job.reason in RETRYABLE
-    )
-
-
 def video_link(url: str, expires_at: float) -> str:
     minutes = max(1, int((expires_at - time.time()) // 60))
     return (
@@ -172,24 +164,23 @@ def not_allowed_user() -> str:
 
 # -- operators --------------------------------------------------------------------
 
-_ALERTS = {
-    "key_rejected": "⚠️ Segmind rejected the API key (401/403). New jobs are refused until "
+_ALERTS: dict[AlertKind, str] = {
+    AlertKind.KEY_REJECTED: "⚠️ Segmind rejected the API key (401/403). New jobs are refused until "
     "SEGMIND_API_KEY is fixed.",
-    "out_of_credits": "⚠️ Segmind says the account is out of credits (406). New jobs are "
+    AlertKind.OUT_OF_CREDITS: "⚠️ Segmind says the account is out of credits (406). New jobs are "
     "refused until credits are added.",
-    "segmind_down": "⚠️ Segmind has been failing (server errors or timeouts) for several "
+    AlertKind.SEGMIND_DOWN: "⚠️ Segmind has been failing (server errors or timeouts) for several "
     "minutes. Jobs keep retrying until their deadline.",
-    "telegram_refusing": "⚠️ Telegram is limiting the bot (flood control for 30 s or "
+    AlertKind.TELEGRAM_REFUSING: "⚠️ Telegram is limiting the bot (flood control for 30 s or "
     "more). Deliveries wait and go out when it lifts.",
 }
 
 
-def alert(kind: str) -> str:
-    return _ALERTS.get(kind, f"⚠️ Trouble: {kind}")
-
-
-def alert_cleared(kind: str) -> str:
-    return f"✅ Resolved: {kind.replace('_', ' ')}."
+def alert(kind: AlertKind, *, resolved: bool = False) -> str:
+    """An operator alert, or the line saying it is over."""
+    if resolved:
+        return f"✅ Resolved: {kind.value.replace('_', ' ')}."
+    return _ALERTS[kind]
 
 
 def _counts(counter: Mapping[str, int]) -> str:

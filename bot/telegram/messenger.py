@@ -1,8 +1,9 @@
-"""The tracker's :class:`~bot.messenger.Messenger`, on python-telegram-bot.
+"""The tracker's :class:`~bot.core.ports.Messenger`, on python-telegram-bot.
 
-Telegram's answers become the three things the tracker acts on: ``ChatUnreachable``
-(403: never retried), ``SendFailed`` (flood control, network), ``PhotoUnavailable``.
-A 429 is waited out here (at least ``retry_after``) and the call made once more.
+Telegram's answers become the things the tracker acts on: ``ChatUnreachable`` (403:
+never retried), ``SendFailed`` (a flood wait too long for the rate limiter to wait out,
+network), ``PhotoUnavailable``, ``VideoRefused``. Short flood waits never reach here:
+:mod:`bot.telegram.pacing` waits them out for every request.
 """
 
 from __future__ import annotations
@@ -10,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-import warnings
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -29,15 +27,16 @@ from telegram.error import (
     TelegramError,
 )
 from telegram.ext import ExtBot
-from telegram.warnings import PTBDeprecationWarning
 
-from . import texts
-from .jobs import Job
+from ..core.alerts import AlertKind
+from ..core.errors import ChatUnreachable, PhotoUnavailable, SendFailed, VideoRefused
+from ..core.jobs import Job, offers_retry
+from ..core.ports import Progress
+from ..i18n import texts
 from .keyboards import retry_keyboard
-from .messenger import ChatUnreachable, PhotoUnavailable, Progress, SendFailed, VideoRefused
-from .ratelimit import TELEGRAM_PER_SECOND, Priority
+from .pacing import ChatPacer, Priority, retry_after_seconds
 
-__all__ = ["TelegramMessenger", "retry_after_seconds", "is_reply_missing", "is_chat_gone"]
+__all__ = ["TelegramMessenger", "is_reply_missing", "is_chat_gone"]
 
 log = logging.getLogger(__name__)
 
@@ -45,28 +44,10 @@ T = TypeVar("T")
 
 #: Telegram's upload limit for bots through the public Bot API.
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-_SEND_ATTEMPTS = 3
-#: Telegram's per-chat pace: about one message a second in a private chat, twenty a
-#: minute in a group. Status edits that would break it are skipped; outcomes wait.
-PRIVATE_CHAT_GAP = 1.0
-GROUP_CHAT_GAP = 3.0
-_PACER_MAX_CHATS = 10_000
-#: A status edit is skipped while this many requests wait for Telegram (about a second's
-#: worth), and given up after waiting this long: it waits behind keyboards and videos,
-#: and the job's next poll waits for it.
-STATUS_EDIT_MAX_BACKLOG = TELEGRAM_PER_SECOND
+#: A status edit waits this long for its turn at most: it waits behind keyboards and
+#: videos, and the job's next poll waits for it.
 STATUS_EDIT_PATIENCE = 5.0
-#: A flood wait this long is no passing hiccup: operators hear about it.
-LONG_FLOOD_WAIT_SECONDS = 30.0
 _UPLOAD_WRITE_TIMEOUT = 300.0
-
-
-def retry_after_seconds(error: RetryAfter) -> float:
-    """Seconds to wait; PTB 22 warns that ``retry_after`` will become a timedelta."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PTBDeprecationWarning)
-        value = error.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 def is_reply_missing(error: BadRequest) -> bool:
@@ -87,107 +68,45 @@ def _is_not_modified(error: BadRequest) -> bool:
     return "not modified" in error.message.lower()
 
 
-class ChatPacer:
-    """Remembers when the bot last sent to each chat, to keep to Telegram's per-chat pace."""
-
-    def __init__(
-        self,
-        clock: Callable[[], float] = time.monotonic,
-        backlog: Callable[[], int] | None = None,
-    ) -> None:
-        self._clock = clock
-        #: Requests waiting in the rate limiter: status edits give way when it is long.
-        self._backlog = backlog or (lambda: 0)
-        self._last: dict[int, float] = {}
-
-    @staticmethod
-    def gap(chat_id: int) -> float:
-        return GROUP_CHAT_GAP if chat_id < 0 else PRIVATE_CHAT_GAP
-
-    def wait_needed(self, chat_id: int) -> float:
-        last = self._last.get(chat_id)
-        if last is None:
-            return 0.0
-        return max(0.0, last + self.gap(chat_id) - self._clock())
-
-    def sent(self, chat_id: int) -> None:
-        now = self._clock()
-        if len(self._last) > _PACER_MAX_CHATS:
-            self._last = {c: t for c, t in self._last.items() if now - t < GROUP_CHAT_GAP}
-        self._last[chat_id] = now
-
-    async def essential(self, chat_id: int) -> None:
-        """Wait for the chat's next free slot and take it (outcomes always go out)."""
-        # Reserve the slot before sleeping, so two outcomes for one chat queue up.
-        wait = self.wait_needed(chat_id)
-        self._last[chat_id] = self._clock() + wait
-        if wait > 0:
-            await asyncio.sleep(wait)
-
-    def idle(self) -> bool:
-        """Nothing is waiting for Telegram: room for a call that holds up a video."""
-        return self._backlog() == 0
-
-    def optional(self, chat_id: int) -> bool:
-        """Take the chat's slot if it is free now and the bot's queue is short; else skip."""
-        if self.wait_needed(chat_id) > 0 or self._backlog() >= STATUS_EDIT_MAX_BACKLOG:
-            return False
-        self.sent(chat_id)
-        return True
-
-
 class TelegramMessenger:
     max_upload_bytes = MAX_UPLOAD_BYTES
 
     def __init__(
-        self, bot: ExtBot[Priority], admin_ids: frozenset[int], pacer: ChatPacer | None = None
+        self,
+        bot: ExtBot[Priority],
+        admin_ids: frozenset[int],
+        pacer: ChatPacer | None = None,
+        *,
+        on_unauthorized: Callable[[], None] | None = None,
     ) -> None:
         self._bot = bot
         self._admin_ids = admin_ids
         self._pacer = pacer or ChatPacer()
+        #: Told when a call is refused as unauthorised: the token may have been revoked.
+        self._on_unauthorized = on_unauthorized
         #: Last text shown per job: edit only when it changes (flood limits).
         self._shown: dict[int, str] = {}
-        #: Told True when Telegram starts limiting the bot for long, False when it stops.
-        self.on_refusal: Callable[[bool], Awaitable[None]] | None = None
-        #: Told when a call is refused as unauthorised: the token may have been revoked.
-        self.on_unauthorized: Callable[[], None] | None = None
-        self._refused = False
 
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
-        """One Bot API call with Telegram's error rules applied."""
-        for attempt in range(1, _SEND_ATTEMPTS + 1):
-            try:
-                result = await make()
-            except RetryAfter as exc:
-                wait = retry_after_seconds(exc)
-                if wait >= LONG_FLOOD_WAIT_SECONDS and not self._refused:
-                    self._refused = True
-                    log.warning("telegram flood control for %.0fs: the bot is limited", wait)
-                    if self.on_refusal is not None:
-                        await self.on_refusal(True)
-                if attempt == _SEND_ATTEMPTS:
-                    raise SendFailed("flood control", retry_after=wait) from exc
-                log.info("telegram flood control: waiting %.0fs", wait)
-                await asyncio.sleep(wait)
-            except BadRequest as exc:
-                if is_chat_gone(exc):
-                    raise ChatUnreachable(exc.message) from exc
-                raise
-            except Forbidden as exc:
+        """One Bot API call, its failures turned into the errors the tracker acts on."""
+        try:
+            return await make()
+        except RetryAfter as exc:
+            # The rate limiter waited out what was short; this one is long.
+            raise SendFailed("flood control", retry_after=retry_after_seconds(exc)) from exc
+        except BadRequest as exc:
+            if is_chat_gone(exc):
                 raise ChatUnreachable(exc.message) from exc
-            except InvalidToken as exc:
-                # Revoked token? The token watch checks and stops the bot; the job waits.
-                if self.on_unauthorized is not None:
-                    self.on_unauthorized()
-                raise SendFailed("unauthorized") from exc
-            except NetworkError as exc:  # TimedOut included
-                raise SendFailed(f"network: {type(exc).__name__}") from exc
-            if self._refused:
-                self._refused = False
-                if self.on_refusal is not None:
-                    await self.on_refusal(False)
-            return result
-        raise AssertionError("unreachable")
+            raise
+        except Forbidden as exc:
+            raise ChatUnreachable(exc.message) from exc
+        except InvalidToken as exc:
+            # Revoked token? The token watch checks and stops the bot; the job waits.
+            if self._on_unauthorized is not None:
+                self._on_unauthorized()
+            raise SendFailed("unauthorized") from exc
+        except NetworkError as exc:  # TimedOut included
+            raise SendFailed(f"network: {type(exc).__name__}") from exc
 
     async def _reply(
         self, job: Job, send: Callable[[ReplyParameters | None], Awaitable[Message]]
@@ -341,13 +260,15 @@ class TelegramMessenger:
         await self._send_text(job, texts.video_link(url, expires_at))
 
     async def send_outcome(self, job: Job) -> None:
-        markup = retry_keyboard(job.id) if texts.offers_retry(job) else None
+        markup = retry_keyboard(job.id) if offers_retry(job) else None
         await self._send_text(job, texts.outcome(job), markup)
         self._shown.pop(job.id, None)
         if job.keyboard_message_id is not None:
             await self._delete(job.chat_id, job.keyboard_message_id)
 
-    async def alert_admins(self, text: str) -> None:
+    async def alert_operators(self, kind: AlertKind, resolved: bool) -> None:
+        """Best effort: a private message to every operator (the alerts' sender)."""
+        text = texts.alert(kind, resolved=resolved)
         for admin_id in sorted(self._admin_ids):
             try:
                 await self._call(partial(self._bot.send_message, admin_id, text))

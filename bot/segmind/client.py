@@ -1,20 +1,9 @@
 """An async client for Segmind's v2 (submit + poll) API and its asset upload.
 
-It knows HTTP and Segmind, nothing about Telegram. Every answer that is not the one
-asked for becomes one of these, so callers catch the branch they can act on::
-
-    SegmindError
-    ├── TemporaryError          wait and try again (429 with retry_after, 5xx, timeouts,
-    │                           network); ``maybe_sent`` says whether a submit may have
-    │                           reached the service (then it must not be repeated blindly)
-    ├── OperatorError           the operator must act; the user cannot help
-    │   ├── KeyRejected         401 / 403
-    │   └── OutOfCredits        406
-    ├── InputRejected           400: the parameters or the photo were refused
-    ├── NotFound                404: unknown or expired request (results live 1 hour)
-    ├── JobFailed               422 FAILED (content-policy blocks too); ``detail`` is the
-    │                           provider's text: log it, never show it
-    └── BadResponse             a 2xx body we cannot read
+It knows HTTP and Segmind, nothing about Telegram, and implements the core's
+:class:`~bot.core.ports.VideoService`. Every answer that is not the one asked for
+becomes one of the errors drawn in :mod:`bot.core.errors` (``SegmindError`` and its
+branches), so callers catch the branch they can act on.
 
 The API key is sent per request to Segmind's hosts only, never to the CDN that serves
 the finished video.
@@ -25,113 +14,31 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from .options import VideoOptions, is_allowed
+from ..core.errors import (
+    BadResponse,
+    InputRejected,
+    JobFailed,
+    KeyRejected,
+    NotFound,
+    OutOfCredits,
+    TemporaryError,
+    TooLarge,
+)
+from ..core.options import VideoOptions, is_allowed
+from ..core.ports import StatusReport, Submission
 
-__all__ = [
-    "MODEL_SLUG",
-    "SegmindClient",
-    "Submission",
-    "StatusReport",
-    "SegmindError",
-    "TemporaryError",
-    "OperatorError",
-    "KeyRejected",
-    "OutOfCredits",
-    "InputRejected",
-    "NotFound",
-    "JobFailed",
-    "BadResponse",
-    "TooLarge",
-    "find_output_url",
-]
+__all__ = ["MODEL_SLUG", "SegmindClient", "find_output_url"]
 
 MODEL_SLUG = "warmth-of-jesus"
 USER_AGENT = "warmth-telegram-bot/0.1 (+httpx)"
 _CHUNK = 64 * 1024
 
 log = logging.getLogger(__name__)
-
-
-class SegmindError(Exception):
-    """Base of everything this client raises."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class TemporaryError(SegmindError):
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        maybe_sent: bool = True,
-    ) -> None:
-        super().__init__(message, status=status)
-        self.retry_after = retry_after
-        self.maybe_sent = maybe_sent
-
-
-class OperatorError(SegmindError):
-    pass
-
-
-class KeyRejected(OperatorError):
-    pass
-
-
-class OutOfCredits(OperatorError):
-    pass
-
-
-class InputRejected(SegmindError):
-    pass
-
-
-class NotFound(SegmindError):
-    pass
-
-
-class JobFailed(SegmindError):
-    def __init__(self, detail: str) -> None:
-        super().__init__("job failed", status=422)
-        self.detail = detail
-
-
-class BadResponse(SegmindError):
-    pass
-
-
-class TooLarge(SegmindError):
-    """The video is larger than the caller can take; ``size`` when the server said."""
-
-    def __init__(self, size: int | None) -> None:
-        super().__init__("video too large")
-        self.size = size
-
-
-@dataclass(frozen=True)
-class Submission:
-    request_id: str
-    status_url: str
-    response_url: str
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    """One poll's answer. ``output_url`` only with the final body of a COMPLETED job."""
-
-    status: str  #: QUEUED | PROCESSING | COMPLETED | FAILED
-    error: str | None = None
-    output_url: str | None = None
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -279,15 +186,12 @@ class SegmindClient:
         if not response.is_success:
             _raise_for(response, submitting=True)
         body = self._json(response)
-        try:
-            return Submission(
-                request_id=str(body["request_id"]),
-                status_url=str(body["status_url"]),
-                response_url=str(body["response_url"]),
-            )
-        except KeyError as exc:
+        request_id = body.get("request_id")
+        if not isinstance(request_id, str | int) or str(request_id).strip() == "":
             # Accepted (2xx) but unreadable: it may well be running and charged.
-            raise BadResponse(f"submit answer lacks {exc}") from exc
+            raise BadResponse("submit answer lacks request_id")
+        # status_url and response_url are derived from the request_id; only it is needed.
+        return Submission(request_id=str(request_id))
 
     async def status(self, request_id: str) -> StatusReport:
         """One status poll. FAILED is an answer (HTTP 422 with a body), not an error."""

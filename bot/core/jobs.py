@@ -7,7 +7,9 @@ Every paid step is a recorded transition, so a crash anywhere resumes from the l
                           │   └────not sent, retry─────────┤
                           └──▶ REJECTED ◀──refused─────────┘
     QUEUED ──▶ PROCESSING ──▶ COMPLETED ──sent──▶ DELIVERED
-      └──────────┴──▶ FAILED | EXPIRED | TIMED_OUT      └──▶ EXPIRED | UNDELIVERABLE
+      │             │              ▲  └──▶ EXPIRED
+      ├─────────────┼──────────────┘  (done between two polls)
+      └─────────────┴──▶ FAILED | EXPIRED | TIMED_OUT
 
 Any unfinished job may also end UNDELIVERABLE (the chat blocked or removed the bot).
 A terminal job whose user has not been told yet (``notified_at`` empty) is still
@@ -28,7 +30,9 @@ __all__ = [
     "NewJob",
     "ACTIVE_STATES",
     "TERMINAL_STATES",
+    "RETRYABLE",
     "can_transition",
+    "offers_retry",
 ]
 
 
@@ -108,6 +112,11 @@ _TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 
+#: Reasons after which pressing "Try again" makes sense: nothing was made, and waiting or
+#: sending the same photo again may work.
+RETRYABLE = frozenset({Reason.BUSY, Reason.CONNECTION_LOST, Reason.PHOTO_UNAVAILABLE})
+
+
 def can_transition(source: JobState, target: JobState) -> bool:
     """The one rule for which state may follow which."""
     if target is JobState.UNDELIVERABLE:
@@ -166,3 +175,10 @@ class Job(NewJob):
     @property
     def short_id(self) -> str:
         return f"J{self.id}"
+
+
+def offers_retry(job: Job) -> bool:
+    """Whether the outcome message carries a "Try again" button (a new, explicit consent)."""
+    return job.state is JobState.UNCERTAIN or (
+        job.state is JobState.REJECTED and job.reason in RETRYABLE
+    )

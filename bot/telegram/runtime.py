@@ -1,4 +1,9 @@
-"""The services one running bot shares, created in ``post_init`` and closed at shutdown."""
+"""The services one running bot shares, wired in ``post_init`` and closed at shutdown.
+
+Hooks go in through constructors: the rate limiter tells the alerts about long flood
+waits, the messenger tells the token watch about a refused call, and the token watch
+stops the application.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +17,16 @@ from telegram import Bot, BotCommandScopeAllGroupChats, BotCommandScopeAllPrivat
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import ExtBot
 
-from . import texts
-from .alerts import AlertKind, Alerts
-from .ratelimit import Priority, PriorityRateLimiter
-from .segmind import SegmindClient
-from .settings import Settings
-from .store import JobStore, Limits
-from .telegram_messenger import ChatPacer, TelegramMessenger
-from .tracker import Tracker, TrackerConfig
+from ..core.alerts import AlertKind, Alerts
+from ..core.limits import Limits
+from ..core.ports import Ledger
+from ..core.tracker import Tracker, TrackerConfig
+from ..i18n import texts
+from ..segmind import SegmindClient
+from ..settings import Settings
+from ..storage import SqliteLedger
+from .messenger import TelegramMessenger
+from .pacing import ChatPacer, Priority, PriorityRateLimiter
 
 __all__ = ["Runtime", "TokenWatch"]
 
@@ -43,13 +50,13 @@ class TokenWatch:
     Unfinished jobs stay in the ledger and resume at the next start.
     """
 
-    def __init__(self, bot: Bot) -> None:
+    def __init__(self, bot: Bot, *, on_rejected: Callable[[], None] | None = None) -> None:
         self._bot = bot
         self._poke = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.rejected = False
         #: Called once when the token is found rejected (the application's stop).
-        self.on_rejected: Callable[[], None] | None = None
+        self._on_rejected = on_rejected
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._watch(), name="token-watch")
@@ -80,8 +87,8 @@ class TokenWatch:
             " stay in the ledger and resume at the next start"
         )
         self.rejected = True
-        if self.on_rejected is not None:
-            self.on_rejected()
+        if self._on_rejected is not None:
+            self._on_rejected()
 
 
 async def _publish_commands(bot: Bot) -> None:
@@ -102,23 +109,26 @@ async def _publish_commands(bot: Bot) -> None:
 class Runtime:
     """Holds the services; handlers reach them through here, typed."""
 
-    def __init__(self, settings: Settings, limiter: PriorityRateLimiter | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.limiter = limiter
+        #: Every request to Telegram passes it (PTB's rate-limiter seam); built first,
+        #: because the Application is built with it.
+        self.limiter = PriorityRateLimiter(on_flood=self._telegram_flooded)
         self.limits = Limits(
             max_active_per_user=settings.max_active_jobs_per_user,
             daily_per_user=settings.daily_jobs_per_user,
         )
-        self._store: JobStore | None = None
+        self._ledger: Ledger | None = None
         self._tracker: Tracker | None = None
+        self._alerts: Alerts | None = None
         self._http: httpx.AsyncClient | None = None
         self.token_watch: TokenWatch | None = None
 
     @property
-    def store(self) -> JobStore:
-        if self._store is None:
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
             raise RuntimeError("runtime not started")
-        return self._store
+        return self._ledger
 
     @property
     def tracker(self) -> Tracker:
@@ -126,11 +136,19 @@ class Runtime:
             raise RuntimeError("runtime not started")
         return self._tracker
 
-    async def start(self, bot: ExtBot[Priority]) -> None:
+    async def _telegram_flooded(self, flooded: bool) -> None:
+        if self._alerts is None:
+            return
+        if flooded:
+            await self._alerts.trouble(AlertKind.TELEGRAM_REFUSING)
+        else:
+            await self._alerts.cleared(AlertKind.TELEGRAM_REFUSING)
+
+    async def start(self, bot: ExtBot[Priority], on_token_rejected: Callable[[], None]) -> None:
         """Open the ledger, wire the services, and resume every unfinished job."""
-        store = JobStore(self.settings.database_path)
-        await store.open()
-        self._store = store
+        ledger = SqliteLedger(self.settings.database_path)
+        await ledger.open()
+        self._ledger = ledger
         self._http = httpx.AsyncClient(timeout=_HTTP_TIMEOUT, limits=_HTTP_LIMITS)
         segmind = SegmindClient(
             self._http,
@@ -138,25 +156,20 @@ class Runtime:
             api_url=self.settings.segmind_api_url,
             upload_url=self.settings.segmind_upload_url,
         )
+        self.token_watch = TokenWatch(bot, on_rejected=on_token_rejected)
         limiter = self.limiter
-        pacer = ChatPacer(backlog=(lambda: limiter.backlog) if limiter is not None else None)
-        messenger = TelegramMessenger(bot, self.settings.admin_ids, pacer)
-        alerts = Alerts(store, messenger.alert_admins)
-
-        async def telegram_refusing(refused: bool) -> None:
-            if refused:
-                await alerts.trouble(AlertKind.TELEGRAM_REFUSING)
-            else:
-                await alerts.cleared(AlertKind.TELEGRAM_REFUSING)
-
-        messenger.on_refusal = telegram_refusing
-        self.token_watch = TokenWatch(bot)
-        messenger.on_unauthorized = self.token_watch.check_now
+        messenger = TelegramMessenger(
+            bot,
+            self.settings.admin_ids,
+            ChatPacer(backlog=lambda: limiter.backlog),
+            on_unauthorized=self.token_watch.check_now,
+        )
+        self._alerts = Alerts(ledger, messenger.alert_operators)
         self._tracker = Tracker(
-            store,
+            ledger,
             segmind,
             messenger,
-            alerts,
+            self._alerts,
             TrackerConfig(
                 poll_interval=self.settings.poll_interval_seconds,
                 deadline_seconds=self.settings.job_deadline_seconds,
@@ -183,6 +196,6 @@ class Runtime:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-        if self._store is not None:
-            await self._store.close()
-            self._store = None
+        if self._ledger is not None:
+            await self._ledger.close()
+            self._ledger = None

@@ -32,29 +32,24 @@ from typing import Any, TypeVar
 
 from . import schedule
 from .alerts import AlertKind, Alerts
-from .jobs import ACTIVE_STATES, Job, JobState, Reason
-from .messenger import (
-    ChatUnreachable,
-    Messenger,
-    PhotoUnavailable,
-    Progress,
-    SendFailed,
-    VideoRefused,
-)
-from .segmind import (
+from .errors import (
     BadResponse,
+    ChatUnreachable,
     InputRejected,
     JobFailed,
     KeyRejected,
     NotFound,
     OperatorError,
     OutOfCredits,
-    SegmindClient,
+    PhotoUnavailable,
     SegmindError,
+    SendFailed,
     TemporaryError,
     TooLarge,
+    VideoRefused,
 )
-from .store import JobStore
+from .jobs import ACTIVE_STATES, Job, JobState, Reason
+from .ports import Ledger, Messenger, Progress, VideoService
 
 __all__ = ["Tracker", "TrackerConfig"]
 
@@ -83,8 +78,8 @@ class TrackerConfig:
 class Tracker:
     def __init__(
         self,
-        store: JobStore,
-        segmind: SegmindClient,
+        ledger: Ledger,
+        segmind: VideoService,
         messenger: Messenger,
         alerts: Alerts,
         config: TrackerConfig,
@@ -92,7 +87,7 @@ class Tracker:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        self._store = store
+        self._ledger = ledger
         self._segmind = segmind
         self._messenger = messenger
         self._alerts = alerts
@@ -113,7 +108,7 @@ class Tracker:
 
     async def resume(self) -> int:
         """Pick up every unfinished job in the ledger; returns how many."""
-        jobs = await self._store.unfinished()
+        jobs = await self._ledger.unfinished()
         for job in jobs:
             self.track(job.id)
         if jobs:
@@ -157,7 +152,7 @@ class Tracker:
     async def _drive(self, job_id: int) -> None:
         try:
             while True:
-                job = await self._store.get(job_id)
+                job = await self._ledger.get(job_id)
                 if job is None:
                     return
                 try:
@@ -205,7 +200,7 @@ class Tracker:
 
     async def _end(self, job: Job, state: JobState, reason: Reason | None) -> float | None:
         """Move to a terminal state, then tell the user (next step)."""
-        await self._store.transition(
+        await self._ledger.transition(
             job.id,
             job.state,
             state,
@@ -217,12 +212,12 @@ class Tracker:
     async def _chat_gone(self, job: Job) -> float | None:
         log.info("job %s: chat %s unreachable, giving up delivery", job.short_id, job.chat_id)
         if job.state in ACTIVE_STATES:
-            ended = await self._store.transition(
+            ended = await self._ledger.transition(
                 job.id, job.state, JobState.UNDELIVERABLE, reason=Reason.CHAT_GONE
             )
             if ended is None:
                 return 0.0
-        await self._store.mark_notified(job.id)
+        await self._ledger.mark_notified(job.id)
         return None
 
     async def _progress(self, job: Job, progress: Progress) -> bool:
@@ -263,7 +258,7 @@ class Tracker:
         except SegmindError as exc:
             return await self._submit_refused(job, exc)
 
-        submitting = await self._store.transition(job.id, JobState.PREPARING, JobState.SUBMITTING)
+        submitting = await self._ledger.transition(job.id, JobState.PREPARING, JobState.SUBMITTING)
         if submitting is None:
             return 0.0
         outcome = await self._finish_paid_step(self._submit_and_record(submitting, image_url))
@@ -283,7 +278,7 @@ class Tracker:
                 return await self._end(job, JobState.UNCERTAIN, Reason.CONNECTION_LOST)
             if exc.status is None:
                 # Never left this machine: safe to try again shortly.
-                back = await self._store.transition(
+                back = await self._ledger.transition(
                     job.id, JobState.SUBMITTING, JobState.PREPARING
                 )
                 if back is None:
@@ -297,7 +292,7 @@ class Tracker:
         except SegmindError as exc:
             return await self._submit_refused(job, exc)
 
-        queued = await self._store.transition(
+        queued = await self._ledger.transition(
             job.id,
             JobState.SUBMITTING,
             JobState.QUEUED,
@@ -336,7 +331,7 @@ class Tracker:
         now = self._clock()
         if cached is not None and now - cached[1] < _LEARN_TTL_SECONDS:
             return cached[0]
-        history = await self._store.run_seconds(*key)
+        history = await self._ledger.run_seconds(*key)
         learnt = schedule.Learnt(
             earliest_finish=schedule.expected_earliest_finish(history.total),
             earliest_processing=schedule.expected_earliest_finish(history.processing),
@@ -394,7 +389,7 @@ class Tracker:
             log.info("job %s: failed at Segmind: %s", job.short_id, (report.error or "")[:200])
             return await self._end(job, JobState.FAILED, Reason.CONTENT)
         if report.status == "COMPLETED":
-            completed = await self._store.transition(
+            completed = await self._ledger.transition(
                 job.id,
                 job.state,
                 JobState.COMPLETED,
@@ -414,7 +409,7 @@ class Tracker:
             )
             return await self._deliver(completed)
         if report.status == "PROCESSING" and job.state is JobState.QUEUED:
-            processing = await self._store.transition(
+            processing = await self._ledger.transition(
                 job.id, JobState.QUEUED, JobState.PROCESSING, processing_at=self._clock()
             )
             if processing is None:
@@ -466,7 +461,7 @@ class Tracker:
             except VideoRefused as exc:
                 log.warning("job %s: video refused (%s), sending its link", job.short_id, exc)
                 await self._messenger.send_video_link(job, job.output_url, expires_at)
-        delivered = await self._store.transition(
+        delivered = await self._ledger.transition(
             job.id,
             JobState.COMPLETED,
             JobState.DELIVERED,
@@ -481,14 +476,14 @@ class Tracker:
 
     async def _notify(self, job: Job) -> float | None:
         if job.state is JobState.UNDELIVERABLE:
-            await self._store.mark_notified(job.id)
+            await self._ledger.mark_notified(job.id)
             return None
         try:
             await self._messenger.send_outcome(job)
         except ChatUnreachable:
-            await self._store.mark_notified(job.id)
+            await self._ledger.mark_notified(job.id)
             return None
         except SendFailed as exc:
             return self._backoff(job.id, exc.retry_after)
-        await self._store.mark_notified(job.id)
+        await self._ledger.mark_notified(job.id)
         return None

@@ -12,8 +12,8 @@ from enum import StrEnum
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from . import texts
-from .options import DURATIONS, QUALITIES, VideoOptions
+from ..core.options import DURATIONS, QUALITIES, VideoOptions
+from ..i18n import texts
 
 __all__ = ["Action", "Press", "parse", "options_keyboard", "retry_keyboard"]
 

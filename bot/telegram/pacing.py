@@ -1,4 +1,13 @@
-"""Keeps the bot under Telegram's flood limits, with what the user waits for going first.
+"""Telegram's pace, in one module: the bot's 30 a second, a group's 20 a minute, a chat's
+one a second, and what to do when Telegram says "retry after" anyway.
+
+Every request passes :class:`PriorityRateLimiter` (PTB's rate-limiter seam), so it is
+also the one place a short flood wait (``RetryAfter``) is waited out and the request
+made again, for handlers and tracker alike; a long one (over
+``MAX_FLOOD_WAIT_SECONDS``) is raised to the caller, which knows whether the request is
+worth repeating. A flood wait of ``LONG_FLOOD_WAIT_SECONDS`` or more is told to
+``on_flood(True)`` (the operators' alert), and the next answered request to
+``on_flood(False)``. :class:`ChatPacer` keeps the tracker's messages to each chat's pace.
 
 Why not PTB's ``AIORateLimiter``: the benchmark (docs/benchmarks.md) showed two things it
 cannot do. Its leaky bucket lets a burst through on top of the steady rate (59 messages
@@ -15,8 +24,8 @@ Each group keeps to ``group_per_minute`` the same way, over sixty seconds.
 Waiting requests are served by priority: deliveries, then answers to what a user just
 did, then ``Priority.LOW`` (status edits, chat actions) only when nothing else waits.
 Pass the priority as ``rate_limit_args``. Requests without a chat (getUpdates, getFile,
-answerCallbackQuery) are not limited. A ``RetryAfter`` is raised to the caller, which
-knows whether the call is worth repeating.
+answerCallbackQuery) are not limited by the budget, but their flood waits are handled
+the same way.
 """
 
 from __future__ import annotations
@@ -25,18 +34,60 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import logging
 import time
+import warnings
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from enum import IntEnum
 from typing import Any
 
+from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
+from telegram.warnings import PTBDeprecationWarning
 
-__all__ = ["Priority", "PriorityRateLimiter", "TELEGRAM_PER_SECOND"]
+__all__ = [
+    "ChatPacer",
+    "FloodListener",
+    "Priority",
+    "PriorityRateLimiter",
+    "TELEGRAM_PER_SECOND",
+    "retry_after_seconds",
+]
+
+log = logging.getLogger(__name__)
 
 #: Telegram's overall limit: about 30 messages a second.
 TELEGRAM_PER_SECOND = 30
+#: A request held up by flood control waits this long at most, and is made at most
+#: ``FLOOD_ATTEMPTS`` times: a keyboard that comes late beats none, but a long ban is
+#: not waited out inside one request (the tracker backs off and tries again later).
+MAX_FLOOD_WAIT_SECONDS = 60.0
+FLOOD_ATTEMPTS = 3
+#: A flood wait this long is no passing hiccup: operators hear about it.
+LONG_FLOOD_WAIT_SECONDS = 30.0
+#: Telegram's per-chat pace: about one message a second in a private chat, twenty a
+#: minute in a group. Status edits that would break it are skipped; outcomes wait.
+PRIVATE_CHAT_GAP = 1.0
+GROUP_CHAT_GAP = 3.0
+_PACER_MAX_CHATS = 10_000
+#: A status edit is skipped while this many requests wait for Telegram (about a second's
+#: worth): it would wait behind keyboards and videos, and the job's next poll waits for it.
+STATUS_EDIT_MAX_BACKLOG = TELEGRAM_PER_SECOND
+
+#: What PTB's request callback returns: Telegram's ``result``.
+_Answer = bool | dict[str, Any] | list[dict[str, Any]]
+#: Told True when Telegram starts limiting the bot for long, False when it stops.
+FloodListener = Callable[[bool], Awaitable[None]]
+
+
+def retry_after_seconds(error: RetryAfter) -> float:
+    """Seconds to wait; PTB 22 warns that ``retry_after`` will become a timedelta."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = error.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 class Priority(IntEnum):
@@ -92,8 +143,12 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         per_second: int = TELEGRAM_PER_SECOND,
         group_per_minute: int = 20,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        on_flood: FloodListener | None = None,
     ) -> None:
         self._clock = clock
+        self._on_flood = on_flood
+        self._flooded = False
         self._global = _Budget(per_second, 1.0, clock)
         self._group_per_minute = group_per_minute
         self._groups: dict[int, _Budget] = {}
@@ -120,19 +175,55 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
 
     async def process_request(
         self,
-        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
+        callback: Callable[..., Coroutine[Any, Any, _Answer]],
         args: Any,
         kwargs: dict[str, Any],
         endpoint: str,
         data: dict[str, Any],
         rate_limit_args: Priority | None,
-    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
+    ) -> _Answer:
         chat_id = _as_int(data.get("chat_id"))
+        priority = rate_limit_args if rate_limit_args is not None else Priority.HIGH
+        for attempt in itertools.count(1):
+            try:
+                result = await self._within_budget(callback, args, kwargs, chat_id, priority)
+            except RetryAfter as exc:
+                wait = retry_after_seconds(exc)
+                if wait >= LONG_FLOOD_WAIT_SECONDS:
+                    await self._flood_changed(True, wait)
+                if wait > MAX_FLOOD_WAIT_SECONDS or attempt >= FLOOD_ATTEMPTS:
+                    raise
+                log.info("telegram flood control on %s: waiting %.0fs", endpoint, wait)
+                await asyncio.sleep(wait)
+                continue
+            if self._flooded:
+                await self._flood_changed(False, 0.0)
+            return result
+        raise AssertionError("unreachable")
+
+    async def _flood_changed(self, flooded: bool, wait: float) -> None:
+        if flooded == self._flooded:
+            return
+        self._flooded = flooded
+        if flooded:
+            log.warning("telegram flood control for %.0fs: the bot is limited", wait)
+        if self._on_flood is not None:
+            await self._on_flood(flooded)
+
+    async def _within_budget(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, _Answer]],
+        args: Any,
+        kwargs: dict[str, Any],
+        chat_id: int | None,
+        priority: Priority,
+    ) -> _Answer:
+        """Make the request holding its places in the bot's and the group's budgets."""
         if chat_id is None:
             return await callback(*args, **kwargs)
         group = await self._group_slot(chat_id) if chat_id < 0 else None
         try:
-            await self._slot(rate_limit_args if rate_limit_args is not None else Priority.HIGH)
+            await self._slot(priority)
             try:
                 return await callback(*args, **kwargs)
             finally:
@@ -188,6 +279,55 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
             if budget.idle and (lock is None or not lock.locked()):
                 del self._groups[chat_id]
                 self._group_locks.pop(chat_id, None)
+
+
+class ChatPacer:
+    """Remembers when the bot last sent to each chat, to keep to Telegram's per-chat pace."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        backlog: Callable[[], int] | None = None,
+    ) -> None:
+        self._clock = clock
+        #: Requests waiting in the rate limiter: status edits give way when it is long.
+        self._backlog = backlog or (lambda: 0)
+        self._last: dict[int, float] = {}
+
+    @staticmethod
+    def gap(chat_id: int) -> float:
+        return GROUP_CHAT_GAP if chat_id < 0 else PRIVATE_CHAT_GAP
+
+    def wait_needed(self, chat_id: int) -> float:
+        last = self._last.get(chat_id)
+        if last is None:
+            return 0.0
+        return max(0.0, last + self.gap(chat_id) - self._clock())
+
+    def sent(self, chat_id: int) -> None:
+        now = self._clock()
+        if len(self._last) > _PACER_MAX_CHATS:
+            self._last = {c: t for c, t in self._last.items() if now - t < GROUP_CHAT_GAP}
+        self._last[chat_id] = now
+
+    async def essential(self, chat_id: int) -> None:
+        """Wait for the chat's next free slot and take it (outcomes always go out)."""
+        # Reserve the slot before sleeping, so two outcomes for one chat queue up.
+        wait = self.wait_needed(chat_id)
+        self._last[chat_id] = self._clock() + wait
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def idle(self) -> bool:
+        """Nothing is waiting for Telegram: room for a call that holds up a video."""
+        return self._backlog() == 0
+
+    def optional(self, chat_id: int) -> bool:
+        """Take the chat's slot if it is free now and the bot's queue is short; else skip."""
+        if self.wait_needed(chat_id) > 0 or self._backlog() >= STATUS_EDIT_MAX_BACKLOG:
+            return False
+        self.sent(chat_id)
+        return True
 
 
 def _as_int(value: object) -> int | None:

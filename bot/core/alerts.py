@@ -10,10 +10,9 @@ import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
-from . import texts
-from .store import JobStore
+from .ports import Ledger
 
-__all__ = ["AlertKind", "Alerts", "QUIET_SECONDS", "OUTAGE_SECONDS"]
+__all__ = ["AlertKind", "AlertSender", "Alerts", "QUIET_SECONDS", "OUTAGE_SECONDS"]
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +25,23 @@ class AlertKind(StrEnum):
     KEY_REJECTED = "key_rejected"  #: 401 / 403
     OUT_OF_CREDITS = "out_of_credits"  #: 406
     SEGMIND_DOWN = "segmind_down"  #: 5xx / timeouts for OUTAGE_SECONDS
-    TELEGRAM_REFUSING = "telegram_refusing"  #: Telegram refuses the bot's token
+    #: Telegram holds the bot back with a flood wait of 30 s or more (not a bad token:
+    #: a revoked token stops the bot, see the token watch).
+    TELEGRAM_REFUSING = "telegram_refusing"
+
+
+#: Tells the operators: (kind, resolved). The chat adapter words it in their language.
+AlertSender = Callable[[AlertKind, bool], Awaitable[None]]
 
 
 class Alerts:
     def __init__(
         self,
-        store: JobStore,
-        send: Callable[[str], Awaitable[None]],
+        ledger: Ledger,
+        send: AlertSender,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
+        self._ledger = ledger
         self._send = send
         self._clock = clock
         self._failing_since: float | None = None
@@ -46,26 +51,26 @@ class Alerts:
     async def trouble(self, kind: AlertKind) -> None:
         """Something is wrong: alert unless this kind was alerted within the quiet period."""
         now = self._clock()
-        state = await self._store.alert_state(kind.value)
+        state = await self._ledger.alert_state(kind.value)
         if state is not None and state[0] and now - state[1] < QUIET_SECONDS:
             return
         log.warning("operator alert: %s", kind.value)
-        await self._store.save_alert_state(kind.value, True, now)
+        await self._ledger.save_alert_state(kind.value, True, now)
         self._open[kind] = True
-        await self._send(texts.alert(kind.value))
+        await self._send(kind, False)
 
     async def cleared(self, kind: AlertKind) -> None:
         """The trouble is over: one line, only if an alert was open."""
         if self._open.get(kind) is False:
             return
-        state = await self._store.alert_state(kind.value)
+        state = await self._ledger.alert_state(kind.value)
         if state is None or not state[0]:
             self._open[kind] = False
             return
         self._open[kind] = False
         log.info("operator alert cleared: %s", kind.value)
-        await self._store.save_alert_state(kind.value, False, self._clock())
-        await self._send(texts.alert_cleared(kind.value))
+        await self._ledger.save_alert_state(kind.value, False, self._clock())
+        await self._send(kind, True)
 
     async def segmind_failed(self) -> None:
         """A temporary Segmind failure; alerts once they have lasted OUTAGE_SECONDS."""

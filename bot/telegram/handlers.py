@@ -1,18 +1,16 @@
 """Telegram handlers: parse the update, call the ledger or tracker, render the answer.
 
 Every handler is idempotent: Telegram re-delivers updates the bot had not confirmed
-when it stopped, so each one is keyed on stable ids stored in the ledger.
+when it stopped, so each one is keyed on stable ids stored in the ledger. A short flood
+wait on a reply is waited out by the rate limiter (:mod:`bot.telegram.pacing`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from telegram import (
     CallbackQuery,
@@ -23,17 +21,16 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType
-from telegram.error import BadRequest, RetryAfter, TelegramError
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import ContextTypes
 
-from . import texts
-from .jobs import Job, JobState, NewJob
+from ..core.jobs import Job, JobState, NewJob
+from ..core.limits import DAY_SECONDS, StartOutcome, StartResult, utc_day_start
+from ..core.options import VideoOptions, choose, with_next_style
+from ..core.stats import summarize
+from ..i18n import texts
 from .keyboards import Action, Press, options_keyboard, parse
-from .options import VideoOptions, choose, with_next_style
 from .runtime import Runtime
-from .stats import DAY, summarize
-from .store import StartOutcome, StartResult, utc_day_start
-from .telegram_messenger import retry_after_seconds
 
 __all__ = ["Handlers", "ImageRef", "find_image", "MAX_IMAGE_BYTES", "COMMAND"]
 
@@ -43,25 +40,7 @@ log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 COMMAND = "warmth"
 
-#: A reply held up by Telegram's flood control waits this long at most, once: a keyboard
-#: that comes late is better than none, but a long ban is not waited out in a handler.
-MAX_FLOOD_WAIT_SECONDS = 60.0
-
 Context = ContextTypes.DEFAULT_TYPE
-T = TypeVar("T")
-
-
-async def _flood_safe(send: Callable[[], Awaitable[T]]) -> T:
-    """Make a reply; if Telegram says "retry after" a short while, wait and make it again."""
-    try:
-        return await send()
-    except RetryAfter as exc:
-        wait = retry_after_seconds(exc)
-        if wait > MAX_FLOOD_WAIT_SECONDS:
-            raise
-        log.info("telegram flood control on a reply: waiting %.0fs", wait)
-        await asyncio.sleep(wait)
-        return await send()
 
 
 @dataclass(frozen=True)
@@ -156,11 +135,11 @@ class Handlers:
         command = (message.text or "").split()[0].lstrip("/").split("@")[0].lower()
         if command == "stats":
             now = time.time()
-            jobs = await self.rt.store.started_since(now - 7 * DAY)
-            summary = summarize(jobs, now, await self.rt.store.count_active())
+            jobs = await self.rt.ledger.started_since(now - 7 * DAY_SECONDS)
+            summary = summarize(jobs, now, await self.rt.ledger.count_active())
             await self._reply(message, texts.stats(summary))
         else:
-            await self._reply(message, texts.jobs_list(await self.rt.store.recent(10)))
+            await self._reply(message, texts.jobs_list(await self.rt.ledger.recent(10)))
 
     # -- photos ----------------------------------------------------------------------
 
@@ -212,7 +191,7 @@ class Handlers:
             await self._reply(trigger, texts.IMAGE_TOO_LARGE)
             return
         photo = image.message
-        job, created = await self.rt.store.create_draft(
+        job, created = await self.rt.ledger.create_draft(
             NewJob(
                 chat_id=trigger.chat_id,
                 user_id=user_id,
@@ -232,18 +211,14 @@ class Handlers:
         ):
             log.info("job %s: photo re-delivered, keyboard already shown", job.short_id)
             return
-        sent = await _flood_safe(
-            lambda: photo.reply_text(
-                texts.keyboard_caption(job.options),
-                reply_markup=options_keyboard(job.id, job.options),
-                reply_parameters=ReplyParameters(
-                    photo.message_id, allow_sending_without_reply=True
-                ),
-                message_thread_id=_thread_id(trigger),
-                do_quote=False,
-            )
+        sent = await photo.reply_text(
+            texts.keyboard_caption(job.options),
+            reply_markup=options_keyboard(job.id, job.options),
+            reply_parameters=ReplyParameters(photo.message_id, allow_sending_without_reply=True),
+            message_thread_id=_thread_id(trigger),
+            do_quote=False,
         )
-        await self.rt.store.set_keyboard_message(job.id, sent.message_id)
+        await self.rt.ledger.set_keyboard_message(job.id, sent.message_id)
 
     # -- buttons ---------------------------------------------------------------------
 
@@ -257,7 +232,7 @@ class Handlers:
         if press is None or not isinstance(message, Message):
             await self._answer(query, texts.ANSWER_INVALID)
             return
-        job = await self.rt.store.get(press.job_id)
+        job = await self.rt.ledger.get(press.job_id)
         if job is None or job.chat_id != message.chat_id:
             await self._answer(query, texts.ANSWER_STALE)
             return
@@ -290,7 +265,7 @@ class Handlers:
                 duration=int(press.value or 0) if press.action is Action.DURATION else None,
             )
             note = texts.adjustment_note(adjustment)
-        updated = await self.rt.store.update_options(job.id, options)
+        updated = await self.rt.ledger.update_options(job.id, options)
         if updated is None:
             await self._answer(query, texts.ANSWER_ALREADY_STARTED)
             return
@@ -302,11 +277,11 @@ class Handlers:
         )
 
     async def _generate(self, query: CallbackQuery, job: Job) -> None:
-        result = await self.rt.store.start(job.id, query.from_user.id, self.rt.limits)
+        result = await self.rt.ledger.start(job.id, query.from_user.id, self.rt.limits)
         await self._after_start(query, result)
 
     async def _retry(self, query: CallbackQuery, job: Job, message: Message) -> None:
-        result = await self.rt.store.start_retry(
+        result = await self.rt.ledger.start_retry(
             job.id, query.from_user.id, self.rt.limits, status_message_id=message.message_id
         )
         await self._after_start(query, result)
@@ -337,15 +312,11 @@ class Handlers:
     # -- rendering helpers -----------------------------------------------------------
 
     async def _reply(self, message: Message, text: str) -> None:
-        await _flood_safe(
-            lambda: message.reply_text(
-                text,
-                reply_parameters=ReplyParameters(
-                    message.message_id, allow_sending_without_reply=True
-                ),
-                message_thread_id=_thread_id(message),
-                do_quote=False,
-            )
+        await message.reply_text(
+            text,
+            reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
+            message_thread_id=_thread_id(message),
+            do_quote=False,
         )
 
     @staticmethod
@@ -359,7 +330,7 @@ class Handlers:
     @staticmethod
     async def _edit(message: Message, text: str, markup: InlineKeyboardMarkup) -> None:
         with contextlib.suppress(BadRequest):  # "message is not modified" on a double tap
-            await _flood_safe(lambda: message.edit_text(text, reply_markup=markup))
+            await message.edit_text(text, reply_markup=markup)
 
     async def error(self, update: object, context: Context) -> None:
         """Log every unhandled error with its traceback (the formatter redacts secrets)."""

@@ -1,0 +1,1 @@
+"""Every word a user or operator reads (:mod:`bot.i18n.texts`)."""

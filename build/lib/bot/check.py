@@ -1,0 +1,49 @@
+"""``python -m bot check``: are the settings, the ledger and the bot token all usable?"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+
+from telegram import Bot
+from telegram.error import InvalidToken, NetworkError, TelegramError
+
+from .settings import Settings
+from .storage import SqliteLedger
+
+__all__ = ["run_check"]
+
+
+async def run_check(settings: Settings) -> int:
+    """Report each problem in one line; 0 only when everything works."""
+    problems: list[str] = []
+    print("ok: settings are valid")
+
+    store = SqliteLedger(settings.database_path)
+    try:
+        await store.open()
+    except (OSError, sqlite3.Error, RuntimeError) as exc:
+        problems.append(f"DATABASE_PATH {settings.database_path} cannot be opened: {exc}")
+    else:
+        print(f"ok: job ledger {settings.database_path} is open and up to date")
+    finally:
+        await store.close()
+
+    root = settings.telegram_api_url
+    bot = Bot(
+        settings.telegram_bot_token, base_url=f"{root}/bot", base_file_url=f"{root}/file/bot"
+    )
+    try:
+        async with bot:
+            me = bot.bot
+            print(f"ok: Telegram knows this bot as @{me.username} (id {me.id})")
+    except InvalidToken:
+        problems.append("TELEGRAM_BOT_TOKEN was rejected by Telegram")
+    except NetworkError as exc:
+        problems.append(f"TELEGRAM_API_URL {root} cannot be reached ({type(exc).__name__})")
+    except TelegramError as exc:
+        problems.append(f"Telegram refused getMe ({type(exc).__name__})")
+
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0

@@ -1,0 +1,86 @@
+"""Operator alerts: one message per kind of trouble per quiet period, and one when it clears.
+
+State lives in the ledger so a restart neither repeats an alert nor forgets an open one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+
+from .ports import Ledger
+
+__all__ = ["AlertKind", "AlertSender", "Alerts", "QUIET_SECONDS", "OUTAGE_SECONDS"]
+
+log = logging.getLogger(__name__)
+
+QUIET_SECONDS = 15 * 60.0
+#: Segmind failing (5xx, timeouts) this long in a row counts as an outage.
+OUTAGE_SECONDS = 3 * 60.0
+
+
+class AlertKind(StrEnum):
+    KEY_REJECTED = "key_rejected"  #: 401 / 403
+    OUT_OF_CREDITS = "out_of_credits"  #: 406
+    SEGMIND_DOWN = "segmind_down"  #: 5xx / timeouts for OUTAGE_SECONDS
+    #: Telegram holds the bot back with a flood wait of 30 s or more (not a bad token:
+    #: a revoked token stops the bot, see the token watch).
+    TELEGRAM_REFUSING = "telegram_refusing"
+
+
+#: Tells the operators: (kind, resolved). The chat adapter words it in their language.
+AlertSender = Callable[[AlertKind, bool], Awaitable[None]]
+
+
+class Alerts:
+    def __init__(
+        self,
+        ledger: Ledger,
+        send: AlertSender,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ledger = ledger
+        self._send = send
+        self._clock = clock
+        self._failing_since: float | None = None
+        #: Cache of which kinds are open, so the hot path (every poll) reads no SQL.
+        self._open: dict[AlertKind, bool] = {}
+
+    async def trouble(self, kind: AlertKind) -> None:
+        """Something is wrong: alert unless this kind was alerted within the quiet period."""
+        now = self._clock()
+        state = await self._ledger.alert_state(kind.value)
+        if state is not None and state[0] and now - state[1] < QUIET_SECONDS:
+            return
+        log.warning("operator alert: %s", kind.value)
+        await self._ledger.save_alert_state(kind.value, True, now)
+        self._open[kind] = True
+        await self._send(kind, False)
+
+    async def cleared(self, kind: AlertKind) -> None:
+        """The trouble is over: one line, only if an alert was open."""
+        if self._open.get(kind) is False:
+            return
+        state = await self._ledger.alert_state(kind.value)
+        if state is None or not state[0]:
+            self._open[kind] = False
+            return
+        self._open[kind] = False
+        log.info("operator alert cleared: %s", kind.value)
+        await self._ledger.save_alert_state(kind.value, False, self._clock())
+        await self._send(kind, True)
+
+    async def segmind_failed(self) -> None:
+        """A temporary Segmind failure; alerts once they have lasted OUTAGE_SECONDS."""
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failing_since >= OUTAGE_SECONDS:
+            await self.trouble(AlertKind.SEGMIND_DOWN)
+
+    async def segmind_answered(self) -> None:
+        """Segmind answered normally: any outage is over."""
+        self._failing_since = None
+        await self.cleared(AlertKind.SEGMIND_DOWN)

@@ -1,0 +1,181 @@
+"""What the core needs from the outside world, as Protocols: a ledger, a video service,
+a chat platform. The tracker, alerts and statistics are typed against these only.
+
+Adapters implement them: :mod:`bot.storage` (the ledger), :mod:`bot.segmind` (the video
+service), :mod:`bot.telegram.messenger` (the chat). Tests of the core hand the tracker a
+real SQLite ledger, the real Segmind client over ``httpx.MockTransport`` and a recording
+messenger. The errors each port raises are drawn in :mod:`bot.core.errors`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from .jobs import Job, JobState, NewJob
+from .limits import Limits, StartResult
+from .options import VideoOptions
+
+__all__ = [
+    "Ledger",
+    "Messenger",
+    "Progress",
+    "RunSeconds",
+    "StatusReport",
+    "Submission",
+    "VideoService",
+]
+
+
+# -- the ledger -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSeconds:
+    """Seconds recent jobs took: submit → COMPLETED, and PROCESSING seen → COMPLETED."""
+
+    total: list[float]
+    processing: list[float]
+
+
+class Ledger(Protocol):
+    """The truth about every job: state changes are compare-and-set, so a re-delivered
+    update or a second task can never move a job twice. Times are Unix seconds."""
+
+    async def open(self) -> None:
+        """Open and migrate to the current schema."""
+
+    async def close(self) -> None: ...
+
+    async def create_draft(
+        self, new: NewJob, options: VideoOptions, now: float | None = None
+    ) -> tuple[Job, bool]:
+        """A draft for the photo unless the asking message has one; (job, created)."""
+
+    async def set_keyboard_message(self, job_id: int, message_id: int) -> None:
+        """Remember which message shows this job's keyboard, then its status."""
+
+    async def update_options(self, job_id: int, options: VideoOptions) -> Job | None:
+        """Change a draft's options; None when the job is gone or no longer a draft."""
+
+    async def count_started_since(self, user_id: int, since: float) -> int:
+        """Jobs a user started since ``since``; refused submits don't count."""
+
+    async def start(
+        self, job_id: int, user_id: int, limits: Limits, now: float | None = None
+    ) -> StartResult:
+        """Generate pressed: DRAFT → PREPARING once, within the user's limits."""
+
+    async def start_retry(
+        self,
+        old_job_id: int,
+        user_id: int,
+        limits: Limits,
+        status_message_id: int | None,
+        now: float | None = None,
+    ) -> StartResult:
+        """ "Try again" pressed: one new job copying an ended one, however often pressed."""
+
+    async def transition(
+        self, job_id: int, source: JobState, target: JobState, **fields: Any
+    ) -> Job | None:
+        """Compare-and-set ``source`` → ``target``; None if the job was not in ``source``."""
+
+    async def mark_notified(self, job_id: int, now: float | None = None) -> None:
+        """The user has heard the outcome: the job leaves the tracker for good."""
+
+    async def get(self, job_id: int) -> Job | None: ...
+
+    async def unfinished(self) -> list[Job]:
+        """Jobs the tracker must (re)drive: active, or ended but not yet told."""
+
+    async def recent(self, limit: int = 10) -> list[Job]:
+        """The latest started jobs, newest first."""
+
+    async def count_active(self) -> int: ...
+
+    async def started_since(self, since: float) -> list[Job]: ...
+
+    async def run_seconds(self, quality: str, duration: int, limit: int = 50) -> RunSeconds:
+        """How long the video service took for recent jobs like this one."""
+
+    async def alert_state(self, kind: str) -> tuple[bool, float] | None:
+        """(open, last sent at) of an operator alert, None when never raised."""
+
+    async def save_alert_state(self, kind: str, active: bool, last_sent_at: float) -> None: ...
+
+
+# -- the video service ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A submit's answer: the ``request_id`` is all the bot needs to find the job again."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """One poll's answer. ``output_url`` only with the final body of a COMPLETED job."""
+
+    status: str  #: QUEUED | PROCESSING | COMPLETED | FAILED
+    error: str | None = None
+    output_url: str | None = None
+
+
+class VideoService(Protocol):
+    """Segmind's async API. It has no idempotency key and no cancel."""
+
+    async def upload(self, data: bytes, mime_type: str = "image/jpeg") -> str:
+        """Re-host an image; returns a URL the service can fetch."""
+
+    async def submit(self, image_url: str, options: VideoOptions) -> Submission:
+        """Start one paid job: never call twice for one job."""
+
+    async def status(self, request_id: str) -> StatusReport: ...
+
+    async def result(self, request_id: str) -> StatusReport:
+        """The final body; for COMPLETED it carries the video URL."""
+
+    async def download(self, url: str, destination: Path, *, max_bytes: int) -> int:
+        """Stream the video to ``destination``; its size. TooLarge past ``max_bytes``."""
+
+
+# -- the chat platform ----------------------------------------------------------------
+
+
+class Progress(StrEnum):
+    """The stages a job's status message shows; it changes only when the stage does."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    #: The video (or its link) was sent: the status message has done its job.
+    DONE = "done"
+
+
+class Messenger(Protocol):
+    """What the tracker needs from a chat platform, without knowing which one."""
+
+    #: Largest video the platform accepts as an upload; above it the link is sent.
+    max_upload_bytes: int
+
+    async def fetch_photo(self, job: Job) -> bytes:
+        """The photo's bytes (for re-hosting)."""
+
+    async def photo_link(self, job: Job) -> str:
+        """A URL of the photo that a third party can fetch (may embed a secret)."""
+
+    async def show_progress(self, job: Job, progress: Progress) -> None:
+        """Best effort: update the job's status message."""
+
+    async def send_video(self, job: Job, path: Path) -> str:
+        """Send the video file as a reply to the photo; returns the platform's file id."""
+
+    async def send_video_link(self, job: Job, url: str, expires_at: float) -> None:
+        """Send the video's link when it is too big to upload."""
+
+    async def send_outcome(self, job: Job) -> None:
+        """Tell the user how a job that did not deliver a video ended, and what to do."""

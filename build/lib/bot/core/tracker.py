@@ -1,0 +1,489 @@
+"""Drives every started job from the ledger to its one outcome: submit, poll, deliver.
+
+Each unfinished job gets one asyncio task that repeats :meth:`Tracker.step` — read the
+job, do the next thing its state calls for, record the transition, return how long to
+wait. The ledger is the truth: at start every unfinished job is picked up again, and
+the in-memory schedule is only a cache of it.
+
+The submit rule (Segmind has no idempotency key and no cancel):
+    intent stored (PREPARING) → SUBMITTING recorded → POST → request_id recorded (QUEUED).
+    A job found in SUBMITTING when a step begins means the process died (or the answer
+    was lost) while the POST may have been accepted: it becomes UNCERTAIN and is never
+    resubmitted on its own. The user gets a "Try again" button — a new, explicit consent.
+    A submit that provably never left (connection refused) goes back to PREPARING.
+
+The delivery rule: DELIVERED is recorded right after Telegram accepts the video. A crash
+in the few milliseconds between the two repeats that one video at the next start; no
+crash loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import schedule
+from .alerts import AlertKind, Alerts
+from .errors import (
+    BadResponse,
+    ChatUnreachable,
+    InputRejected,
+    JobFailed,
+    KeyRejected,
+    NotFound,
+    OperatorError,
+    OutOfCredits,
+    PhotoUnavailable,
+    SegmindError,
+    SendFailed,
+    TemporaryError,
+    TooLarge,
+    VideoRefused,
+)
+from .jobs import ACTIVE_STATES, Job, JobState, Reason
+from .ports import Ledger, Messenger, Progress, VideoService
+
+__all__ = ["Tracker", "TrackerConfig"]
+
+log = logging.getLogger(__name__)
+
+#: Segmind keeps results for an hour; deliver well inside it.
+RESULT_RETENTION_SECONDS = 3600.0
+#: How long a photo may take to re-host before the job is given up as "busy".
+PREPARE_DEADLINE_SECONDS = 300.0
+_LEARN_TTL_SECONDS = 60.0
+#: At shutdown, how long a submit or upload already under way may take to finish. The
+#: contract allows a few seconds for SIGTERM; whatever is still running after this is
+#: recovered from the ledger at the next start.
+CRITICAL_GRACE_SECONDS = 3.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    poll_interval: float = 2.0
+    deadline_seconds: float = 900.0
+    image_url_mode: str = "upload"
+
+
+class Tracker:
+    def __init__(
+        self,
+        ledger: Ledger,
+        segmind: VideoService,
+        messenger: Messenger,
+        alerts: Alerts,
+        config: TrackerConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._segmind = segmind
+        self._messenger = messenger
+        self._alerts = alerts
+        self._config = config
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._failures: dict[int, int] = {}
+        self._polls: dict[int, int] = {}
+        #: Seconds after its submit that a job was last reported QUEUED (a scheduling hint).
+        self._seen_queued: dict[int, float] = {}
+        #: (quality, duration) → (learnt, when it was learnt): a cache of the ledger.
+        self._learnt: dict[tuple[str, int], tuple[schedule.Learnt, float]] = {}
+        self._closing = False
+        self._critical: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def resume(self) -> int:
+        """Pick up every unfinished job in the ledger; returns how many."""
+        jobs = await self._ledger.unfinished()
+        for job in jobs:
+            self.track(job.id)
+        if jobs:
+            log.info("resumed %d unfinished job(s)", len(jobs))
+        return len(jobs)
+
+    def track(self, job_id: int) -> None:
+        """Make sure a task drives this job (idempotent)."""
+        if self._closing:
+            return
+        task = self._tasks.get(job_id)
+        if task is not None and not task.done():
+            return
+        task = asyncio.create_task(self._drive(job_id), name=f"job-{job_id}")
+        self._tasks[job_id] = task
+
+    async def stop(self) -> None:
+        """Cancel every job task at once; the ledger holds where each one was."""
+        self._closing = True
+        tasks = [task for task in self._tasks.values() if not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._critical:
+            # A submit or a video already on the wire: let its answer be recorded, briefly.
+            done, pending = await asyncio.wait(set(self._critical), timeout=CRITICAL_GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*done, *pending, return_exceptions=True)
+
+    async def _finish_paid_step(self, step: Coroutine[Any, Any, T]) -> T:
+        """Run a step whose interruption would cost (a submit, a video upload) so that
+        cancelling the job's task at shutdown does not cut it off mid-request."""
+        task = asyncio.create_task(step)
+        self._critical.add(task)
+        task.add_done_callback(self._critical.discard)
+        return await asyncio.shield(task)
+
+    async def _drive(self, job_id: int) -> None:
+        try:
+            while True:
+                job = await self._ledger.get(job_id)
+                if job is None:
+                    return
+                try:
+                    delay = await self.step(job)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # A bug must not kill the job: log it and try again later.
+                    log.exception("job %s: step failed in state %s", job.short_id, job.state)
+                    delay = self._backoff(job.id)
+                if delay is None:
+                    return
+                await asyncio.sleep(delay)
+        finally:
+            self._failures.pop(job_id, None)
+            self._polls.pop(job_id, None)
+            self._seen_queued.pop(job_id, None)
+            current = self._tasks.get(job_id)
+            if current is asyncio.current_task():
+                self._tasks.pop(job_id, None)
+
+    # -- one step --------------------------------------------------------------------
+
+    async def step(self, job: Job) -> float | None:
+        """Do the next thing for ``job``; returns seconds until the next step, or None."""
+        if job.state is JobState.PREPARING:
+            return await self._prepare_and_submit(job)
+        if job.state is JobState.SUBMITTING:
+            # Only a crash (or a lost answer) leaves a job here at the start of a step.
+            return await self._end(job, JobState.UNCERTAIN, Reason.CONNECTION_LOST)
+        if job.state in (JobState.QUEUED, JobState.PROCESSING):
+            return await self._poll(job)
+        if job.state is JobState.COMPLETED:
+            return await self._deliver(job)
+        if job.is_terminal and job.notified_at is None:
+            return await self._notify(job)
+        return None
+
+    def _backoff(self, job_id: int, retry_after: float | None = None) -> float:
+        failures = self._failures.get(job_id, 0) + 1
+        self._failures[job_id] = failures
+        return schedule.backoff_delay(
+            failures, self._config.poll_interval, retry_after=retry_after, rng=self._rng
+        )
+
+    async def _end(self, job: Job, state: JobState, reason: Reason | None) -> float | None:
+        """Move to a terminal state, then tell the user (next step)."""
+        await self._ledger.transition(
+            job.id,
+            job.state,
+            state,
+            reason=reason,
+            poll_count=job.poll_count + self._polls.pop(job.id, 0),
+        )
+        return 0.0  # the next step (re-reading the row) tells the user
+
+    async def _chat_gone(self, job: Job) -> float | None:
+        log.info("job %s: chat %s unreachable, giving up delivery", job.short_id, job.chat_id)
+        if job.state in ACTIVE_STATES:
+            ended = await self._ledger.transition(
+                job.id, job.state, JobState.UNDELIVERABLE, reason=Reason.CHAT_GONE
+            )
+            if ended is None:
+                return 0.0
+        await self._ledger.mark_notified(job.id)
+        return None
+
+    async def _progress(self, job: Job, progress: Progress) -> bool:
+        """Update the status message; False if the chat is gone (job ended)."""
+        try:
+            await self._messenger.show_progress(job, progress)
+        except ChatUnreachable:
+            await self._chat_gone(job)
+            return False
+        except SendFailed:
+            pass  # a status line is not worth a retry
+        return True
+
+    # -- PREPARING → SUBMITTING → QUEUED ---------------------------------------------
+
+    async def _image_url(self, job: Job) -> str:
+        if self._config.image_url_mode == "telegram":
+            return await self._messenger.photo_link(job)
+        data = await self._messenger.fetch_photo(job)
+        return await self._segmind.upload(data, job.mime_type)
+
+    async def _prepare_and_submit(self, job: Job) -> float | None:
+        now = self._clock()
+        if now - (job.generate_at or now) > PREPARE_DEADLINE_SECONDS:
+            return await self._end(job, JobState.REJECTED, Reason.BUSY)
+        # No status edit before the submit: under load it would queue behind videos in
+        # the rate limiter and hold up the paid step (the button's answer already said
+        # "Starting"). The status message changes once the job is queued.
+        try:
+            image_url = await self._image_url(job)
+        except PhotoUnavailable as exc:
+            reason = Reason.PHOTO_TOO_BIG if exc.too_big else Reason.PHOTO_UNAVAILABLE
+            return await self._end(job, JobState.REJECTED, reason)
+        except ChatUnreachable:
+            return await self._chat_gone(job)
+        except SendFailed as exc:
+            return self._backoff(job.id, exc.retry_after)
+        except SegmindError as exc:
+            return await self._submit_refused(job, exc)
+
+        submitting = await self._ledger.transition(job.id, JobState.PREPARING, JobState.SUBMITTING)
+        if submitting is None:
+            return 0.0
+        outcome = await self._finish_paid_step(self._submit_and_record(submitting, image_url))
+        if not isinstance(outcome, Job):
+            return outcome
+        if not await self._progress(outcome, Progress.QUEUED):
+            return None
+        return await self._next_poll(outcome, queued=True)  # the submit's answer
+
+    async def _submit_and_record(self, job: Job, image_url: str) -> Job | float | None:
+        """POST the job and record what came back: the queued job, or the next delay."""
+        try:
+            submission = await self._segmind.submit(image_url, job.options)
+        except TemporaryError as exc:
+            if exc.maybe_sent:
+                log.warning("job %s: submit outcome unknown (%s)", job.short_id, exc)
+                return await self._end(job, JobState.UNCERTAIN, Reason.CONNECTION_LOST)
+            if exc.status is None:
+                # Never left this machine: safe to try again shortly.
+                back = await self._ledger.transition(
+                    job.id, JobState.SUBMITTING, JobState.PREPARING
+                )
+                if back is None:
+                    return 0.0
+                await self._alerts.segmind_failed()
+                return self._backoff(job.id, exc.retry_after)
+            return await self._submit_refused(job, exc)
+        except BadResponse:
+            # A 2xx we cannot read: the job may be running and charged.
+            return await self._end(job, JobState.UNCERTAIN, Reason.CONNECTION_LOST)
+        except SegmindError as exc:
+            return await self._submit_refused(job, exc)
+
+        queued = await self._ledger.transition(
+            job.id,
+            JobState.SUBMITTING,
+            JobState.QUEUED,
+            request_id=submission.request_id,
+            submitted_at=self._clock(),
+        )
+        self._failures.pop(job.id, None)
+        log.info("job %s: submitted as %s", job.short_id, submission.request_id)
+        await self._alerts.cleared(AlertKind.KEY_REJECTED)
+        await self._alerts.cleared(AlertKind.OUT_OF_CREDITS)
+        await self._alerts.segmind_answered()
+        return queued if queued is not None else 0.0
+
+    async def _submit_refused(self, job: Job, exc: SegmindError) -> float | None:
+        """Segmind said no before any job existed: nothing was paid."""
+        log.warning("job %s: segmind refused (%s): %s", job.short_id, type(exc).__name__, exc)
+        if isinstance(exc, KeyRejected):
+            await self._alerts.trouble(AlertKind.KEY_REJECTED)
+            reason = Reason.SERVICE_UNAVAILABLE
+        elif isinstance(exc, OutOfCredits):
+            await self._alerts.trouble(AlertKind.OUT_OF_CREDITS)
+            reason = Reason.SERVICE_UNAVAILABLE
+        elif isinstance(exc, InputRejected):
+            reason = Reason.BAD_INPUT
+        else:
+            if isinstance(exc, TemporaryError) and exc.status != 429:
+                await self._alerts.segmind_failed()
+            reason = Reason.BUSY
+        return await self._end(job, JobState.REJECTED, reason)
+
+    # -- QUEUED / PROCESSING ---------------------------------------------------------
+
+    async def _learn(self, job: Job) -> schedule.Learnt:
+        key = (job.options.quality, job.options.duration)
+        cached = self._learnt.get(key)
+        now = self._clock()
+        if cached is not None and now - cached[1] < _LEARN_TTL_SECONDS:
+            return cached[0]
+        history = await self._ledger.run_seconds(*key)
+        learnt = schedule.Learnt(
+            earliest_finish=schedule.expected_earliest_finish(history.total),
+            earliest_processing=schedule.expected_earliest_finish(history.processing),
+        )
+        self._learnt[key] = (learnt, now)
+        return learnt
+
+    async def _next_poll(self, job: Job, *, queued: bool = False) -> float:
+        elapsed = self._clock() - (job.submitted_at or self._clock())
+        if queued:
+            self._seen_queued[job.id] = elapsed
+        learnt = await self._learn(job)
+        return schedule.next_poll_delay(
+            elapsed=elapsed,
+            earliest_finish=learnt.earliest_finish,
+            interval=self._config.poll_interval,
+            last_seen_queued=self._seen_queued.get(job.id),
+            earliest_processing=learnt.earliest_processing,
+        )
+
+    async def _poll(self, job: Job) -> float | None:
+        assert job.request_id is not None
+        now = self._clock()
+        if now - (job.submitted_at or now) > self._config.deadline_seconds:
+            return await self._end(job, JobState.TIMED_OUT, Reason.DEADLINE)
+        self._polls[job.id] = self._polls.get(job.id, 0) + 1
+        try:
+            report = await self._segmind.status(job.request_id)
+            if report.status == "COMPLETED":
+                report = await self._segmind.result(job.request_id)
+        except NotFound:
+            return await self._end(job, JobState.EXPIRED, Reason.RESULT_EXPIRED)
+        except JobFailed as exc:
+            log.info("job %s: failed at Segmind: %s", job.short_id, exc.detail[:200])
+            return await self._end(job, JobState.FAILED, Reason.CONTENT)
+        except OperatorError as exc:
+            # The job exists and is paid; keep polling while the operator fixes the key.
+            kind = (
+                AlertKind.OUT_OF_CREDITS
+                if isinstance(exc, OutOfCredits)
+                else AlertKind.KEY_REJECTED
+            )
+            await self._alerts.trouble(kind)
+            return self._backoff(job.id)
+        except TemporaryError as exc:
+            await self._alerts.segmind_failed()
+            return self._backoff(job.id, exc.retry_after)
+        except SegmindError as exc:
+            log.warning("job %s: unexpected poll answer: %s", job.short_id, exc)
+            return self._backoff(job.id)
+        self._failures.pop(job.id, None)
+        await self._alerts.segmind_answered()
+
+        if report.status == "FAILED":
+            log.info("job %s: failed at Segmind: %s", job.short_id, (report.error or "")[:200])
+            return await self._end(job, JobState.FAILED, Reason.CONTENT)
+        if report.status == "COMPLETED":
+            completed = await self._ledger.transition(
+                job.id,
+                job.state,
+                JobState.COMPLETED,
+                output_url=report.output_url,
+                completed_at=self._clock(),
+                poll_count=job.poll_count + self._polls.pop(job.id, 0),
+            )
+            if completed is None:
+                return 0.0
+            # A new observation: learn from it at the next poll of a similar job.
+            self._learnt.pop((job.options.quality, job.options.duration), None)
+            log.info(
+                "job %s: completed after %.1fs and %d poll(s)",
+                job.short_id,
+                (completed.completed_at or 0) - (completed.submitted_at or 0),
+                completed.poll_count,
+            )
+            return await self._deliver(completed)
+        if report.status == "PROCESSING" and job.state is JobState.QUEUED:
+            processing = await self._ledger.transition(
+                job.id, JobState.QUEUED, JobState.PROCESSING, processing_at=self._clock()
+            )
+            if processing is None:
+                return 0.0
+            if not await self._progress(processing, Progress.PROCESSING):
+                return None
+            job = processing
+        return await self._next_poll(job, queued=report.status == "QUEUED")
+
+    # -- COMPLETED → DELIVERED -------------------------------------------------------
+
+    async def _deliver(self, job: Job) -> float | None:
+        assert job.output_url is not None
+        now = self._clock()
+        expires_at = (job.completed_at or now) + RESULT_RETENTION_SECONDS
+        if now > expires_at:
+            return await self._end(job, JobState.EXPIRED, Reason.RESULT_EXPIRED)
+        try:
+            with tempfile.TemporaryDirectory(prefix="warmth-") as folder:
+                path: Path | None = Path(folder) / f"{job.short_id}.mp4"
+                assert path is not None
+                try:
+                    await self._segmind.download(
+                        job.output_url, path, max_bytes=self._messenger.max_upload_bytes
+                    )
+                except TooLarge:
+                    path = None  # too big to upload: its link goes instead
+                return await self._finish_paid_step(self._send_and_record(job, path, expires_at))
+        except ChatUnreachable:
+            return await self._chat_gone(job)
+        except SendFailed as exc:
+            log.warning("job %s: delivery failed, will retry: %s", job.short_id, exc)
+            return self._backoff(job.id, exc.retry_after)
+        except NotFound:
+            return await self._end(job, JobState.EXPIRED, Reason.RESULT_EXPIRED)
+        except SegmindError as exc:
+            log.warning("job %s: video download failed, will retry: %s", job.short_id, exc)
+            return self._backoff(job.id, getattr(exc, "retry_after", None))
+
+    async def _send_and_record(self, job: Job, path: Path | None, expires_at: float) -> None:
+        """Send the video (or, too big for an upload, its link) and record DELIVERED at once."""
+        assert job.output_url is not None
+        file_id: str | None = None
+        if path is None:
+            await self._messenger.send_video_link(job, job.output_url, expires_at)
+        else:
+            try:
+                file_id = await self._messenger.send_video(job, path)
+            except VideoRefused as exc:
+                log.warning("job %s: video refused (%s), sending its link", job.short_id, exc)
+                await self._messenger.send_video_link(job, job.output_url, expires_at)
+        delivered = await self._ledger.transition(
+            job.id,
+            JobState.COMPLETED,
+            JobState.DELIVERED,
+            video_file_id=file_id,
+            notified_at=self._clock(),
+        )
+        if delivered is not None:
+            with contextlib.suppress(ChatUnreachable, SendFailed):
+                await self._messenger.show_progress(delivered, Progress.DONE)
+
+    # -- telling the user how it ended ----------------------------------------------
+
+    async def _notify(self, job: Job) -> float | None:
+        if job.state is JobState.UNDELIVERABLE:
+            await self._ledger.mark_notified(job.id)
+            return None
+        try:
+            await self._messenger.send_outcome(job)
+        except ChatUnreachable:
+            await self._ledger.mark_notified(job.id)
+            return None
+        except SendFailed as exc:
+            return self._backoff(job.id, exc.retry_after)
+        await self._ledger.mark_notified(job.id)
+        return None

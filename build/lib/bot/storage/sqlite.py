@@ -1,0 +1,467 @@
+"""The job ledger on SQLite: every SQL statement of the embedded ledger lives here.
+
+WAL mode with ``synchronous=FULL``: a committed transition of a paid job must survive a
+power cut, and the bot needs a few commits per second at most (thousands are
+available). Writes run under one lock; a read-then-write runs in :meth:`_transaction`
+(``BEGIN IMMEDIATE``) so it never meets ``SQLITE_BUSY`` halfway. State changes are
+compare-and-set on the current state, so a re-delivered update or a second task cannot
+move a job twice. Rows are read by column name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+
+from ..core.errors import InvalidTransition
+from ..core.jobs import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    Job,
+    JobState,
+    NewJob,
+    Reason,
+    can_transition,
+)
+from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
+from ..core.options import VideoOptions
+from ..core.ports import RunSeconds
+from .migrations import load_migrations
+
+__all__ = ["SqliteLedger", "SCHEMA_VERSION"]
+
+log = logging.getLogger(__name__)
+
+_MIGRATIONS = load_migrations()
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_JOB = "SELECT * FROM jobs"
+
+#: Columns a transition may set besides ``state``.
+_SETTABLE = frozenset(
+    {
+        "reason",
+        "request_id",
+        "output_url",
+        "video_file_id",
+        "poll_count",
+        "submitted_at",
+        "processing_at",
+        "completed_at",
+        "finished_at",
+        "notified_at",
+        "keyboard_message_id",
+    }
+)
+
+
+class Row(Protocol):
+    """A database row read by column name (``sqlite3.Row``, or a PostgreSQL record)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def row_to_job(row: Row) -> Job:
+    """A ledger row, read by column name, as the core's :class:`Job`."""
+    return Job(
+        id=row["id"],
+        chat_id=row["chat_id"],
+        user_id=row["user_id"],
+        chat_type=row["chat_type"],
+        trigger_message_id=row["trigger_message_id"],
+        photo_message_id=row["photo_message_id"],
+        thread_id=row["thread_id"],
+        file_id=row["file_id"],
+        file_unique_id=row["file_unique_id"],
+        file_size=row["file_size"],
+        mime_type=row["mime_type"],
+        options=VideoOptions(
+            quality=row["quality"],
+            duration=row["duration"],
+            style=row["style"],
+            seed=row["seed"],
+        ),
+        state=JobState(row["state"]),
+        reason=Reason(row["reason"]) if row["reason"] else None,
+        keyboard_message_id=row["keyboard_message_id"],
+        request_id=row["request_id"],
+        output_url=row["output_url"],
+        video_file_id=row["video_file_id"],
+        retry_of=row["retry_of"],
+        poll_count=row["poll_count"],
+        created_at=row["created_at"],
+        generate_at=row["generate_at"],
+        submitted_at=row["submitted_at"],
+        completed_at=row["completed_at"],
+        finished_at=row["finished_at"],
+        notified_at=row["notified_at"],
+    )
+
+
+def _placeholders(values: Sequence[object]) -> str:
+    return ",".join("?" for _ in values)
+
+
+_ACTIVE = tuple(state.value for state in ACTIVE_STATES)
+_TERMINAL = tuple(state.value for state in TERMINAL_STATES)
+
+
+class SqliteLedger:
+    """The :class:`~bot.core.ports.Ledger` on one SQLite file. Open, use, close."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (creating the folder) and migrate to the current schema."""
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await db.execute("PRAGMA foreign_keys=ON")
+            self._db = db
+            await self._migrate()
+        except BaseException:
+            self._db = None
+            await db.close()
+            raise
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _migrate(self) -> None:
+        version = int(await self._scalar("PRAGMA user_version") or 0)
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the database {self.path} was written by a newer version of the bot "
+                f"(schema {version}, this bot knows {SCHEMA_VERSION})"
+            )
+        for migration in _MIGRATIONS[version:]:
+            async with self._transaction() as db:
+                for statement in migration.statements:
+                    await db.execute(statement)
+                # PRAGMA takes no parameters; the version is an int from our own files.
+                await db.execute(f"PRAGMA user_version={migration.version:d}")
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("the ledger is not open")
+        return self._db
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction: ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error."""
+        db = self.db
+        async with self._write_lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+
+    async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """One statement on its own (atomic by itself); returns the rows it changed."""
+        async with self._write_lock:
+            cursor = await self.db.execute(sql, tuple(params))
+            return cursor.rowcount
+
+    async def _fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Job | None:
+        async with self.db.execute(sql, tuple(params)) as cursor:
+            row = await cursor.fetchone()
+        return row_to_job(row) if row else None
+
+    async def _fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Job]:
+        async with self.db.execute(sql, tuple(params)) as cursor:
+            rows = await cursor.fetchall()
+        return [row_to_job(row) for row in rows]
+
+    async def _scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        async with self.db.execute(sql, tuple(params)) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    # -- drafts ----------------------------------------------------------------------
+
+    async def create_draft(
+        self, new: NewJob, options: VideoOptions, now: float | None = None
+    ) -> tuple[Job, bool]:
+        """Insert a draft for a photo unless one exists for the same asking message.
+
+        Returns the job and whether this call created it (False on re-delivery).
+        """
+        now = self._clock() if now is None else now
+        async with self._transaction() as db:
+            existing = await self._fetch_one(
+                f"{_JOB} WHERE chat_id=? AND trigger_message_id=? AND retry_of IS NULL",
+                (new.chat_id, new.trigger_message_id),
+            )
+            if existing is not None:
+                return existing, False
+            cursor = await db.execute(
+                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
+                "photo_message_id, thread_id, file_id, file_unique_id, file_size, "
+                "mime_type, quality, duration, style, seed, state, created_at, updated_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    new.chat_id,
+                    new.user_id,
+                    new.chat_type,
+                    new.trigger_message_id,
+                    new.photo_message_id,
+                    new.thread_id,
+                    new.file_id,
+                    new.file_unique_id,
+                    new.file_size,
+                    new.mime_type,
+                    options.quality,
+                    options.duration,
+                    options.style,
+                    options.seed,
+                    JobState.DRAFT.value,
+                    now,
+                    now,
+                ),
+            )
+            created = await self._fetch_one(f"{_JOB} WHERE id=?", (cursor.lastrowid,))
+        assert created is not None
+        return created, True
+
+    async def set_keyboard_message(self, job_id: int, message_id: int) -> None:
+        """Remember which bot message shows this job's keyboard, then its status."""
+        await self._write(
+            "UPDATE jobs SET keyboard_message_id=?, updated_at=? WHERE id=?",
+            (message_id, self._clock(), job_id),
+        )
+
+    async def update_options(self, job_id: int, options: VideoOptions) -> Job | None:
+        """Change a draft's options; None when the job is gone or no longer a draft."""
+        changed = await self._write(
+            "UPDATE jobs SET quality=?, duration=?, style=?, seed=?, updated_at=? "
+            "WHERE id=? AND state=?",
+            (
+                options.quality,
+                options.duration,
+                options.style,
+                options.seed,
+                self._clock(),
+                job_id,
+                JobState.DRAFT.value,
+            ),
+        )
+        return await self.get(job_id) if changed else None
+
+    # -- starting a paid job ---------------------------------------------------------
+
+    async def _limit_outcome(
+        self, user_id: int, limits: Limits, now: float
+    ) -> StartOutcome | None:
+        active = await self._scalar(
+            f"SELECT COUNT(*) FROM jobs WHERE user_id=? AND state IN ({_placeholders(_ACTIVE)})",
+            (user_id, *_ACTIVE),
+        )
+        if int(active) >= limits.max_active_per_user:
+            return StartOutcome.TOO_MANY_ACTIVE
+        if limits.daily_per_user > 0:
+            started_today = await self.count_started_since(user_id, utc_day_start(now))
+            if started_today >= limits.daily_per_user:
+                return StartOutcome.DAILY_LIMIT
+        return None
+
+    async def count_started_since(self, user_id: int, since: float) -> int:
+        """Jobs a user started (pressed Generate) since ``since``; refused submits don't count."""
+        value = await self._scalar(
+            "SELECT COUNT(*) FROM jobs WHERE user_id=? AND generate_at>=? AND state<>?",
+            (user_id, since, JobState.REJECTED.value),
+        )
+        return int(value or 0)
+
+    async def start(
+        self, job_id: int, user_id: int, limits: Limits, now: float | None = None
+    ) -> StartResult:
+        """Generate pressed: move a draft to PREPARING once, within the user's limits."""
+        now = self._clock() if now is None else now
+        async with self._transaction() as db:
+            job = await self.get(job_id)
+            if job is None:
+                return StartResult(StartOutcome.NOT_FOUND)
+            if job.user_id != user_id:
+                return StartResult(StartOutcome.NOT_OWNER, job)
+            if job.state is not JobState.DRAFT:
+                return StartResult(StartOutcome.ALREADY_STARTED, job)
+            refused = await self._limit_outcome(user_id, limits, now)
+            if refused is not None:
+                return StartResult(refused, job)
+            await db.execute(
+                "UPDATE jobs SET state=?, generate_at=?, updated_at=? WHERE id=? AND state=?",
+                (JobState.PREPARING.value, now, now, job_id, JobState.DRAFT.value),
+            )
+            return StartResult(StartOutcome.STARTED, await self.get(job_id))
+
+    async def start_retry(
+        self,
+        old_job_id: int,
+        user_id: int,
+        limits: Limits,
+        status_message_id: int | None,
+        now: float | None = None,
+    ) -> StartResult:
+        """ "Try again" pressed: start one new job copying an ended one, however often pressed."""
+        now = self._clock() if now is None else now
+        async with self._transaction() as db:
+            old = await self.get(old_job_id)
+            if old is None or not old.is_terminal:
+                return StartResult(StartOutcome.NOT_FOUND)
+            if old.user_id != user_id:
+                return StartResult(StartOutcome.NOT_OWNER, old)
+            existing = await self._fetch_one(f"{_JOB} WHERE retry_of=?", (old_job_id,))
+            if existing is not None:
+                return StartResult(StartOutcome.ALREADY_STARTED, existing)
+            refused = await self._limit_outcome(user_id, limits, now)
+            if refused is not None:
+                return StartResult(refused, old)
+            cursor = await db.execute(
+                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
+                "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
+                "quality, duration, style, seed, state, keyboard_message_id, retry_of, "
+                "created_at, generate_at, updated_at) "
+                "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
+                "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
+                "style, seed, ?, ?, id, ?, ?, ? FROM jobs WHERE id=?",
+                (JobState.PREPARING.value, status_message_id, now, now, now, old_job_id),
+            )
+            new = await self._fetch_one(f"{_JOB} WHERE id=?", (cursor.lastrowid,))
+            return StartResult(StartOutcome.STARTED, new)
+
+    # -- transitions -----------------------------------------------------------------
+
+    async def transition(
+        self, job_id: int, source: JobState, target: JobState, **fields: Any
+    ) -> Job | None:
+        """Compare-and-set ``source`` → ``target``; None if the job was not in ``source``.
+
+        Entering a terminal state stamps ``finished_at``.
+        """
+        if not can_transition(source, target):
+            raise InvalidTransition(f"{source.value} -> {target.value}")
+        unknown = set(fields) - _SETTABLE
+        if unknown:
+            raise ValueError(f"not settable: {sorted(unknown)}")
+        now = self._clock()
+        values: dict[str, Any] = {
+            key: (value.value if isinstance(value, Enum) else value)
+            for key, value in fields.items()
+        }
+        if target in TERMINAL_STATES:
+            values.setdefault("finished_at", now)
+        # Column names come from _SETTABLE only; values are parameters.
+        assignments = "".join(f", {key}=?" for key in values)
+        changed = await self._write(
+            f"UPDATE jobs SET state=?, updated_at=?{assignments} WHERE id=? AND state=?",
+            (target.value, now, *values.values(), job_id, source.value),
+        )
+        if not changed:
+            return None
+        job = await self.get(job_id)
+        if job is not None:
+            since = f", {now - job.generate_at:.1f}s after Generate" if job.generate_at else ""
+            why = f" ({job.reason.value})" if job.reason and target in TERMINAL_STATES else ""
+            log.info("job %s: %s -> %s%s%s", job.short_id, source.value, target.value, why, since)
+        return job
+
+    async def mark_notified(self, job_id: int, now: float | None = None) -> None:
+        """The user has heard the outcome: the job leaves the tracker for good."""
+        stamp = self._clock()
+        await self._write(
+            "UPDATE jobs SET notified_at=?, updated_at=? WHERE id=? AND notified_at IS NULL",
+            (stamp if now is None else now, stamp, job_id),
+        )
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def get(self, job_id: int) -> Job | None:
+        return await self._fetch_one(f"{_JOB} WHERE id=?", (job_id,))
+
+    async def unfinished(self) -> list[Job]:
+        """Jobs the tracker must (re)drive: active, or ended but not yet told to the user."""
+        return await self._fetch_all(
+            f"{_JOB} WHERE state IN ({_placeholders(_ACTIVE)}) "
+            f"OR (state IN ({_placeholders(_TERMINAL)}) AND notified_at IS NULL) ORDER BY id",
+            (*_ACTIVE, *_TERMINAL),
+        )
+
+    async def recent(self, limit: int = 10) -> list[Job]:
+        """The latest started jobs, newest first (for operators)."""
+        return await self._fetch_all(
+            f"{_JOB} WHERE generate_at IS NOT NULL ORDER BY generate_at DESC, id DESC LIMIT ?",
+            (limit,),
+        )
+
+    async def count_active(self) -> int:
+        """Jobs being worked on right now, across all users."""
+        value = await self._scalar(
+            f"SELECT COUNT(*) FROM jobs WHERE state IN ({_placeholders(_ACTIVE)})", _ACTIVE
+        )
+        return int(value or 0)
+
+    async def started_since(self, since: float) -> list[Job]:
+        """Jobs started (Generate pressed) since ``since``, for statistics."""
+        return await self._fetch_all(f"{_JOB} WHERE generate_at>=? ORDER BY id", (since,))
+
+    async def run_seconds(self, quality: str, duration: int, limit: int = 50) -> RunSeconds:
+        """How long Segmind took for recent jobs like this one, whole and processing."""
+        async with self.db.execute(
+            "SELECT completed_at - submitted_at AS total, completed_at - processing_at AS "
+            "processing FROM jobs WHERE quality=? AND duration=? AND completed_at IS NOT NULL "
+            "AND submitted_at IS NOT NULL ORDER BY completed_at DESC LIMIT ?",
+            (quality, duration, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return RunSeconds(
+            total=[float(r["total"]) for r in rows if r["total"] is not None and r["total"] >= 0],
+            processing=[
+                float(r["processing"])
+                for r in rows
+                if r["processing"] is not None and r["processing"] >= 0
+            ],
+        )
+
+    # -- operator alerts -------------------------------------------------------------
+
+    async def alert_state(self, kind: str) -> tuple[bool, float] | None:
+        async with self.db.execute(
+            "SELECT active, last_sent_at FROM alerts WHERE kind=?", (kind,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return (bool(row["active"]), float(row["last_sent_at"])) if row else None
+
+    async def save_alert_state(self, kind: str, active: bool, last_sent_at: float) -> None:
+        await self._write(
+            "INSERT INTO alerts (kind, active, last_sent_at) VALUES (?,?,?) "
+            "ON CONFLICT(kind) DO UPDATE SET active=excluded.active, "
+            "last_sent_at=excluded.last_sent_at",
+            (kind, int(active), last_sent_at),
+        )

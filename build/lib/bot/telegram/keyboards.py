@@ -1,0 +1,110 @@
+"""Inline keyboards and their callback data.
+
+Callback data is ``<action>:<job id>[:<value>]`` (at most 64 bytes): the job's state is
+in the ledger, the button only names it. :func:`parse` refuses anything malformed —
+old keyboards and forged data arrive too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from ..core.options import DURATIONS, QUALITIES, VideoOptions
+from ..i18n import texts
+
+__all__ = ["Action", "Press", "parse", "options_keyboard", "retry_keyboard"]
+
+
+class Action(StrEnum):
+    QUALITY = "q"
+    DURATION = "d"
+    STYLE = "s"
+    GENERATE = "g"
+    RETRY = "r"
+
+
+@dataclass(frozen=True)
+class Press:
+    action: Action
+    job_id: int
+    value: str | None = None
+
+    def data(self) -> str:
+        parts = [self.action.value, str(self.job_id)]
+        if self.value is not None:
+            parts.append(self.value)
+        return ":".join(parts)
+
+
+_MAX_JOB_ID = 10**15
+
+
+def parse(data: str | None) -> Press | None:
+    """The press a callback's data describes, or None for anything we did not make."""
+    if not data or len(data) > 64:
+        return None
+    parts = data.split(":")
+    if len(parts) not in (2, 3):
+        return None
+    try:
+        action = Action(parts[0])
+    except ValueError:
+        return None
+    if not parts[1].isdigit() or not 0 < int(parts[1]) < _MAX_JOB_ID:
+        return None
+    job_id = int(parts[1])
+    value = parts[2] if len(parts) == 3 else None
+    if action is Action.QUALITY:
+        if value not in QUALITIES:
+            return None
+    elif action is Action.DURATION:
+        if value is None or not value.isdigit() or int(value) not in DURATIONS:
+            return None
+    elif value is not None:
+        return None
+    return Press(action, job_id, value)
+
+
+def _mark(label: str, chosen: bool) -> str:
+    return f"{texts.CHOSEN_MARK}{label}" if chosen else label
+
+
+def options_keyboard(job_id: int, options: VideoOptions) -> InlineKeyboardMarkup:
+    """Quality row, duration row, style button, Generate."""
+    qualities = [
+        InlineKeyboardButton(
+            _mark(quality, quality == options.quality),
+            callback_data=Press(Action.QUALITY, job_id, quality).data(),
+        )
+        for quality in QUALITIES
+    ]
+    durations = [
+        InlineKeyboardButton(
+            _mark(texts.duration_label(duration), duration == options.duration),
+            callback_data=Press(Action.DURATION, job_id, str(duration)).data(),
+        )
+        for duration in DURATIONS
+    ]
+    style = InlineKeyboardButton(
+        texts.STYLE_LABEL_PREFIX + texts.style_name(options.style),
+        callback_data=Press(Action.STYLE, job_id).data(),
+    )
+    generate = InlineKeyboardButton(
+        texts.GENERATE_LABEL, callback_data=Press(Action.GENERATE, job_id).data()
+    )
+    return InlineKeyboardMarkup([qualities, durations, [style], [generate]])
+
+
+def retry_keyboard(job_id: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    texts.RETRY_LABEL, callback_data=Press(Action.RETRY, job_id).data()
+                )
+            ]
+        ]
+    )

@@ -1,0 +1,276 @@
+"""The tracker's :class:`~bot.core.ports.Messenger`, on python-telegram-bot.
+
+Telegram's answers become the things the tracker acts on: ``ChatUnreachable`` (403:
+never retried), ``SendFailed`` (a flood wait too long for the rate limiter to wait out,
+network), ``PhotoUnavailable``, ``VideoRefused``. Short flood waits never reach here:
+:mod:`bot.telegram.pacing` waits them out for every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from telegram import File, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
+from telegram.constants import ChatAction
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.ext import ExtBot
+
+from ..core.alerts import AlertKind
+from ..core.errors import ChatUnreachable, PhotoUnavailable, SendFailed, VideoRefused
+from ..core.jobs import Job, offers_retry
+from ..core.ports import Progress
+from ..i18n import texts
+from .keyboards import retry_keyboard
+from .pacing import ChatPacer, Priority, retry_after_seconds
+
+__all__ = ["TelegramMessenger", "is_reply_missing", "is_chat_gone"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Telegram's upload limit for bots through the public Bot API.
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+#: A status edit waits this long for its turn at most: it waits behind keyboards and
+#: videos, and the job's next poll waits for it.
+STATUS_EDIT_PATIENCE = 5.0
+_UPLOAD_WRITE_TIMEOUT = 300.0
+
+
+def is_reply_missing(error: BadRequest) -> bool:
+    text = error.message.lower()
+    return "repl" in text and "not found" in text
+
+
+def is_chat_gone(error: TelegramError) -> bool:
+    if isinstance(error, Forbidden):
+        return True
+    text = str(error).lower()
+    return isinstance(error, BadRequest) and (
+        "chat not found" in text or "have no rights to send" in text or "not enough rights" in text
+    )
+
+
+def _is_not_modified(error: BadRequest) -> bool:
+    return "not modified" in error.message.lower()
+
+
+class TelegramMessenger:
+    max_upload_bytes = MAX_UPLOAD_BYTES
+
+    def __init__(
+        self,
+        bot: ExtBot[Priority],
+        admin_ids: frozenset[int],
+        pacer: ChatPacer | None = None,
+        *,
+        on_unauthorized: Callable[[], None] | None = None,
+    ) -> None:
+        self._bot = bot
+        self._admin_ids = admin_ids
+        self._pacer = pacer or ChatPacer()
+        #: Told when a call is refused as unauthorised: the token may have been revoked.
+        self._on_unauthorized = on_unauthorized
+        #: Last text shown per job: edit only when it changes (flood limits).
+        self._shown: dict[int, str] = {}
+
+    async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
+        """One Bot API call, its failures turned into the errors the tracker acts on."""
+        try:
+            return await make()
+        except RetryAfter as exc:
+            # The rate limiter waited out what was short; this one is long.
+            raise SendFailed("flood control", retry_after=retry_after_seconds(exc)) from exc
+        except BadRequest as exc:
+            if is_chat_gone(exc):
+                raise ChatUnreachable(exc.message) from exc
+            raise
+        except Forbidden as exc:
+            raise ChatUnreachable(exc.message) from exc
+        except InvalidToken as exc:
+            # Revoked token? The token watch checks and stops the bot; the job waits.
+            if self._on_unauthorized is not None:
+                self._on_unauthorized()
+            raise SendFailed("unauthorized") from exc
+        except NetworkError as exc:  # TimedOut included
+            raise SendFailed(f"network: {type(exc).__name__}") from exc
+
+    async def _reply(
+        self, job: Job, send: Callable[[ReplyParameters | None], Awaitable[Message]]
+    ) -> Message:
+        """Send replying to the job's photo; without the reply if the photo was deleted."""
+        await self._pacer.essential(job.chat_id)
+        reply = ReplyParameters(message_id=job.photo_message_id, allow_sending_without_reply=True)
+        try:
+            return await self._call(lambda: send(reply))
+        except BadRequest as exc:
+            if not is_reply_missing(exc):
+                raise
+            return await self._call(lambda: send(None))
+
+    # -- photo -----------------------------------------------------------------------
+
+    async def _get_file(self, job: Job) -> File:
+        try:
+            telegram_file = await self._call(lambda: self._bot.get_file(job.file_id))
+        except BadRequest as exc:
+            too_big = "too big" in exc.message.lower()
+            raise PhotoUnavailable(exc.message, too_big=too_big) from exc
+        if not telegram_file.file_path:
+            raise PhotoUnavailable("no file path")
+        return telegram_file
+
+    async def fetch_photo(self, job: Job) -> bytes:
+        telegram_file = await self._get_file(job)
+        try:
+            # A file download, not a Bot API method: no flood rules, so not through _call.
+            data = await telegram_file.download_as_bytearray()
+        except (BadRequest, InvalidToken) as exc:
+            # PTB reports a 404 for the file as InvalidToken; getFile just worked, so the
+            # token is fine and the file is what is gone.
+            raise PhotoUnavailable(exc.message) from exc
+        except NetworkError as exc:
+            raise SendFailed(f"network: {type(exc).__name__}") from exc
+        return bytes(data)
+
+    async def photo_link(self, job: Job) -> str:
+        return str((await self._get_file(job)).file_path)
+
+    # -- status message --------------------------------------------------------------
+
+    def _progress_text(self, job: Job, progress: Progress) -> str:
+        if job.chat_type != "private":
+            # Groups get one status line: fewer edits, no flood.
+            return texts.PROGRESS_GROUP
+        return {
+            Progress.QUEUED: texts.PROGRESS_QUEUED,
+            Progress.PROCESSING: texts.PROGRESS_PROCESSING,
+        }[progress]
+
+    async def show_progress(self, job: Job, progress: Progress) -> None:
+        message_id = job.keyboard_message_id
+        if message_id is None:
+            return
+        if progress is Progress.DONE:
+            self._shown.pop(job.id, None)
+            await self._delete(job.chat_id, message_id)
+            return
+        text = self._progress_text(job, progress)
+        if self._shown.get(job.id) == text or not self._pacer.optional(job.chat_id):
+            return
+        try:
+            await asyncio.wait_for(
+                self._call(
+                    lambda: self._bot.edit_message_text(
+                        text,
+                        chat_id=job.chat_id,
+                        message_id=message_id,
+                        rate_limit_args=Priority.LOW,
+                    )
+                ),
+                STATUS_EDIT_PATIENCE,
+            )
+        except TimeoutError:
+            return  # Telegram's budget went to videos and keyboards; the next change retries
+        except BadRequest as exc:
+            if not _is_not_modified(exc):
+                log.info("job %s: status edit refused: %s", job.short_id, exc.message)
+        self._shown[job.id] = text
+
+    async def _delete(self, chat_id: int, message_id: int) -> None:
+        with contextlib.suppress(TelegramError, SendFailed, ChatUnreachable):
+            await self._call(
+                lambda: self._bot.delete_message(chat_id, message_id, rate_limit_args=Priority.LOW)
+            )
+
+    # -- outcomes --------------------------------------------------------------------
+
+    async def send_video(self, job: Job, path: Path) -> str:
+        # "sending video…" while it uploads; a 403 here ends the job before the upload.
+        # Cosmetic, so skipped while the rate limiter has a queue: waiting for a slot
+        # behind every other video would hold this one up (benchmark, N = 1000).
+        if self._pacer.idle():
+            await self._chat_action(job)
+        with path.open("rb") as handle:
+
+            async def send(reply: ReplyParameters | None) -> Message:
+                handle.seek(0)  # a retry re-reads the file from the start
+                return await self._bot.send_video(
+                    job.chat_id,
+                    # read_file_handle=False streams the file instead of reading it whole.
+                    InputFile(handle, filename="warmth-of-jesus.mp4", read_file_handle=False),
+                    caption=texts.VIDEO_CAPTION,
+                    supports_streaming=True,
+                    reply_parameters=reply,
+                    message_thread_id=job.thread_id,
+                    write_timeout=_UPLOAD_WRITE_TIMEOUT,
+                    read_timeout=60.0,
+                    rate_limit_args=Priority.DELIVERY,
+                )
+
+            try:
+                message = await self._reply(job, send)
+            except BadRequest as exc:
+                raise VideoRefused(exc.message) from exc
+        if message.video is not None:
+            return message.video.file_id
+        return message.document.file_id if message.document else ""
+
+    async def _send_text(
+        self, job: Job, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> None:
+        """A job's outcome, replying to its photo, in its topic: it goes before keyboards."""
+        await self._reply(
+            job,
+            lambda reply: self._bot.send_message(
+                job.chat_id,
+                text,
+                reply_parameters=reply,
+                message_thread_id=job.thread_id,
+                reply_markup=markup,
+                rate_limit_args=Priority.DELIVERY,
+            ),
+        )
+
+    async def _chat_action(self, job: Job) -> None:
+        with contextlib.suppress(TelegramError, SendFailed):
+            await self._call(
+                lambda: self._bot.send_chat_action(
+                    job.chat_id,
+                    ChatAction.UPLOAD_VIDEO,
+                    message_thread_id=job.thread_id,
+                    rate_limit_args=Priority.LOW,
+                )
+            )
+
+    async def send_video_link(self, job: Job, url: str, expires_at: float) -> None:
+        await self._send_text(job, texts.video_link(url, expires_at))
+
+    async def send_outcome(self, job: Job) -> None:
+        markup = retry_keyboard(job.id) if offers_retry(job) else None
+        await self._send_text(job, texts.outcome(job), markup)
+        self._shown.pop(job.id, None)
+        if job.keyboard_message_id is not None:
+            await self._delete(job.chat_id, job.keyboard_message_id)
+
+    async def alert_operators(self, kind: AlertKind, resolved: bool) -> None:
+        """Best effort: a private message to every operator (the alerts' sender)."""
+        text = texts.alert(kind, resolved=resolved)
+        for admin_id in sorted(self._admin_ids):
+            try:
+                await self._call(partial(self._bot.send_message, admin_id, text))
+            except (TelegramError, SendFailed, ChatUnreachable) as exc:
+                log.warning("could not alert operator %s: %s", admin_id, type(exc).__name__)

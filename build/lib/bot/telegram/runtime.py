@@ -1,0 +1,201 @@
+"""The services one running bot shares, wired in ``post_init`` and closed at shutdown.
+
+Hooks go in through constructors: the rate limiter tells the alerts about long flood
+waits, the messenger tells the token watch about a refused call, and the token watch
+stops the application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import httpx
+from telegram import Bot, BotCommandScopeAllGroupChats, BotCommandScopeAllPrivateChats
+from telegram.error import InvalidToken, TelegramError
+from telegram.ext import ExtBot
+
+from ..core.alerts import AlertKind, Alerts
+from ..core.limits import Limits
+from ..core.ports import Ledger
+from ..core.tracker import Tracker, TrackerConfig
+from ..i18n import texts
+from ..segmind import SegmindClient
+from ..settings import Settings
+from ..storage import SqliteLedger
+from .messenger import TelegramMessenger
+from .pacing import ChatPacer, Priority, PriorityRateLimiter
+
+__all__ = ["Runtime", "TokenWatch"]
+
+log = logging.getLogger(__name__)
+
+_HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0, write=60.0)
+#: Every connection kept alive: with fewer, a thousand jobs polling churned through
+#: sockets (1,299 in TIME-WAIT) and httpcore's pool scans (docs/benchmarks.md).
+_HTTP_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+#: How often the bot asks Telegram who it is, to notice a revoked token.
+TOKEN_CHECK_SECONDS = 60.0
+
+
+class TokenWatch:
+    """Stops the bot when Telegram no longer accepts its token.
+
+    A token revoked while the bot runs ends PTB's getUpdates loop with one log line and
+    leaves a process that looks alive but hears nothing and delivers nothing. So every
+    ``TOKEN_CHECK_SECONDS``, and at once when a call is refused as unauthorised, the bot
+    asks ``getMe``; if that is refused too it stops (``python -m bot`` then exits 1).
+    Unfinished jobs stay in the ledger and resume at the next start.
+    """
+
+    def __init__(self, bot: Bot, *, on_rejected: Callable[[], None] | None = None) -> None:
+        self._bot = bot
+        self._poke = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.rejected = False
+        #: Called once when the token is found rejected (the application's stop).
+        self._on_rejected = on_rejected
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch(), name="token-watch")
+
+    def check_now(self) -> None:
+        self._poke.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), TOKEN_CHECK_SECONDS)
+            self._poke.clear()
+            try:
+                await self._bot.get_me()
+            except InvalidToken:
+                break
+            except TelegramError:
+                continue  # Telegram unreachable says nothing about the token
+        log.error(
+            "Telegram rejected TELEGRAM_BOT_TOKEN (revoked?): stopping; unfinished jobs"
+            " stay in the ledger and resume at the next start"
+        )
+        self.rejected = True
+        if self._on_rejected is not None:
+            self._on_rejected()
+
+
+async def _publish_commands(bot: Bot) -> None:
+    """The command menus users see; nice to have, so a refusal is only logged."""
+    try:
+        await bot.set_my_commands(
+            [("start", texts.COMMAND_START), ("help", texts.COMMAND_HELP)],
+            scope=BotCommandScopeAllPrivateChats(),
+        )
+        await bot.set_my_commands(
+            [("warmth", texts.COMMAND_WARMTH), ("help", texts.COMMAND_HELP)],
+            scope=BotCommandScopeAllGroupChats(),
+        )
+    except TelegramError as exc:
+        log.warning("could not publish the command menu: %s", exc)
+
+
+class Runtime:
+    """Holds the services; handlers reach them through here, typed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        #: Every request to Telegram passes it (PTB's rate-limiter seam); built first,
+        #: because the Application is built with it.
+        self.limiter = PriorityRateLimiter(on_flood=self._telegram_flooded)
+        self.limits = Limits(
+            max_active_per_user=settings.max_active_jobs_per_user,
+            daily_per_user=settings.daily_jobs_per_user,
+        )
+        self._ledger: Ledger | None = None
+        self._tracker: Tracker | None = None
+        self._alerts: Alerts | None = None
+        self._http: httpx.AsyncClient | None = None
+        self.token_watch: TokenWatch | None = None
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            raise RuntimeError("runtime not started")
+        return self._ledger
+
+    @property
+    def tracker(self) -> Tracker:
+        if self._tracker is None:
+            raise RuntimeError("runtime not started")
+        return self._tracker
+
+    async def _telegram_flooded(self, flooded: bool) -> None:
+        if self._alerts is None:
+            return
+        if flooded:
+            await self._alerts.trouble(AlertKind.TELEGRAM_REFUSING)
+        else:
+            await self._alerts.cleared(AlertKind.TELEGRAM_REFUSING)
+
+    async def start(self, bot: ExtBot[Priority], on_token_rejected: Callable[[], None]) -> None:
+        """Open the ledger, wire the services, and resume every unfinished job."""
+        ledger = SqliteLedger(self.settings.database_path)
+        await ledger.open()
+        self._ledger = ledger
+        self._http = httpx.AsyncClient(timeout=_HTTP_TIMEOUT, limits=_HTTP_LIMITS)
+        segmind = SegmindClient(
+            self._http,
+            api_key=self.settings.segmind_api_key,
+            api_url=self.settings.segmind_api_url,
+            upload_url=self.settings.segmind_upload_url,
+        )
+        self.token_watch = TokenWatch(bot, on_rejected=on_token_rejected)
+        limiter = self.limiter
+        messenger = TelegramMessenger(
+            bot,
+            self.settings.admin_ids,
+            ChatPacer(backlog=lambda: limiter.backlog),
+            on_unauthorized=self.token_watch.check_now,
+        )
+        self._alerts = Alerts(ledger, messenger.alert_operators)
+        self._tracker = Tracker(
+            ledger,
+            segmind,
+            messenger,
+            self._alerts,
+            TrackerConfig(
+                poll_interval=self.settings.poll_interval_seconds,
+                deadline_seconds=self.settings.job_deadline_seconds,
+                image_url_mode=self.settings.image_url_mode,
+            ),
+        )
+        await self._tracker.resume()
+        await _publish_commands(bot)
+        self.token_watch.start()
+
+    @property
+    def token_rejected(self) -> bool:
+        return self.token_watch is not None and self.token_watch.rejected
+
+    async def stop_jobs(self) -> None:
+        """Stop driving jobs at once; the ledger keeps where each one was."""
+        if self.token_watch is not None:
+            await self.token_watch.stop()
+        if self._tracker is not None:
+            await self._tracker.stop()
+
+    async def close(self) -> None:
+        await self.stop_jobs()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        if self._ledger is not None:
+            await self._ledger.close()
+            self._ledger = None
