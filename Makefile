@@ -24,6 +24,7 @@ lint: $(BIN)/activate
 	$(BIN)/ruff format --check bot tests bench
 	$(BIN)/ruff check bot tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest -q

@@ -16,8 +16,8 @@ from bot.telegram.pacing import (
     ChatPacer,
     PriorityRateLimiter,
 )
+from tests.builders import new_job
 from tests.fakes.telegram import TEST_TOKEN
-from tests.test_store import new_job
 
 
 class Clock:

@@ -1,0 +1,294 @@
+"""The Ledger contract: what every backend promises the core, run against each backend.
+
+Typed against :class:`bot.core.ports.Ledger` only; backend-specific checks (files,
+pragmas, migrations) live beside each backend's own tests.
+"""
+
+import asyncio
+
+import pytest
+
+from bot.core.errors import InvalidTransition
+from bot.core.jobs import TERMINAL_STATES, JobState, Reason
+from bot.core.limits import Limits, StartOutcome, utc_day_start
+from bot.core.options import VideoOptions
+from bot.core.ports import Ledger, RunSeconds
+from tests.builders import new_job
+from tests.storage.conftest import Clock
+
+LIMITS = Limits(max_active_per_user=2, daily_per_user=3)
+
+
+async def started(ledger: Ledger, message_id: int = 10, user_id: int = 1) -> int:
+    """A job past Generate (PREPARING); its id."""
+    job, _ = await ledger.create_draft(new_job(message_id, user_id, user_id), VideoOptions())
+    result = await ledger.start(job.id, user_id, LIMITS)
+    assert result.outcome is StartOutcome.STARTED
+    return job.id
+
+
+async def test_redelivered_photo_finds_the_same_draft(ledger):
+    first, created = await ledger.create_draft(new_job(), VideoOptions())
+    again, created_again = await ledger.create_draft(new_job(), VideoOptions())
+    assert created
+    assert not created_again
+    assert first.id == again.id
+    assert first.state is JobState.DRAFT
+
+
+async def test_start_moves_a_draft_once(ledger):
+    job, _ = await ledger.create_draft(new_job(), VideoOptions())
+    results = await asyncio.gather(*(ledger.start(job.id, 1, LIMITS) for _ in range(5)))
+    outcomes = sorted(r.outcome.value for r in results)
+    assert outcomes.count(StartOutcome.STARTED.value) == 1
+    assert outcomes.count(StartOutcome.ALREADY_STARTED.value) == 4
+    started = await ledger.get(job.id)
+    assert started is not None
+    assert started.state is JobState.PREPARING
+    assert started.generate_at is not None
+
+
+async def test_only_the_owner_may_start(ledger):
+    job, _ = await ledger.create_draft(new_job(), VideoOptions())
+    result = await ledger.start(job.id, 2, LIMITS)
+    assert result.outcome is StartOutcome.NOT_OWNER
+    assert (await ledger.get(job.id)).state is JobState.DRAFT
+
+
+async def test_unknown_job_cannot_start(ledger):
+    assert (await ledger.start(12345, 1, LIMITS)).outcome is StartOutcome.NOT_FOUND
+
+
+async def test_active_and_daily_limits_are_counted_from_the_ledger(ledger):
+    ids = []
+    for message_id in range(1, 6):
+        job, _ = await ledger.create_draft(new_job(message_id), VideoOptions())
+        ids.append(job.id)
+    assert (await ledger.start(ids[0], 1, LIMITS)).outcome is StartOutcome.STARTED
+    assert (await ledger.start(ids[1], 1, LIMITS)).outcome is StartOutcome.STARTED
+    assert (await ledger.start(ids[2], 1, LIMITS)).outcome is StartOutcome.TOO_MANY_ACTIVE
+    # One finishes: a slot frees up, but the day's count keeps growing.
+    await ledger.transition(ids[0], JobState.PREPARING, JobState.REJECTED, reason=Reason.BUSY)
+    await ledger.transition(ids[1], JobState.PREPARING, JobState.SUBMITTING)
+    await ledger.transition(ids[1], JobState.SUBMITTING, JobState.UNCERTAIN)
+    assert (await ledger.start(ids[2], 1, LIMITS)).outcome is StartOutcome.STARTED
+    await ledger.transition(ids[2], JobState.PREPARING, JobState.SUBMITTING)
+    await ledger.transition(ids[2], JobState.SUBMITTING, JobState.UNCERTAIN)
+    # Refused submits cost nothing and do not count: 2 of 3 used today.
+    assert (await ledger.start(ids[3], 1, LIMITS)).outcome is StartOutcome.STARTED
+    await ledger.transition(ids[3], JobState.PREPARING, JobState.SUBMITTING)
+    await ledger.transition(ids[3], JobState.SUBMITTING, JobState.UNCERTAIN)
+    assert (await ledger.start(ids[4], 1, LIMITS)).outcome is StartOutcome.DAILY_LIMIT
+    # Another user is not affected.
+    other, _ = await ledger.create_draft(new_job(99, user_id=2, chat_id=2), VideoOptions())
+    assert (await ledger.start(other.id, 2, LIMITS)).outcome is StartOutcome.STARTED
+
+
+async def test_daily_limit_zero_means_no_cap(ledger):
+    limits = Limits(max_active_per_user=100, daily_per_user=0)
+    for message_id in range(1, 8):
+        job, _ = await ledger.create_draft(new_job(message_id), VideoOptions())
+        assert (await ledger.start(job.id, 1, limits)).outcome is StartOutcome.STARTED
+
+
+async def test_transition_is_compare_and_set(ledger):
+    job, _ = await ledger.create_draft(new_job(), VideoOptions())
+    await ledger.start(job.id, 1, LIMITS)
+    moved = await ledger.transition(job.id, JobState.PREPARING, JobState.SUBMITTING)
+    assert moved is not None
+    assert moved.state is JobState.SUBMITTING
+    assert await ledger.transition(job.id, JobState.PREPARING, JobState.SUBMITTING) is None
+    with pytest.raises(InvalidTransition):
+        await ledger.transition(job.id, JobState.SUBMITTING, JobState.DELIVERED)
+    queued = await ledger.transition(
+        job.id, JobState.SUBMITTING, JobState.QUEUED, request_id="r-1", submitted_at=5.0
+    )
+    assert queued is not None
+    assert queued.request_id == "r-1"
+    assert queued.submitted_at == 5.0
+
+
+async def test_unfinished_includes_unnotified_outcomes(ledger):
+    job, _ = await ledger.create_draft(new_job(), VideoOptions())
+    assert await ledger.unfinished() == []  # a draft costs nothing and needs no tracking
+    await ledger.start(job.id, 1, LIMITS)
+    assert [j.id for j in await ledger.unfinished()] == [job.id]
+    await ledger.transition(job.id, JobState.PREPARING, JobState.REJECTED, reason=Reason.BUSY)
+    unfinished = await ledger.unfinished()
+    assert [j.id for j in unfinished] == [job.id]
+    assert unfinished[0].reason is Reason.BUSY
+    await ledger.mark_notified(job.id)
+    assert await ledger.unfinished() == []
+
+
+async def test_retry_starts_one_new_job_however_often_pressed(ledger):
+    job, _ = await ledger.create_draft(new_job(), VideoOptions(quality="720p", duration=8))
+    await ledger.start(job.id, 1, LIMITS)
+    await ledger.transition(job.id, JobState.PREPARING, JobState.REJECTED, reason=Reason.BUSY)
+    results = await asyncio.gather(
+        *(ledger.start_retry(job.id, 1, LIMITS, status_message_id=77) for _ in range(3))
+    )
+    started = [r for r in results if r.outcome is StartOutcome.STARTED]
+    assert len(started) == 1
+    retry = started[0].job
+    assert retry is not None
+    assert retry.id != job.id
+    assert retry.retry_of == job.id
+    assert retry.options == VideoOptions(quality="720p", duration=8)
+    assert retry.keyboard_message_id == 77
+    assert retry.state is JobState.PREPARING
+
+
+async def test_retry_of_an_unfinished_job_is_refused(ledger):
+    job, _ = await ledger.create_draft(new_job(), VideoOptions())
+    assert (await ledger.start_retry(job.id, 1, LIMITS, None)).outcome is StartOutcome.NOT_FOUND
+
+
+async def test_options_change_only_while_draft(ledger):
+    job, _ = await ledger.create_draft(new_job(), VideoOptions())
+    changed = await ledger.update_options(job.id, VideoOptions(quality="720p"))
+    assert changed is not None
+    assert changed.options.quality == "720p"
+    await ledger.start(job.id, 1, LIMITS)
+    assert await ledger.update_options(job.id, VideoOptions(quality="360p")) is None
+
+
+async def test_run_seconds_learns_from_completed_jobs(ledger):
+    job, _ = await ledger.create_draft(new_job(), VideoOptions())
+    await ledger.start(job.id, 1, LIMITS)
+    await ledger.transition(job.id, JobState.PREPARING, JobState.SUBMITTING)
+    await ledger.transition(
+        job.id, JobState.SUBMITTING, JobState.QUEUED, request_id="r", submitted_at=100.0
+    )
+    await ledger.transition(job.id, JobState.QUEUED, JobState.PROCESSING, processing_at=110.0)
+    await ledger.transition(
+        job.id, JobState.PROCESSING, JobState.COMPLETED, output_url="u", completed_at=151.0
+    )
+    assert await ledger.run_seconds("540p", 5) == RunSeconds(total=[51.0], processing=[41.0])
+    assert await ledger.run_seconds("720p", 5) == RunSeconds(total=[], processing=[])
+
+
+async def test_concurrent_redeliveries_of_one_photo_make_one_draft(ledger):
+    results = await asyncio.gather(
+        *(ledger.create_draft(new_job(), VideoOptions()) for _ in range(5))
+    )
+    assert sum(created for _, created in results) == 1
+    assert len({job.id for job, _ in results}) == 1
+
+
+async def test_a_draft_keeps_every_photo_field_and_the_clock(ledger, clock: Clock):
+    photo = new_job(42, user_id=7, chat_id=-100123)
+    job, _ = await ledger.create_draft(photo, VideoOptions(quality="720p", style="clay"))
+    assert (job.chat_id, job.user_id, job.trigger_message_id) == (-100123, 7, 42)
+    assert (job.file_id, job.file_unique_id, job.file_size) == ("file-42", "u-42", 1000)
+    assert job.options == VideoOptions(quality="720p", style="clay")
+    assert job.created_at == clock.now
+    assert job.state is JobState.DRAFT
+    assert job.poll_count == 0
+    await ledger.set_keyboard_message(job.id, 555)
+    assert (await ledger.get(job.id)).keyboard_message_id == 555
+
+
+async def test_get_of_an_unknown_job_is_none(ledger):
+    assert await ledger.get(987654) is None
+
+
+async def test_entering_a_terminal_state_stamps_finished_at(ledger, clock: Clock):
+    job_id = await started(ledger)
+    assert (await ledger.get(job_id)).finished_at is None
+    clock.now += 30
+    ended = await ledger.transition(
+        job_id, JobState.PREPARING, JobState.REJECTED, reason=Reason.BAD_INPUT
+    )
+    assert ended is not None
+    assert ended.finished_at == clock.now
+    assert ended.reason is Reason.BAD_INPUT
+    assert ended.state in TERMINAL_STATES
+
+
+async def test_transition_refuses_columns_it_may_not_set(ledger):
+    job_id = await started(ledger)
+    with pytest.raises(ValueError, match="not settable"):
+        await ledger.transition(job_id, JobState.PREPARING, JobState.SUBMITTING, user_id=2)
+    assert (await ledger.get(job_id)).state is JobState.PREPARING
+
+
+async def test_only_one_of_two_racing_transitions_wins(ledger):
+    job_id = await started(ledger)
+    await ledger.transition(job_id, JobState.PREPARING, JobState.SUBMITTING)
+    queued, uncertain = await asyncio.gather(
+        ledger.transition(job_id, JobState.SUBMITTING, JobState.QUEUED, request_id="r-9"),
+        ledger.transition(job_id, JobState.SUBMITTING, JobState.UNCERTAIN),
+    )
+    assert (queued is None) != (uncertain is None)
+
+
+async def test_a_request_id_belongs_to_one_job(ledger):
+    first, second = await started(ledger, 1), await started(ledger, 2, user_id=2)
+    for job_id in (first, second):
+        await ledger.transition(job_id, JobState.PREPARING, JobState.SUBMITTING)
+    await ledger.transition(first, JobState.SUBMITTING, JobState.QUEUED, request_id="same")
+    with pytest.raises(Exception, match="(?i)unique"):
+        await ledger.transition(second, JobState.SUBMITTING, JobState.QUEUED, request_id="same")
+
+
+async def test_mark_notified_keeps_the_first_time(ledger, clock: Clock):
+    job_id = await started(ledger)
+    await ledger.transition(job_id, JobState.PREPARING, JobState.REJECTED, reason=Reason.BUSY)
+    await ledger.mark_notified(job_id, now=clock.now)
+    first = (await ledger.get(job_id)).notified_at
+    await ledger.mark_notified(job_id, now=clock.now + 60)
+    assert (await ledger.get(job_id)).notified_at == first == clock.now
+
+
+async def test_refused_submits_do_not_count_against_the_day(ledger, clock: Clock):
+    day = utc_day_start(clock.now)
+    job_id = await started(ledger)
+    assert await ledger.count_started_since(1, day) == 1
+    await ledger.transition(job_id, JobState.PREPARING, JobState.REJECTED, reason=Reason.BUSY)
+    assert await ledger.count_started_since(1, day) == 0
+    assert await ledger.count_started_since(1, clock.now + 1) == 0
+
+
+async def test_retry_is_refused_to_others_and_over_the_limits(ledger):
+    job_id = await started(ledger)
+    await ledger.transition(job_id, JobState.PREPARING, JobState.REJECTED, reason=Reason.BUSY)
+    assert (await ledger.start_retry(job_id, 2, LIMITS, None)).outcome is StartOutcome.NOT_OWNER
+    busy = await started(ledger, 2), await started(ledger, 3)
+    assert busy[0] != busy[1]
+    refused = await ledger.start_retry(job_id, 1, LIMITS, None)
+    assert refused.outcome is StartOutcome.TOO_MANY_ACTIVE
+    assert len(await ledger.unfinished()) == 3  # the two active ones and the untold outcome
+
+
+async def test_operator_reads_newest_started_first_and_count_the_active(ledger, clock: Clock):
+    ids = []
+    for message_id in (1, 2, 3):
+        clock.now += 10
+        ids.append(await started(ledger, message_id, user_id=message_id))
+    draft, _ = await ledger.create_draft(new_job(9, user_id=9, chat_id=9), VideoOptions())
+    assert [job.id for job in await ledger.recent(2)] == [ids[2], ids[1]]
+    assert draft.id not in [job.id for job in await ledger.recent(10)]
+    assert await ledger.count_active() == 3
+    await ledger.transition(ids[0], JobState.PREPARING, JobState.REJECTED, reason=Reason.BUSY)
+    assert await ledger.count_active() == 2
+    assert [job.id for job in await ledger.started_since(clock.now - 15)] == ids[1:]
+
+
+async def test_alert_state_is_remembered(ledger):
+    assert await ledger.alert_state("key_rejected") is None
+    await ledger.save_alert_state("key_rejected", True, 100.0)
+    assert await ledger.alert_state("key_rejected") == (True, 100.0)
+    await ledger.save_alert_state("key_rejected", False, 200.0)
+    assert await ledger.alert_state("key_rejected") == (False, 200.0)
+    assert await ledger.alert_state("out_of_credits") is None
+
+
+async def test_what_was_committed_survives_a_reopen(open_ledger):
+    ledger = await open_ledger()
+    job_id = await started(ledger)
+    await ledger.transition(job_id, JobState.PREPARING, JobState.SUBMITTING)
+    await ledger.close()
+    reopened = await open_ledger()
+    [job] = await reopened.unfinished()
+    assert (job.id, job.state) == (job_id, JobState.SUBMITTING)

@@ -1,0 +1,97 @@
+"""What only the SQLite ledger promises: its file, its pragmas, its migrations."""
+
+import sqlite3
+
+import pytest
+
+from bot.core.jobs import JobState
+from bot.core.ports import RunSeconds
+from bot.storage import SCHEMA_VERSION, SqliteLedger
+from bot.storage.migrations import load_migrations, split_statements
+
+
+async def test_open_creates_the_folder_and_migrates(tmp_path):
+    path = tmp_path / "a" / "b" / "bot.sqlite3"
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    await ledger.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    again = SqliteLedger(path)  # reopening an up-to-date ledger is a no-op
+    await again.open()
+    await again.close()
+
+
+async def test_writes_are_durable_and_foreign_keys_enforced(tmp_path):
+    ledger = SqliteLedger(tmp_path / "bot.sqlite3")
+    await ledger.open()
+    try:
+        async with ledger.db.execute("PRAGMA synchronous") as cursor:
+            assert (await cursor.fetchone())[0] == 2  # FULL
+        async with ledger.db.execute("PRAGMA foreign_keys") as cursor:
+            assert (await cursor.fetchone())[0] == 1
+    finally:
+        await ledger.close()
+
+
+def test_migrations_are_numbered_files_shipped_with_the_package():
+    migrations = load_migrations()
+    assert [m.version for m in migrations] == list(range(1, SCHEMA_VERSION + 1))
+    assert migrations[0].name == "0001_jobs.sql"
+    assert all(m.statements for m in migrations)
+
+
+def test_statements_skip_comment_lines():
+    script = "-- a comment; with a semicolon\nCREATE TABLE a (x INT);\n\n-- more\nDROP TABLE a;\n"
+    assert split_statements(script) == ("CREATE TABLE a (x INT)", "DROP TABLE a")
+
+
+async def test_a_ledger_from_the_first_version_is_upgraded_with_its_jobs(tmp_path):
+    path = tmp_path / "bot.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(";\n".join(load_migrations()[0].statements))
+        db.execute(
+            "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id,"
+            " photo_message_id, file_id, file_unique_id, mime_type, quality, duration,"
+            " state, request_id, created_at, submitted_at, updated_at)"
+            " VALUES (1, 1, 'private', 10, 10, 'f', 'u', 'image/jpeg', '540p', 5,"
+            " 'processing', 'req-1', 1.0, 2.0, 3.0)"
+        )
+        db.execute("PRAGMA user_version=1")
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    try:
+        [job] = await ledger.unfinished()
+        assert job.request_id == "req-1"  # the paid job is still there to be polled
+        assert job.state is JobState.PROCESSING
+        done = await ledger.transition(
+            job.id, JobState.PROCESSING, JobState.COMPLETED, output_url="u", completed_at=52.0
+        )
+        assert done is not None
+        assert await ledger.run_seconds("540p", 5) == RunSeconds(total=[50.0], processing=[])
+    finally:
+        await ledger.close()
+
+
+async def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "bot.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    ledger = SqliteLedger(path)
+    with pytest.raises(RuntimeError, match="newer version"):
+        await ledger.open()
+
+
+async def test_a_failed_transaction_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A migration that breaks halfway is rolled back whole: the ledger stays at its version."""
+    path = tmp_path / "bot.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(";\n".join(load_migrations()[0].statements))
+        db.execute("ALTER TABLE jobs ADD COLUMN processing_at REAL")  # 0002 will collide
+        db.execute("PRAGMA user_version=1")
+    ledger = SqliteLedger(path)
+    with pytest.raises(sqlite3.OperationalError, match="duplicate column"):
+        await ledger.open()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
