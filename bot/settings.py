@@ -1,8 +1,15 @@
-"""The bot's settings: one frozen dataclass, validated when loaded.
+"""The bot's settings: one frozen pydantic-settings model, validated when loaded.
 
 Names, defaults and meanings are the contract in ``shared/bot-contract.md``; keep them.
 Real environment variables win over ``.env``. Every problem is reported as a
-:class:`SettingsError` naming the setting and never quoting a secret's value.
+:class:`SettingsError` line naming the setting and never quoting its value.
+
+The model's only source is its init values: :func:`load_settings` merges ``.env`` (read by
+python-dotenv) and the environment itself and passes the result in. pydantic-settings' own
+environment source always reads ``os.environ``, so a caller's mapping could not replace it;
+its sources also match names case-insensitively and JSON-decode set fields (so
+``ADMIN_IDS=1,2`` would fail). One merged mapping keeps the outside as it was, and a
+``Settings(...)`` built directly never picks up the process environment.
 """
 
 from __future__ import annotations
@@ -10,16 +17,22 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = ["ImageUrlMode", "SettingsError", "Settings", "load_settings", "read_env_file"]
 
-ImageUrlMode = str  # "upload" | "telegram"
+ImageUrlMode = Literal["upload", "telegram"]
+LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
 _TOKEN_RE = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{20,}$")
-_LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+_SECRETS = ("telegram_bot_token", "segmind_api_key")
 
 
 class SettingsError(ValueError):
@@ -30,176 +43,149 @@ class SettingsError(ValueError):
         self.problems = problems
 
 
-@dataclass(frozen=True)
-class Settings:
-    telegram_bot_token: str = field(repr=False)
-    segmind_api_key: str = field(repr=False)
-    telegram_api_url: str = "https://api.telegram.org"
-    segmind_api_url: str = "https://api.segmind.com"
-    segmind_upload_url: str = "https://workflows-api.segmind.com/upload-asset"
+def _bot_token(value: SecretStr) -> SecretStr:
+    if not _TOKEN_RE.match(value.get_secret_value()):
+        raise ValueError("malformed")  # never the value: it is the secret
+    return value
+
+
+def _http_url(value: str) -> str:
+    """Clients append paths to these roots, so a trailing slash would double up."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("not an http(s) URL")
+    return value.rstrip("/")
+
+
+def _id_list(value: object) -> object:
+    """``" 1, 2 ,"`` → ``["1", "2"]``; pydantic then makes each an int."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+_Url = Annotated[str, AfterValidator(_http_url), Field(description="must be an http(s) URL")]
+_Ids = Annotated[
+    frozenset[int],
+    BeforeValidator(_id_list),
+    Field(description="must be comma-separated Telegram ids (numbers)"),
+]
+# Finite too: POLL_INTERVAL_SECONDS=inf would otherwise pass "at least 0.01" and never poll.
+_FiniteFloat = Annotated[
+    float,
+    Field(ge=0.01, allow_inf_nan=False, description="must be a finite number (at least 0.01)"),
+]
+
+
+class Settings(BaseSettings):
+    """Frozen: the running bot keeps exactly what was checked at start."""
+
+    # hide_input_in_errors: a ValidationError from Settings(...) built directly shows no secret.
+    model_config = SettingsConfigDict(frozen=True, hide_input_in_errors=True)
+
+    telegram_bot_token: Annotated[SecretStr, AfterValidator(_bot_token)] = Field(
+        description="the token from @BotFather, like 123456:ABC-DEF…"
+    )
+    segmind_api_key: SecretStr = Field(
+        description="your API key from segmind.com (Console → API keys)"
+    )
+    telegram_api_url: _Url = "https://api.telegram.org"
+    segmind_api_url: _Url = "https://api.segmind.com"
+    segmind_upload_url: _Url = "https://workflows-api.segmind.com/upload-asset"
     database_path: Path = Path("data/bot.sqlite3")
-    poll_interval_seconds: float = 2.0
-    image_url_mode: ImageUrlMode = "upload"
-    admin_ids: frozenset[int] = frozenset()
-    log_level: str = "INFO"
-    job_deadline_minutes: float = 15.0
-    allowed_user_ids: frozenset[int] = frozenset()
-    allowed_chat_ids: frozenset[int] = frozenset()
-    max_active_jobs_per_user: int = 2
-    daily_jobs_per_user: int = 20
+    poll_interval_seconds: _FiniteFloat = 2.0
+    image_url_mode: Annotated[
+        ImageUrlMode,
+        BeforeValidator(lambda value: value.lower() if isinstance(value, str) else value),
+        Field(description="must be one of: upload, telegram"),
+    ] = "upload"
+    admin_ids: _Ids = frozenset()
+    log_level: Annotated[
+        LogLevel,
+        BeforeValidator(lambda value: value.upper() if isinstance(value, str) else value),
+        Field(description="must be one of: CRITICAL, ERROR, WARNING, INFO, DEBUG"),
+    ] = "INFO"
+    job_deadline_minutes: _FiniteFloat = 15.0
+    allowed_user_ids: _Ids = frozenset()
+    allowed_chat_ids: _Ids = frozenset()
+    max_active_jobs_per_user: int = Field(
+        default=2, ge=1, description="must be a whole number (at least 1)"
+    )
+    daily_jobs_per_user: int = Field(
+        default=20, ge=0, description="must be a whole number (at least 0)"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Init values only: :func:`load_settings` does the reading (see the module docstring)."""
+        return (init_settings,)
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never reach a log line."""
-        return (self.telegram_bot_token, self.segmind_api_key)
+        return (
+            self.telegram_bot_token.get_secret_value(),
+            self.segmind_api_key.get_secret_value(),
+        )
 
     @property
     def job_deadline_seconds(self) -> float:
         return self.job_deadline_minutes * 60.0
 
 
+# The old dataclass kept each default on the class (tests/test_deploy.py reads
+# Settings.database_path); pydantic keeps them only in model_fields. Instances shadow them.
+for _name, _field in Settings.model_fields.items():
+    if not _field.is_required():
+        setattr(Settings, _name, _field.default)
+del _name, _field
+
+
 def read_env_file(path: Path) -> dict[str, str]:
-    """Parse a ``.env`` file: ``KEY=VALUE`` lines, ``#`` comments, optional quotes, ``export``."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        key = key.strip()
-        if key.startswith("export "):
-            key = key[len("export ") :].strip()
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key] = value
-    return values
+    """``KEY=VALUE`` lines of a ``.env`` file, as python-dotenv parses them; none if absent.
+
+    No ``${VAR}`` interpolation: values are taken literally, as they always were.
+    """
+    values = dotenv_values(path, interpolate=False, encoding="utf-8")
+    return {key: value for key, value in values.items() if value is not None}
 
 
-class _Reader:
-    """Collects every problem instead of stopping at the first one."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.problems: list[str] = []
-
-    def raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        if value is None or value.strip() == "":
-            return None
-        return value.strip()
-
-    def required_secret(self, name: str, pattern: re.Pattern[str] | None, hint: str) -> str:
-        value = self.raw(name)
-        if value is None:
-            self.problems.append(f"{name} is missing: {hint}")
-            return ""
-        if pattern is not None and not pattern.match(value):
-            self.problems.append(f"{name} is malformed: {hint}")
-            return ""
-        return value
-
-    def url(self, name: str, default: str) -> str:
-        value = self.raw(name) or default
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            self.problems.append(f"{name} must be an http(s) URL")
-            return default
-        return value.rstrip("/")
-
-    def number(self, name: str, default: float, *, minimum: float, integer: bool) -> float:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            number = int(value) if integer else float(value)
-        except ValueError:
-            kind = "a whole number" if integer else "a number"
-            self.problems.append(f"{name} must be {kind} (at least {minimum:g})")
-            return default
-        if number < minimum or number != number:  # NaN check
-            self.problems.append(f"{name} must be at least {minimum:g}")
-            return default
-        return number
-
-    def ids(self, name: str) -> frozenset[int]:
-        value = self.raw(name)
-        if value is None:
-            return frozenset()
-        result: set[int] = set()
-        for part in value.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                result.add(int(part))
-            except ValueError:
-                self.problems.append(
-                    f"{name} must be comma-separated Telegram ids (numbers), not {part[:20]!r}"
-                )
-                return frozenset()
-        return frozenset(result)
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...], *, upper: bool) -> str:
-        value = self.raw(name)
-        if value is None:
-            return default
-        value = value.upper() if upper else value.lower()
-        if value not in choices:
-            self.problems.append(f"{name} must be one of: {', '.join(choices)}")
-            return default
-        return value
+def _problem(error: ErrorDetails) -> str:
+    """One line built from where and what went wrong, never from the input (maybe a secret)."""
+    field = str(error["loc"][0])
+    name, rule = field.upper(), Settings.model_fields[field].description
+    if field in _SECRETS:
+        return f"{name} is {'missing' if error['type'] == 'missing' else 'malformed'}: {rule}"
+    if error["type"] == "greater_than_equal":
+        return f"{name} must be at least {error.get('ctx', {})['ge']:g}"
+    return f"{name} {rule}"
 
 
 def load_settings(
     environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
 ) -> Settings:
-    """Read settings from ``.env`` (if present) overlaid by the real environment."""
-    merged: dict[str, str] = {}
-    if env_file is not None:
-        merged.update(read_env_file(env_file))
-    merged.update(os.environ if environ is None else environ)
-    r = _Reader(merged)
-    settings = Settings(
-        telegram_bot_token=r.required_secret(
-            "TELEGRAM_BOT_TOKEN", _TOKEN_RE, "the token from @BotFather, like 123456:ABC-DEF…"
-        ),
-        segmind_api_key=r.required_secret(
-            "SEGMIND_API_KEY", None, "your API key from segmind.com (Console → API keys)"
-        ),
-        telegram_api_url=r.url("TELEGRAM_API_URL", Settings.telegram_api_url),
-        segmind_api_url=r.url("SEGMIND_API_URL", Settings.segmind_api_url),
-        segmind_upload_url=r.url("SEGMIND_UPLOAD_URL", Settings.segmind_upload_url),
-        database_path=Path(r.raw("DATABASE_PATH") or Settings.database_path),
-        poll_interval_seconds=r.number(
-            "POLL_INTERVAL_SECONDS", Settings.poll_interval_seconds, minimum=0.01, integer=False
-        ),
-        image_url_mode=r.choice(
-            "IMAGE_URL_MODE", Settings.image_url_mode, ("upload", "telegram"), upper=False
-        ),
-        admin_ids=r.ids("ADMIN_IDS"),
-        log_level=r.choice("LOG_LEVEL", Settings.log_level, _LOG_LEVELS, upper=True),
-        job_deadline_minutes=r.number(
-            "JOB_DEADLINE_MINUTES", Settings.job_deadline_minutes, minimum=0.01, integer=False
-        ),
-        allowed_user_ids=r.ids("ALLOWED_USER_IDS"),
-        allowed_chat_ids=r.ids("ALLOWED_CHAT_IDS"),
-        max_active_jobs_per_user=int(
-            r.number(
-                "MAX_ACTIVE_JOBS_PER_USER",
-                Settings.max_active_jobs_per_user,
-                minimum=1,
-                integer=True,
-            )
-        ),
-        daily_jobs_per_user=int(
-            r.number("DAILY_JOBS_PER_USER", Settings.daily_jobs_per_user, minimum=0, integer=True)
-        ),
-    )
-    if r.problems:
-        raise SettingsError(r.problems)
-    return settings
+    """Read settings from ``env_file`` (if any) overlaid by ``environ`` (default: os.environ).
+
+    An empty or blank value counts as unset, and names the bot does not use are ignored.
+    """
+    merged = {
+        **(read_env_file(env_file) if env_file is not None else {}),
+        **(os.environ if environ is None else environ),
+    }
+    given = {field: merged.get(field.upper(), "").strip() for field in Settings.model_fields}
+    # Any: pydantic turns these strings into each field's type; only field names get in.
+    values: dict[str, Any] = {field: value for field, value in given.items() if value}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems: dict[str, str] = {}  # one line per setting, in field order
+        for error in exc.errors(include_url=False, include_input=False):
+            problems.setdefault(str(error["loc"][0]), _problem(error))
+        raise SettingsError(list(problems.values())) from None
