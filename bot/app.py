@@ -45,7 +45,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
 
     application = (
         ApplicationBuilder()
-        .token(settings.telegram_bot_token)
+        .token(settings.telegram_bot_token.get_secret_value())
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")
         .rate_limiter(runtime.limiter)

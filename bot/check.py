@@ -31,7 +31,9 @@ async def run_check(settings: Settings) -> int:
 
     root = settings.telegram_api_url
     bot = Bot(
-        settings.telegram_bot_token, base_url=f"{root}/bot", base_file_url=f"{root}/file/bot"
+        settings.telegram_bot_token.get_secret_value(),
+        base_url=f"{root}/bot",
+        base_file_url=f"{root}/file/bot",
     )
     try:
         async with bot:

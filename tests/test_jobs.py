@@ -1,20 +1,16 @@
 """The state machine and the limits' day, as pure rules."""
 
-from dataclasses import fields
-
 from bot.core.jobs import (
     ACTIVE_STATES,
     RETRYABLE,
     TERMINAL_STATES,
-    Job,
     JobState,
     Reason,
     can_transition,
     offers_retry,
 )
 from bot.core.limits import utc_day_start
-from bot.core.options import VideoOptions
-from tests.builders import new_job
+from tests.builders import job_row
 
 
 def test_utc_day_start():
@@ -36,30 +32,8 @@ def test_every_state_is_active_terminal_or_a_draft():
 
 
 def test_try_again_is_offered_only_where_nothing_was_made_and_waiting_helps():
-    base = {f.name: getattr(new_job(), f.name) for f in fields(new_job())}
-
-    def job(state: JobState, reason: Reason | None) -> Job:
-        extra = dict.fromkeys(
-            ("keyboard_message_id", "request_id", "output_url", "video_file_id", "retry_of"),
-            None,
-        )
-        times = dict.fromkeys(
-            ("generate_at", "submitted_at", "completed_at", "finished_at", "notified_at"), None
-        )
-        return Job(
-            **base,
-            **extra,
-            **times,
-            id=1,
-            options=VideoOptions(),
-            state=state,
-            reason=reason,
-            poll_count=0,
-            created_at=0.0,
-        )
-
-    assert offers_retry(job(JobState.UNCERTAIN, Reason.CONNECTION_LOST))
+    assert offers_retry(job_row(JobState.UNCERTAIN, Reason.CONNECTION_LOST))
     for reason in Reason:
-        assert offers_retry(job(JobState.REJECTED, reason)) is (reason in RETRYABLE)
-    assert not offers_retry(job(JobState.FAILED, Reason.CONTENT))
-    assert not offers_retry(job(JobState.DELIVERED, None))
+        assert offers_retry(job_row(JobState.REJECTED, reason)) is (reason in RETRYABLE)
+    assert not offers_retry(job_row(JobState.FAILED, Reason.CONTENT))
+    assert not offers_retry(job_row(JobState.DELIVERED, None))

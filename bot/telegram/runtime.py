@@ -152,7 +152,7 @@ class Runtime:
         self._http = httpx.AsyncClient(timeout=_HTTP_TIMEOUT, limits=_HTTP_LIMITS)
         segmind = SegmindClient(
             self._http,
-            api_key=self.settings.segmind_api_key,
+            api_key=self.settings.segmind_api_key.get_secret_value(),
             api_url=self.settings.segmind_api_url,
             upload_url=self.settings.segmind_upload_url,
         )

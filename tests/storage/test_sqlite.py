@@ -27,10 +27,11 @@ async def test_writes_are_durable_and_foreign_keys_enforced(tmp_path):
     ledger = SqliteLedger(tmp_path / "bot.sqlite3")
     await ledger.open()
     try:
-        async with ledger.db.execute("PRAGMA synchronous") as cursor:
-            assert (await cursor.fetchone())[0] == 2  # FULL
-        async with ledger.db.execute("PRAGMA foreign_keys") as cursor:
-            assert (await cursor.fetchone())[0] == 1
+        for pragma, expected in (("synchronous", 2), ("foreign_keys", 1)):  # 2 = FULL
+            async with ledger.db.execute(f"PRAGMA {pragma}") as cursor:
+                row = await cursor.fetchone()
+            assert row is not None
+            assert row[0] == expected, pragma
     finally:
         await ledger.close()
 
