@@ -1,0 +1,1 @@
+"""Tests of bot.core, stepping the Tracker by hand (see conftest.py)."""

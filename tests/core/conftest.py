@@ -1,0 +1,242 @@
+"""The harness for stepping the core's Tracker by hand, "the arq way".
+
+A real SQLite ledger in ``tmp_path``, the real Segmind client over a scripted
+``httpx.MockTransport``, a recording messenger, the real Alerts — and one fake clock
+read by all of them. Tests call :meth:`Harness.step` and advance the clock themselves
+(or let :func:`run_until_settled` do it): no background task, no sleep.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.core.alerts import Alerts
+from bot.core.jobs import Job, JobState, NewJob
+from bot.core.limits import Limits, StartOutcome
+from bot.core.options import VideoOptions
+from bot.core.tracker import Tracker, TrackerConfig
+from bot.segmind import SegmindClient
+from tests.core.doubles import (
+    API_KEY,
+    API_URL,
+    UPLOAD_URL,
+    AlertLog,
+    FakeClock,
+    FakeRequest,
+    FakeSegmindAPI,
+    RecordingLedger,
+    RecordingMessenger,
+)
+
+CHAT = 4242
+USER = 77
+LIMITS = Limits(max_active_per_user=1000, daily_per_user=0)
+INTERVAL = TrackerConfig().poll_interval
+
+
+@dataclass
+class Harness:
+    clock: FakeClock
+    ledger: RecordingLedger
+    segmind: FakeSegmindAPI
+    client: SegmindClient
+    messenger: RecordingMessenger
+    alerts: AlertLog
+    alerts_core: Alerts
+    tracker: Tracker
+    #: (job, source, target) of every transition made inside :meth:`step`.
+    step_moves: list[tuple[int, JobState, JobState]] = field(default_factory=list)
+    _trigger: int = 0
+
+    def configure(self, **config: Any) -> None:
+        """A fresh tracker with these TrackerConfig fields (same ledger, fakes, clock)."""
+        self.tracker = Tracker(
+            self.ledger,
+            self.client,
+            self.messenger,
+            self.alerts_core,
+            TrackerConfig(**config),
+            clock=self.clock,
+            rng=random.Random(0),
+        )
+
+    # -- making jobs through the ledger's own API --------------------------------------
+
+    async def new_job(self, options: VideoOptions | None = None, user: int = USER) -> Job:
+        """A draft for a fresh photo, Generate pressed: PREPARING."""
+        self._trigger += 1
+        new = NewJob(
+            chat_id=CHAT,
+            user_id=user,
+            chat_type="private",
+            trigger_message_id=self._trigger,
+            photo_message_id=self._trigger,
+            thread_id=None,
+            file_id=f"photo-{self._trigger}",
+            file_unique_id=f"unique-{self._trigger}",
+            file_size=len(RecordingMessenger.PHOTO),
+            mime_type="image/jpeg",
+        )
+        draft, created = await self.ledger.create_draft(new, options or VideoOptions())
+        assert created
+        started = await self.ledger.start(draft.id, user, LIMITS)
+        assert started.outcome is StartOutcome.STARTED
+        assert started.job is not None
+        assert started.job.state is JobState.PREPARING
+        return started.job
+
+    async def submitting_job(self) -> Job:
+        job = await self.new_job()
+        moved = await self.ledger.transition(job.id, JobState.PREPARING, JobState.SUBMITTING)
+        assert moved is not None
+        return moved
+
+    async def queued_job(self, status: str = "QUEUED", **fake: Any) -> tuple[Job, FakeRequest]:
+        """A job Segmind accepted just now; Segmind will report ``status`` for it."""
+        job = await self.submitting_job()
+        request_id = f"known-{job.id}"
+        queued = await self.ledger.transition(
+            job.id,
+            JobState.SUBMITTING,
+            JobState.QUEUED,
+            request_id=request_id,
+            submitted_at=self.clock(),
+        )
+        assert queued is not None
+        return queued, self.segmind.add_job(request_id, status, **fake)
+
+    async def processing_job(
+        self, status: str = "PROCESSING", **fake: Any
+    ) -> tuple[Job, FakeRequest]:
+        job, request = await self.queued_job(status, **fake)
+        moved = await self.ledger.transition(
+            job.id, JobState.QUEUED, JobState.PROCESSING, processing_at=self.clock()
+        )
+        assert moved is not None
+        return moved, request
+
+    async def completed_job(self, **fake: Any) -> tuple[Job, FakeRequest]:
+        """A job whose video exists (its output URL recorded) and is not yet delivered."""
+        job, request = await self.processing_job("COMPLETED", **fake)
+        moved = await self.ledger.transition(
+            job.id,
+            JobState.PROCESSING,
+            JobState.COMPLETED,
+            output_url=request.video_url,
+            completed_at=self.clock(),
+        )
+        assert moved is not None
+        return moved, request
+
+    async def finished_job(self, state: JobState, **fields: Any) -> Job:
+        """A job ended in ``state`` by the ledger (the user not told yet)."""
+        sources = {
+            JobState.REJECTED: JobState.PREPARING,
+            JobState.UNCERTAIN: JobState.SUBMITTING,
+            JobState.UNDELIVERABLE: JobState.PREPARING,
+            JobState.FAILED: JobState.QUEUED,
+            JobState.EXPIRED: JobState.QUEUED,
+            JobState.TIMED_OUT: JobState.QUEUED,
+        }
+        source = sources[state]
+        if source is JobState.PREPARING:
+            job = await self.new_job()
+        elif source is JobState.SUBMITTING:
+            job = await self.submitting_job()
+        else:
+            job, _ = await self.queued_job()
+        ended = await self.ledger.transition(job.id, source, state, **fields)
+        assert ended is not None
+        assert ended.notified_at is None
+        return ended
+
+    # -- driving --------------------------------------------------------------------------
+
+    async def job(self, job_id: int) -> Job:
+        job = await self.ledger.get(job_id)
+        assert job is not None
+        return job
+
+    async def step(self, job_id: int) -> float | None:
+        """One ``Tracker.step`` on the job as the ledger has it now."""
+        before = len(self.ledger.moves)
+        delay = await self.tracker.step(await self.job(job_id))
+        self.step_moves.extend(self.ledger.moves[before:])
+        return delay
+
+    async def column(self, job_id: int, name: str) -> Any:
+        """A ledger column the Job does not carry (e.g. ``processing_at``)."""
+        assert name.isidentifier()
+        async with self.ledger.db.execute(f"SELECT {name} FROM jobs WHERE id=?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return row[0]
+
+    def moved(self, job_id: int) -> list[tuple[JobState, JobState]]:
+        """The transitions steps made for this job, in order."""
+        return [(source, target) for jid, source, target in self.step_moves if jid == job_id]
+
+
+async def run_until_settled(
+    h: Harness, job_id: int, *, max_steps: int = 100, until: JobState | None = None
+) -> list[float]:
+    """Step the job, advancing the fake clock by each returned delay, until a step
+    returns None (or the job reaches ``until``); returns the delays. Fails if unbounded."""
+    delays: list[float] = []
+    for _ in range(max_steps):
+        delay = await h.step(job_id)
+        if delay is None:
+            return delays
+        assert delay >= 0, delay
+        delays.append(delay)
+        if until is not None and (await h.job(job_id)).state is until:
+            return delays
+        h.clock.advance(delay)
+    raise AssertionError(f"job {job_id} not settled after {max_steps} steps: {delays[-5:]}")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def h(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
+    ledger = RecordingLedger(tmp_path / "ledger.sqlite3", clock=clock)
+    await ledger.open()
+    segmind = FakeSegmindAPI()
+    http = httpx.AsyncClient(transport=segmind.transport)
+    client = SegmindClient(http, api_key=API_KEY, api_url=API_URL, upload_url=UPLOAD_URL)
+    messenger = RecordingMessenger()
+    alert_log = AlertLog()
+    alerts = Alerts(ledger, alert_log, clock)
+    harness = Harness(
+        clock=clock,
+        ledger=ledger,
+        segmind=segmind,
+        client=client,
+        messenger=messenger,
+        alerts=alert_log,
+        alerts_core=alerts,
+        tracker=Tracker(
+            ledger,
+            client,
+            messenger,
+            alerts,
+            TrackerConfig(),
+            clock=clock,
+            rng=random.Random(0),
+        ),
+    )
+    try:
+        yield harness
+    finally:
+        await http.aclose()
+        await ledger.close()

@@ -1,0 +1,397 @@
+"""Test doubles for driving the core's Tracker one step at a time, with no network.
+
+- :class:`FakeClock`: a callable whose ``now`` the test advances; the tracker, the
+  ledger and the alerts all read it, so "an hour later" costs nothing.
+- :class:`FakeSegmindAPI`: a scripted fake of Segmind's HTTP API, served to the REAL
+  :class:`bot.segmind.SegmindClient` through ``httpx.MockTransport``. Every request is
+  recorded; each route can be scripted to answer an error code (with the real API's
+  JSON error body), a raw reply, or a transport error.
+- :class:`RecordingMessenger`: implements :class:`bot.core.ports.Messenger`, records
+  every call and raises whatever a test scripted for a method.
+- :class:`AlertLog`: the operator-alert sender handed to the real ``Alerts``.
+- :class:`RecordingLedger`: the real :class:`SqliteLedger`, noting each transition it
+  actually made (so a test can tell which ones a step made).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bot.core.alerts import AlertKind
+from bot.core.errors import MessengerError
+from bot.core.jobs import Job, JobState
+from bot.core.ports import Messenger, Progress
+from bot.storage.sqlite import SqliteLedger
+
+API_URL = "https://api.segmind.test"
+UPLOAD_URL = "https://upload.segmind.test/upload-asset"
+CDN_URL = "https://cdn.segmind.test"
+API_KEY = "sg_test_key"
+START = 1_700_000_000.0
+
+#: The ``error`` texts the real API sends with each code (see shared/segmind-api.md).
+ERROR_BODIES: dict[int, dict[str, Any]] = {
+    400: {"error": "Invalid parameters: duration must be 5 or 8"},
+    401: {"error": "Invalid API key"},
+    403: {"error": "Forbidden: insufficient permissions"},
+    404: {"error": "Request not found"},
+    406: {"error": "Insufficient credits"},
+    422: {"status": "FAILED", "error": "Content blocked by safety filter (RAI)"},
+    429: {"error": "Rate limit exceeded"},
+    500: {"error": "Internal server error"},
+    502: {"error": "Bad gateway"},
+    503: {"error": "Service temporarily unavailable"},
+    504: {"error": "Gateway timeout"},
+}
+
+
+class FakeClock:
+    """``time.time`` for tests: returns ``now``, which only the test moves."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        assert seconds >= 0, seconds
+        self.now += seconds
+
+
+# -- Segmind's HTTP API ------------------------------------------------------------------
+
+
+class ChunkedBody(httpx.AsyncByteStream):
+    """A body that arrives in chunks, as over a network: nothing is read until asked."""
+
+    def __init__(self, data: bytes, chunk: int = 4096) -> None:
+        self._chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _ChunkIterator(list(self._chunks))
+
+
+class _ChunkIterator:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+
+    def __aiter__(self) -> _ChunkIterator:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self._chunks:
+            raise StopAsyncIteration
+        return self._chunks.pop(0)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A scripted answer: a status code, a JSON body or raw bytes, extra headers."""
+
+    status: int
+    body: Any = None
+    raw: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def error(code: int, *, retry_after: float | None = None) -> Reply:
+    """The real API's answer for ``code``: ``{"error": ...}`` (and Retry-After if given)."""
+    headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+    return Reply(code, body=ERROR_BODIES.get(code, {"error": f"HTTP {code}"}), headers=headers)
+
+
+#: What a route may be scripted to do: a code (its real error body), a Reply, or a
+#: transport error class (raised as the request goes out).
+Outcome = int | Reply | type[httpx.TransportError]
+
+
+@dataclass
+class FakeRequest:
+    """One job Segmind accepted."""
+
+    request_id: str
+    image_url: str
+    payload: dict[str, Any]
+    status: str = "QUEUED"  #: QUEUED | PROCESSING | COMPLETED | FAILED
+    error: str = "Content blocked by safety filter (RAI)"
+    #: The COMPLETED body's ``output`` (None: a COMPLETED answer without a video URL).
+    output: Any = None
+    video: bytes = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8
+    #: Serve the video without a Content-Length (so only streaming finds its size).
+    chunked_video: bool = False
+    status_polls: int = 0
+    #: Statuses the next status polls move through, one per poll (then it stays put).
+    timeline: list[str] = field(default_factory=list)
+
+    @property
+    def video_url(self) -> str:
+        return f"{CDN_URL}/videos/{self.request_id}.mp4"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request the fake received."""
+
+    route: str  #: upload | submit | status | result | video | unknown
+    method: str
+    url: str
+    headers: dict[str, str]
+    json: Any
+
+
+_STATUS = re.compile(r"^/v2/requests/(?P<id>[^/]+)/status$")
+_RESULT = re.compile(r"^/v2/requests/(?P<id>[^/]+)$")
+_VIDEO = re.compile(r"^/videos/(?P<id>[^/]+)\.mp4$")
+
+
+class FakeSegmindAPI:
+    """Segmind's upload, submit, status, result and video routes, scripted per route."""
+
+    def __init__(self) -> None:
+        self.requests: list[Seen] = []
+        #: The request ids of the submits Segmind accepted (each one paid for).
+        self.accepted: list[str] = []
+        #: The timeline the next accepted submit's request goes through.
+        self.next_timeline: list[str] = []
+        self.jobs: dict[str, FakeRequest] = {}
+        self.script: dict[str, deque[Outcome]] = defaultdict(deque)
+        #: Bodies arrive as a stream (as over a network). False: preloaded bytes, as
+        #: ``httpx.Response(json=...)`` builds them, which a real transport never does.
+        self.streamed_bodies = True
+        #: Whether a submit's 2xx carries ``status_url``/``response_url`` too.
+        self.full_submit_answer = True
+        #: Awaited with each submit before it is answered (e.g. to look at the ledger).
+        self.on_submit: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        self._next_id = 0
+        self.transport = httpx.MockTransport(self.handle)
+
+    # -- scripting -----------------------------------------------------------------------
+
+    def fail(self, route: str, *outcomes: Outcome) -> None:
+        """The next requests to ``route`` get ``outcomes``, in order; then normal answers."""
+        self.script[route].extend(outcomes)
+
+    def add_job(self, request_id: str, status: str = "QUEUED", **fields: Any) -> FakeRequest:
+        """A request Segmind already knows (for jobs set up past their submit)."""
+        job = FakeRequest(request_id=request_id, image_url="https://img.test/x.jpg", payload={})
+        job.status = status
+        for key, value in fields.items():
+            setattr(job, key, value)
+        if "output" not in fields:
+            job.output = [job.video_url]
+        self.jobs[request_id] = job
+        return job
+
+    def count(self, route: str) -> int:
+        return sum(1 for seen in self.requests if seen.route == route)
+
+    def seen(self, route: str) -> list[Seen]:
+        return [seen for seen in self.requests if seen.route == route]
+
+    # -- serving -------------------------------------------------------------------------
+
+    @staticmethod
+    def _route(request: httpx.Request) -> tuple[str, str | None]:
+        url = str(request.url)
+        path = request.url.path
+        if request.method == "POST" and url == UPLOAD_URL:
+            return "upload", None
+        if url.startswith(API_URL):
+            if request.method == "POST" and path == "/v2/warmth-of-jesus":
+                return "submit", None
+            if request.method == "GET" and (match := _STATUS.match(path)):
+                return "status", match["id"]
+            if request.method == "GET" and (match := _RESULT.match(path)):
+                return "result", match["id"]
+        if url.startswith(CDN_URL) and request.method == "GET" and (match := _VIDEO.match(path)):
+            return "video", match["id"]
+        return "unknown", None
+
+    def _respond(
+        self, status: int, *, body: Any = None, raw: bytes | None = None, headers=None
+    ) -> httpx.Response:
+        all_headers = dict(headers or {})
+        if raw is None:
+            raw = json.dumps(body).encode()
+            all_headers.setdefault("Content-Type", "application/json")
+        if not self.streamed_bodies:
+            return httpx.Response(status, content=raw, headers=all_headers)
+        all_headers.setdefault("Content-Length", str(len(raw)))
+        return httpx.Response(status, stream=ChunkedBody(raw), headers=all_headers)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        route, request_id = self._route(request)
+        body: Any = None
+        if request.content:
+            try:
+                body = json.loads(request.content)
+            except ValueError:
+                body = request.content
+        self.requests.append(
+            Seen(route, request.method, str(request.url), dict(request.headers), body)
+        )
+        if self.script[route]:
+            outcome = self.script[route].popleft()
+            if isinstance(outcome, int):
+                outcome = error(outcome)
+            if isinstance(outcome, Reply):
+                return self._respond(
+                    outcome.status, body=outcome.body, raw=outcome.raw, headers=outcome.headers
+                )
+            raise outcome(f"scripted {outcome.__name__}", request=request)
+        if route == "upload":
+            return self._respond(
+                200,
+                body={
+                    "file_urls": [f"{CDN_URL}/assets/upload-{self.count('upload')}.jpg"],
+                    "message": "Files uploaded successfully",
+                },
+            )
+        if route == "submit":
+            if self.on_submit is not None:
+                await self.on_submit(body)
+            self._next_id += 1
+            job = self.add_job(f"req-{self._next_id}")
+            job.image_url, job.payload = body["image_url"], body
+            job.timeline, self.next_timeline = self.next_timeline, []
+            self.accepted.append(job.request_id)
+            answer: dict[str, Any] = {"request_id": job.request_id}
+            if self.full_submit_answer:
+                answer["status_url"] = f"{API_URL}/v2/requests/{job.request_id}/status"
+                answer["response_url"] = f"{API_URL}/v2/requests/{job.request_id}"
+            return self._respond(200, body=answer)
+        job_or_none = self.jobs.get(request_id or "")
+        if job_or_none is None:
+            return self._respond(404, body=ERROR_BODIES[404])
+        job = job_or_none
+        if route in ("status", "result"):
+            if route == "status":
+                job.status_polls += 1
+                if job.timeline:
+                    job.status = job.timeline.pop(0)
+            if job.status == "FAILED":
+                return self._respond(
+                    422,
+                    body={"status": "FAILED", "request_id": job.request_id, "error": job.error},
+                )
+            answer = {"status": job.status, "request_id": job.request_id}
+            if route == "result" and job.status == "COMPLETED":
+                answer["output"] = job.output
+                answer["metrics"] = {"inference_time": 50.1}
+            return self._respond(200, body=answer)
+        if route == "video":
+            headers = {"Content-Type": "video/mp4"}
+            if job.chunked_video:
+                # No Content-Length: the size shows only while streaming.
+                return httpx.Response(200, stream=ChunkedBody(job.video), headers=headers)
+            return self._respond(200, raw=job.video, headers=headers)
+        return self._respond(404, body={"error": "Not found"})
+
+
+# -- the chat --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call the tracker made on the messenger."""
+
+    method: str
+    job_id: int
+    state: JobState  #: the job's state as the tracker passed it
+    args: tuple[Any, ...] = ()
+
+
+class RecordingMessenger:
+    """A :class:`~bot.core.ports.Messenger` that records calls and raises on request."""
+
+    PHOTO = b"\xff\xd8\xff\xe0 a tiny jpeg"
+
+    def __init__(self, max_upload_bytes: int = 50_000) -> None:
+        self.max_upload_bytes = max_upload_bytes
+        self.calls: list[Call] = []
+        self.script: dict[str, deque[MessengerError]] = defaultdict(deque)
+        #: The bytes of every video accepted by send_video, in order.
+        self.videos: list[bytes] = []
+
+    def fail(self, method: str, *errors: MessengerError) -> None:
+        """The next calls of ``method`` raise ``errors``, in order; then they work."""
+        self.script[method].extend(errors)
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [call for call in self.calls if call.method == method]
+
+    def methods(self) -> list[str]:
+        return [call.method for call in self.calls]
+
+    def _enter(self, method: str, job: Job, *args: Any) -> None:
+        self.calls.append(Call(method, job.id, job.state, args))
+        if self.script[method]:
+            raise self.script[method].popleft()
+
+    async def fetch_photo(self, job: Job) -> bytes:
+        self._enter("fetch_photo", job)
+        return self.PHOTO
+
+    async def photo_link(self, job: Job) -> str:
+        self._enter("photo_link", job)
+        return f"https://telegram.test/file/botTOKEN/photos/{job.file_id}.jpg"
+
+    async def show_progress(self, job: Job, progress: Progress) -> None:
+        self._enter("show_progress", job, progress)
+
+    async def send_video(self, job: Job, path: Path) -> str:
+        self._enter("send_video", job, path.stat().st_size)
+        self.videos.append(path.read_bytes())
+        return f"video-file-{job.id}"
+
+    async def send_video_link(self, job: Job, url: str, expires_at: float) -> None:
+        self._enter("send_video_link", job, url, expires_at)
+
+    async def send_outcome(self, job: Job) -> None:
+        self._enter("send_outcome", job, job.reason)
+
+
+def _is_a_messenger(messenger: RecordingMessenger) -> Messenger:
+    return messenger  # mypy checks the double against the Protocol here
+
+
+# -- operator alerts and the ledger --------------------------------------------------------
+
+
+class AlertLog:
+    """The ``send(kind, resolved)`` handed to the real Alerts; keeps what was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[AlertKind, bool]] = []
+
+    async def __call__(self, kind: AlertKind, resolved: bool) -> None:
+        self.sent.append((kind, resolved))
+
+    def of(self, kind: AlertKind) -> list[bool]:
+        """The ``resolved`` flags sent for ``kind``, in order."""
+        return [resolved for sent_kind, resolved in self.sent if sent_kind is kind]
+
+
+class RecordingLedger(SqliteLedger):
+    """The real SQLite ledger; also notes every transition it made (job, source, target)."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float]) -> None:
+        super().__init__(path, clock=clock)
+        self.moves: list[tuple[int, JobState, JobState]] = []
+
+    async def transition(
+        self, job_id: int, source: JobState, target: JobState, **fields: Any
+    ) -> Job | None:
+        job = await super().transition(job_id, source, target, **fields)
+        if job is not None:
+            self.moves.append((job_id, source, target))
+        return job
