@@ -301,10 +301,14 @@ class Tracker:
         )
         self._failures.pop(job.id, None)
         log.info("job %s: submitted as %s", job.short_id, submission.request_id)
+        await self._segmind_answered()
+        return queued if queued is not None else 0.0
+
+    async def _segmind_answered(self) -> None:
+        """Segmind took the key and did the work: whatever alert was open is over."""
         await self._alerts.cleared(AlertKind.KEY_REJECTED)
         await self._alerts.cleared(AlertKind.OUT_OF_CREDITS)
         await self._alerts.segmind_answered()
-        return queued if queued is not None else 0.0
 
     async def _submit_refused(self, job: Job, exc: SegmindError) -> float | None:
         """Segmind said no before any job existed: nothing was paid."""
@@ -377,13 +381,14 @@ class Tracker:
             await self._alerts.trouble(kind)
             return self._backoff(job.id)
         except TemporaryError as exc:
-            await self._alerts.segmind_failed()
+            if exc.status != 429:  # rate limited is Segmind working, not an outage
+                await self._alerts.segmind_failed()
             return self._backoff(job.id, exc.retry_after)
         except SegmindError as exc:
             log.warning("job %s: unexpected poll answer: %s", job.short_id, exc)
             return self._backoff(job.id)
         self._failures.pop(job.id, None)
-        await self._alerts.segmind_answered()
+        await self._segmind_answered()
 
         if report.status == "FAILED":
             log.info("job %s: failed at Segmind: %s", job.short_id, (report.error or "")[:200])

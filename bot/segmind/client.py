@@ -240,6 +240,9 @@ class SegmindClient:
                 "GET", url, headers={"user-agent": USER_AGENT}, follow_redirects=True
             ) as response:
                 if not response.is_success:
+                    # A streamed answer's body is not read yet; its error text needs it
+                    # (an error page is small, unlike the video).
+                    await response.aread()
                     _raise_for(response)
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > max_bytes:

@@ -14,18 +14,11 @@ from tests.core.doubles import error
 
 S = JobState
 
-#: The fake's bodies arrive as a stream, as over a network; "preloaded" is what
-#: ``httpx.Response(json=...)`` hands a MockTransport client, already read.
-STREAMED_BODY_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=httpx.ResponseNotRead,
-    reason="bug: SegmindClient.download calls _raise_for(response) inside "
-    "http.stream() before the body is read; _error_text's response.json() raises "
-    "httpx.ResponseNotRead, so an expired (404) or failing (5xx) video never becomes "
-    "NotFound / TemporaryError and escapes Tracker.step",
-)
+#: The fake's bodies arrive as a stream, as over a network (an error body must be read
+#: before its text is; this once escaped step() as httpx.ResponseNotRead); "preloaded"
+#: is what ``httpx.Response(json=...)`` hands a MockTransport client, already read.
 BODIES = [
-    pytest.param(True, id="streamed", marks=STREAMED_BODY_BUG),
+    pytest.param(True, id="streamed"),
     pytest.param(False, id="preloaded"),
 ]
 

@@ -123,10 +123,12 @@ async def test_operator_trouble_while_polling_alerts_once_and_keeps_polling(
         h.clock.advance(delay)
     assert h.alerts.sent == [(kind, False)]
     assert delays[2] <= MAX_BACKOFF_SECONDS
-    # The key works again: polling goes on where it was.
+    # The key works again: polling goes on where it was, and the operators hear it is over
+    # (no new submit is needed to clear the alert).
     await h.step(job.id)
     assert (await h.job(job.id)).state is S.PROCESSING
     assert request.status_polls == 1  # the three refused polls never reached a job
+    assert h.alerts.sent == [(kind, False), (kind, True)]
 
 
 async def test_a_rate_limited_poll_waits_at_least_retry_after(h: Harness):
@@ -183,11 +185,6 @@ async def test_an_outage_alerts_once_after_outage_seconds_and_clears_on_the_next
     assert len(h.alerts.sent) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Tracker._poll counts 429 (rate limited) toward SEGMIND_DOWN, "
-    "unlike _submit_refused and OUTAGE_SECONDS' own definition (5xx / timeouts)",
-)
 async def test_rate_limited_polls_are_not_an_outage(h: Harness):
     job, _ = await h.queued_job()
     h.segmind.fail("status", *[error(429, retry_after=30)] * 20)
