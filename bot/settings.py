@@ -140,14 +140,6 @@ class Settings(BaseSettings):
         return self.job_deadline_minutes * 60.0
 
 
-# The old dataclass kept each default on the class (tests/test_deploy.py reads
-# Settings.database_path); pydantic keeps them only in model_fields. Instances shadow them.
-for _name, _field in Settings.model_fields.items():
-    if not _field.is_required():
-        setattr(Settings, _name, _field.default)
-del _name, _field
-
-
 def read_env_file(path: Path) -> dict[str, str]:
     """``KEY=VALUE`` lines of a ``.env`` file, as python-dotenv parses them; none if absent.
 

@@ -370,7 +370,7 @@ def test_the_unit_can_write_the_ledger_it_uses(unit):
     # The README has the operator copy .env.example to .env; the default is the fallback.
     candidates = [
         read_env_file(REPO / ".env.example")["DATABASE_PATH"],
-        str(Settings.database_path),
+        str(Settings.model_fields["database_path"].default),
     ]
     for candidate in candidates:
         database = workdir / candidate  # an absolute path stays as it is

@@ -121,8 +121,6 @@ def test_secrets_are_plain_strings_for_log_redaction_and_settings_stay_frozen():
     assert settings.job_deadline_seconds == 15 * 60
     with pytest.raises(ValidationError):
         settings.log_level = "DEBUG"  # type: ignore[misc]
-    # Defaults stay readable on the class, as tests/test_deploy.py does.
-    assert Settings.database_path == Path("data/bot.sqlite3")
 
 
 @pytest.mark.parametrize("name", ["POLL_INTERVAL_SECONDS", "JOB_DEADLINE_MINUTES"])
