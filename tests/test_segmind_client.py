@@ -5,19 +5,18 @@ import json
 import httpx
 import pytest
 
-from bot.core.options import VideoOptions
-from bot.segmind import (
+from bot.core.errors import (
     BadResponse,
     InputRejected,
     JobFailed,
     KeyRejected,
     NotFound,
     OutOfCredits,
-    SegmindClient,
     TemporaryError,
     TooLarge,
-    find_output_url,
 )
+from bot.core.options import VideoOptions
+from bot.segmind import SegmindClient, find_output_url
 
 API = "http://segmind.test"
 UPLOAD = "http://upload.test/upload-asset"
@@ -69,6 +68,26 @@ async def test_submit_includes_seed_and_style_when_set():
         await client.submit("https://i", VideoOptions(seed=42, style="clay"))
     assert bodies[0]["seed"] == 42
     assert bodies[0]["style"] == "clay"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"request_id": "r-only"}, "r-only"),  # accepted and charged: the id is enough
+        ({"request_id": 12345, "status": "QUEUED"}, "12345"),
+        ({"status_url": "s", "response_url": "r"}, None),
+        ({"request_id": ""}, None),
+        ({"request_id": None}, None),
+    ],
+)
+async def test_a_submit_answer_needs_only_its_request_id(body, expected):
+    client, http = client_for(lambda request: httpx.Response(200, json=body))
+    async with http:
+        if expected is None:
+            with pytest.raises(BadResponse):
+                await client.submit("https://i", VideoOptions())
+        else:
+            assert (await client.submit("https://i", VideoOptions())).request_id == expected
 
 
 async def test_a_forbidden_combination_never_leaves():

@@ -1,34 +1,9 @@
-"""Segmind's v2 API: the client, and (re-exported from the core) the errors it raises."""
+"""Segmind's v2 API: the core's VideoService over httpx.
 
-from ..core.errors import (
-    BadResponse,
-    InputRejected,
-    JobFailed,
-    KeyRejected,
-    NotFound,
-    OperatorError,
-    OutOfCredits,
-    SegmindError,
-    TemporaryError,
-    TooLarge,
-)
-from ..core.ports import StatusReport, Submission
+The errors it raises are the core's (:mod:`bot.core.errors`): the tracker catches them
+without importing this adapter.
+"""
+
 from .client import MODEL_SLUG, SegmindClient, find_output_url
 
-__all__ = [
-    "MODEL_SLUG",
-    "SegmindClient",
-    "find_output_url",
-    "Submission",
-    "StatusReport",
-    "SegmindError",
-    "TemporaryError",
-    "OperatorError",
-    "KeyRejected",
-    "OutOfCredits",
-    "InputRejected",
-    "NotFound",
-    "JobFailed",
-    "BadResponse",
-    "TooLarge",
-]
+__all__ = ["MODEL_SLUG", "SegmindClient", "find_output_url"]

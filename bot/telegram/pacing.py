@@ -47,6 +47,8 @@ from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 from telegram.warnings import PTBDeprecationWarning
 
+from ..core.tasks import cancel_and_wait
+
 __all__ = [
     "ChatPacer",
     "FloodListener",
@@ -162,11 +164,8 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         pass
 
     async def shutdown(self) -> None:
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
-            self._dispatcher = None
+        await cancel_and_wait(self._dispatcher)
+        self._dispatcher = None
 
     @property
     def backlog(self) -> int:

@@ -20,6 +20,7 @@ from telegram.ext import ExtBot
 from ..core.alerts import AlertKind, Alerts
 from ..core.limits import Limits
 from ..core.ports import Ledger
+from ..core.tasks import cancel_and_wait
 from ..core.tracker import Tracker, TrackerConfig
 from ..i18n import texts
 from ..segmind import SegmindClient
@@ -65,11 +66,8 @@ class TokenWatch:
         self._poke.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _watch(self) -> None:
         while True:

@@ -1,1 +1,0 @@
-"""Every word a user or operator reads (:mod:`bot.i18n.texts`)."""
