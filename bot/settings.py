@@ -2,7 +2,8 @@
 
 Names, defaults and meanings are the contract in ``shared/bot-contract.md``; keep them.
 Real environment variables win over ``.env``. Every problem is reported as a
-:class:`SettingsError` line naming the setting and never quoting its value.
+:class:`SettingsError` line naming the setting and never quoting its value (a
+``PRICE_STARS`` line adds the reason, which quotes at most the offending piece, cut short).
 
 The model's only source is its init values: :func:`load_settings` merges ``.env`` (read by
 python-dotenv) and the environment itself and passes the result in. pydantic-settings' own
@@ -22,9 +23,19 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+)
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .core.prices import PriceTable
 
 __all__ = ["ImageUrlMode", "SettingsError", "Settings", "load_settings", "read_env_file"]
 
@@ -33,6 +44,13 @@ LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
 _TOKEN_RE = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{20,}$")
 _SECRETS = ("telegram_bot_token", "segmind_api_key")
+# Their validator's reason follows the rule: it quotes at most the offending piece.
+_EXPLAINED = ("price_stars",)
+PAYSUPPORT_TEXT_MAX = 1000
+DEFAULT_PAYSUPPORT_TEXT = (
+    "Questions about a payment? Write here and an operator will answer. "
+    "Paid videos that can't be made are refunded automatically."
+)
 
 
 class SettingsError(ValueError):
@@ -62,6 +80,17 @@ def _id_list(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def _price_table(value: object) -> PriceTable:
+    """``PRICE_STARS`` text (or a number, or a table) → the :class:`PriceTable`."""
+    if isinstance(value, PriceTable):
+        return value
+    if isinstance(value, int):  # True becomes "True", which parse refuses
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError("not text")
+    return PriceTable.parse(value)
 
 
 _Url = Annotated[str, AfterValidator(_http_url), Field(description="must be an http(s) URL")]
@@ -114,6 +143,22 @@ class Settings(BaseSettings):
     daily_jobs_per_user: int = Field(
         default=20, ge=0, description="must be a whole number (at least 0)"
     )
+    price_stars: Annotated[
+        PriceTable,
+        PlainValidator(_price_table),
+        Field(
+            description="must be a number of Stars, or quality/duration=stars pairs"
+            " like *=50,720p/8s=90"
+        ),
+    ] = PriceTable.flat(0)
+    free_videos_per_user: int = Field(
+        default=0, ge=0, description="must be a whole number (at least 0)"
+    )
+    paysupport_text: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=PAYSUPPORT_TEXT_MAX),
+        Field(description=f"must be text of 1 to {PAYSUPPORT_TEXT_MAX} characters"),
+    ] = DEFAULT_PAYSUPPORT_TEXT
 
     @classmethod
     def settings_customise_sources(
@@ -157,6 +202,9 @@ def _problem(error: ErrorDetails) -> str:
         return f"{name} is {'missing' if error['type'] == 'missing' else 'malformed'}: {rule}"
     if error["type"] == "greater_than_equal":
         return f"{name} must be at least {error.get('ctx', {})['ge']:g}"
+    reason = error.get("ctx", {}).get("error")
+    if field in _EXPLAINED and error["type"] == "value_error" and reason is not None:
+        return f"{name} {rule}: {reason}"
     return f"{name} {rule}"
 
 

@@ -1,9 +1,14 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from bot.core.options import VideoOptions
+from bot.core.prices import PriceTable
 from bot.settings import Settings, SettingsError, load_settings, read_env_file
+
+REPO = Path(__file__).resolve().parent.parent
 
 TOKEN = "123456:ABCdefGHIjklMNOpqrSTUvwxYZ012345"
 KEY = "sg_secret_key_value"
@@ -28,6 +33,12 @@ def test_two_secrets_are_enough_and_defaults_match_the_contract():
     assert settings.allowed_chat_ids == frozenset()
     assert settings.max_active_jobs_per_user == 2
     assert settings.daily_jobs_per_user == 20
+    assert settings.price_stars == PriceTable.flat(0)
+    assert settings.price_stars.is_free
+    assert settings.free_videos_per_user == 0
+    assert settings.paysupport_text.startswith("Questions about a payment?")
+    assert "refunded" in settings.paysupport_text
+    assert len(settings.paysupport_text) <= 1000
 
 
 def test_missing_secrets_are_each_named():
@@ -64,6 +75,12 @@ def test_malformed_token_is_named_without_echoing_it():
         ("TELEGRAM_API_URL", "api.telegram.org"),
         ("SEGMIND_API_URL", "ftp://x"),
         ("SEGMIND_UPLOAD_URL", "nowhere"),
+        ("PRICE_STARS", "-1"),
+        ("PRICE_STARS", "*=50,1080p/8s=90"),
+        ("FREE_VIDEOS_PER_USER", "-1"),
+        ("FREE_VIDEOS_PER_USER", "1.5"),
+        ("FREE_VIDEOS_PER_USER", "three"),
+        ("PAYSUPPORT_TEXT", "x" * 1001),
     ],
 )
 def test_each_malformed_setting_is_named(name, value):
@@ -264,3 +281,105 @@ def test_without_environ_the_process_environment_is_read(monkeypatch):
     settings = load_settings(env_file=None)
     assert settings.segmind_api_key.get_secret_value() == KEY
     assert settings.admin_ids == frozenset({5})
+
+
+def test_prices_free_videos_and_paysupport_text_parse():
+    settings = load(
+        {
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "SEGMIND_API_KEY": KEY,
+            "PRICE_STARS": " *=50, 720p/8s=90 ,1080p/5s=120",
+            "FREE_VIDEOS_PER_USER": "3",
+            "PAYSUPPORT_TEXT": "  Write to @support.  ",
+        }
+    )
+    assert settings.price_stars == PriceTable.parse("*=50,720p/8s=90,1080p/5s=120")
+    assert settings.price_stars.price(VideoOptions(quality="720p", duration=8)) == 90
+    assert settings.price_stars.price(VideoOptions(quality="540p", duration=5)) == 50
+    assert settings.free_videos_per_user == 3
+    assert settings.paysupport_text == "Write to @support."
+
+
+def test_a_flat_price_and_a_paysupport_text_of_exactly_1000_characters_are_fine():
+    settings = load(
+        {
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "SEGMIND_API_KEY": KEY,
+            "PRICE_STARS": "25",
+            "PAYSUPPORT_TEXT": "y" * 1000,
+        }
+    )
+    assert settings.price_stars == PriceTable.flat(25)
+    assert settings.paysupport_text == "y" * 1000
+
+
+def test_a_malformed_price_gives_one_line_with_its_reason_and_not_the_whole_value():
+    value = "*=50,720p/8s=90,900p/5s=120"
+    with pytest.raises(SettingsError) as caught:
+        load({"TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY, "PRICE_STARS": value})
+    assert caught.value.problems == [
+        "PRICE_STARS must be a number of Stars, or quality/duration=stars pairs like"
+        " *=50,720p/8s=90: unknown quality '900p' (use 360p, 540p, 720p, 1080p)"
+    ]
+    assert value not in str(caught.value)
+    assert "720p/8s=90," not in str(caught.value)
+
+
+def test_a_price_without_a_default_names_the_missing_combinations():
+    with pytest.raises(SettingsError) as caught:
+        load({"TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY, "PRICE_STARS": "720p/8s=90"})
+    [line] = caught.value.problems
+    assert line.startswith("PRICE_STARS must be a number of Stars")
+    assert line.endswith(
+        ": no price for 360p/5s, 360p/8s, 540p/5s, 540p/8s, 720p/5s, 1080p/5s"
+        " (list each, or add *=stars)"
+    )
+
+
+def test_new_settings_problems_name_their_setting_with_its_rule():
+    with pytest.raises(SettingsError) as caught:
+        load(
+            {
+                "TELEGRAM_BOT_TOKEN": TOKEN,
+                "SEGMIND_API_KEY": KEY,
+                "PRICE_STARS": "lots",
+                "FREE_VIDEOS_PER_USER": "-2",
+                "PAYSUPPORT_TEXT": "z" * 1001,
+            }
+        )
+    assert caught.value.problems == [
+        "PRICE_STARS must be a number of Stars, or quality/duration=stars pairs like"
+        " *=50,720p/8s=90: Stars must be a whole number: 'lots'",
+        "FREE_VIDEOS_PER_USER must be at least 0",
+        "PAYSUPPORT_TEXT must be text of 1 to 1000 characters",
+    ]
+    assert "z" * 30 not in str(caught.value)
+
+
+def test_settings_built_directly_take_a_price_table_a_number_or_text():
+    def build(**fields: Any) -> Settings:
+        return Settings(telegram_bot_token=TOKEN, segmind_api_key=KEY, **fields)
+
+    table = PriceTable.parse("*=5,360p/5s=1")
+    assert build(price_stars=table).price_stars is table
+    assert build(price_stars=7).price_stars == PriceTable.flat(7)
+    assert build(price_stars=" 8 ").price_stars == PriceTable.flat(8)
+    assert build(paysupport_text=" Hi. ").paysupport_text == "Hi."
+    with pytest.raises(ValidationError):
+        build(price_stars=True)
+    with pytest.raises(ValidationError):
+        build(price_stars=["50"])
+    with pytest.raises(ValidationError):
+        build(paysupport_text="   ")
+
+
+def test_env_example_gives_the_defaults_of_the_payment_settings():
+    example = read_env_file(REPO / ".env.example")
+    assert example["PRICE_STARS"] == "0"
+    assert example["FREE_VIDEOS_PER_USER"] == "0"
+    assert example["PAYSUPPORT_TEXT"] == ""
+    settings = load({**example, "TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY})
+    defaults = load({"TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY})
+    for field in ("price_stars", "free_videos_per_user", "paysupport_text"):
+        assert getattr(settings, field) == getattr(defaults, field)
+        assert getattr(settings, field) == Settings.model_fields[field].default
