@@ -9,6 +9,7 @@ from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     MessageHandler,
+    PreCheckoutQueryHandler,
     filters,
 )
 
@@ -19,7 +20,7 @@ from .telegram.runtime import Runtime
 __all__ = ["build_application", "ALLOWED_UPDATES"]
 
 #: Only what the bot handles; nothing else is fetched (or confirmed) for nothing.
-ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.PRE_CHECKOUT_QUERY]
 #: Updates handled at once. Handlers wait on Telegram's flood limits (a keyboard may
 #: queue for seconds when many photos arrive together); with too few slots that queue
 #: would hold up even the instant answers to button presses. A waiting handler is a
@@ -62,6 +63,14 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     groups = filters.ChatType.GROUPS
     application.add_handler(CommandHandler(["start", "help"], handlers.start))
     application.add_handler(CommandHandler(["stats", "jobs"], handlers.admin))
+    application.add_handler(CommandHandler("refund", handlers.refund))
+    application.add_handler(CommandHandler("paysupport", handlers.paysupport))
+    application.add_handler(CommandHandler("terms", handlers.terms))
+    # Before any other message handler: a payment must never be taken for a photo hint.
+    application.add_handler(PreCheckoutQueryHandler(handlers.pre_checkout))
+    application.add_handler(
+        MessageHandler(filters.SUCCESSFUL_PAYMENT, handlers.successful_payment)
+    )
     application.add_handler(
         MessageHandler(
             groups & (filters.CaptionRegex(rf"^/{COMMAND}\b") | filters.Regex(rf"^/{COMMAND}\b")),

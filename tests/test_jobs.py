@@ -26,9 +26,10 @@ def test_state_machine_has_no_way_out_of_terminal_states():
     assert not can_transition(JobState.DRAFT, JobState.UNDELIVERABLE)
 
 
-def test_every_state_is_active_terminal_or_a_draft():
+def test_every_state_is_active_terminal_or_waiting_for_the_user():
     assert ACTIVE_STATES.isdisjoint(TERMINAL_STATES)
-    assert set(JobState) == ACTIVE_STATES | TERMINAL_STATES | {JobState.DRAFT}
+    waiting = {JobState.DRAFT, JobState.AWAITING_PAYMENT}  # nothing paid, nothing to drive
+    assert set(JobState) == ACTIVE_STATES | TERMINAL_STATES | waiting
 
 
 def test_try_again_is_offered_only_where_nothing_was_made_and_waiting_helps():

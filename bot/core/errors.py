@@ -24,7 +24,9 @@ Chat platform (``Messenger``, implemented by :mod:`bot.telegram.messenger`)::
     ├── ChatUnreachable         blocked, kicked, chat gone: stop sending there
     ├── PhotoUnavailable        the photo cannot be downloaded (``too_big`` over the limit)
     ├── SendFailed              flood control or network: retry, not before ``retry_after``
-    └── VideoRefused            the platform will not take this file; its link must do
+    ├── VideoRefused            the platform will not take this file; its link must do
+    ├── AlreadyRefunded         the payment was refunded before: the refund is done
+    └── RefundRefused           the platform will not refund this charge (unknown charge)
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ __all__ = [
     "PhotoUnavailable",
     "SendFailed",
     "VideoRefused",
+    "AlreadyRefunded",
+    "RefundRefused",
     "InvalidTransition",
 ]
 
@@ -135,6 +139,14 @@ class SendFailed(MessengerError):
 
 class VideoRefused(MessengerError):
     """The platform will not take this video file; its link must do."""
+
+
+class AlreadyRefunded(MessengerError):
+    """Telegram says the charge was refunded already (perhaps by our lost attempt)."""
+
+
+class RefundRefused(MessengerError):
+    """Telegram will not refund this charge (e.g. CHARGE_NOT_FOUND): operators must look."""
 
 
 class InvalidTransition(RuntimeError):

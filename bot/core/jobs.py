@@ -2,7 +2,12 @@
 
 Every paid step is a recorded transition, so a crash anywhere resumes from the ledger::
 
-    DRAFT ──Generate──▶ PREPARING ──photo re-hosted──▶ SUBMITTING ──request_id──▶ QUEUED
+    DRAFT ──Generate (free)──────────────────────┐
+      │ ▲                                        ▼
+      │ └─change options─ AWAITING_PAYMENT ──paid──▶ PREPARING
+      └──Generate (priced)──▲
+
+    PREPARING ──photo re-hosted──▶ SUBMITTING ──request_id──▶ QUEUED
                           │   ▲                            │  └─no answer─▶ UNCERTAIN
                           │   └────not sent, retry─────────┤
                           └──▶ REJECTED ◀──refused─────────┘
@@ -12,6 +17,8 @@ Every paid step is a recorded transition, so a crash anywhere resumes from the l
       └─────────────┴──▶ FAILED | EXPIRED | TIMED_OUT
 
 Any unfinished job may also end UNDELIVERABLE (the chat blocked or removed the bot).
+A paid job that ends in any terminal state but DELIVERED owes its payment back: the
+ledger records the refund as due in the same transaction that ends the job.
 A terminal job whose user has not been told yet (``notified_at`` empty) is still
 "unfinished" for the tracker: the outcome message is part of the promise.
 """
@@ -39,6 +46,9 @@ __all__ = [
 class JobState(StrEnum):
     #: Keyboard shown; options may change; nothing paid.
     DRAFT = "draft"
+    #: Generate pressed with a price: options frozen, a Stars invoice sent; nothing paid
+    #: yet. Changing the options goes back to DRAFT and voids the invoice.
+    AWAITING_PAYMENT = "awaiting_payment"
     #: Generate pressed (the user's consent); the photo is being re-hosted. Safe to redo.
     PREPARING = "preparing"
     #: The submit is about to leave or has left. Found here after a crash: outcome unknown.
@@ -103,7 +113,8 @@ TERMINAL_STATES = frozenset(
 )
 _S = JobState
 _TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    _S.DRAFT: frozenset({_S.PREPARING}),
+    _S.DRAFT: frozenset({_S.PREPARING, _S.AWAITING_PAYMENT}),
+    _S.AWAITING_PAYMENT: frozenset({_S.DRAFT, _S.PREPARING}),
     _S.PREPARING: frozenset({_S.SUBMITTING, _S.REJECTED}),
     _S.SUBMITTING: frozenset({_S.QUEUED, _S.PREPARING, _S.REJECTED, _S.UNCERTAIN}),
     _S.QUEUED: frozenset({_S.PROCESSING, _S.COMPLETED, _S.FAILED, _S.EXPIRED, _S.TIMED_OUT}),
@@ -162,6 +173,13 @@ class Job(NewJob):
     completed_at: float | None
     finished_at: float | None
     notified_at: float | None
+    #: Stars asked for this job (frozen when its invoice went out); 0 = free.
+    price_stars: int = 0
+    #: Which invoice of this job pays for it: changing options voids older invoices.
+    invoice_no: int = 0
+    invoice_message_id: int | None = None
+    #: The payment that started it (``telegram_payment_charge_id``); None = free.
+    charge_id: str | None = None
 
     @property
     def is_terminal(self) -> bool:

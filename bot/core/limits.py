@@ -24,6 +24,8 @@ class Limits:
 
 class StartOutcome(StrEnum):
     STARTED = "started"  #: this call moved the job to PREPARING
+    INVOICE = "invoice"  #: priced: the job now awaits its payment (send the invoice)
+    AWAITING_PAYMENT = "awaiting_payment"  #: an invoice is already out for it
     ALREADY_STARTED = "already_started"  #: an earlier press (or re-delivery) did
     NOT_FOUND = "not_found"
     NOT_OWNER = "not_owner"

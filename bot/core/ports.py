@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from .jobs import Job, JobState, NewJob
 from .limits import Limits, StartResult
 from .options import VideoOptions
+from .payments import NewPayment, Payment, PaymentOutcome, PreCheckout
 
 __all__ = [
     "Ledger",
@@ -64,9 +65,17 @@ class Ledger(Protocol):
         """Jobs a user started since ``since``; refused submits don't count."""
 
     async def start(
-        self, job_id: int, user_id: int, limits: Limits, now: float | None = None
+        self,
+        job_id: int,
+        user_id: int,
+        limits: Limits,
+        now: float | None = None,
+        *,
+        price: int = 0,
+        free_videos: int = 0,
     ) -> StartResult:
-        """Generate pressed: DRAFT → PREPARING once, within the user's limits."""
+        """Generate pressed: DRAFT → PREPARING (free) or AWAITING_PAYMENT (INVOICE) once,
+        within the user's limits."""
 
     async def start_retry(
         self,
@@ -75,6 +84,9 @@ class Ledger(Protocol):
         limits: Limits,
         status_message_id: int | None,
         now: float | None = None,
+        *,
+        price: int = 0,
+        free_videos: int = 0,
     ) -> StartResult:
         """ "Try again" pressed: one new job copying an ended one, however often pressed."""
 
@@ -105,6 +117,44 @@ class Ledger(Protocol):
         """(open, last sent at) of an operator alert, None when never raised."""
 
     async def save_alert_state(self, kind: str, active: bool, last_sent_at: float) -> None: ...
+
+    # Telegram Stars (see bot.core.payments for the rules)
+
+    async def set_invoice_message(self, job_id: int, message_id: int) -> None: ...
+
+    async def reopen_draft(self, job_id: int, user_id: int) -> Job | None:
+        """AWAITING_PAYMENT → DRAFT ("change options"); the invoice out is void."""
+
+    async def check_payment(
+        self, payload: str, user_id: int, amount: int, limits: Limits, now: float | None = None
+    ) -> PreCheckout:
+        """Pre-checkout: may this user pay this amount for this invoice now?"""
+
+    async def record_payment(
+        self, new: NewPayment, now: float | None = None
+    ) -> tuple[PaymentOutcome, Payment, Job | None]:
+        """Once per charge id, in the transaction that starts its job (or owes it back)."""
+
+    async def payment(self, charge_id: str) -> Payment | None: ...
+
+    async def payments_of(self, user_id: int, limit: int = 10) -> list[Payment]: ...
+
+    async def refunds_to_work(self, now: float, limit: int = 50) -> list[Payment]:
+        """Refunds due whose next attempt has come, and confirmed ones not yet told."""
+
+    async def next_refund_at(self) -> float | None: ...
+
+    async def refund_confirmed(self, charge_id: str, now: float | None = None) -> None: ...
+
+    async def refund_failed(self, charge_id: str, retry_at: float) -> None: ...
+
+    async def refund_told(self, charge_id: str, now: float | None = None) -> None: ...
+
+    async def request_refund(self, charge_id: str, now: float | None = None) -> Payment | None:
+        """An operator's refund: owed back unless it already is; None if unknown."""
+
+    async def stars_since(self, since: float) -> tuple[int, int]:
+        """(Stars taken, Stars refunded) by payments made since ``since``."""
 
 
 # -- the video service ----------------------------------------------------------------
@@ -179,3 +229,9 @@ class Messenger(Protocol):
 
     async def send_outcome(self, job: Job) -> None:
         """Tell the user how a job that did not deliver a video ended, and what to do."""
+
+    async def refund_stars(self, user_id: int, charge_id: str) -> None:
+        """Give a Stars payment back in full; AlreadyRefunded if it was (then it is done)."""
+
+    async def tell_refund(self, payment: Payment, job: Job | None) -> None:
+        """Tell the payer the Stars went back, and why."""

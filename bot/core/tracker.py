@@ -86,8 +86,11 @@ class Tracker:
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        on_refund_due: Callable[[], None] | None = None,
     ) -> None:
         self._ledger = ledger
+        #: Told when a paid job ended without a video (the ledger made its refund due).
+        self._on_refund_due = on_refund_due
         self._segmind = segmind
         self._messenger = messenger
         self._alerts = alerts
@@ -200,14 +203,19 @@ class Tracker:
 
     async def _end(self, job: Job, state: JobState, reason: Reason | None) -> float | None:
         """Move to a terminal state, then tell the user (next step)."""
-        await self._ledger.transition(
+        ended = await self._ledger.transition(
             job.id,
             job.state,
             state,
             reason=reason,
             poll_count=job.poll_count + self._polls.pop(job.id, 0),
         )
+        self._refund_due(ended)
         return 0.0  # the next step (re-reading the row) tells the user
+
+    def _refund_due(self, ended: Job | None) -> None:
+        if ended is not None and ended.charge_id is not None and self._on_refund_due:
+            self._on_refund_due()
 
     async def _chat_gone(self, job: Job) -> float | None:
         log.info("job %s: chat %s unreachable, giving up delivery", job.short_id, job.chat_id)
@@ -217,6 +225,7 @@ class Tracker:
             )
             if ended is None:
                 return 0.0
+            self._refund_due(ended)
         await self._ledger.mark_notified(job.id)
         return None
 

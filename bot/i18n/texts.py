@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from ..core.alerts import AlertKind
 from ..core.jobs import Job, JobState, Reason
 from ..core.options import Adjustment, VideoOptions
+from ..core.payments import Payment, PreCheckout, RefundReason, RefundState
 from ..core.stats import Stats
 
 START = (
@@ -35,6 +36,7 @@ COMMAND_HELP = "What to send"
 COMMAND_WARMTH = "Make a video (caption of a photo, or reply to one)"
 
 GENERATE_LABEL = "🎬 Generate"
+CHANGE_OPTIONS_LABEL = "⚙️ Change options"
 RETRY_LABEL = "🔁 Try again"
 STYLE_LABEL_PREFIX = "🎨 Style: "
 CHOSEN_MARK = "✅ "
@@ -47,6 +49,17 @@ ANSWER_STALE = "This button has expired. Please send the photo again."
 ANSWER_INVALID = "That button doesn't work any more. Please send the photo again."
 ANSWER_NOT_ALLOWED = "Sorry, this bot is private."
 ANSWER_CHAT_NOT_ALLOWED = "Sorry, this bot isn't enabled in this group."
+ANSWER_INVOICE_SENT = "Invoice sent: pay it to start your video."
+ANSWER_AWAITING_PAYMENT = "Your invoice is waiting: pay it to start, or change the options."
+ANSWER_OPTIONS_AGAIN = "Choose again; the earlier invoice no longer pays for this video."
+
+COMMAND_PAYSUPPORT = "Help with a payment"
+COMMAND_TERMS = "Terms: what you pay for, refunds"
+
+# Telegram Stars invoices: title ≤ 32 characters, description ≤ 255.
+INVOICE_TITLE = "Warmth of Jesus video"
+INVOICE_PRICE_LABEL = "Video"
+PAYMENT_RECEIVED = "⭐ Payment received. Starting your video…"
 
 PROGRESS_QUEUED = "⏳ Starting your video — it usually takes about a minute."
 PROGRESS_PROCESSING = "🎬 Generating your video — usually about a minute."
@@ -95,6 +108,115 @@ _OUTCOMES: dict[Reason, str] = {
         "Sorry, this video has expired before I could send it. Please send the photo again."
     ),
 }
+
+
+def generate_label(price: int) -> str:
+    """The Generate button, with the price when videos are paid for."""
+    return f"{GENERATE_LABEL} · ⭐ {price}" if price > 0 else GENERATE_LABEL
+
+
+def invoice_description(options: VideoOptions) -> str:
+    return (
+        f"A {duration_label(options.duration)}, {options.quality} video of Jesus embracing "
+        f"the people in your photo (style {style_name(options.style)}). If it can't be "
+        "made, your Stars are refunded automatically."
+    )
+
+
+def awaiting_payment(options: VideoOptions, price: int) -> str:
+    return (
+        f"Pay ⭐ {price} with the invoice below to start your video "
+        f"({options.quality}, {duration_label(options.duration)}, style "
+        f"{style_name(options.style)}). To change the options first, press Change options."
+    )
+
+
+_PRECHECKOUT: dict[PreCheckout, str] = {
+    PreCheckout.UNKNOWN: "This invoice is no longer valid. Please send the photo again.",
+    PreCheckout.STALE: "The options changed since this invoice: please pay the newest one.",
+    PreCheckout.ALREADY_PAID: "This video is already paid for.",
+    PreCheckout.WRONG_AMOUNT: "The price changed: please press Generate again.",
+    PreCheckout.NOT_YOURS: "Only the person who asked for this video can pay for it.",
+    PreCheckout.TOO_MANY_ACTIVE: "You have too many videos being made. Pay once one arrives.",
+    PreCheckout.DAILY_LIMIT: "You've reached today's limit of videos. Please try tomorrow.",
+}
+
+
+def precheckout_refusal(verdict: PreCheckout) -> str:
+    """Why a payment is refused, shown by Telegram in the payment form (short)."""
+    return _PRECHECKOUT[verdict]
+
+
+_REFUND_REASONS: dict[RefundReason, str] = {
+    RefundReason.JOB_ENDED: "your video couldn't be made",
+    RefundReason.ALREADY_PAID: "this video was already paid for",
+    RefundReason.NOT_PAYABLE: "that invoice no longer paid for a video",
+    RefundReason.OPERATOR: "refunded by the bot's operator",
+}
+
+
+def refunded(payment: Payment) -> str:
+    reason = _REFUND_REASONS.get(payment.refund_reason or RefundReason.OPERATOR, "")
+    return f"⭐ {payment.amount} refunded: {reason}. The Stars are back in your balance."
+
+
+_REFUND_STATES = {
+    RefundState.NONE: "paid",
+    RefundState.DUE: "refund on its way",
+    RefundState.DONE: "refunded",
+}
+
+
+def _utc(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))
+
+
+def paysupport(support_text: str, payments: Sequence[Payment]) -> str:
+    """/paysupport: the operator's words, then the user's own payments."""
+    if not payments:
+        return f"{support_text}\n\nYou have no payments with this bot yet."
+    lines = [support_text, "", "Your latest payments:"]
+    for payment in payments:
+        when = payment.refunded_at if payment.refund is RefundState.DONE else payment.paid_at
+        lines.append(
+            f"⭐ {payment.amount} · {_utc(payment.paid_at)} · "
+            f"{_REFUND_STATES[payment.refund]}"
+            + (f" {_utc(when)}" if payment.refund is RefundState.DONE and when else "")
+            + f"\n   charge id: {payment.charge_id}"
+        )
+    return "\n".join(lines)
+
+
+def terms(prices: Sequence[tuple[str, int, int]], free_videos: int) -> str:
+    """/terms: what is sold, at what price, and the refund rule."""
+    if not prices or all(stars == 0 for _, _, stars in prices):
+        price_text = "Videos are free."
+    else:
+        listed = "; ".join(
+            f"{quality} {duration_label(duration)}: ⭐ {stars}"
+            for quality, duration, stars in prices
+        )
+        price_text = f"Prices per video: {listed}."
+        if free_videos > 0:
+            price_text += f" Your first {free_videos} video(s) are free."
+    return (
+        "What you buy: one short video made from your photo by Segmind's \"Warmth of "
+        'Jesus" effect, delivered in this chat.\n'
+        f"{price_text}\n"
+        "Refunds: if a paid video can't be made or delivered, the full price is refunded "
+        "in Stars automatically. For anything else about a payment, use /paysupport."
+    )
+
+
+def refund_command(result: str, charge_id: str) -> str:
+    """The operator's /refund answer."""
+    return {
+        "usage": "Usage: /refund <telegram_payment_charge_id>",
+        "unknown": f"No payment with charge id {charge_id}.",
+        "queued": f"Refund of {charge_id} is on its way.",
+        "due": f"A refund of {charge_id} is already on its way.",
+        "done": f"{charge_id} was refunded already.",
+    }[result]
 
 
 def style_name(style: str | None) -> str:
@@ -195,7 +317,11 @@ def _seconds(value: float | None) -> str:
     return "–" if value is None else f"{value:.0f} s"
 
 
-def stats(summary: Stats) -> str:
+def stars_line(label: str, taken: int, refunded: int) -> str:
+    return f"Stars {label}: ⭐ {taken} taken, ⭐ {refunded} refunded, ⭐ {taken - refunded} net"
+
+
+def stats(summary: Stats, stars: Sequence[str] = ()) -> str:
     return "\n".join(
         [
             "📊 Jobs",
@@ -205,6 +331,7 @@ def stats(summary: Stats) -> str:
             f"p95 {_seconds(summary.p95_seconds)}",
             f"Ended without a video (7 days): {_counts(summary.failures)}",
             f"Active now: {summary.active}",
+            *stars,
         ]
     )
 

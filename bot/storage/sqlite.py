@@ -34,6 +34,15 @@ from ..core.jobs import (
 )
 from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
 from ..core.options import VideoOptions
+from ..core.payments import (
+    NewPayment,
+    Payment,
+    PaymentOutcome,
+    PreCheckout,
+    RefundReason,
+    RefundState,
+    parse_payload,
+)
 from ..core.ports import RunSeconds
 from .migrations import load_migrations
 
@@ -104,6 +113,31 @@ def row_to_job(row: Row) -> Job:
         completed_at=row["completed_at"],
         finished_at=row["finished_at"],
         notified_at=row["notified_at"],
+        price_stars=row["price_stars"],
+        invoice_no=row["invoice_no"],
+        invoice_message_id=row["invoice_message_id"],
+        charge_id=row["charge_id"],
+    )
+
+
+def row_to_payment(row: Row) -> Payment:
+    return Payment(
+        charge_id=row["charge_id"],
+        provider_charge_id=row["provider_charge_id"],
+        user_id=row["user_id"],
+        chat_id=row["chat_id"],
+        payload=row["payload"],
+        amount=row["amount"],
+        currency=row["currency"],
+        job_id=row["job_id"],
+        paid_at=row["paid_at"],
+        refund=RefundState(row["refund"]),
+        refund_reason=RefundReason(row["refund_reason"]) if row["refund_reason"] else None,
+        refund_due_at=row["refund_due_at"],
+        refund_attempts=row["refund_attempts"],
+        next_refund_at=row["next_refund_at"],
+        refunded_at=row["refunded_at"],
+        refund_told_at=row["refund_told_at"],
     )
 
 
@@ -113,6 +147,9 @@ def _placeholders(values: Sequence[object]) -> str:
 
 _ACTIVE = tuple(state.value for state in ACTIVE_STATES)
 _TERMINAL = tuple(state.value for state in TERMINAL_STATES)
+#: Ended without a video: a paid job in one of these owes its payment back.
+_UNDELIVERED = tuple(s.value for s in TERMINAL_STATES if s is not JobState.DELIVERED)
+_PAYMENT = "SELECT * FROM payments"
 
 
 class SqliteLedger:
@@ -299,10 +336,31 @@ class SqliteLedger:
         )
         return int(value or 0)
 
+    async def _free_videos_used(self, user_id: int) -> int:
+        """Free jobs a user started that made (or may still make) a video."""
+        value = await self._scalar(
+            f"SELECT COUNT(*) FROM jobs WHERE user_id=? AND generate_at IS NOT NULL "
+            f"AND charge_id IS NULL AND state NOT IN ({_placeholders(_UNDELIVERED)})",
+            (user_id, *_UNDELIVERED),
+        )
+        return int(value or 0)
+
+    async def _needs_payment(self, user_id: int, price: int, free_videos: int) -> bool:
+        return price > 0 and await self._free_videos_used(user_id) >= free_videos
+
     async def start(
-        self, job_id: int, user_id: int, limits: Limits, now: float | None = None
+        self,
+        job_id: int,
+        user_id: int,
+        limits: Limits,
+        now: float | None = None,
+        *,
+        price: int = 0,
+        free_videos: int = 0,
     ) -> StartResult:
-        """Generate pressed: move a draft to PREPARING once, within the user's limits."""
+        """Generate pressed: a draft moves on once, within the user's limits — to
+        PREPARING when it is free, else to AWAITING_PAYMENT with its price and a new
+        invoice number (outcome INVOICE)."""
         now = self._clock() if now is None else now
         async with self._transaction() as db:
             job = await self.get(job_id)
@@ -310,13 +368,23 @@ class SqliteLedger:
                 return StartResult(StartOutcome.NOT_FOUND)
             if job.user_id != user_id:
                 return StartResult(StartOutcome.NOT_OWNER, job)
+            if job.state is JobState.AWAITING_PAYMENT:
+                return StartResult(StartOutcome.AWAITING_PAYMENT, job)
             if job.state is not JobState.DRAFT:
                 return StartResult(StartOutcome.ALREADY_STARTED, job)
             refused = await self._limit_outcome(user_id, limits, now)
             if refused is not None:
                 return StartResult(refused, job)
+            if await self._needs_payment(user_id, price, free_videos):
+                await db.execute(
+                    "UPDATE jobs SET state=?, price_stars=?, invoice_no=invoice_no+1, "
+                    "updated_at=? WHERE id=? AND state=?",
+                    (JobState.AWAITING_PAYMENT.value, price, now, job_id, JobState.DRAFT.value),
+                )
+                return StartResult(StartOutcome.INVOICE, await self.get(job_id))
             await db.execute(
-                "UPDATE jobs SET state=?, generate_at=?, updated_at=? WHERE id=? AND state=?",
+                "UPDATE jobs SET state=?, price_stars=0, generate_at=?, updated_at=? "
+                "WHERE id=? AND state=?",
                 (JobState.PREPARING.value, now, now, job_id, JobState.DRAFT.value),
             )
             return StartResult(StartOutcome.STARTED, await self.get(job_id))
@@ -328,8 +396,12 @@ class SqliteLedger:
         limits: Limits,
         status_message_id: int | None,
         now: float | None = None,
+        *,
+        price: int = 0,
+        free_videos: int = 0,
     ) -> StartResult:
-        """ "Try again" pressed: start one new job copying an ended one, however often pressed."""
+        """ "Try again" pressed: one new job copying an ended one, however often pressed;
+        priced like any other (outcome INVOICE: it awaits its own payment)."""
         now = self._clock() if now is None else now
         async with self._transaction() as db:
             old = await self.get(old_job_id)
@@ -343,18 +415,30 @@ class SqliteLedger:
             refused = await self._limit_outcome(user_id, limits, now)
             if refused is not None:
                 return StartResult(refused, old)
+            priced = await self._needs_payment(user_id, price, free_videos)
+            state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
             cursor = await db.execute(
                 "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
                 "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
                 "quality, duration, style, seed, state, keyboard_message_id, retry_of, "
-                "created_at, generate_at, updated_at) "
+                "price_stars, invoice_no, created_at, generate_at, updated_at) "
                 "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
                 "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
-                "style, seed, ?, ?, id, ?, ?, ? FROM jobs WHERE id=?",
-                (JobState.PREPARING.value, status_message_id, now, now, now, old_job_id),
+                "style, seed, ?, ?, id, ?, ?, ?, ?, ? FROM jobs WHERE id=?",
+                (
+                    state.value,
+                    status_message_id,
+                    price if priced else 0,
+                    1 if priced else 0,
+                    now,
+                    None if priced else now,
+                    now,
+                    old_job_id,
+                ),
             )
             new = await self._fetch_one(f"{_JOB} WHERE id=?", (cursor.lastrowid,))
-            return StartResult(StartOutcome.STARTED, new)
+            outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
+            return StartResult(outcome, new)
 
     # -- transitions -----------------------------------------------------------------
 
@@ -379,10 +463,15 @@ class SqliteLedger:
             values.setdefault("finished_at", now)
         # Column names come from _SETTABLE only; values are parameters.
         assignments = "".join(f", {key}=?" for key in values)
-        changed = await self._write(
-            f"UPDATE jobs SET state=?, updated_at=?{assignments} WHERE id=? AND state=?",
-            (target.value, now, *values.values(), job_id, source.value),
-        )
+        update = f"UPDATE jobs SET state=?, updated_at=?{assignments} WHERE id=? AND state=?"
+        params = (target.value, now, *values.values(), job_id, source.value)
+        if target.value not in _UNDELIVERED:
+            changed = await self._write(update, params)
+        else:
+            async with self._transaction() as db:
+                changed = (await db.execute(update, params)).rowcount
+                if changed:
+                    await self._owe_refund(job_id, RefundReason.JOB_ENDED, now)
         if not changed:
             return None
         job = await self.get(job_id)
@@ -391,6 +480,21 @@ class SqliteLedger:
             why = f" ({job.reason.value})" if job.reason and target in TERMINAL_STATES else ""
             log.info("job %s: %s -> %s%s%s", job.short_id, source.value, target.value, why, since)
         return job
+
+    async def _owe_refund(self, job_id: int, reason: RefundReason, now: float) -> None:
+        """Inside a transaction: the payment that started this job is owed back."""
+        await self.db.execute(
+            "UPDATE payments SET refund=?, refund_reason=?, refund_due_at=?, next_refund_at=? "
+            "WHERE refund=? AND charge_id=(SELECT charge_id FROM jobs WHERE id=?)",
+            (
+                RefundState.DUE.value,
+                reason.value,
+                now,
+                now,
+                RefundState.NONE.value,
+                job_id,
+            ),
+        )
 
     async def mark_notified(self, job_id: int, now: float | None = None) -> None:
         """The user has heard the outcome: the job leaves the tracker for good."""
@@ -448,6 +552,231 @@ class SqliteLedger:
                 if r["processing"] is not None and r["processing"] >= 0
             ],
         )
+
+    # -- payments ---------------------------------------------------------------------
+
+    async def set_invoice_message(self, job_id: int, message_id: int) -> None:
+        """Remember the invoice message, to remove it when the options change."""
+        await self._write(
+            "UPDATE jobs SET invoice_message_id=?, updated_at=? WHERE id=?",
+            (message_id, self._clock(), job_id),
+        )
+
+    async def reopen_draft(self, job_id: int, user_id: int) -> Job | None:
+        """ "Change options" while an invoice is out: back to DRAFT; the invoice is void."""
+        changed = await self._write(
+            "UPDATE jobs SET state=?, updated_at=? WHERE id=? AND user_id=? AND state=?",
+            (
+                JobState.DRAFT.value,
+                self._clock(),
+                job_id,
+                user_id,
+                JobState.AWAITING_PAYMENT.value,
+            ),
+        )
+        return await self.get(job_id) if changed else None
+
+    async def _payability(
+        self, job: Job | None, invoice_no: int, user_id: int, amount: int
+    ) -> PreCheckout:
+        if job is None:
+            return PreCheckout.UNKNOWN
+        if job.user_id != user_id:
+            return PreCheckout.NOT_YOURS
+        if job.charge_id is not None or (
+            job.state is not JobState.AWAITING_PAYMENT and job.state is not JobState.DRAFT
+        ):
+            return PreCheckout.ALREADY_PAID
+        if job.state is not JobState.AWAITING_PAYMENT or job.invoice_no != invoice_no:
+            return PreCheckout.STALE
+        if amount != job.price_stars:
+            return PreCheckout.WRONG_AMOUNT
+        return PreCheckout.OK
+
+    async def check_payment(
+        self, payload: str, user_id: int, amount: int, limits: Limits, now: float | None = None
+    ) -> PreCheckout:
+        """Pre-checkout: may this user pay this amount for this invoice now?"""
+        parsed = parse_payload(payload)
+        if parsed is None:
+            return PreCheckout.UNKNOWN
+        verdict = await self._payability(await self.get(parsed[0]), parsed[1], user_id, amount)
+        if verdict is not PreCheckout.OK:
+            return verdict
+        refused = await self._limit_outcome(user_id, limits, self._clock() if now is None else now)
+        if refused is StartOutcome.TOO_MANY_ACTIVE:
+            return PreCheckout.TOO_MANY_ACTIVE
+        if refused is StartOutcome.DAILY_LIMIT:
+            return PreCheckout.DAILY_LIMIT
+        return PreCheckout.OK
+
+    async def record_payment(
+        self, new: NewPayment, now: float | None = None
+    ) -> tuple[PaymentOutcome, Payment, Job | None]:
+        """A successful_payment: recorded once (keyed on its charge id) in the same
+        transaction that starts its job; one that cannot start its job is owed back."""
+        now = self._clock() if now is None else now
+        async with self._transaction() as db:
+            existing = await self.payment(new.charge_id)
+            if existing is not None:
+                job = await self.get(existing.job_id) if existing.job_id else None
+                return PaymentOutcome.ALREADY_RECORDED, existing, job
+            parsed = parse_payload(new.payload)
+            job = await self.get(parsed[0]) if parsed else None
+            verdict = (
+                await self._payability(job, parsed[1], new.user_id, new.amount)
+                if parsed
+                else PreCheckout.UNKNOWN
+            )
+            if verdict is PreCheckout.OK:
+                refund, reason = RefundState.NONE, None
+            else:
+                refund = RefundState.DUE
+                reason = (
+                    RefundReason.ALREADY_PAID
+                    if verdict is PreCheckout.ALREADY_PAID
+                    else RefundReason.NOT_PAYABLE
+                )
+            await db.execute(
+                "INSERT INTO payments (charge_id, provider_charge_id, user_id, chat_id, job_id, "
+                "payload, amount, currency, paid_at, refund, refund_reason, refund_due_at, "
+                "next_refund_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    new.charge_id,
+                    new.provider_charge_id,
+                    new.user_id,
+                    new.chat_id,
+                    job.id if job else None,
+                    new.payload,
+                    new.amount,
+                    new.currency,
+                    now,
+                    refund.value,
+                    reason.value if reason else None,
+                    now if reason else None,
+                    now if reason else None,
+                ),
+            )
+            if job is not None and verdict is PreCheckout.OK:
+                await db.execute(
+                    "UPDATE jobs SET state=?, charge_id=?, generate_at=?, updated_at=? "
+                    "WHERE id=? AND state=?",
+                    (
+                        JobState.PREPARING.value,
+                        new.charge_id,
+                        now,
+                        now,
+                        job.id,
+                        JobState.AWAITING_PAYMENT.value,
+                    ),
+                )
+                job = await self.get(job.id)
+            payment = await self.payment(new.charge_id)
+        assert payment is not None
+        if reason is None:
+            log.info(
+                "payment %s: %d %s started job J%s",
+                new.charge_id,
+                new.amount,
+                new.currency,
+                payment.job_id,
+            )
+            return PaymentOutcome.STARTED, payment, job
+        log.warning(
+            "payment %s: %d %s owed back (%s)",
+            new.charge_id,
+            new.amount,
+            new.currency,
+            reason.value,
+        )
+        return PaymentOutcome.REFUND_DUE, payment, job
+
+    async def payment(self, charge_id: str) -> Payment | None:
+        async with self.db.execute(f"{_PAYMENT} WHERE charge_id=?", (charge_id,)) as cursor:
+            row = await cursor.fetchone()
+        return row_to_payment(row) if row else None
+
+    async def payments_of(self, user_id: int, limit: int = 10) -> list[Payment]:
+        """A user's latest payments, newest first (for /paysupport)."""
+        async with self.db.execute(
+            f"{_PAYMENT} WHERE user_id=? ORDER BY paid_at DESC, charge_id LIMIT ?",
+            (user_id, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [row_to_payment(row) for row in rows]
+
+    async def refunds_to_work(self, now: float, limit: int = 50) -> list[Payment]:
+        """Refunds due whose next attempt has come, and confirmed ones not yet told."""
+        async with self.db.execute(
+            f"{_PAYMENT} WHERE (refund=? AND next_refund_at<=?) "
+            "OR (refund=? AND refund_told_at IS NULL) ORDER BY refund_due_at LIMIT ?",
+            (RefundState.DUE.value, now, RefundState.DONE.value, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [row_to_payment(row) for row in rows]
+
+    async def next_refund_at(self) -> float | None:
+        """When the earliest due refund should be tried (None: nothing is due)."""
+        value = await self._scalar(
+            "SELECT MIN(next_refund_at) FROM payments WHERE refund=?", (RefundState.DUE.value,)
+        )
+        return float(value) if value is not None else None
+
+    async def refund_confirmed(self, charge_id: str, now: float | None = None) -> None:
+        """Telegram confirmed the refund (or said it already happened)."""
+        await self._write(
+            "UPDATE payments SET refund=?, refunded_at=? WHERE charge_id=? AND refund=?",
+            (
+                RefundState.DONE.value,
+                self._clock() if now is None else now,
+                charge_id,
+                RefundState.DUE.value,
+            ),
+        )
+
+    async def refund_failed(self, charge_id: str, retry_at: float) -> None:
+        """This attempt failed: try again at ``retry_at``."""
+        await self._write(
+            "UPDATE payments SET refund_attempts=refund_attempts+1, next_refund_at=? "
+            "WHERE charge_id=? AND refund=?",
+            (retry_at, charge_id, RefundState.DUE.value),
+        )
+
+    async def refund_told(self, charge_id: str, now: float | None = None) -> None:
+        """The payer has heard the refund went through (or cannot be reached)."""
+        await self._write(
+            "UPDATE payments SET refund_told_at=? WHERE charge_id=? AND refund_told_at IS NULL",
+            (self._clock() if now is None else now, charge_id),
+        )
+
+    async def request_refund(self, charge_id: str, now: float | None = None) -> Payment | None:
+        """An operator's /refund: owed back unless it already is (or was); None if unknown."""
+        now = self._clock() if now is None else now
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE payments SET refund=?, refund_reason=?, refund_due_at=?, "
+                "next_refund_at=? WHERE charge_id=? AND refund=?",
+                (
+                    RefundState.DUE.value,
+                    RefundReason.OPERATOR.value,
+                    now,
+                    now,
+                    charge_id,
+                    RefundState.NONE.value,
+                ),
+            )
+            return await self.payment(charge_id)
+
+    async def stars_since(self, since: float) -> tuple[int, int]:
+        """(Stars taken, Stars refunded) by payments made since ``since``."""
+        async with self.db.execute(
+            "SELECT COALESCE(SUM(amount), 0) AS taken, "
+            "COALESCE(SUM(CASE WHEN refund=? THEN amount ELSE 0 END), 0) AS refunded "
+            "FROM payments WHERE paid_at>=?",
+            (RefundState.DONE.value, since),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return (int(row["taken"]), int(row["refunded"])) if row else (0, 0)
 
     # -- operator alerts -------------------------------------------------------------
 

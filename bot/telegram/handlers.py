@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass
 
 from telegram import (
+    Bot,
     CallbackQuery,
     InlineKeyboardMarkup,
+    LabeledPrice,
     Message,
     MessageEntity,
     ReplyParameters,
@@ -27,9 +29,17 @@ from telegram.ext import ContextTypes
 from ..core.jobs import Job, JobState, NewJob
 from ..core.limits import DAY_SECONDS, StartOutcome, StartResult, utc_day_start
 from ..core.options import VideoOptions, choose, with_next_style
+from ..core.payments import (
+    CURRENCY,
+    NewPayment,
+    PaymentOutcome,
+    PreCheckout,
+    RefundState,
+    invoice_payload,
+)
 from ..core.stats import summarize
 from ..i18n import texts
-from .keyboards import Action, Press, options_keyboard, parse
+from .keyboards import Action, Press, awaiting_payment_keyboard, options_keyboard, parse
 from .runtime import Runtime
 
 __all__ = ["Handlers", "ImageRef", "find_image", "MAX_IMAGE_BYTES", "COMMAND"]
@@ -137,9 +147,117 @@ class Handlers:
             now = time.time()
             jobs = await self.rt.ledger.started_since(now - 7 * DAY_SECONDS)
             summary = summarize(jobs, now, await self.rt.ledger.count_active())
-            await self._reply(message, texts.stats(summary))
+            stars = [
+                texts.stars_line(label, *await self.rt.ledger.stars_since(now - seconds))
+                for label, seconds in (("24 h", DAY_SECONDS), ("7 days", 7 * DAY_SECONDS))
+            ]
+            await self._reply(message, texts.stats(summary, stars))
         else:
             await self._reply(message, texts.jobs_list(await self.rt.ledger.recent(10)))
+
+    async def paysupport(self, update: Update, context: Context) -> None:
+        """/paysupport (Telegram requires it): the operator's words and the user's payments."""
+        message = update.effective_message
+        user = update.effective_user
+        if message is None or user is None:
+            return
+        payments = await self.rt.ledger.payments_of(user.id, 10)
+        await self._reply(message, texts.paysupport(self.rt.settings.paysupport_text, payments))
+
+    async def terms(self, update: Update, context: Context) -> None:
+        """/terms: what is sold, the prices, the refund rule."""
+        message = update.effective_message
+        if message is None:
+            return
+        settings = self.rt.settings
+        text = texts.terms(settings.price_stars.describe(), settings.free_videos_per_user)
+        await self._reply(message, text)
+
+    async def refund(self, update: Update, context: Context) -> None:
+        """/refund <charge id>, operators only: one payment back, once."""
+        message = update.effective_message
+        user = update.effective_user
+        if message is None or user is None or user.id not in self.rt.settings.admin_ids:
+            return
+        words = (message.text or "").split()
+        if len(words) != 2:
+            await self._reply(message, texts.refund_command("usage", ""))
+            return
+        charge_id = words[1]
+        before = await self.rt.ledger.payment(charge_id)
+        if before is None:
+            await self._reply(message, texts.refund_command("unknown", charge_id))
+            return
+        if before.refund is not RefundState.NONE:
+            await self._reply(message, texts.refund_command(before.refund.value, charge_id))
+            return
+        await self.rt.ledger.request_refund(charge_id)
+        log.info("payment %s: refund asked by operator %s", charge_id, user.id)
+        self.rt.refunds.poke()
+        await self._reply(message, texts.refund_command("queued", charge_id))
+
+    # -- payments --------------------------------------------------------------------
+
+    async def pre_checkout(self, update: Update, context: Context) -> None:
+        """Answered at once (Telegram allows 10 s): ok only for a job awaiting exactly
+        this payment from its asker, within the user's limits."""
+        query = update.pre_checkout_query
+        if query is None:
+            return
+        verdict = PreCheckout.UNKNOWN
+        if query.currency == CURRENCY:
+            verdict = await self.rt.ledger.check_payment(
+                query.invoice_payload, query.from_user.id, query.total_amount, self.rt.limits
+            )
+        if verdict is PreCheckout.OK:
+            await query.answer(ok=True)
+            return
+        log.info("pre-checkout refused for user %s: %s", query.from_user.id, verdict.value)
+        await query.answer(ok=False, error_message=texts.precheckout_refusal(verdict))
+
+    async def successful_payment(self, update: Update, context: Context) -> None:
+        """Stars taken: recorded once, in the transaction that starts the job."""
+        message = update.effective_message
+        user = update.effective_user
+        if message is None or user is None or message.successful_payment is None:
+            return
+        paid = message.successful_payment
+        outcome, payment, job = await self.rt.ledger.record_payment(
+            NewPayment(
+                charge_id=paid.telegram_payment_charge_id,
+                provider_charge_id=paid.provider_payment_charge_id or "",
+                user_id=user.id,
+                chat_id=message.chat_id,
+                payload=paid.invoice_payload,
+                amount=paid.total_amount,
+                currency=paid.currency,
+            )
+        )
+        if outcome is PaymentOutcome.REFUND_DUE:
+            self.rt.refunds.poke()
+        if job is None or outcome is not PaymentOutcome.STARTED:
+            return
+        self.rt.tracker.track(job.id)
+        if job.keyboard_message_id is not None:
+            with contextlib.suppress(TelegramError):
+                await context.bot.edit_message_text(
+                    texts.PAYMENT_RECEIVED, chat_id=job.chat_id, message_id=job.keyboard_message_id
+                )
+
+    async def _send_invoice(self, job: Job, bot: Bot) -> None:
+        message = await bot.send_invoice(
+            job.chat_id,
+            texts.INVOICE_TITLE,
+            texts.invoice_description(job.options),
+            invoice_payload(job.id, job.invoice_no),
+            CURRENCY,
+            [LabeledPrice(texts.INVOICE_PRICE_LABEL, job.price_stars)],
+            message_thread_id=job.thread_id,
+            reply_parameters=ReplyParameters(
+                job.photo_message_id, allow_sending_without_reply=True
+            ),
+        )
+        await self.rt.ledger.set_invoice_message(job.id, message.message_id)
 
     # -- photos ----------------------------------------------------------------------
 
@@ -213,7 +331,7 @@ class Handlers:
             return
         sent = await photo.reply_text(
             texts.keyboard_caption(job.options),
-            reply_markup=options_keyboard(job.id, job.options),
+            reply_markup=options_keyboard(job.id, job.options, self._price(job.options)),
             reply_parameters=ReplyParameters(photo.message_id, allow_sending_without_reply=True),
             message_thread_id=_thread_id(trigger),
             do_quote=False,
@@ -243,9 +361,11 @@ class Handlers:
             await self._answer(query, texts.ANSWER_NOT_ALLOWED, alert=True)
             return
         if press.action is Action.GENERATE:
-            await self._generate(query, job)
+            await self._generate(query, job, message, context.bot)
+        elif press.action is Action.CHANGE:
+            await self._reopen(query, job, message, context.bot)
         elif press.action is Action.RETRY:
-            await self._retry(query, job, message)
+            await self._retry(query, job, message, context.bot)
         else:
             await self._change_option(query, job, press, message)
 
@@ -273,22 +393,69 @@ class Handlers:
         await self._edit(
             message,
             texts.keyboard_caption(updated.options),
-            options_keyboard(updated.id, updated.options),
+            options_keyboard(updated.id, updated.options, self._price(updated.options)),
         )
 
-    async def _generate(self, query: CallbackQuery, job: Job) -> None:
-        result = await self.rt.ledger.start(job.id, query.from_user.id, self.rt.limits)
-        await self._after_start(query, result)
+    def _price(self, options: VideoOptions) -> int:
+        return self.rt.settings.price_stars.price(options)
 
-    async def _retry(self, query: CallbackQuery, job: Job, message: Message) -> None:
+    async def _generate(self, query: CallbackQuery, job: Job, message: Message, bot: Bot) -> None:
+        result = await self.rt.ledger.start(
+            job.id,
+            query.from_user.id,
+            self.rt.limits,
+            price=self._price(job.options),
+            free_videos=self.rt.settings.free_videos_per_user,
+        )
+        await self._after_start(query, result, message, bot)
+
+    async def _retry(self, query: CallbackQuery, job: Job, message: Message, bot: Bot) -> None:
         result = await self.rt.ledger.start_retry(
-            job.id, query.from_user.id, self.rt.limits, status_message_id=message.message_id
+            job.id,
+            query.from_user.id,
+            self.rt.limits,
+            status_message_id=message.message_id,
+            price=self._price(job.options),
+            free_videos=self.rt.settings.free_videos_per_user,
         )
-        await self._after_start(query, result)
+        await self._after_start(query, result, message, bot)
 
-    async def _after_start(self, query: CallbackQuery, result: StartResult) -> None:
+    async def _reopen(self, query: CallbackQuery, job: Job, message: Message, bot: Bot) -> None:
+        """ "Change options" under an unpaid invoice: the options keyboard again."""
+        draft = await self.rt.ledger.reopen_draft(job.id, query.from_user.id)
+        if draft is None:
+            await self._answer(query, texts.ANSWER_ALREADY_STARTED)
+            return
+        await self._answer(query, texts.ANSWER_OPTIONS_AGAIN)
+        await self._edit(
+            message,
+            texts.keyboard_caption(draft.options),
+            options_keyboard(draft.id, draft.options, self._price(draft.options)),
+        )
+        if draft.invoice_message_id is not None:
+            # Void already; removing it spares the user a button that would be refused.
+            with contextlib.suppress(TelegramError):
+                await bot.delete_message(draft.chat_id, draft.invoice_message_id)
+
+    async def _after_start(
+        self, query: CallbackQuery, result: StartResult, message: Message, bot: Bot
+    ) -> None:
         outcome = result.outcome
-        if outcome is StartOutcome.STARTED and result.job is not None:
+        if outcome is StartOutcome.INVOICE and result.job is not None:
+            job = result.job
+            await self._answer(query, texts.ANSWER_INVOICE_SENT)
+            log.info(
+                "job %s: invoice %d for %d Stars", job.short_id, job.invoice_no, job.price_stars
+            )
+            await self._edit(
+                message,
+                texts.awaiting_payment(job.options, job.price_stars),
+                awaiting_payment_keyboard(job.id),
+            )
+            await self._send_invoice(job, bot)
+        elif outcome is StartOutcome.AWAITING_PAYMENT:
+            await self._answer(query, texts.ANSWER_AWAITING_PAYMENT)
+        elif outcome is StartOutcome.STARTED and result.job is not None:
             await self._answer(query, texts.ANSWER_STARTED)
             log.info("job %s: started by user %s", result.job.short_id, result.job.user_id)
             self.rt.tracker.track(result.job.id)

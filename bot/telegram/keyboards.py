@@ -15,7 +15,14 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from ..core.options import DURATIONS, QUALITIES, VideoOptions
 from ..i18n import texts
 
-__all__ = ["Action", "Press", "parse", "options_keyboard", "retry_keyboard"]
+__all__ = [
+    "Action",
+    "Press",
+    "parse",
+    "options_keyboard",
+    "awaiting_payment_keyboard",
+    "retry_keyboard",
+]
 
 
 class Action(StrEnum):
@@ -24,6 +31,7 @@ class Action(StrEnum):
     STYLE = "s"
     GENERATE = "g"
     RETRY = "r"
+    CHANGE = "c"  #: back from an unpaid invoice to the options
 
 
 @dataclass(frozen=True)
@@ -72,8 +80,8 @@ def _mark(label: str, chosen: bool) -> str:
     return f"{texts.CHOSEN_MARK}{label}" if chosen else label
 
 
-def options_keyboard(job_id: int, options: VideoOptions) -> InlineKeyboardMarkup:
-    """Quality row, duration row, style button, Generate."""
+def options_keyboard(job_id: int, options: VideoOptions, price: int = 0) -> InlineKeyboardMarkup:
+    """Quality row, duration row, style button, Generate (with its price, if any)."""
     qualities = [
         InlineKeyboardButton(
             _mark(quality, quality == options.quality),
@@ -93,9 +101,22 @@ def options_keyboard(job_id: int, options: VideoOptions) -> InlineKeyboardMarkup
         callback_data=Press(Action.STYLE, job_id).data(),
     )
     generate = InlineKeyboardButton(
-        texts.GENERATE_LABEL, callback_data=Press(Action.GENERATE, job_id).data()
+        texts.generate_label(price), callback_data=Press(Action.GENERATE, job_id).data()
     )
     return InlineKeyboardMarkup([qualities, durations, [style], [generate]])
+
+
+def awaiting_payment_keyboard(job_id: int) -> InlineKeyboardMarkup:
+    """Under an unpaid invoice: go back and change the options (voids the invoice)."""
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    texts.CHANGE_OPTIONS_LABEL, callback_data=Press(Action.CHANGE, job_id).data()
+                )
+            ]
+        ]
+    )
 
 
 def retry_keyboard(job_id: int) -> InlineKeyboardMarkup:

@@ -29,8 +29,16 @@ from telegram.error import (
 from telegram.ext import ExtBot
 
 from ..core.alerts import AlertKind
-from ..core.errors import ChatUnreachable, PhotoUnavailable, SendFailed, VideoRefused
+from ..core.errors import (
+    AlreadyRefunded,
+    ChatUnreachable,
+    PhotoUnavailable,
+    RefundRefused,
+    SendFailed,
+    VideoRefused,
+)
 from ..core.jobs import Job, offers_retry
+from ..core.payments import Payment
 from ..core.ports import Progress
 from ..i18n import texts
 from .keyboards import retry_keyboard
@@ -265,6 +273,33 @@ class TelegramMessenger:
         self._shown.pop(job.id, None)
         if job.keyboard_message_id is not None:
             await self._delete(job.chat_id, job.keyboard_message_id)
+
+    async def refund_stars(self, user_id: int, charge_id: str) -> None:
+        try:
+            await self._call(lambda: self._bot.refund_star_payment(user_id, charge_id))
+        except BadRequest as exc:
+            if "CHARGE_ALREADY_REFUNDED" in exc.message.upper():
+                raise AlreadyRefunded(exc.message) from exc
+            raise RefundRefused(exc.message) from exc
+        except ChatUnreachable as exc:
+            # A refund needs no chat; Telegram refusing it is for the operators.
+            raise RefundRefused(str(exc)) from exc
+
+    async def tell_refund(self, payment: Payment, job: Job | None) -> None:
+        """In the job's chat and topic, replying to its photo; else the payer's chat."""
+        text = texts.refunded(payment)
+        try:
+            if job is not None:
+                await self._send_text(job, text)
+                return
+            await self._call(
+                lambda: self._bot.send_message(
+                    payment.user_id, text, rate_limit_args=Priority.DELIVERY
+                )
+            )
+        except BadRequest as exc:
+            # The Stars are back whatever this message does; a refused one is not retried.
+            log.warning("refund %s: notice refused: %s", payment.charge_id, exc.message)
 
     async def alert_operators(self, kind: AlertKind, resolved: bool) -> None:
         """Best effort: a private message to every operator (the alerts' sender)."""

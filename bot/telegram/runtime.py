@@ -20,6 +20,7 @@ from telegram.ext import ExtBot
 from ..core.alerts import AlertKind, Alerts
 from ..core.limits import Limits
 from ..core.ports import Ledger
+from ..core.refunds import Refunds
 from ..core.tasks import cancel_and_wait
 from ..core.tracker import Tracker, TrackerConfig
 from ..i18n import texts
@@ -89,13 +90,14 @@ class TokenWatch:
             self._on_rejected()
 
 
-async def _publish_commands(bot: Bot) -> None:
-    """The command menus users see; nice to have, so a refusal is only logged."""
+async def _publish_commands(bot: Bot, *, paid: bool) -> None:
+    """The command menus users see; nice to have, so a refusal is only logged. With a
+    price, /paysupport and /terms are in the menu (Telegram requires them for sales)."""
+    private = [("start", texts.COMMAND_START), ("help", texts.COMMAND_HELP)]
+    if paid:
+        private += [("paysupport", texts.COMMAND_PAYSUPPORT), ("terms", texts.COMMAND_TERMS)]
     try:
-        await bot.set_my_commands(
-            [("start", texts.COMMAND_START), ("help", texts.COMMAND_HELP)],
-            scope=BotCommandScopeAllPrivateChats(),
-        )
+        await bot.set_my_commands(private, scope=BotCommandScopeAllPrivateChats())
         await bot.set_my_commands(
             [("warmth", texts.COMMAND_WARMTH), ("help", texts.COMMAND_HELP)],
             scope=BotCommandScopeAllGroupChats(),
@@ -119,6 +121,7 @@ class Runtime:
         self._ledger: Ledger | None = None
         self._tracker: Tracker | None = None
         self._alerts: Alerts | None = None
+        self._refunds: Refunds | None = None
         self._http: httpx.AsyncClient | None = None
         self.token_watch: TokenWatch | None = None
 
@@ -127,6 +130,12 @@ class Runtime:
         if self._ledger is None:
             raise RuntimeError("runtime not started")
         return self._ledger
+
+    @property
+    def refunds(self) -> Refunds:
+        if self._refunds is None:
+            raise RuntimeError("runtime not started")
+        return self._refunds
 
     @property
     def tracker(self) -> Tracker:
@@ -163,6 +172,7 @@ class Runtime:
             on_unauthorized=self.token_watch.check_now,
         )
         self._alerts = Alerts(ledger, messenger.alert_operators)
+        self._refunds = Refunds(ledger, messenger)
         self._tracker = Tracker(
             ledger,
             segmind,
@@ -173,9 +183,11 @@ class Runtime:
                 deadline_seconds=self.settings.job_deadline_seconds,
                 image_url_mode=self.settings.image_url_mode,
             ),
+            on_refund_due=self._refunds.poke,
         )
         await self._tracker.resume()
-        await _publish_commands(bot)
+        self._refunds.start()
+        await _publish_commands(bot, paid=not self.settings.price_stars.is_free)
         self.token_watch.start()
 
     @property
@@ -186,6 +198,8 @@ class Runtime:
         """Stop driving jobs at once; the ledger keeps where each one was."""
         if self.token_watch is not None:
             await self.token_watch.stop()
+        if self._refunds is not None:
+            await self._refunds.stop()
         if self._tracker is not None:
             await self._tracker.stop()
 

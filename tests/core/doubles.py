@@ -28,6 +28,7 @@ import httpx
 from bot.core.alerts import AlertKind
 from bot.core.errors import MessengerError
 from bot.core.jobs import Job, JobState
+from bot.core.payments import Payment
 from bot.core.ports import Messenger, Progress
 from bot.storage.sqlite import SqliteLedger
 
@@ -321,6 +322,9 @@ class RecordingMessenger:
         self.script: dict[str, deque[MessengerError]] = defaultdict(deque)
         #: The bytes of every video accepted by send_video, in order.
         self.videos: list[bytes] = []
+        #: (user id, charge id) of every refund asked for; (charge id, job id) told.
+        self.refunded: list[tuple[int, str]] = []
+        self.told: list[tuple[str, int | None]] = []
 
     def fail(self, method: str, *errors: MessengerError) -> None:
         """The next calls of ``method`` raise ``errors``, in order; then they work."""
@@ -358,6 +362,16 @@ class RecordingMessenger:
 
     async def send_outcome(self, job: Job) -> None:
         self._enter("send_outcome", job, job.reason)
+
+    async def refund_stars(self, user_id: int, charge_id: str) -> None:
+        self.refunded.append((user_id, charge_id))
+        if self.script["refund_stars"]:
+            raise self.script["refund_stars"].popleft()
+
+    async def tell_refund(self, payment: Payment, job: Job | None) -> None:
+        self.told.append((payment.charge_id, job.id if job else None))
+        if self.script["tell_refund"]:
+            raise self.script["tell_refund"].popleft()
 
 
 def _is_a_messenger(messenger: RecordingMessenger) -> Messenger:

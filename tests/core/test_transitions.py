@@ -18,6 +18,7 @@ from bot.core.errors import ChatUnreachable, PhotoUnavailable
 from bot.core.jobs import _TRANSITIONS, ACTIVE_STATES, JobState, NewJob, can_transition
 from bot.core.limits import StartOutcome
 from bot.core.options import VideoOptions
+from bot.core.payments import NewPayment, PaymentOutcome, invoice_payload
 from bot.core.tracker import RESULT_RETENTION_SECONDS, TrackerConfig
 from tests.core.conftest import LIMITS, Harness
 
@@ -197,6 +198,11 @@ NOT_MADE_BY_STEP: dict[tuple[JobState, JobState], str] = {
     # A job in SUBMITTING at a step's start becomes UNCERTAIN without asking the chat;
     # the messenger is only used before SUBMITTING or after QUEUED.
     (S.SUBMITTING, S.UNDELIVERABLE): "test_a_submitting_job_never_meets_the_chat",
+    # Payments: the Generate button (priced), "Change options", and successful_payment
+    # are the user's acts, recorded by the ledger; a step never makes them.
+    (S.DRAFT, S.AWAITING_PAYMENT): "test_payments_move_a_job_through_the_ledger_not_a_step",
+    (S.AWAITING_PAYMENT, S.DRAFT): "test_payments_move_a_job_through_the_ledger_not_a_step",
+    (S.AWAITING_PAYMENT, S.PREPARING): "test_payments_move_a_job_through_the_ledger_not_a_step",
 }
 
 
@@ -238,6 +244,46 @@ async def test_a_draft_is_started_by_the_ledger_not_by_a_step(h: Harness):
     assert (await h.job(draft.id)).state is S.PREPARING
     await h.step(draft.id)  # from here on the tracker drives it
     assert h.moved(draft.id)[0] == (S.PREPARING, S.SUBMITTING)
+
+
+async def test_payments_move_a_job_through_the_ledger_not_a_step(h: Harness):
+    new = NewJob(
+        chat_id=1,
+        user_id=1,
+        chat_type="private",
+        trigger_message_id=998,
+        photo_message_id=998,
+        thread_id=None,
+        file_id="f",
+        file_unique_id="u",
+        file_size=10,
+        mime_type="image/jpeg",
+    )
+    draft, _ = await h.ledger.create_draft(new, VideoOptions())
+    invoiced = await h.ledger.start(draft.id, 1, LIMITS, price=50)  # Generate, priced
+    assert invoiced.outcome is StartOutcome.INVOICE
+    assert await h.step(draft.id) is None  # unpaid: the tracker leaves it alone
+    assert (await h.job(draft.id)).state is S.AWAITING_PAYMENT
+    assert await h.ledger.reopen_draft(draft.id, 1) is not None  # Change options
+    assert (await h.job(draft.id)).state is S.DRAFT
+    job = (await h.ledger.start(draft.id, 1, LIMITS, price=50)).job
+    assert job is not None
+    outcome, _, paid = await h.ledger.record_payment(
+        NewPayment(
+            charge_id="c",
+            provider_charge_id="",
+            user_id=1,
+            chat_id=1,
+            payload=invoice_payload(job.id, job.invoice_no),
+            amount=50,
+        )
+    )
+    assert outcome is PaymentOutcome.STARTED
+    assert paid is not None
+    assert paid.state is S.PREPARING
+    assert h.segmind.requests == []
+    assert h.messenger.calls == []
+    assert h.step_moves == []
 
 
 async def test_a_submitting_job_never_meets_the_chat(h: Harness):

@@ -1,0 +1,129 @@
+"""Gives Stars back: every refund the ledger holds as due, until Telegram confirms it.
+
+The ledger makes a refund due in the same transaction that ends a paid job without a
+video (or records a payment that cannot start its job), so nothing here decides
+*whether* to refund, only drives each due refund to done and tells the payer. A refund
+whose answer was lost is tried again; ``CHARGE_ALREADY_REFUNDED`` then confirms it.
+Attempts back off (a minute at most); a crash anywhere repeats at most one attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from . import schedule
+from .errors import AlreadyRefunded, ChatUnreachable, RefundRefused, SendFailed
+from .payments import Payment, RefundState
+from .ports import Ledger, Messenger
+from .tasks import cancel_and_wait
+
+__all__ = ["Refunds", "SCAN_SECONDS"]
+
+log = logging.getLogger(__name__)
+
+#: Even unpoked, the ledger is read this often (refunds due after a restart, retries).
+SCAN_SECONDS = 30.0
+#: First retry after this long; doubles per attempt up to schedule.MAX_BACKOFF_SECONDS.
+RETRY_SECONDS = 2.0
+#: Telegram refusing a refund outright is for operators: ask again only this rarely.
+REFUSED_RETRY_SECONDS = 3600.0
+
+
+class Refunds:
+    def __init__(
+        self,
+        ledger: Ledger,
+        messenger: Messenger,
+        *,
+        on_refused: Callable[[Payment], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._messenger = messenger
+        self._on_refused = on_refused
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def poke(self) -> None:
+        """A refund may have become due: look now rather than at the next scan."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="refunds")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                delay = await self.step()
+            except Exception:
+                log.exception("refunds: step failed")
+                delay = SCAN_SECONDS
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
+
+    async def step(self) -> float:
+        """Work every refund whose time has come; seconds until the next one may."""
+        for payment in await self._ledger.refunds_to_work(self._clock()):
+            await self._work(payment)
+        next_at = await self._ledger.next_refund_at()
+        if next_at is None:
+            return SCAN_SECONDS
+        return min(SCAN_SECONDS, max(0.0, next_at - self._clock()))
+
+    async def _work(self, payment: Payment) -> None:
+        if payment.refund is RefundState.DUE and not await self._refund(payment):
+            return
+        job = await self._ledger.get(payment.job_id) if payment.job_id is not None else None
+        try:
+            await self._messenger.tell_refund(payment, job)
+        except ChatUnreachable:
+            pass  # the Stars are back all the same; nobody to tell
+        except SendFailed as exc:
+            log.info("refund %s: telling the payer failed (%s); next scan", payment.charge_id, exc)
+            return
+        await self._ledger.refund_told(payment.charge_id)
+
+    async def _refund(self, payment: Payment) -> bool:
+        """One attempt; True once Telegram confirmed (now or before)."""
+        try:
+            await self._messenger.refund_stars(payment.user_id, payment.charge_id)
+        except AlreadyRefunded:
+            log.info("refund %s: already refunded: done", payment.charge_id)
+        except RefundRefused as exc:
+            log.error("refund %s refused by Telegram: %s", payment.charge_id, exc)
+            if self._on_refused is not None:
+                self._on_refused(payment)
+            await self._ledger.refund_failed(
+                payment.charge_id, self._clock() + REFUSED_RETRY_SECONDS
+            )
+            return False
+        except (SendFailed, ChatUnreachable) as exc:
+            retry_after = getattr(exc, "retry_after", None)
+            delay = schedule.backoff_delay(
+                payment.refund_attempts + 1, RETRY_SECONDS, retry_after=retry_after, rng=self._rng
+            )
+            log.warning("refund %s failed (%s); again in %.0fs", payment.charge_id, exc, delay)
+            await self._ledger.refund_failed(payment.charge_id, self._clock() + delay)
+            return False
+        await self._ledger.refund_confirmed(payment.charge_id)
+        log.info(
+            "refund %s: %d Stars back to user %s (%s)",
+            payment.charge_id,
+            payment.amount,
+            payment.user_id,
+            payment.refund_reason.value if payment.refund_reason else "-",
+        )
+        return True
