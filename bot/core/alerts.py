@@ -28,6 +28,10 @@ class AlertKind(StrEnum):
     #: Telegram holds the bot back with a flood wait of 30 s or more (not a bad token:
     #: a revoked token stops the bot, see the token watch).
     TELEGRAM_REFUSING = "telegram_refusing"
+    #: Telegram lists a Stars payment the ledger lacks (reconciliation).
+    UNKNOWN_CHARGE = "unknown_charge"
+    #: A refund has been due for over an hour, or Telegram refuses it.
+    REFUND_STUCK = "refund_stuck"
 
 
 #: Tells the operators: (kind, resolved). The chat adapter words it in their language.

@@ -24,6 +24,7 @@ __all__ = [
     "Messenger",
     "Progress",
     "RunSeconds",
+    "StarCharge",
     "StatusReport",
     "Submission",
     "VideoService",
@@ -156,6 +157,9 @@ class Ledger(Protocol):
     async def stars_since(self, since: float) -> tuple[int, int]:
         """(Stars taken, Stars refunded) by payments made since ``since``."""
 
+    async def refunds_due_before(self, before: float) -> list[Payment]:
+        """Refunds still due that became due before ``before`` (stuck ones)."""
+
 
 # -- the video service ----------------------------------------------------------------
 
@@ -197,6 +201,16 @@ class VideoService(Protocol):
 # -- the chat platform ----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StarCharge:
+    """One incoming Stars payment as the platform lists it (for reconciliation)."""
+
+    charge_id: str
+    user_id: int | None
+    amount: int
+    date: float
+
+
 class Progress(StrEnum):
     """The stages a job's status message shows; it changes only when the stage does."""
 
@@ -235,3 +249,6 @@ class Messenger(Protocol):
 
     async def tell_refund(self, payment: Payment, job: Job | None) -> None:
         """Tell the payer the Stars went back, and why."""
+
+    async def star_payments(self, since: float) -> list[StarCharge]:
+        """Stars payments the platform lists for the bot since ``since`` (newest first)."""

@@ -14,15 +14,17 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from . import schedule
+from .alerts import AlertKind, Alerts
 from .errors import AlreadyRefunded, ChatUnreachable, RefundRefused, SendFailed
 from .payments import Payment, RefundState
-from .ports import Ledger, Messenger
+from .ports import Ledger, Messenger, StarCharge
 from .tasks import cancel_and_wait
 
-__all__ = ["Refunds", "SCAN_SECONDS"]
+__all__ = ["Findings", "Reconciliation", "Refunds", "SCAN_SECONDS"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class Refunds:
         ledger: Ledger,
         messenger: Messenger,
         *,
-        on_refused: Callable[[Payment], None] | None = None,
+        on_refused: Callable[[Payment], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -105,7 +107,7 @@ class Refunds:
         except RefundRefused as exc:
             log.error("refund %s refused by Telegram: %s", payment.charge_id, exc)
             if self._on_refused is not None:
-                self._on_refused(payment)
+                await self._on_refused(payment)
             await self._ledger.refund_failed(
                 payment.charge_id, self._clock() + REFUSED_RETRY_SECONDS
             )
@@ -127,3 +129,86 @@ class Refunds:
             payment.refund_reason.value if payment.refund_reason else "-",
         )
         return True
+
+
+#: How often the ledger is compared with Telegram's list of Stars payments.
+RECONCILE_SECONDS = 24 * 3600.0
+#: How far back each comparison looks.
+RECONCILE_WINDOW_SECONDS = 8 * 24 * 3600.0
+#: A refund due longer than this is stuck: operators hear about it.
+STUCK_REFUND_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class Findings:
+    unknown_charges: list[StarCharge]
+    stuck_refunds: list[Payment]
+
+
+class Reconciliation:
+    """At start and daily: every Stars payment Telegram lists is in the ledger, and no
+    refund has been due for over an hour. Either finding alerts the operators."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        messenger: Messenger,
+        alerts: Alerts,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ledger = ledger
+        self._messenger = messenger
+        self._alerts = alerts
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="reconciliation")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except (SendFailed, ChatUnreachable) as exc:
+                log.warning("reconciliation: Telegram's list unavailable (%s)", exc)
+            except Exception:
+                log.exception("reconciliation failed")
+            await asyncio.sleep(RECONCILE_SECONDS)
+
+    async def check(self) -> Findings:
+        now = self._clock()
+        listed = await self._messenger.star_payments(now - RECONCILE_WINDOW_SECONDS)
+        unknown = [
+            charge for charge in listed if await self._ledger.payment(charge.charge_id) is None
+        ]
+        stuck = await self._ledger.refunds_due_before(now - STUCK_REFUND_SECONDS)
+        for charge in unknown:
+            log.warning(
+                "reconciliation: Telegram lists charge %s (%d Stars from user %s) that the "
+                "ledger lacks",
+                charge.charge_id,
+                charge.amount,
+                charge.user_id,
+            )
+        for payment in stuck:
+            log.warning(
+                "reconciliation: refund of %s (%d Stars to user %s) due since %.0f",
+                payment.charge_id,
+                payment.amount,
+                payment.user_id,
+                payment.refund_due_at or 0,
+            )
+        if unknown:
+            await self._alerts.trouble(AlertKind.UNKNOWN_CHARGE)
+        else:
+            await self._alerts.cleared(AlertKind.UNKNOWN_CHARGE)
+        if stuck:
+            await self._alerts.trouble(AlertKind.REFUND_STUCK)
+        else:
+            await self._alerts.cleared(AlertKind.REFUND_STUCK)
+        return Findings(unknown, stuck)

@@ -295,6 +295,10 @@ _ALERTS: dict[AlertKind, str] = {
     "minutes. Jobs keep retrying until their deadline.",
     AlertKind.TELEGRAM_REFUSING: "⚠️ Telegram is limiting the bot (flood control for 30 s or "
     "more). Deliveries wait and go out when it lifts.",
+    AlertKind.UNKNOWN_CHARGE: "⚠️ Telegram lists Stars payments this bot's ledger doesn't "
+    "have. Their charge ids are in the log; check them with /refund if they need a refund.",
+    AlertKind.REFUND_STUCK: "⚠️ A Stars refund has been due for over an hour (or Telegram "
+    "refuses it). Charge ids are in the log; users wait for their Stars.",
 }
 
 

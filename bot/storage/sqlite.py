@@ -778,6 +778,15 @@ class SqliteLedger:
             row = await cursor.fetchone()
         return (int(row["taken"]), int(row["refunded"])) if row else (0, 0)
 
+    async def refunds_due_before(self, before: float) -> list[Payment]:
+        """Refunds still due that became due before ``before`` (stuck ones)."""
+        async with self.db.execute(
+            f"{_PAYMENT} WHERE refund=? AND refund_due_at<? ORDER BY refund_due_at",
+            (RefundState.DUE.value, before),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [row_to_payment(row) for row in rows]
+
     # -- operator alerts -------------------------------------------------------------
 
     async def alert_state(self, kind: str) -> tuple[bool, float] | None:

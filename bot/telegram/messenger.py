@@ -16,7 +16,14 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from telegram import File, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
+from telegram import (
+    File,
+    InlineKeyboardMarkup,
+    InputFile,
+    Message,
+    ReplyParameters,
+    TransactionPartnerUser,
+)
 from telegram.constants import ChatAction
 from telegram.error import (
     BadRequest,
@@ -39,7 +46,7 @@ from ..core.errors import (
 )
 from ..core.jobs import Job, offers_retry
 from ..core.payments import Payment
-from ..core.ports import Progress
+from ..core.ports import Progress, StarCharge
 from ..i18n import texts
 from .keyboards import retry_keyboard
 from .pacing import ChatPacer, Priority, retry_after_seconds
@@ -56,6 +63,9 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 #: videos, and the job's next poll waits for it.
 STATUS_EDIT_PATIENCE = 5.0
 _UPLOAD_WRITE_TIMEOUT = 300.0
+#: getStarTransactions pages (Telegram's maximum) and how many are read at most.
+_PAGE = 100
+_MAX_TRANSACTIONS = 10_000
 
 
 def is_reply_missing(error: BadRequest) -> bool:
@@ -300,6 +310,28 @@ class TelegramMessenger:
         except BadRequest as exc:
             # The Stars are back whatever this message does; a refused one is not retried.
             log.warning("refund %s: notice refused: %s", payment.charge_id, exc.message)
+
+    async def star_payments(self, since: float) -> list[StarCharge]:
+        """Incoming Stars payments since ``since``, page by page (newest first)."""
+        found: list[StarCharge] = []
+        offset = 0
+        while offset < _MAX_TRANSACTIONS:
+            page = await self._call(
+                partial(self._bot.get_star_transactions, offset=offset, limit=_PAGE)
+            )
+            for transaction in page.transactions:
+                date = transaction.date.timestamp()
+                source = transaction.source
+                if date < since:
+                    return found
+                if isinstance(source, TransactionPartnerUser) and source.invoice_payload:
+                    found.append(
+                        StarCharge(transaction.id, source.user.id, transaction.amount, date)
+                    )
+            if len(page.transactions) < _PAGE:
+                break
+            offset += _PAGE
+        return found
 
     async def alert_operators(self, kind: AlertKind, resolved: bool) -> None:
         """Best effort: a private message to every operator (the alerts' sender)."""

@@ -19,8 +19,9 @@ from telegram.ext import ExtBot
 
 from ..core.alerts import AlertKind, Alerts
 from ..core.limits import Limits
+from ..core.payments import Payment
 from ..core.ports import Ledger
-from ..core.refunds import Refunds
+from ..core.refunds import Reconciliation, Refunds
 from ..core.tasks import cancel_and_wait
 from ..core.tracker import Tracker, TrackerConfig
 from ..i18n import texts
@@ -122,6 +123,7 @@ class Runtime:
         self._tracker: Tracker | None = None
         self._alerts: Alerts | None = None
         self._refunds: Refunds | None = None
+        self._reconciliation: Reconciliation | None = None
         self._http: httpx.AsyncClient | None = None
         self.token_watch: TokenWatch | None = None
 
@@ -172,7 +174,14 @@ class Runtime:
             on_unauthorized=self.token_watch.check_now,
         )
         self._alerts = Alerts(ledger, messenger.alert_operators)
-        self._refunds = Refunds(ledger, messenger)
+        alerts = self._alerts
+
+        async def refund_refused(payment: Payment) -> None:
+            # Telegram refused the refund itself: operators must look at once.
+            await alerts.trouble(AlertKind.REFUND_STUCK)
+
+        self._refunds = Refunds(ledger, messenger, on_refused=refund_refused)
+        self._reconciliation = Reconciliation(ledger, messenger, alerts)
         self._tracker = Tracker(
             ledger,
             segmind,
@@ -187,6 +196,8 @@ class Runtime:
         )
         await self._tracker.resume()
         self._refunds.start()
+        if not self.settings.price_stars.is_free:
+            self._reconciliation.start()
         await _publish_commands(bot, paid=not self.settings.price_stars.is_free)
         self.token_watch.start()
 
@@ -198,6 +209,8 @@ class Runtime:
         """Stop driving jobs at once; the ledger keeps where each one was."""
         if self.token_watch is not None:
             await self.token_watch.stop()
+        if self._reconciliation is not None:
+            await self._reconciliation.stop()
         if self._refunds is not None:
             await self._refunds.stop()
         if self._tracker is not None:

@@ -29,7 +29,7 @@ from bot.core.alerts import AlertKind
 from bot.core.errors import MessengerError
 from bot.core.jobs import Job, JobState
 from bot.core.payments import Payment
-from bot.core.ports import Messenger, Progress
+from bot.core.ports import Messenger, Progress, StarCharge
 from bot.storage.sqlite import SqliteLedger
 
 API_URL = "https://api.segmind.test"
@@ -325,6 +325,8 @@ class RecordingMessenger:
         #: (user id, charge id) of every refund asked for; (charge id, job id) told.
         self.refunded: list[tuple[int, str]] = []
         self.told: list[tuple[str, int | None]] = []
+        #: What the platform lists as incoming Stars payments (for reconciliation).
+        self.star_charges: list[StarCharge] = []
 
     def fail(self, method: str, *errors: MessengerError) -> None:
         """The next calls of ``method`` raise ``errors``, in order; then they work."""
@@ -367,6 +369,9 @@ class RecordingMessenger:
         self.refunded.append((user_id, charge_id))
         if self.script["refund_stars"]:
             raise self.script["refund_stars"].popleft()
+
+    async def star_payments(self, since: float) -> list[StarCharge]:
+        return [charge for charge in self.star_charges if charge.date >= since]
 
     async def tell_refund(self, payment: Payment, job: Job | None) -> None:
         self.told.append((payment.charge_id, job.id if job else None))

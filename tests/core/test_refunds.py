@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from bot.core.alerts import AlertKind
 from bot.core.errors import (
     AlreadyRefunded,
     ChatUnreachable,
@@ -23,7 +24,14 @@ from bot.core.payments import (
     RefundState,
     invoice_payload,
 )
-from bot.core.refunds import REFUSED_RETRY_SECONDS, SCAN_SECONDS, Refunds
+from bot.core.ports import StarCharge
+from bot.core.refunds import (
+    REFUSED_RETRY_SECONDS,
+    SCAN_SECONDS,
+    STUCK_REFUND_SECONDS,
+    Reconciliation,
+    Refunds,
+)
 from bot.core.tracker import Tracker, TrackerConfig
 from tests.core.conftest import CHAT, LIMITS, USER, Harness, run_until_settled
 
@@ -180,8 +188,12 @@ async def test_a_refund_whose_answer_was_lost_is_confirmed_by_already_refunded(
 
 async def test_a_refund_telegram_refuses_waits_for_an_operator(h: Harness):
     refused: list[Payment] = []
+
+    async def on_refused(payment: Payment) -> None:
+        refused.append(payment)
+
     refunds = Refunds(
-        h.ledger, h.messenger, clock=h.clock, rng=random.Random(0), on_refused=refused.append
+        h.ledger, h.messenger, clock=h.clock, rng=random.Random(0), on_refused=on_refused
     )
     job = await paid_job(h)
     await h.ledger.transition(job.id, JobState.PREPARING, JobState.REJECTED)
@@ -204,3 +216,32 @@ async def test_telling_fails_then_is_told_once_at_a_later_scan(h: Harness, refun
     assert len(h.messenger.refunded) == 1  # the refund itself is not repeated
     assert len(h.messenger.told) == 2  # the failed notice, then the one that went out
     assert (await payment_of(h)).refund_told_at is not None
+
+
+async def test_reconciliation_alerts_on_a_charge_the_ledger_lacks_and_a_stuck_refund(
+    h: Harness,
+):
+    reconciliation = Reconciliation(h.ledger, h.messenger, h.alerts_core, clock=h.clock)
+    job = await paid_job(h)
+    h.messenger.star_charges = [
+        StarCharge("charge-1", USER, PRICE, h.clock.now),  # in the ledger
+        StarCharge("stranger", USER, PRICE, h.clock.now - 10),  # not in the ledger
+        StarCharge("ancient", USER, PRICE, h.clock.now - 30 * 86_400),  # out of the window
+    ]
+    await h.ledger.transition(job.id, JobState.PREPARING, JobState.REJECTED)
+    findings = await reconciliation.check()
+    assert [charge.charge_id for charge in findings.unknown_charges] == ["stranger"]
+    assert findings.stuck_refunds == []  # due, but not for an hour yet
+    assert h.alerts.sent == [(AlertKind.UNKNOWN_CHARGE, False)]
+    h.clock.advance(STUCK_REFUND_SECONDS + 1)
+    h.messenger.star_charges = h.messenger.star_charges[:1]
+    findings = await reconciliation.check()
+    assert [payment.charge_id for payment in findings.stuck_refunds] == ["charge-1"]
+    assert h.alerts.sent[1:] == [
+        (AlertKind.UNKNOWN_CHARGE, True),
+        (AlertKind.REFUND_STUCK, False),
+    ]
+    refunds = Refunds(h.ledger, h.messenger, clock=h.clock, rng=random.Random(0))
+    await refunds.step()
+    await reconciliation.check()
+    assert h.alerts.sent[-1] == (AlertKind.REFUND_STUCK, True)
