@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dtm
 import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,10 @@ from telegram import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputFile,
+    LabeledPrice,
+    Message,
     ReplyParameters,
+    TransactionPartnerUser,
     Update,
 )
 from telegram.constants import ChatAction
@@ -30,7 +34,15 @@ from telegram.error import (
     RetryAfter,
     TimedOut,
 )
-from telegram.ext import ApplicationBuilder, CallbackQueryHandler, CommandHandler, ContextTypes
+from telegram.ext import (
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    PreCheckoutQueryHandler,
+    filters,
+)
 
 from tests.fakes.telegram import (
     BOT_ID,
@@ -39,6 +51,7 @@ from tests.fakes.telegram import (
     TEST_TOKEN,
     Call,
     FakeTelegram,
+    PaymentResult,
     UploadedFile,
 )
 
@@ -608,3 +621,522 @@ async def test_a_real_application_end_to_end(fake):
     assert fake.callback_answers[query_id]["text"] == "Fine"
     assert [m["text"] for m in fake.bot_messages(USER)] == ["Chosen"]
     assert fake.pending_updates() == 0  # PTB confirmed everything on stop
+
+
+# --------------------------------------------------------------------------- Stars payments
+
+
+class Poller:
+    """getUpdates as a bot polls: each call confirms the previous batch."""
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+        self.offset: int | None = None
+
+    async def __call__(self, **kwargs: object) -> tuple[Update, ...]:
+        updates = await self.bot.get_updates(offset=self.offset, timeout=0, **kwargs)  # type: ignore[arg-type]
+        if updates:
+            self.offset = max(self.offset or 0, updates[-1].update_id + 1)
+        return updates
+
+
+@pytest.fixture
+def poll(bot: Bot) -> Poller:
+    return Poller(bot)
+
+
+async def send_stars_invoice(
+    bot: Bot, chat_id: int = USER, *, amount: int = 50, payload: str = "job-1", **kwargs: object
+) -> Message:
+    return await bot.send_invoice(
+        chat_id,
+        "Warm animation",
+        "One animated photo",
+        payload,
+        "XTR",
+        [LabeledPrice("Animation", amount)],
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def pay(
+    fake: FakeTelegram, bot: Bot, poll: Poller, invoice: Message, user_id: int = USER
+) -> PaymentResult:
+    """A user pays, the bot says yes at once and gets its successful_payment message."""
+    attempt = fake.pay_invoice(user_id, invoice)
+    (update,) = await poll()
+    assert update.pre_checkout_query is not None
+    assert await bot.answer_pre_checkout_query(update.pre_checkout_query.id, ok=True)
+    result = await attempt
+    (update,) = await poll()
+    assert update.message is not None
+    assert update.message.successful_payment is not None
+    assert update.message.successful_payment.telegram_payment_charge_id == result.charge_id
+    return result
+
+
+VALID_INVOICE = {
+    "chat_id": USER,
+    "title": "Warm animation",
+    "description": "One animated photo",
+    "payload": "job-1",
+    "currency": "XTR",
+    "prices": json.dumps([{"label": "Animation", "amount": 50}]),
+}
+
+
+async def test_send_stars_invoice(fake, bot, timedeltas):
+    fake.group(GROUP, forum=True)
+    photo = fake.send_photo(GROUP, USER, thread_id=7)
+    message = await send_stars_invoice(
+        bot,
+        GROUP,
+        payload="123",
+        message_thread_id=7,
+        reply_parameters=ReplyParameters(photo["message_id"]),
+        reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("Pay 50", pay=True)]]),
+    )
+    invoice = message.invoice
+    assert invoice is not None
+    assert (invoice.title, invoice.description, invoice.start_parameter) == (
+        "Warm animation",
+        "One animated photo",
+        "",
+    )
+    assert (invoice.currency, invoice.total_amount) == ("XTR", 50)
+    assert message.message_thread_id == 7
+    assert message.reply_to_message is not None
+    assert message.reply_to_message.message_id == photo["message_id"]
+    assert message.reply_markup is not None
+    assert message.reply_markup.inline_keyboard[0][0].pay is True
+    (call,) = fake.calls_of("sendInvoice", chat_id=GROUP)
+    assert call.params["payload"] == "123"  # digits stay a string
+    assert call.params["prices"] == [{"label": "Animation", "amount": 50}]
+    assert "payload" not in call.result["invoice"]  # users never see it
+    assert fake.message(GROUP, message.message_id)["invoice"]["total_amount"] == 50
+    assert len(fake.send_times(GROUP)) == 1  # a send, under the flood limits
+
+    # The chat rules of sendMessage hold.
+    with pytest.raises(BadRequest, match="(?i)message to be replied not found"):
+        await send_stars_invoice(bot, reply_parameters=ReplyParameters(9999))
+    fake.fail_next("sendInvoice", error_code=429, description="Too Many Requests: retry after 3")
+    with pytest.raises(RetryAfter):
+        await send_stars_invoice(bot)
+    fake.block_chat(USER)
+    with pytest.raises(Forbidden, match="bot was blocked by the user"):
+        await send_stars_invoice(bot)
+    assert fake.bot_messages(USER) == []
+
+
+async def test_invoice_limits_are_inclusive(fake, bot):
+    message = await bot.send_invoice(
+        USER,
+        "t" * 32,
+        "d" * 255,
+        "\N{FIRE}" * 32,  # 128 bytes
+        "XTR",
+        [LabeledPrice("Everything", 10_000)],
+        provider_token="",
+    )
+    assert message.invoice.total_amount == 10_000
+    with pytest.raises(BadRequest, match="(?i)CURRENCY_TOTAL_AMOUNT_INVALID"):
+        await bot.send_invoice(USER, "t", "d", "p", "XTR", [LabeledPrice("Too much", 10_001)])
+    assert len(fake.bot_messages(USER)) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "description"),
+    [
+        ({"title": None}, 'parameter "title" is required'),
+        ({"title": "x" * 33}, "invoice title must be at most 32 characters long"),
+        ({"description": ""}, 'parameter "description" is required'),
+        ({"description": "x" * 256}, "invoice description must be at most 255 characters long"),
+        ({"payload": ""}, 'parameter "payload" is required'),
+        ({"payload": "\N{LATIN SMALL LETTER E WITH ACUTE}" * 65}, "INVOICE_PAYLOAD_INVALID"),
+        ({"currency": None}, 'parameter "currency" is required'),
+        ({"currency": "USD"}, "PAYMENT_PROVIDER_INVALID"),
+        ({"provider_token": "284685063:TEST:abc"}, "PAYMENT_PROVIDER_INVALID"),
+        ({"prices": None}, 'parameter "prices" is required'),
+        ({"prices": "[{"}, "can't parse prices JSON object"),
+        ({"prices": "[]"}, "there must be at least one price"),
+        (
+            {"prices": '[{"label": "", "amount": 5}]'},
+            "can't parse labeled price: LabeledPrice label must be non-empty",
+        ),
+        ({"prices": '[{"label": "A"}]'}, "can't parse labeled price: Can't find field \"amount\""),
+        ({"prices": '[{"label": "A", "amount": 0}]'}, "total price must be positive"),
+        ({"prices": '[{"label": "A", "amount": -5}]'}, "total price must be positive"),
+        ({"prices": '[{"label": "A", "amount": 10001}]'}, "CURRENCY_TOTAL_AMOUNT_INVALID"),
+        (
+            {"prices": '[{"label": "A", "amount": 30}, {"label": "B", "amount": 20}]'},
+            "STARS_INVOICE_INVALID",
+        ),
+        ({"max_tip_amount": "10"}, "STARS_INVOICE_INVALID"),
+        (
+            {"reply_markup": json.dumps({"inline_keyboard": [[{"text": "Go", "url": "x"}]]})},
+            "REPLY_MARKUP_BUY_EMPTY",
+        ),
+    ],
+)
+async def test_invoice_validation(fake, change, description):
+    params = {
+        key: value for key, value in {**VALID_INVOICE, **change}.items() if value is not None
+    }
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{fake.url}/bot{TEST_TOKEN}/sendInvoice", data=params)
+    assert response.status_code == 400
+    assert response.json() == {
+        "ok": False,
+        "error_code": 400,
+        "description": f"Bad Request: {description}",
+    }
+    assert fake.bot_messages(USER) == []
+    with pytest.raises(ValueError, match="has no invoice"):
+        fake.pay_invoice(USER, 1, chat_id=USER)
+
+
+async def test_pay_flow(fake, bot, poll):
+    fake.private_chat(USER)
+    invoice = await send_stars_invoice(bot, payload="123")
+    attempt = fake.pay_invoice(USER, invoice)
+    assert fake.pending_precheckouts == [attempt]
+    assert not attempt.done()
+    assert attempt.status == "pending"
+
+    (update,) = await poll()
+    query = update.pre_checkout_query
+    assert query.id == attempt.query_id
+    assert (query.from_user.id, query.currency, query.total_amount) == (USER, "XTR", 50)
+    assert query.invoice_payload == "123"
+    assert attempt.fetched_at is not None
+
+    assert await bot.answer_pre_checkout_query(query.id, ok=True)
+    result = await attempt
+    assert result.paid
+    assert not result.timed_out
+    assert result.error_message is None
+    assert result.charge_id.startswith("stx")
+    assert attempt.status == "paid"
+    assert fake.pending_precheckouts == []
+
+    (update,) = await poll()
+    message = update.message
+    paid = message.successful_payment
+    assert (paid.currency, paid.total_amount, paid.invoice_payload) == ("XTR", 50, "123")
+    assert paid.telegram_payment_charge_id == result.charge_id
+    assert paid.provider_payment_charge_id
+    assert (message.from_user.id, message.chat.id) == (USER, USER)
+
+    (payment,) = fake.payments
+    assert payment == result.payment
+    assert (payment.user_id, payment.chat_id, payment.amount, payment.payload) == (
+        USER,
+        USER,
+        50,
+        "123",
+    )
+    assert (payment.invoice_message_id, payment.update_id) == (
+        invoice.message_id,
+        update.update_id,
+    )
+    assert not payment.refunded
+    assert fake.star_balance == 50
+    (answer,) = fake.precheckout_answers
+    assert (answer.query_id, answer.ok, answer.accepted) == (query.id, True, True)
+    assert answer.since_fetch is not None
+    assert 0 <= answer.since_fetch <= answer.since_query < 10
+
+    # One answer per query.
+    with pytest.raises(BadRequest, match="(?i)query is too old"):
+        await bot.answer_pre_checkout_query(query.id, ok=True)
+    with pytest.raises(BadRequest, match="(?i)query ID is invalid"):
+        await bot.answer_pre_checkout_query("12345", ok=True)
+    assert len(fake.payments) == 1
+
+    # A re-delivered successful_payment (crash before the offset was confirmed).
+    assert fake.redeliver_payment(result.charge_id) == update.update_id
+    (again,) = await poll()
+    assert again.update_id == update.update_id
+    assert again.message.successful_payment.telegram_payment_charge_id == result.charge_id
+    assert len(fake.payments) == 1
+    assert fake.star_balance == 50
+
+
+async def test_pay_in_a_forum_topic(fake, bot, poll):
+    fake.group(GROUP, forum=True)
+    invoice = await send_stars_invoice(bot, GROUP, message_thread_id=7)
+    buyer = USER + 1
+    attempt = fake.pay_invoice(buyer, invoice.message_id, chat_id=GROUP)
+    (update,) = await poll()
+    assert update.pre_checkout_query.from_user.id == buyer
+    await bot.answer_pre_checkout_query(update.pre_checkout_query.id, ok=True)
+    result = await attempt
+    (update,) = await poll()
+    message = update.message
+    assert message.successful_payment.telegram_payment_charge_id == result.charge_id
+    assert (message.chat.id, message.from_user.id) == (GROUP, buyer)
+    assert message.message_thread_id == 7
+    assert message.is_topic_message
+    assert fake.payments[0].chat_id == GROUP
+
+
+async def test_declined_precheckout(fake, bot, poll):
+    invoice = await send_stars_invoice(bot)
+    attempt = fake.pay_invoice(USER, invoice.message_id)
+    (update,) = await poll()
+    query_id = update.pre_checkout_query.id
+    with pytest.raises(BadRequest, match='(?i)parameter "error_message" is required'):
+        await bot.answer_pre_checkout_query(query_id, ok=False)
+    assert fake.pending_precheckouts == [attempt]  # still open
+
+    assert await bot.answer_pre_checkout_query(query_id, ok=False, error_message="Sold out")
+    result = await attempt
+    assert result == PaymentResult(False, attempt.query_id, error_message="Sold out")
+    assert attempt.status == "declined"
+    assert await poll() == ()  # no successful_payment
+    assert fake.payments == []
+    assert fake.star_balance == 0
+    assert [(a.ok, a.error_message, a.accepted) for a in fake.precheckout_answers] == [
+        (False, "Sold out", True)
+    ]
+
+    fake.delete_message(USER, invoice.message_id)
+    with pytest.raises(ValueError, match="was deleted"):
+        fake.pay_invoice(USER, invoice)
+
+
+async def test_late_precheckout_answer(fake, bot, poll):
+    fake.precheckout_timeout = 0.2
+    invoice = await send_stars_invoice(bot)
+    attempt = fake.pay_invoice(USER, invoice)
+    (update,) = await poll()
+    result = await asyncio.wait_for(attempt.wait(), 5)
+    assert result.timed_out
+    assert not result.paid
+    assert result.charge_id is None
+    assert attempt.status == "timed_out"
+    assert fake.pending_precheckouts == []
+
+    with pytest.raises(BadRequest, match="(?i)query is too old"):
+        await bot.answer_pre_checkout_query(update.pre_checkout_query.id, ok=True)
+    (answer,) = fake.precheckout_answers
+    assert not answer.accepted
+    assert answer.since_query >= 0.2
+    assert await poll() == ()
+    assert fake.payments == []
+    assert fake.star_balance == 0
+
+
+async def test_pre_checkout_query_obeys_allowed_updates(fake, bot):
+    fake.precheckout_timeout = 0.3
+    invoice = await send_stars_invoice(bot)
+    attempt = fake.pay_invoice(USER, invoice)
+    fake.send_text(USER, USER, "hi")
+    updates = await bot.get_updates(timeout=0, allowed_updates=[Update.MESSAGE])
+    assert [u.message.text for u in updates] == ["hi"]  # the query was never handed out
+    assert (await attempt).timed_out
+
+    # An empty list is Telegram's default, which includes pre_checkout_query.
+    second = fake.pay_invoice(USER, invoice)
+    updates = await bot.get_updates(
+        offset=updates[-1].update_id + 1, timeout=0, allowed_updates=[]
+    )
+    assert [u.pre_checkout_query.id for u in updates] == [second.query_id]
+
+
+async def test_same_invoice_paid_twice(fake, bot, poll):
+    invoice = await send_stars_invoice(bot)
+    first = await pay(fake, bot, poll, invoice)
+    second_attempt = fake.pay_again(first.payment)
+    (update,) = await poll()
+    assert update.pre_checkout_query.id == second_attempt.query_id != first.query_id
+    await bot.answer_pre_checkout_query(update.pre_checkout_query.id, ok=True)
+    second = await second_attempt
+    (update,) = await poll()
+    assert update.message.successful_payment.telegram_payment_charge_id == second.charge_id
+    assert first.charge_id != second.charge_id
+    assert [p.charge_id for p in fake.payments] == [first.charge_id, second.charge_id]
+    assert {p.invoice_message_id for p in fake.payments} == {invoice.message_id}
+    assert fake.star_balance == 100
+
+
+async def test_refunds(fake, bot, poll):
+    invoice = await send_stars_invoice(bot)
+    result = await pay(fake, bot, poll, invoice)
+    with pytest.raises(BadRequest, match="(?i)CHARGE_NOT_FOUND"):
+        await bot.refund_star_payment(USER + 1, result.charge_id)  # another user's charge
+    with pytest.raises(BadRequest, match="(?i)CHARGE_NOT_FOUND"):
+        await bot.refund_star_payment(USER, "stxNoSuchCharge")
+    assert fake.refunds == []
+
+    assert await bot.refund_star_payment(USER, result.charge_id)
+    (refund,) = fake.refunds
+    assert (refund.charge_id, refund.user_id, refund.amount, refund.payload) == (
+        result.charge_id,
+        USER,
+        50,
+        "job-1",
+    )
+    assert fake.payments[0].refunded
+    assert fake.star_balance == 0
+    (update,) = await poll()
+    message = update.message
+    refunded = message.refunded_payment
+    assert (refunded.currency, refunded.total_amount, refunded.invoice_payload) == (
+        "XTR",
+        50,
+        "job-1",
+    )
+    assert refunded.telegram_payment_charge_id == result.charge_id
+    assert (message.chat.id, message.from_user.id) == (USER, BOT_ID)
+    assert (update.update_id, message.message_id) == (refund.update_id, refund.message_id)
+
+    with pytest.raises(BadRequest, match="(?i)CHARGE_ALREADY_REFUNDED"):
+        await bot.refund_star_payment(USER, result.charge_id)
+    assert len(fake.refunds) == 1
+    assert await poll() == ()  # one service message only
+
+
+async def test_refund_whose_answer_is_lost(fake, bot, poll):
+    invoice = await send_stars_invoice(bot)
+    first = await pay(fake, bot, poll, invoice)
+    fake.pay_again(first.payment)
+    (update,) = await poll()
+    await bot.answer_pre_checkout_query(update.pre_checkout_query.id, ok=True)
+    second = fake.payments[1]
+
+    fake.refund_then_drop_answer()
+    with pytest.raises(NetworkError, match="Bad Gateway") as caught:
+        await bot.refund_star_payment(USER, first.charge_id)
+    assert not isinstance(caught.value, BadRequest)
+    assert [r.charge_id for r in fake.refunds] == [first.charge_id]  # it did happen
+    (call,) = fake.calls_of("refundStarPayment", chat_id=USER)
+    assert not call.ok
+    assert call.response["error_code"] == 502
+    assert call.lost_answer == {"ok": True, "result": True}
+    # The bot asks again: Telegram says it is done.
+    with pytest.raises(BadRequest, match="(?i)CHARGE_ALREADY_REFUNDED"):
+        await bot.refund_star_payment(USER, first.charge_id)
+
+    # A connection that closes instead of answering.
+    fake.refund_then_drop_answer(disconnect=True)
+    with pytest.raises(NetworkError, match="(?i)disconnected"):
+        await bot.refund_star_payment(USER, second.charge_id)
+    assert [r.charge_id for r in fake.refunds] == [first.charge_id, second.charge_id]
+    with pytest.raises(BadRequest, match="(?i)CHARGE_ALREADY_REFUNDED"):
+        await bot.refund_star_payment(USER, second.charge_id)
+    assert fake.star_balance == 0
+    assert all(p.refunded for p in fake.payments)
+    updates = await poll()
+    assert [u.message.successful_payment is not None for u in updates] == [True, False, False]
+    refunded = [u.message.refunded_payment.telegram_payment_charge_id for u in updates[1:]]
+    assert refunded == [first.charge_id, second.charge_id]
+
+
+async def test_refund_failures_injected(fake, bot, poll, timedeltas):
+    invoice = await send_stars_invoice(bot)
+    result = await pay(fake, bot, poll, invoice)
+    fake.fail_next("refundStarPayment", error_code=500, description="Internal Server Error")
+    with pytest.raises(NetworkError, match="Internal Server Error"):
+        await bot.refund_star_payment(USER, result.charge_id)
+    fake.fail_next(
+        "refundStarPayment",
+        error_code=429,
+        description="Too Many Requests: retry after 5",
+        chat_id=USER,
+    )
+    with pytest.raises(RetryAfter) as caught:
+        await bot.refund_star_payment(USER, result.charge_id)
+    assert caught.value.retry_after == dtm.timedelta(seconds=5)
+    assert fake.refunds == []
+    assert not fake.payments[0].refunded
+    assert await bot.refund_star_payment(USER, result.charge_id)
+    assert len(fake.refunds) == 1
+
+
+async def test_star_transactions(fake, bot, poll):
+    buyer = USER + 1
+    fake.user(buyer, "Bob")
+    first = await pay(fake, bot, poll, await send_stars_invoice(bot))
+    other_invoice = await send_stars_invoice(bot, buyer, amount=20, payload="job-2")
+    second = await pay(fake, bot, poll, other_invoice, user_id=buyer)
+    assert await bot.refund_star_payment(USER, first.charge_id)
+
+    transactions = (await bot.get_star_transactions()).transactions
+    assert [(t.id, t.amount) for t in transactions] == [
+        (first.charge_id, 50),  # the refund, newest first
+        (second.charge_id, 20),
+        (first.charge_id, 50),
+    ]
+    refund, incoming, oldest = transactions
+    assert refund.source is None
+    assert isinstance(refund.receiver, TransactionPartnerUser)
+    assert (refund.receiver.user.id, refund.receiver.invoice_payload) == (USER, "job-1")
+    assert refund.receiver.transaction_type == "invoice_payment"
+    assert incoming.receiver is None
+    assert isinstance(incoming.source, TransactionPartnerUser)
+    assert (incoming.source.user.first_name, incoming.source.invoice_payload) == ("Bob", "job-2")
+    assert oldest.source.user.id == USER
+    assert isinstance(oldest.date, dtm.datetime)
+
+    page = await bot.get_star_transactions(offset=1, limit=1)
+    assert [t.id for t in page.transactions] == [second.charge_id]
+    assert (await bot.get_star_transactions(offset=3)).transactions == ()
+    async with httpx.AsyncClient() as client:
+        url = f"{fake.url}/bot{TEST_TOKEN}/getStarTransactions"
+        clamped = (await client.post(url, data={"limit": 0})).json()["result"]
+        assert len(clamped["transactions"]) == 1  # limit is clamped to 1..100
+        assert (
+            len((await client.post(url, data={"limit": 500})).json()["result"]["transactions"])
+            == 3
+        )
+    assert fake.star_balance == 20
+
+
+async def test_lose_answer_next_applies_the_call(fake, bot):
+    fake.lose_answer_next("sendMessage", chat_id=USER)
+    with pytest.raises(NetworkError, match="Bad Gateway"):
+        await bot.send_message(USER, "hi")
+    assert [m["text"] for m in fake.bot_messages(USER)] == ["hi"]  # it was sent
+    (call,) = fake.calls_of("sendMessage")
+    assert not call.ok
+    assert call.lost_answer["result"]["text"] == "hi"
+    assert (await bot.send_message(USER, "again")).text == "again"
+
+
+async def test_a_real_application_takes_a_payment(fake):
+    async def precheckout(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.pre_checkout_query is not None
+        await update.pre_checkout_query.answer(ok=True)
+
+    async def paid(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        assert message is not None
+        assert message.successful_payment is not None
+        await message.reply_text(f"Paid {message.successful_payment.total_amount}")
+
+    application = (
+        ApplicationBuilder()
+        .token(TEST_TOKEN)
+        .base_url(f"{fake.url}/bot")
+        .base_file_url(f"{fake.url}/file/bot")
+        .build()
+    )
+    application.add_handler(PreCheckoutQueryHandler(precheckout))
+    application.add_handler(MessageHandler(filters.SUCCESSFUL_PAYMENT, paid))
+    async with application:
+        await application.start()
+        assert application.updater is not None
+        await application.updater.start_polling(
+            poll_interval=0,
+            timeout=1,
+            allowed_updates=[Update.MESSAGE, Update.PRE_CHECKOUT_QUERY],
+        )
+        invoice = await send_stars_invoice(application.bot)
+        result = await asyncio.wait_for(fake.pay_invoice(USER, invoice).wait(), 5)
+        (call,) = await fake.wait_for_call("sendMessage", chat_id=USER)
+        await application.updater.stop()
+        await application.stop()
+    assert result.paid
+    assert call.result["text"] == "Paid 50"
+    assert fake.payments[0].charge_id == result.charge_id

@@ -11,19 +11,42 @@ Routes::
     GET      /file/bot{token}/{path}     a file's bytes, after getFile gave its path
 
 Methods: getMe, getUpdates, deleteWebhook, setWebhook, getWebhookInfo, setMyCommands,
-deleteMyCommands, getMyCommands, sendMessage, sendPhoto, sendVideo, sendDocument,
+deleteMyCommands, getMyCommands, sendMessage, sendPhoto, sendVideo, sendDocument, sendInvoice,
 sendChatAction, editMessageText, editMessageCaption, editMessageReplyMarkup, deleteMessage,
-answerCallbackQuery, getFile, close, logOut. Anything else is 404, as Telegram answers.
+answerCallbackQuery, answerPreCheckoutQuery, refundStarPayment, getStarTransactions, getFile,
+close, logOut. Anything else is 404, as Telegram answers.
 
-The test plays the users (``send_text``, ``send_photo``, ``press_button``, ...), each of
-which queues an Update; it injects failures (``fail_next``, ``block_chat``,
-``flood_limits``) and inspects what the bot did (``calls``, ``wait_for_call``,
-``bot_messages``, ``callback_answers``). All helpers are meant to be called from the event
-loop the server runs in.
+The test plays the users (``send_text``, ``send_photo``, ``press_button``, ``pay_invoice``, ...),
+each of which queues an Update; it injects failures (``fail_next``, ``lose_answer_next``,
+``block_chat``, ``flood_limits``) and inspects what the bot did (``calls``, ``wait_for_call``,
+``bot_messages``, ``callback_answers``, ``payments``, ``refunds``). All helpers are meant to be
+called from the event loop the server runs in.
+
+Telegram Stars (digital goods): ``sendInvoice`` with ``currency="XTR"``, no provider token and
+exactly one price of 1..10000 Stars stores an invoice message. ``pay_invoice`` plays a user
+pressing Pay: it queues a ``pre_checkout_query`` update and returns a ``PaymentAttempt`` to await
+(the update reaches the bot only if its ``allowed_updates`` include ``pre_checkout_query``, as
+the default does; otherwise it is dropped and the payment times out, as on Telegram).
+If the bot answers it with ok=true within ``precheckout_timeout`` seconds (10, counted from when
+the query is sent, i.e. queued: a bot that polls slowly loses part of them), a
+``successful_payment`` message from the user follows in the invoice's chat (same topic) and the
+charge is recorded; ok=false or no answer in time charges nothing, and any later answer gets
+"query is too old" (``pending_precheckouts``, ``precheckout_answers`` with the seconds from
+query and from getUpdates to the answer, ``star_balance``). The same invoice can be paid again
+(``pay_again``), each time under a new ``telegram_payment_charge_id``. ``refundStarPayment``
+refunds a charge once (then ``CHARGE_ALREADY_REFUNDED``; unknown charge or another user's:
+``CHARGE_NOT_FOUND``) and queues a ``refunded_payment`` service message in the user's private
+chat; ``getStarTransactions`` lists incoming payments and outgoing refunds, newest first.
+``refund_then_drop_answer`` makes a refund happen while its answer is lost (502 or a closed
+connection), and ``redeliver_payment`` delivers a ``successful_payment`` update once more.
+Error wordings follow the Bot API server (tdlib/telegram-bot-api) and TDLib sources: e.g. an
+empty payload is 'parameter "payload" is required' and a zero amount "total price must be
+positive"; only the wording for a too long title or description is the fake's own.
 
 Deliberate simplifications: parse_mode HTML is rendered by dropping the tags (no entities),
 Markdown is stored as sent; uploaded files over ``keep_uploads_up_to`` bytes are hashed, not
-kept, so their download URL answers 404; there is no per-chat limit for private chats.
+kept, so their download URL answers 404; there is no per-chat limit for private chats; only
+Stars invoices exist (any other currency is refused as PAYMENT_PROVIDER_INVALID).
 """
 
 from __future__ import annotations
@@ -38,9 +61,11 @@ import itertools
 import json
 import math
 import re
+import secrets
+import string
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,12 +77,20 @@ __all__ = [
     "BOT_NAME",
     "BOT_USERNAME",
     "MAX_DOWNLOAD_BYTES",
+    "MAX_STARS_PER_INVOICE",
     "MAX_UPLOAD_BYTES",
+    "PRECHECKOUT_TIMEOUT",
     "SEND_METHODS",
+    "STARS",
     "TEST_TOKEN",
     "ApiError",
     "Call",
     "FakeTelegram",
+    "PaymentAttempt",
+    "PaymentResult",
+    "PrecheckoutAnswer",
+    "StarPayment",
+    "StarRefund",
     "UploadedFile",
     "iter_updates",
 ]
@@ -79,12 +112,31 @@ MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 #: Flood limits applied when ``flood_limits=True`` (Bot FAQ figures).
 GROUP_SENDS_PER_MINUTE = 20
 SENDS_PER_SECOND = 30
+#: The currency code of Telegram Stars.
+STARS = "XTR"
+#: The most Stars one invoice may ask for.
+MAX_STARS_PER_INVOICE = 10_000
+#: Seconds a bot has to answer a pre_checkout_query, counted from when it is sent (queued).
+PRECHECKOUT_TIMEOUT = 10.0
+#: Invoice limits: title and description in characters, payload in bytes.
+MAX_INVOICE_TITLE = 32
+MAX_INVOICE_DESCRIPTION = 255
+MAX_INVOICE_PAYLOAD_BYTES = 128
 
 JSON = dict[str, Any]
 
 _CHUNK = 64 * 1024
 _UPDATE_ID_BASE = 1000
 _FIRST_MESSAGE_ID = 1
+_PRECHECKOUT_ID_BASE = 6_120_000_000_000_000_000
+_QUERY_TOO_OLD = "query is too old and response timeout expired or query ID is invalid"
+_CHARGE_ALPHABET = string.ascii_letters + string.digits
+#: What the nginx in front of the Bot API answers when the backend's answer is lost.
+_BAD_GATEWAY_HTML = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
 
 #: Parameters whose form value is a plain string, never JSON (``text`` may well be "123").
 _STRING_PARAMS = frozenset(
@@ -96,19 +148,28 @@ _STRING_PARAMS = frozenset(
         "callback_query_id",
         "caption",
         "cover",
+        "currency",
         "description",
         "document",
         "emoji",
+        "error_message",
         "file_id",
         "inline_message_id",
         "language_code",
         "message_effect_id",
         "name",
         "parse_mode",
+        "payload",
         "photo",
+        "photo_url",
+        "pre_checkout_query_id",
+        "provider_data",
+        "provider_token",
         "secret_token",
         "short_description",
+        "start_parameter",
         "sticker",
+        "telegram_payment_charge_id",
         "text",
         "thumbnail",
         "title",
@@ -126,9 +187,11 @@ _OBJECT_PARAMS = frozenset(
         "commands",
         "entities",
         "link_preview_options",
+        "prices",
         "reply_markup",
         "reply_parameters",
         "scope",
+        "suggested_tip_amounts",
     }
 )
 #: Methods that count as sending to a chat (send times, flood limits).
@@ -138,6 +201,7 @@ SEND_METHODS = frozenset(
         "sendvideo",
         "sendphoto",
         "senddocument",
+        "sendinvoice",
         "editmessagetext",
         "editmessagecaption",
         "editmessagereplymarkup",
@@ -148,6 +212,9 @@ _REPORTED = (
     "chat_id",
     "message_id",
     "callback_query_id",
+    "pre_checkout_query_id",
+    "user_id",
+    "telegram_payment_charge_id",
     "file_id",
     "offset",
     "action",
@@ -219,6 +286,9 @@ class Call:
     at: float
     response: dict[str, Any]
     chat_id: int | None = None
+    #: The answer the method produced when ``lose_answer_next`` kept it from the bot (then
+    #: ``response`` is what the bot got instead: a 502, or nothing on a closed connection).
+    lost_answer: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -250,6 +320,139 @@ class ApiError(Exception):
 
 def _bad(description: str) -> ApiError:
     return ApiError(400, f"Bad Request: {description}")
+
+
+@dataclass
+class StarPayment:
+    """A successful payment in Stars (a charge), as the bot's ``successful_payment`` told it."""
+
+    charge_id: str
+    provider_charge_id: str
+    user_id: int
+    chat_id: int
+    invoice_message_id: int
+    amount: int
+    payload: str
+    query_id: str
+    date: int
+    #: The ``successful_payment`` message and the update that carried it.
+    message_id: int
+    update_id: int
+    currency: str = STARS
+    refunded: bool = False
+
+
+@dataclass
+class StarRefund:
+    """A refund the bot made with refundStarPayment."""
+
+    charge_id: str
+    user_id: int
+    amount: int
+    payload: str
+    date: int
+    #: The ``refunded_payment`` service message in the user's private chat, and its update.
+    message_id: int
+    update_id: int
+    currency: str = STARS
+
+
+@dataclass
+class PrecheckoutAnswer:
+    """One answerPreCheckoutQuery for a query the fake issued (in time or not)."""
+
+    query_id: str
+    ok: bool
+    error_message: str | None
+    #: False when the fake refused it as too old (timed out, or answered already).
+    accepted: bool
+    #: Seconds from the query being sent (the user pressing Pay) to this answer.
+    since_query: float
+    #: Seconds from the first getUpdates that handed the query out; None if it never was.
+    since_fetch: float | None
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    """How a payment attempt ended."""
+
+    paid: bool
+    query_id: str
+    charge_id: str | None = None
+    #: The bot's ``error_message`` when it answered ok=false.
+    error_message: str | None = None
+    #: The bot did not answer within ``precheckout_timeout``.
+    timed_out: bool = False
+    payment: StarPayment | None = None
+
+
+class PaymentAttempt:
+    """A user paying an invoice: pending until the bot answers the pre_checkout_query or the
+    time runs out. ``await attempt`` gives the ``PaymentResult``."""
+
+    def __init__(
+        self,
+        *,
+        query_id: str,
+        user_id: int,
+        chat_id: int,
+        invoice_message_id: int,
+        amount: int,
+        payload: str,
+        timeout: float,
+    ) -> None:
+        self.query_id = query_id
+        self.user_id = user_id
+        self.chat_id = chat_id
+        self.invoice_message_id = invoice_message_id
+        self.amount = amount
+        self.payload = payload
+        #: The update_id of the pre_checkout_query update.
+        self.update_id = 0
+        self.created_at = time.monotonic()
+        self.deadline = self.created_at + timeout
+        #: When a getUpdates first handed the query to the bot (monotonic), or None.
+        self.fetched_at: float | None = None
+        #: "pending", "paid", "declined" or "timed_out".
+        self.status = "pending"
+        self._result: PaymentResult | None = None
+        self._finished = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def done(self) -> bool:
+        """Whether the bot answered (or the time ran out)."""
+        return self._result is not None
+
+    def result(self) -> PaymentResult:
+        """The outcome; raises RuntimeError while the attempt is still pending."""
+        if self._result is None:
+            raise RuntimeError(f"payment {self.query_id} is still pending")
+        return self._result
+
+    async def wait(self) -> PaymentResult:
+        """Wait for the outcome (at most ``precheckout_timeout`` after the attempt began)."""
+        await self._finished.wait()
+        return self.result()
+
+    def __await__(self) -> Generator[Any, None, PaymentResult]:
+        return self.wait().__await__()
+
+    def _finish(self, status: str, result: PaymentResult) -> None:
+        if self._result is not None:
+            return
+        self.status = status
+        self._result = result
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._finished.set()
+
+    def __repr__(self) -> str:
+        return (
+            f"PaymentAttempt(query_id={self.query_id!r}, user_id={self.user_id},"
+            f" chat_id={self.chat_id}, invoice_message_id={self.invoice_message_id},"
+            f" amount={self.amount}, status={self.status!r})"
+        )
 
 
 @dataclass
@@ -311,6 +514,36 @@ class _Query:
     user_id: int
     message_id: int
     answered: bool = False
+
+
+@dataclass
+class _Lost:
+    method: str
+    chat_id: int | None
+    times: int
+    disconnect: bool
+
+
+@dataclass
+class _Invoice:
+    chat_id: int
+    message_id: int
+    thread_id: int | None
+    title: str
+    description: str
+    payload: str
+    currency: str
+    amount: int
+
+
+@dataclass
+class _StarTransaction:
+    charge_id: str
+    amount: int
+    date: int
+    user_id: int
+    payload: str
+    incoming: bool
 
 
 # --------------------------------------------------------------------------- helpers
@@ -454,9 +687,12 @@ class FakeTelegram:
         *,
         flood_limits: bool = False,
         keep_uploads_up_to: int = 1024 * 1024,
+        precheckout_timeout: float = PRECHECKOUT_TIMEOUT,
     ) -> None:
         self.token = token
         self.flood_limits = flood_limits
+        #: Seconds the bot has to answer a pre_checkout_query (set it small in tests).
+        self.precheckout_timeout = precheckout_timeout
         #: Uploads (and URL fetches) up to this many bytes keep their bytes, for getFile.
         self.keep_uploads_up_to = keep_uploads_up_to
         self.url = ""
@@ -477,6 +713,16 @@ class FakeTelegram:
         self._paths: dict[str, _StoredFile] = {}
         self._queries: dict[str, _Query] = {}
         self._injected: list[_Injected] = []
+        self._lost: list[_Lost] = []
+
+        self._invoices: dict[tuple[int, int], _Invoice] = {}
+        self._precheckouts: dict[str, PaymentAttempt] = {}
+        self._precheckout_answers: list[PrecheckoutAnswer] = []
+        self._payments: dict[str, StarPayment] = {}
+        self._refunds: list[StarRefund] = []
+        self._transactions: list[_StarTransaction] = []
+        self._precheckout_counter = itertools.count(1)
+        self._provider_counters: dict[int, itertools.count[int]] = {}
 
         self._history: dict[int, JSON] = {}
         self._pending: list[_Pending] = []
@@ -512,12 +758,16 @@ class FakeTelegram:
             "sendphoto": self._send_photo,
             "sendvideo": self._send_video,
             "senddocument": self._send_document,
+            "sendinvoice": self._send_invoice,
             "sendchataction": self._send_chat_action,
             "editmessagetext": self._edit_message_text,
             "editmessagecaption": self._edit_message_caption,
             "editmessagereplymarkup": self._edit_message_reply_markup,
             "deletemessage": self._delete_message,
             "answercallbackquery": self._answer_callback_query,
+            "answerprecheckoutquery": self._answer_pre_checkout_query,
+            "refundstarpayment": self._refund_star_payment,
+            "getstartransactions": self._get_star_transactions,
             "getfile": self._get_file,
             "close": self._true,
             "logout": self._true,
@@ -662,6 +912,31 @@ class FakeTelegram:
         """The bytes behind a file id (None when not kept, e.g. big uploads)."""
         stored = self._files.get(file_id)
         return None if stored is None else stored.data
+
+    @property
+    def payments(self) -> list[StarPayment]:
+        """Every successful payment (charge), oldest first; ``refunded`` tells refunds apart."""
+        return list(self._payments.values())
+
+    @property
+    def refunds(self) -> list[StarRefund]:
+        """Every refund the fake made, oldest first (a lost answer's refund included)."""
+        return list(self._refunds)
+
+    @property
+    def star_balance(self) -> int:
+        """The bot's Stars: payments received minus refunds."""
+        return sum(t.amount if t.incoming else -t.amount for t in self._transactions)
+
+    @property
+    def pending_precheckouts(self) -> list[PaymentAttempt]:
+        """Payment attempts whose pre_checkout_query is still waiting for the bot's answer."""
+        return [attempt for attempt in self._precheckouts.values() if not attempt.done()]
+
+    @property
+    def precheckout_answers(self) -> list[PrecheckoutAnswer]:
+        """Every answerPreCheckoutQuery for a known query, in order, late ones included."""
+        return list(self._precheckout_answers)
 
     # ------------------------------------------------------------------ the world
 
@@ -861,6 +1136,61 @@ class FakeTelegram:
         self.push_update({"callback_query": query})
         return query_id
 
+    def pay_invoice(
+        self,
+        user_id: int,
+        invoice_message_or_id: Any,
+        *,
+        chat_id: int | None = None,
+    ) -> PaymentAttempt:
+        """A user presses Pay on an invoice the bot sent: queues a pre_checkout_query update.
+
+        ``invoice_message_or_id`` is the invoice message (a dict such as ``Call.result``, or a
+        ``telegram.Message``) or its message_id (with ``chat_id``, or unambiguous). Returns the
+        pending ``PaymentAttempt``; ``await`` it for the ``PaymentResult``. A bot answer with
+        ok=true within ``precheckout_timeout`` seconds queues the ``successful_payment``
+        message; anything else charges nothing.
+        """
+        invoice = self._find_invoice(user_id, invoice_message_or_id, chat_id)
+        user = self._ensure_user(user_id)
+        query_id = str(_PRECHECKOUT_ID_BASE + next(self._precheckout_counter))
+        attempt = PaymentAttempt(
+            query_id=query_id,
+            user_id=user_id,
+            chat_id=invoice.chat_id,
+            invoice_message_id=invoice.message_id,
+            amount=invoice.amount,
+            payload=invoice.payload,
+            timeout=self.precheckout_timeout,
+        )
+        self._precheckouts[query_id] = attempt
+        query: JSON = {
+            "id": query_id,
+            "from": copy.deepcopy(user),
+            "currency": invoice.currency,
+            "total_amount": invoice.amount,
+            "invoice_payload": invoice.payload,
+        }
+        attempt.update_id = self.push_update({"pre_checkout_query": query})
+        self._arm_precheckout_timer(attempt)
+        return attempt
+
+    def pay_again(
+        self, previous: PaymentAttempt | StarPayment, *, user_id: int | None = None
+    ) -> PaymentAttempt:
+        """Pay the same invoice once more (Telegram allows it): a new query, a new charge id."""
+        payer = previous.user_id if user_id is None else user_id
+        return self.pay_invoice(payer, previous.invoice_message_id, chat_id=previous.chat_id)
+
+    def redeliver_payment(self, charge_id: str) -> int:
+        """Deliver the update with this charge's ``successful_payment`` once more (as after a
+        crash before its offset was confirmed); returns its update_id."""
+        payment = self._payments.get(charge_id)
+        if payment is None:
+            raise KeyError(f"no payment {charge_id}")
+        self.redeliver_update(payment.update_id)
+        return payment.update_id
+
     def delete_message(self, chat_id: int, message_id: int) -> None:
         """A user deletes a message (theirs or the bot's): replies to it no longer resolve."""
         chat = self._ensure_chat(chat_id)
@@ -881,13 +1211,19 @@ class FakeTelegram:
         """Queue an earlier update again under the SAME update_id, even if it was confirmed.
 
         It is delivered once even when the bot's offset is already past it (as after a crash
-        between handling an update and confirming it).
+        between handling an update and confirming it). An update handed out but not confirmed
+        yet is handed out once more, even if the next offset confirms it.
         """
         update = self._history.get(update_id)
         if update is None:
             raise KeyError(f"no update {update_id}")
-        if any(entry.update_id == update_id for entry in self._pending):
-            return
+        for pending in self._pending:
+            if pending.update_id == update_id:
+                if pending.delivered:
+                    pending.redelivered = True
+                    pending.delivered = False
+                    self._wake_poll()
+                return
         entry = _Pending(update_id, copy.deepcopy(update), redelivered=True)
         keys = [pending.update_id for pending in self._pending]
         self._pending.insert(bisect.bisect_left(keys, update_id), entry)
@@ -914,6 +1250,25 @@ class FakeTelegram:
             retry_after = int(numbers[-1]) if numbers else 1
         error = ApiError(error_code, description, retry_after=retry_after)
         self._injected.append(_Injected(method.lower(), chat_id, error, times))
+
+    def lose_answer_next(
+        self,
+        method: str,
+        *,
+        times: int = 1,
+        chat_id: int | None = None,
+        disconnect: bool = False,
+    ) -> None:
+        """The next ``times`` successful calls of ``method`` take effect, but their answer is
+        lost: the bot gets a 502 Bad Gateway (nginx's HTML page), or with ``disconnect`` the
+        connection closes without an answer. The Call keeps the real answer in
+        ``lost_answer``."""
+        self._lost.append(_Lost(method.lower(), chat_id, times, disconnect))
+
+    def refund_then_drop_answer(self, times: int = 1, *, disconnect: bool = False) -> None:
+        """The next ``times`` refunds happen (recorded, service message queued) but the bot
+        never sees the ``true``: see ``lose_answer_next``."""
+        self.lose_answer_next("refundStarPayment", times=times, disconnect=disconnect)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -945,6 +1300,9 @@ class FakeTelegram:
                 self._record_send(send_to, time.monotonic())
         except ApiError as error:
             return self._answer(method, params, at, chat_id, error)
+        lost = self._take_lost(method, chat_id)
+        if lost is not None:
+            return self._lose_answer(request, lost, method, params, at, chat_id, result)
         return self._answer(method, params, at, chat_id, result)
 
     def _answer(
@@ -954,10 +1312,48 @@ class FakeTelegram:
             body, status = outcome.body(), outcome.code
         else:
             body, status = {"ok": True, "result": outcome}, 200
-        self.calls.append(Call(method, params, at, body, chat_id))
+        self._record_call(Call(method, params, at, body, chat_id))
+        return web.json_response(body, status=status)
+
+    def _record_call(self, call: Call) -> None:
+        self.calls.append(call)
         for event in self._call_waiters:
             event.set()
-        return web.json_response(body, status=status)
+
+    def _take_lost(self, method: str, chat_id: int | None) -> _Lost | None:
+        wanted = method.lower()
+        for rule in self._lost:
+            if rule.method == wanted and (rule.chat_id is None or rule.chat_id == chat_id):
+                rule.times -= 1
+                if rule.times <= 0:
+                    self._lost.remove(rule)
+                return rule
+        return None
+
+    def _lose_answer(
+        self,
+        request: web.Request,
+        lost: _Lost,
+        method: str,
+        params: JSON,
+        at: float,
+        chat_id: int | None,
+        result: Any,
+    ) -> web.Response:
+        """The method ran, but the bot does not get its answer."""
+        if lost.disconnect:
+            seen: JSON = {"ok": False, "description": "connection closed without an answer"}
+        else:
+            seen = {"ok": False, "error_code": 502, "description": "Bad Gateway"}
+        self._record_call(
+            Call(method, params, at, seen, chat_id, lost_answer={"ok": True, "result": result})
+        )
+        transport = request.transport
+        if lost.disconnect and transport is not None:
+            # Closing first means aiohttp has nowhere to write the response below.
+            transport.close()
+            return web.Response(status=502)
+        return web.Response(status=502, text=_BAD_GATEWAY_HTML, content_type="text/html")
 
     async def _read_params(self, request: web.Request) -> JSON:
         params: JSON = {name: _decode_value(name, value) for name, value in request.query.items()}
@@ -1045,8 +1441,15 @@ class FakeTelegram:
         if chat_id is not None:
             return chat_id
         query_id = params.get("callback_query_id")
-        query = self._queries.get(str(query_id)) if query_id is not None else None
-        return query.chat_id if query is not None else None
+        if query_id is not None:
+            query = self._queries.get(str(query_id))
+            return query.chat_id if query is not None else None
+        checkout_id = params.get("pre_checkout_query_id")
+        if checkout_id is not None:
+            attempt = self._precheckouts.get(str(checkout_id))
+            return attempt.chat_id if attempt is not None else None
+        user_id = _as_int(params.get("user_id"))  # refundStarPayment: the private chat
+        return user_id if user_id is not None and user_id > 0 else None
 
     def _inject(self, method: str, chat_id: int | None) -> None:
         wanted = method.lower()
@@ -1190,6 +1593,69 @@ class FakeTelegram:
         self._files[stored.file_id] = stored
         return stored
 
+    def _find_invoice(self, user_id: int, invoice: Any, chat_id: int | None) -> _Invoice:
+        """The invoice a user pays: by message (dict or telegram.Message) or message_id."""
+        message_id: int | None
+        if isinstance(invoice, dict):
+            message_id = _as_int(invoice.get("message_id"))
+            chat = invoice.get("chat")
+            if chat_id is None and isinstance(chat, dict):
+                chat_id = _as_int(chat.get("id"))
+        elif isinstance(invoice, int) and not isinstance(invoice, bool):
+            message_id = invoice
+        else:
+            message_id = _as_int(getattr(invoice, "message_id", None))
+            if chat_id is None:
+                chat_id = _as_int(getattr(invoice, "chat_id", None))
+        if message_id is None:
+            raise TypeError(f"not an invoice message or message_id: {invoice!r}")
+        if chat_id is None:
+            found = [key for key in self._invoices if key[1] == message_id]
+            if (user_id, message_id) in found:
+                found = [(user_id, message_id)]
+            if len(found) != 1:
+                raise ValueError(
+                    f"invoice message {message_id} is in chats {[c for c, _ in found]}:"
+                    " pass chat_id"
+                )
+            chat_id = found[0][0]
+        stored = self._invoices.get((chat_id, message_id))
+        if stored is None:
+            raise ValueError(f"chat {chat_id} has no invoice with message_id {message_id}")
+        if message_id not in self._ensure_chat(chat_id).messages:
+            raise ValueError(f"invoice {message_id} in chat {chat_id} was deleted")
+        return stored
+
+    def _arm_precheckout_timer(self, attempt: PaymentAttempt) -> None:
+        delay = max(0.0, attempt.deadline - time.monotonic())
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        loop = running or self._loop
+        if loop is None:
+            raise RuntimeError("pay_invoice needs the event loop the fake runs in")
+
+        def arm() -> None:
+            if not attempt.done():
+                attempt._timer = loop.call_later(delay, self._expire_precheckout, attempt)
+
+        if running is loop:
+            arm()
+        else:
+            loop.call_soon_threadsafe(arm)
+
+    def _expire_precheckout(self, attempt: PaymentAttempt) -> None:
+        """No answer in time: the payment fails on the user's side; nothing is charged."""
+        attempt._timer = None
+        attempt._finish("timed_out", PaymentResult(False, attempt.query_id, timed_out=True))
+
+    def _charge_id(self) -> str:
+        while True:
+            charge_id = "stx" + "".join(secrets.choice(_CHARGE_ALPHABET) for _ in range(64))
+            if charge_id not in self._payments:
+                return charge_id
+
     def _add_caption(self, content: JSON, caption: str | None) -> None:
         if caption is None:
             return
@@ -1231,6 +1697,17 @@ class FakeTelegram:
         reply_to: int | None,
         thread_id: int | None,
     ) -> dict[str, Any]:
+        return self._queue_user_message(chat_id, user_id, content, reply_to, thread_id)[0]
+
+    def _queue_user_message(
+        self,
+        chat_id: int,
+        user_id: int,
+        content: JSON,
+        reply_to: int | None,
+        thread_id: int | None,
+    ) -> tuple[JSON, int]:
+        """A user's message, stored and queued as an update: (the message, its update_id)."""
         chat = self._ensure_chat(chat_id)
         user = self._ensure_user(user_id)
         reply = None
@@ -1247,8 +1724,8 @@ class FakeTelegram:
         self._place(chat, message, reply, thread_id)
         message.update(copy.deepcopy(content))
         chat.messages[message["message_id"]] = message
-        self.push_update({"message": message})
-        return copy.deepcopy(message)
+        update_id = self.push_update({"message": message})
+        return copy.deepcopy(message), update_id
 
     @staticmethod
     def _video_object(stored: _StoredFile, width: int, height: int, duration: int) -> JSON:
@@ -1377,8 +1854,14 @@ class FakeTelegram:
                 entry for entry in self._pending if any(kind in entry.update for kind in allowed)
             ]
         batch = self._pending[:limit]
+        now = time.monotonic()
         for entry in batch:
             entry.delivered = True
+            query = entry.update.get("pre_checkout_query")
+            if isinstance(query, dict):
+                attempt = self._precheckouts.get(str(query.get("id")))
+                if attempt is not None and attempt.fetched_at is None:
+                    attempt.fetched_at = now
         return [copy.deepcopy(entry.update) for entry in batch]
 
     # ------------------------------------------------------------------ methods: sending
@@ -1702,6 +2185,253 @@ class FakeTelegram:
             "file_size": stored.size,
             "file_path": stored.path,
         }
+
+    # ------------------------------------------------------------------ methods: Stars payments
+
+    async def _send_invoice(self, params: JSON) -> JSON:
+        # What the Bot API server and TDLib check before anything reaches Telegram...
+        title = _required(params, "title")
+        description = _required(params, "description")
+        payload = _required(params, "payload")
+        currency = _required(params, "currency")
+        prices = _checked_prices(params)
+        max_tip = _as_int(params.get("max_tip_amount")) or 0
+        if max_tip < 0:
+            raise _bad("invalid max_tip_amount of the currency specified")
+        total = sum(amount for _, amount in prices)
+        if total <= 0:
+            raise _bad("total price must be positive")
+        chat = self._target(params)
+        # ... then what Telegram itself refuses.
+        if currency != STARS or params.get("provider_token") not in (None, ""):
+            raise _bad("PAYMENT_PROVIDER_INVALID")
+        if len(prices) != 1 or max_tip or params.get("suggested_tip_amounts"):
+            raise _bad("STARS_INVOICE_INVALID")
+        if total > MAX_STARS_PER_INVOICE:
+            raise _bad("CURRENCY_TOTAL_AMOUNT_INVALID")
+        if len(payload.encode()) > MAX_INVOICE_PAYLOAD_BYTES:
+            raise _bad("INVOICE_PAYLOAD_INVALID")
+        if len(title) > MAX_INVOICE_TITLE:
+            raise _bad(f"invoice title must be at most {MAX_INVOICE_TITLE} characters long")
+        if len(description) > MAX_INVOICE_DESCRIPTION:
+            raise _bad(
+                f"invoice description must be at most {MAX_INVOICE_DESCRIPTION} characters long"
+            )
+        self._check_blocked(chat)
+        self._reply_target(chat, params)
+        markup = _inline_markup(params.get("reply_markup"))
+        if markup is not None:
+            buttons = [button for row in markup["inline_keyboard"] for button in row]
+            if not buttons or buttons[0].get("pay") is not True:
+                raise _bad("REPLY_MARKUP_BUY_EMPTY")
+        invoice: JSON = {
+            "title": title,
+            "description": description,
+            "start_parameter": str(params.get("start_parameter") or ""),
+            "currency": currency,
+            "total_amount": total,
+        }
+        message = self._bot_message(chat, params, {"invoice": invoice})
+        message_id = int(message["message_id"])
+        self._invoices[(chat.id, message_id)] = _Invoice(
+            chat_id=chat.id,
+            message_id=message_id,
+            thread_id=_as_int(message.get("message_thread_id")),
+            title=title,
+            description=description,
+            payload=payload,
+            currency=currency,
+            amount=total,
+        )
+        return message
+
+    async def _answer_pre_checkout_query(self, params: JSON) -> bool:
+        ok = _as_bool(params.get("ok", False))
+        error_message = None if ok else _required(params, "error_message")
+        query_id = str(params.get("pre_checkout_query_id") or "")
+        attempt = self._precheckouts.get(query_id)
+        if attempt is None:
+            raise _bad(_QUERY_TOO_OLD)
+        now = time.monotonic()
+        if not attempt.done() and now >= attempt.deadline:
+            self._expire_precheckout(attempt)
+        accepted = not attempt.done()
+        self._precheckout_answers.append(
+            PrecheckoutAnswer(
+                query_id=query_id,
+                ok=ok,
+                error_message=error_message,
+                accepted=accepted,
+                since_query=now - attempt.created_at,
+                since_fetch=None if attempt.fetched_at is None else now - attempt.fetched_at,
+            )
+        )
+        if not accepted:
+            raise _bad(_QUERY_TOO_OLD)
+        if ok:
+            self._complete_payment(attempt)
+        else:
+            attempt._finish(
+                "declined", PaymentResult(False, query_id, error_message=error_message)
+            )
+        return True
+
+    def _complete_payment(self, attempt: PaymentAttempt) -> None:
+        """The bot said yes: Telegram takes the Stars and tells the bot in a message."""
+        invoice = self._invoices[(attempt.chat_id, attempt.invoice_message_id)]
+        charge_id = self._charge_id()
+        counter = self._provider_counters.setdefault(attempt.user_id, itertools.count(1))
+        provider_charge_id = f"{attempt.user_id}_{next(counter)}"
+        successful: JSON = {
+            "currency": invoice.currency,
+            "total_amount": attempt.amount,
+            "invoice_payload": attempt.payload,
+            "telegram_payment_charge_id": charge_id,
+            "provider_payment_charge_id": provider_charge_id,
+        }
+        message, update_id = self._queue_user_message(
+            attempt.chat_id,
+            attempt.user_id,
+            {"successful_payment": successful},
+            None,
+            invoice.thread_id,
+        )
+        payment = StarPayment(
+            charge_id=charge_id,
+            provider_charge_id=provider_charge_id,
+            user_id=attempt.user_id,
+            chat_id=attempt.chat_id,
+            invoice_message_id=attempt.invoice_message_id,
+            amount=attempt.amount,
+            payload=attempt.payload,
+            query_id=attempt.query_id,
+            date=int(message["date"]),
+            message_id=int(message["message_id"]),
+            update_id=update_id,
+            currency=invoice.currency,
+        )
+        self._payments[charge_id] = payment
+        self._transactions.append(
+            _StarTransaction(
+                charge_id, payment.amount, payment.date, payment.user_id, payment.payload, True
+            )
+        )
+        attempt._finish(
+            "paid", PaymentResult(True, attempt.query_id, charge_id=charge_id, payment=payment)
+        )
+
+    async def _refund_star_payment(self, params: JSON) -> bool:
+        user_id = _as_int(params.get("user_id"))
+        if user_id is None or user_id <= 0:
+            raise _bad("invalid user_id specified")
+        charge_id = _required(params, "telegram_payment_charge_id")
+        payment = self._payments.get(charge_id)
+        if payment is None or payment.user_id != user_id:
+            raise _bad("CHARGE_NOT_FOUND")
+        if payment.refunded:
+            raise _bad("CHARGE_ALREADY_REFUNDED")
+        payment.refunded = True
+        date = _now()
+        self._transactions.append(
+            _StarTransaction(charge_id, payment.amount, date, user_id, payment.payload, False)
+        )
+        # The service message is the bot's own (outgoing), yet the Bot API delivers it.
+        chat = self._ensure_chat(user_id)
+        refunded: JSON = {
+            "currency": payment.currency,
+            "total_amount": payment.amount,
+            "invoice_payload": payment.payload,
+            "telegram_payment_charge_id": charge_id,
+            "provider_payment_charge_id": payment.provider_charge_id,
+        }
+        message: JSON = {
+            "message_id": self._next_message_id(chat),
+            "from": self._bot_user(),
+            "chat": copy.deepcopy(chat.info),
+            "date": date,
+            "refunded_payment": refunded,
+        }
+        chat.messages[message["message_id"]] = message
+        update_id = self.push_update({"message": message})
+        self._refunds.append(
+            StarRefund(
+                charge_id=charge_id,
+                user_id=user_id,
+                amount=payment.amount,
+                payload=payment.payload,
+                date=date,
+                message_id=int(message["message_id"]),
+                update_id=update_id,
+                currency=payment.currency,
+            )
+        )
+        return True
+
+    async def _get_star_transactions(self, params: JSON) -> JSON:
+        # As the Bot API server reads them: offset >= 0, limit clamped to 1..100 (default 100).
+        offset = max(_as_int(params.get("offset")) or 0, 0)
+        limit = _as_int(params.get("limit"))
+        limit = 100 if limit is None else min(max(limit, 1), 100)
+        newest_first = self._transactions[::-1][offset : offset + limit]
+        return {"transactions": [self._transaction_json(t) for t in newest_first]}
+
+    def _transaction_json(self, transaction: _StarTransaction) -> JSON:
+        partner: JSON = {
+            "transaction_type": "invoice_payment",
+            "type": "user",
+            "user": copy.deepcopy(self._ensure_user(transaction.user_id)),
+        }
+        if transaction.payload:
+            partner["invoice_payload"] = transaction.payload
+        side = "source" if transaction.incoming else "receiver"
+        return {
+            "id": transaction.charge_id,
+            "date": transaction.date,
+            side: partner,
+            "amount": transaction.amount,
+        }
+
+
+def _checked_prices(params: JSON) -> list[tuple[str, int]]:
+    """``prices`` parsed as the Bot API server does (errors worded as it words them)."""
+    raw = params.get("prices")
+    if raw is None or raw == "":
+        raise _bad('parameter "prices" is required')
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise _bad("can't parse prices JSON object") from exc
+    if not isinstance(raw, list):
+        raise _bad("expected an Array of labeled prices")
+    prices: list[tuple[str, int]] = []
+    for item in raw:
+        problem = None
+        if not isinstance(item, dict):
+            problem = "LabeledPrice must be an Object"
+        elif "label" not in item:
+            problem = 'Can\'t find field "label"'
+        elif item["label"] in ("", None):
+            problem = "LabeledPrice label must be non-empty"
+        elif "amount" not in item:
+            problem = 'Can\'t find field "amount"'
+        elif _as_int(item["amount"]) is None:
+            problem = 'Field "amount" must be a Number'
+        if problem is not None or not isinstance(item, dict):
+            raise _bad(f"can't parse labeled price: {problem}")
+        amount = _as_int(item["amount"])
+        assert amount is not None
+        prices.append((str(item["label"]), amount))
+    if not prices:
+        raise _bad("there must be at least one price")
+    return prices
+
+
+def _required(params: JSON, name: str) -> str:
+    value = params.get(name)
+    if value is None or value == "":
+        raise _bad(f'parameter "{name}" is required')
+    return str(value)
 
 
 def iter_updates(calls: Iterable[Call]) -> list[JSON]:
