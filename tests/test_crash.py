@@ -204,7 +204,10 @@ async def test_a_token_revoked_while_running_stops_the_bot_and_the_job_waits_for
     assert "Traceback" not in stderr
     assert TEST_TOKEN not in stderr
     [job] = ledger(database)
-    assert job["state"] == "completed"  # paid for, kept, not yet delivered
+    # Paid for and kept, not yet delivered: where it stood depends on when the watch
+    # noticed the token (before or after the poll that saw the video finished).
+    assert job["state"] in ("queued", "processing", "completed"), job["state"]
+    assert job["request_id"] is not None
     assert job["notified_at"] is None
 
     telegram.token = TEST_TOKEN  # the operator puts a valid token back
