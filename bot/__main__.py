@@ -12,6 +12,7 @@ from .app import ALLOWED_UPDATES, build_application
 from .check import run_check
 from .logs import setup_logging
 from .settings import SettingsError, load_settings
+from .storage import LedgerLocked
 
 log = logging.getLogger("bot")
 
@@ -50,6 +51,13 @@ def main(argv: list[str]) -> int:
         return 1
     except TelegramError as exc:
         print(f"error: Telegram refused to start the bot: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    except LedgerLocked:
+        print(
+            f"error: another bot is running on this ledger (DATABASE_PATH "
+            f"{settings.database_path}); stop it first",
+            file=sys.stderr,
+        )
         return 1
     except OSError as exc:
         print(f"error: DATABASE_PATH cannot be used: {exc.strerror or exc}", file=sys.stderr)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import aiosqlite
 
@@ -46,7 +47,7 @@ from ..core.payments import (
 from ..core.ports import RunSeconds
 from .migrations import load_migrations
 
-__all__ = ["SqliteLedger", "SCHEMA_VERSION"]
+__all__ = ["LedgerLocked", "SqliteLedger", "SCHEMA_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +153,42 @@ _UNDELIVERED = tuple(s.value for s in TERMINAL_STATES if s is not JobState.DELIV
 _PAYMENT = "SELECT * FROM payments"
 
 
-class SqliteLedger:
-    """The :class:`~bot.core.ports.Ledger` on one SQLite file. Open, use, close."""
+class LedgerLocked(RuntimeError):
+    """Another running bot holds this ledger: two would both drive (and pay for) its jobs."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+
+class SqliteLedger:
+    """The :class:`~bot.core.ports.Ledger` on one SQLite file. Open, use, close.
+
+    A running bot holds an exclusive OS lock on ``<ledger>.lock`` while the ledger is
+    open (``exclusive=True``): a second bot on the same file stops at start, and since
+    the OS drops the lock with the process, a SIGKILL leaves nothing stale. ``check``
+    opens without it, beside a running bot.
+    """
+
+    def __init__(
+        self, path: Path, *, clock: Callable[[], float] = time.time, exclusive: bool = False
+    ) -> None:
         self.path = path
         self._clock = clock
+        self._exclusive = exclusive
+        self._lock_file: IO[bytes] | None = None
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+
+    def _take_lock(self) -> None:
+        handle = Path(f"{self.path}.lock").open("ab")  # noqa: SIM115 (held while open)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise LedgerLocked(f"another bot holds the ledger {self.path}") from None
+        self._lock_file = handle
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing drops the flock
+            self._lock_file = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -167,7 +196,13 @@ class SqliteLedger:
         """Open (creating the folder) and migrate to the current schema."""
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path, isolation_level=None)
+            if self._exclusive:
+                self._take_lock()
+        try:
+            db = await aiosqlite.connect(self.path, isolation_level=None)
+        except BaseException:
+            self._release_lock()
+            raise
         db.row_factory = sqlite3.Row
         try:
             await db.execute("PRAGMA journal_mode=WAL")
@@ -179,12 +214,14 @@ class SqliteLedger:
         except BaseException:
             self._db = None
             await db.close()
+            self._release_lock()
             raise
 
     async def close(self) -> None:
         if self._db is not None:
             await self._db.close()
             self._db = None
+        self._release_lock()
 
     async def _migrate(self) -> None:
         version = int(await self._scalar("PRAGMA user_version") or 0)

@@ -155,7 +155,7 @@ class Runtime:
 
     async def start(self, bot: ExtBot[Priority], on_token_rejected: Callable[[], None]) -> None:
         """Open the ledger, wire the services, and resume every unfinished job."""
-        ledger = SqliteLedger(self.settings.database_path)
+        ledger = SqliteLedger(self.settings.database_path, exclusive=True)
         await ledger.open()
         self._ledger = ledger
         self._http = httpx.AsyncClient(timeout=_HTTP_TIMEOUT, limits=_HTTP_LIMITS)

@@ -1,0 +1,82 @@
+"""One running bot per SQLite ledger: a second `python -m bot` on the same DATABASE_PATH
+stops at start with one line (exit 1); `check` still works beside the running one; a
+SIGKILLed bot leaves no stale lock behind."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from bot.storage import LedgerLocked, SqliteLedger
+from tests.conftest import bot_env, ledger, wait_until
+from tests.test_crash import BotProcess, press_generate
+
+
+@pytest.fixture
+def env(telegram, segmind, database):
+    return bot_env(telegram, segmind, database, POLL_INTERVAL_SECONDS="0.1")
+
+
+@pytest.fixture
+async def spawn(tmp_path):
+    started: list[BotProcess] = []
+
+    async def spawn(env: dict[str, str], *args: str) -> BotProcess:
+        process = await BotProcess(env, tmp_path, *args).start()
+        started.append(process)
+        return process
+
+    yield spawn
+    for process in started:
+        await process.kill()
+
+
+async def test_an_exclusive_ledger_refuses_a_second_holder_until_closed(tmp_path):
+    path = tmp_path / "bot.sqlite3"
+    first = SqliteLedger(path, exclusive=True)
+    await first.open()
+    second = SqliteLedger(path, exclusive=True)
+    with pytest.raises(LedgerLocked, match="another bot"):
+        await second.open()
+    reader = SqliteLedger(path)  # check's way: no lock needed
+    await reader.open()
+    await reader.close()
+    await first.close()
+    await second.open()  # free again once the first closed
+    await second.close()
+
+
+async def test_a_second_bot_on_the_same_ledger_stops_with_one_line(
+    telegram, segmind, spawn, env, database
+):
+    telegram.private_chat(701)
+    first = await spawn(env)
+    # deleteWebhook comes right before the first (long) getUpdates: the bot is up.
+    await wait_until(lambda: telegram.calls_of("deleteWebhook"), what="the first bot up")
+    second = await spawn(env)
+    assert await second.wait(timeout=20) == 1
+    _, stderr = await second.output()
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: another bot is running on this ledger (DATABASE_PATH {database}); stop it first"
+    ]
+    assert "Traceback" not in stderr
+
+    check = await spawn(env, "check")  # beside the running bot, check still works
+    assert await check.wait(timeout=20) == 0
+
+    # The first bot still works alone, and a SIGKILL leaves no stale lock.
+    segmind.processing_seconds = 0.2
+    await press_generate(telegram)
+    await telegram.wait_for_call("sendVideo", chat_id=701, timeout=15)
+    first.signal(signal.SIGKILL)
+    await first.wait()
+    ups = len(telegram.calls_of("deleteWebhook"))
+    third = await spawn(env)
+    await wait_until(lambda: len(telegram.calls_of("deleteWebhook")) > ups, what="bot 3 up")
+    assert third.process is not None
+    assert third.process.returncode is None  # it holds the ledger now
+    # Killed maybe right after sendVideo: the new holder finishes the job (one submit).
+    await wait_until(lambda: ledger(database)[0]["state"] == "delivered", what="delivered")
+    assert len(segmind.submits) == 1
