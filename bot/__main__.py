@@ -12,7 +12,7 @@ from .app import ALLOWED_UPDATES, build_application
 from .check import run_check
 from .logs import setup_logging
 from .settings import SettingsError, load_settings
-from .storage import LedgerLocked
+from .storage import LedgerLocked, LedgerUnusable
 
 log = logging.getLogger("bot")
 
@@ -51,6 +51,9 @@ def main(argv: list[str]) -> int:
         return 1
     except TelegramError as exc:
         print(f"error: Telegram refused to start the bot: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    except LedgerUnusable as exc:
+        print(f"error: DATABASE_PATH {settings.database_path} {exc}", file=sys.stderr)
         return 1
     except LedgerLocked:
         print(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 
 from telegram import Bot
 from telegram.error import InvalidToken, NetworkError, TelegramError
 
 from .settings import Settings
-from .storage import SqliteLedger
+from .storage import LedgerUnusable, SqliteLedger
 
 __all__ = ["run_check"]
 
@@ -19,15 +18,16 @@ async def run_check(settings: Settings) -> int:
     problems: list[str] = []
     print("ok: settings are valid")
 
-    store = SqliteLedger(settings.database_path)
+    ledger = SqliteLedger(settings.database_path)
     try:
-        await store.open()
-    except (OSError, sqlite3.Error, RuntimeError) as exc:
-        problems.append(f"DATABASE_PATH {settings.database_path} cannot be opened: {exc}")
+        await ledger.open()
+        await ledger.prove_writable()
+    except LedgerUnusable as exc:
+        problems.append(f"DATABASE_PATH {settings.database_path} {exc}")
     else:
-        print(f"ok: job ledger {settings.database_path} is open and up to date")
+        print(f"ok: job ledger {settings.database_path} is sound, writable and up to date")
     finally:
-        await store.close()
+        await ledger.close()
 
     root = settings.telegram_api_url
     bot = Bot(

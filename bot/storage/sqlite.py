@@ -47,7 +47,7 @@ from ..core.payments import (
 from ..core.ports import RunSeconds
 from .migrations import load_migrations
 
-__all__ = ["LedgerLocked", "SqliteLedger", "SCHEMA_VERSION"]
+__all__ = ["LedgerLocked", "LedgerUnusable", "SqliteLedger", "SCHEMA_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,10 @@ _UNDELIVERED = tuple(s.value for s in TERMINAL_STATES if s is not JobState.DELIV
 _PAYMENT = "SELECT * FROM payments"
 
 
+class LedgerUnusable(RuntimeError):
+    """The ledger file cannot be used as it is; ``str()`` says why, for an operator."""
+
+
 class LedgerLocked(RuntimeError):
     """Another running bot holds this ledger: two would both drive (and pay for) its jobs."""
 
@@ -193,9 +197,20 @@ class SqliteLedger:
     # -- lifecycle -------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open (creating the folder) and migrate to the current schema."""
+        """Open (creating the folder), migrate to the current schema, and make sure the
+        file is sound; any fault is one :class:`LedgerUnusable` with a plain reason."""
+        try:
+            await self._open()
+        except (LedgerLocked, LedgerUnusable):
+            raise
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerUnusable(self._why(exc)) from exc
+
+    async def _open(self) -> None:
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.is_dir():
+                raise LedgerUnusable("is a folder, not a file")
             if self._exclusive:
                 self._take_lock()
         try:
@@ -205,11 +220,17 @@ class SqliteLedger:
             raise
         db.row_factory = sqlite3.Row
         try:
+            self._db = db
+            # Read-only looks first, so a file that is not ours, damaged or from a newer
+            # bot is left exactly as it was for the operator to rescue.
+            await self._refuse_newer_schema()
+            problem = await self._scalar("PRAGMA quick_check")
+            if problem != "ok":
+                raise LedgerUnusable(f"is damaged (SQLite quick_check: {str(problem)[:120]})")
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA busy_timeout=5000")
             await db.execute("PRAGMA foreign_keys=ON")
-            self._db = db
             await self._migrate()
         except BaseException:
             self._db = None
@@ -217,19 +238,49 @@ class SqliteLedger:
             self._release_lock()
             raise
 
+    def _why(self, error: BaseException) -> str:
+        """An operator's words for what is wrong with the file."""
+        text = str(error).lower()
+        if isinstance(error, sqlite3.DatabaseError):
+            if "not a database" in text:
+                return "is not a bot ledger (a damaged or unrelated file)"
+            if "malformed" in text or "corrupt" in text:
+                return f"is damaged (SQLite: {error})"
+            if "readonly" in text or "read-only" in text:
+                return "cannot be written (the file or its folder is read-only)"
+            if "disk is full" in text:
+                return "cannot be written: the disk is full"
+            if "unable to open" in text:
+                return "cannot be opened or created (does its folder exist and allow writing?)"
+            return f"cannot be used (SQLite: {error})"
+        if isinstance(error, OSError):
+            return f"cannot be used: {error.strerror or error}"
+        return f"cannot be used: {error}"
+
+    async def prove_writable(self) -> None:
+        """A real write that changes nothing (the schema number, rewritten): ``check``."""
+        try:
+            async with self._transaction() as db:
+                await db.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
+        except sqlite3.Error as exc:
+            raise LedgerUnusable(self._why(exc)) from exc
+
     async def close(self) -> None:
         if self._db is not None:
             await self._db.close()
             self._db = None
         self._release_lock()
 
-    async def _migrate(self) -> None:
+    async def _refuse_newer_schema(self) -> None:
         version = int(await self._scalar("PRAGMA user_version") or 0)
         if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"the database {self.path} was written by a newer version of the bot "
-                f"(schema {version}, this bot knows {SCHEMA_VERSION})"
+            raise LedgerUnusable(
+                f"was written by a newer version of the bot (schema {version}; this bot "
+                f"knows {SCHEMA_VERSION}): run that version, or restore a backup"
             )
+
+    async def _migrate(self) -> None:
+        version = int(await self._scalar("PRAGMA user_version") or 0)
         for migration in _MIGRATIONS[version:]:
             async with self._transaction() as db:
                 for statement in migration.statements:

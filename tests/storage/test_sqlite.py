@@ -5,9 +5,11 @@ import sqlite3
 import pytest
 
 from bot.core.jobs import JobState
+from bot.core.options import VideoOptions
 from bot.core.ports import RunSeconds
-from bot.storage import SCHEMA_VERSION, SqliteLedger
+from bot.storage import SCHEMA_VERSION, LedgerUnusable, SqliteLedger
 from bot.storage.migrations import load_migrations, split_statements
+from tests.builders import new_job
 
 
 async def test_open_creates_the_folder_and_migrates(tmp_path):
@@ -80,7 +82,7 @@ async def test_newer_schema_is_refused(tmp_path):
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA user_version=99")
     ledger = SqliteLedger(path)
-    with pytest.raises(RuntimeError, match="newer version"):
+    with pytest.raises(LedgerUnusable, match="newer version"):
         await ledger.open()
 
 
@@ -92,7 +94,79 @@ async def test_a_failed_transaction_leaves_nothing_behind(tmp_path, monkeypatch)
         db.execute("ALTER TABLE jobs ADD COLUMN processing_at REAL")  # 0002 will collide
         db.execute("PRAGMA user_version=1")
     ledger = SqliteLedger(path)
-    with pytest.raises(sqlite3.OperationalError, match="duplicate column"):
+    with pytest.raises(LedgerUnusable, match="duplicate column"):
         await ledger.open()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+async def a_ledger_with_a_job(path) -> None:
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    await ledger.create_draft(new_job(), VideoOptions())
+    await ledger.close()
+
+
+def damage_a_page(path) -> None:
+    """Overwrite the jobs table's root page (not the header) with garbage."""
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        root = db.execute("SELECT rootpage FROM sqlite_master WHERE name='jobs'").fetchone()[0]
+    with path.open("r+b") as handle:
+        handle.seek((root - 1) * page_size)
+        handle.write(b"\xde\xad\xbe\xef" * (page_size // 4))
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("garbage", "is not a bot ledger"),
+        ("truncated", "is "),
+        ("page", "is damaged"),
+        ("newer", "newer version of the bot (schema 99"),
+        ("folder", "is a folder"),
+        ("parent_is_a_file", "cannot be used"),
+    ],
+)
+async def test_a_ledger_that_cannot_be_used_says_why_in_words_and_is_left_as_it_was(
+    tmp_path, damage, reason
+):
+    path = tmp_path / "bot.sqlite3"
+    if damage == "garbage":
+        path.write_bytes(b"these are somebody's holiday photos" * 100)
+    elif damage == "truncated":
+        await a_ledger_with_a_job(path)
+        with sqlite3.connect(path) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        path.write_bytes(path.read_bytes()[:1500])
+    elif damage == "page":
+        await a_ledger_with_a_job(path)
+        damage_a_page(path)
+    elif damage == "newer":
+        with sqlite3.connect(path) as db:
+            db.execute("PRAGMA user_version=99")
+    elif damage == "folder":
+        path.mkdir()
+    else:
+        (tmp_path / "data").write_text("a file where the folder should be")
+        path = tmp_path / "data" / "bot.sqlite3"
+    before = path.read_bytes() if path.is_file() else None
+    ledger = SqliteLedger(path, exclusive=True)
+    with pytest.raises(LedgerUnusable) as caught:
+        await ledger.open()
+    assert reason in str(caught.value)
+    assert "\n" not in str(caught.value)
+    if before is not None:
+        assert path.read_bytes() == before  # untouched: the operator may still rescue it
+    await ledger.close()
+
+
+async def test_check_proves_the_ledger_can_be_written(tmp_path):
+    ledger = SqliteLedger(tmp_path / "bot.sqlite3")
+    await ledger.open()
+    try:
+        await ledger.prove_writable()
+        assert await ledger.unfinished() == []  # and nothing changed
+    finally:
+        await ledger.close()

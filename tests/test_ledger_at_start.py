@@ -1,6 +1,7 @@
-"""One running bot per SQLite ledger: a second `python -m bot` on the same DATABASE_PATH
-stops at start with one line (exit 1); `check` still works beside the running one; a
-SIGKILLed bot leaves no stale lock behind."""
+"""The ledger at start: one running bot per SQLite ledger (a second `python -m bot` on
+the same DATABASE_PATH stops with one line, exit 1; `check` still works beside the running
+one; a SIGKILLed bot leaves no stale lock), and a ledger that cannot be used is named in
+one line and left untouched."""
 
 from __future__ import annotations
 
@@ -80,3 +81,22 @@ async def test_a_second_bot_on_the_same_ledger_stops_with_one_line(
     # Killed maybe right after sendVideo: the new holder finishes the job (one submit).
     await wait_until(lambda: ledger(database)[0]["state"] == "delivered", what="delivered")
     assert len(segmind.submits) == 1
+
+
+@pytest.mark.parametrize("command", [(), ("check",)], ids=["run", "check"])
+async def test_a_damaged_ledger_stops_the_bot_with_one_line_and_is_left_alone(
+    telegram, segmind, spawn, env, database, command
+):
+    database.parent.mkdir(parents=True)
+    database.write_bytes(b"not a ledger at all" * 200)
+    before = database.read_bytes()
+    process = await spawn(env, *command)
+    assert await process.wait(timeout=20) == 1
+    _, stderr = await process.output()
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: DATABASE_PATH {database} is not a bot ledger (a damaged or unrelated file)"
+    ]
+    assert "Traceback" not in stderr
+    assert database.read_bytes() == before
+    assert telegram.calls_of("getUpdates") == []
