@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from . import schedule
 from .alerts import AlertKind, Alerts
 from .errors import AlreadyRefunded, ChatUnreachable, RefundRefused, SendFailed
+from .jobs import JobState
 from .payments import Payment, RefundState
 from .ports import Ledger, Messenger, StarCharge
 from .tasks import cancel_and_wait
@@ -90,7 +91,10 @@ class Refunds:
             return
         job = await self._ledger.get(payment.job_id) if payment.job_id is not None else None
         try:
-            await self._messenger.tell_refund(payment, job)
+            # An undeliverable job's chat blocked or removed the bot: nothing more is sent
+            # there (Telegram's own refunded_payment notice still reaches the payer).
+            if job is None or job.state is not JobState.UNDELIVERABLE:
+                await self._messenger.tell_refund(payment, job)
         except ChatUnreachable:
             pass  # the Stars are back all the same; nobody to tell
         except SendFailed as exc:
