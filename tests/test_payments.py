@@ -179,6 +179,14 @@ async def invoice_for(
     assert answer == texts.ANSWER_INVOICE_SENT
     calls = await telegram.wait_for_call("sendInvoice", chat_id=chat_id, count=before + 1)
     assert calls[-1].ok, calls[-1].response
+    # Once the invoice is out, the keyboard becomes the way back to the options.
+    await wait_until(
+        lambda: (
+            keyboard_labels(telegram.message(chat_id, keyboard["message_id"]))
+            == [[texts.CHANGE_OPTIONS_LABEL]]
+        ),
+        what="the Change options keyboard",
+    )
     return calls[-1]
 
 
@@ -331,6 +339,7 @@ async def test_the_free_videos_need_no_invoice_and_the_next_one_does(
     async with running(make_settings(PRICE_STARS="50", FREE_VIDEOS_PER_USER="1")) as app:
         handled = Handled(app)
         _, first = await send_photo_get_keyboard(telegram, USER, USER)
+        assert generate_label(first) == texts.GENERATE_LABEL  # free: no price shown
         answer = await press(telegram, USER, USER, first["message_id"], "Generate")
         assert answer == texts.ANSWER_STARTED
         await telegram.wait_for_call("sendVideo", chat_id=USER)
@@ -339,6 +348,7 @@ async def test_the_free_videos_need_no_invoice_and_the_next_one_does(
         assert (len(telegram.payments), len(segmind.submits)) == (0, 1)
 
         _, second = await send_photo_get_keyboard(telegram, USER, USER)
+        assert generate_label(second) == "🎬 Generate · ⭐ 50"  # the free one is used up
         invoice = await invoice_for(telegram, second)
         await settle(telegram, handled, database)
         assert len(segmind.submits) == 1  # the second waits for its payment
@@ -354,6 +364,24 @@ async def test_the_free_videos_need_no_invoice_and_the_next_one_does(
         ("delivered", PRICE),
     ]
     assert [job["charge_id"] is None for job in jobs] == [True, False]
+
+
+async def test_an_invoice_that_could_not_be_sent_leaves_generate_to_press_again(
+    telegram, segmind, priced, database
+):
+    telegram.private_chat(USER)
+    _, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
+    telegram.fail_next("sendInvoice", error_code=500, description="Internal Server Error")
+    answer = await press(telegram, USER, USER, keyboard["message_id"], "Generate")
+    assert answer == texts.ANSWER_INVOICE_FAILED
+    # The keyboard still offers Generate (not a Change options with no invoice under it).
+    assert generate_label(telegram.message(USER, keyboard["message_id"])) == "🎬 Generate · ⭐ 50"
+    invoice = await invoice_for(telegram, keyboard)
+    await paid(telegram.pay_invoice(USER, invoice.result))
+    await telegram.wait_for_call("sendVideo", chat_id=USER)
+    await settle(telegram, priced, database)
+    assert (len(telegram.payments), len(segmind.submits), len(telegram.refunds)) == (1, 1, 0)
+    assert len([c for c in telegram.calls_of("sendInvoice") if c.ok]) == 1
 
 
 # -- 5. pre-checkout refusals -------------------------------------------------------------------

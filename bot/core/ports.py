@@ -123,6 +123,9 @@ class Ledger(Protocol):
 
     async def set_invoice_message(self, job_id: int, message_id: int) -> None: ...
 
+    async def free_videos_used(self, user_id: int) -> int:
+        """Free jobs a user started that made (or may still make) a video."""
+
     async def reopen_draft(self, job_id: int, user_id: int) -> Job | None:
         """AWAITING_PAYMENT → DRAFT ("change options"); the invoice out is void."""
 

@@ -50,6 +50,7 @@ ANSWER_INVALID = "That button doesn't work any more. Please send the photo again
 ANSWER_NOT_ALLOWED = "Sorry, this bot is private."
 ANSWER_CHAT_NOT_ALLOWED = "Sorry, this bot isn't enabled in this group."
 ANSWER_INVOICE_SENT = "Invoice sent: pay it to start your video."
+ANSWER_INVOICE_FAILED = "Sorry, I couldn't send the invoice just now. Please press Generate again."
 ANSWER_AWAITING_PAYMENT = "Your invoice is waiting: pay it to start, or change the options."
 ANSWER_OPTIONS_AGAIN = "Choose again; the earlier invoice no longer pays for this video."
 

@@ -424,7 +424,7 @@ class SqliteLedger:
         )
         return int(value or 0)
 
-    async def _free_videos_used(self, user_id: int) -> int:
+    async def free_videos_used(self, user_id: int) -> int:
         """Free jobs a user started that made (or may still make) a video."""
         value = await self._scalar(
             f"SELECT COUNT(*) FROM jobs WHERE user_id=? AND generate_at IS NOT NULL "
@@ -434,7 +434,7 @@ class SqliteLedger:
         return int(value or 0)
 
     async def _needs_payment(self, user_id: int, price: int, free_videos: int) -> bool:
-        return price > 0 and await self._free_videos_used(user_id) >= free_videos
+        return price > 0 and await self.free_videos_used(user_id) >= free_videos
 
     async def start(
         self,

@@ -331,7 +331,9 @@ class Handlers:
             return
         sent = await photo.reply_text(
             texts.keyboard_caption(job.options),
-            reply_markup=options_keyboard(job.id, job.options, self._price(job.options)),
+            reply_markup=options_keyboard(
+                job.id, job.options, await self._shown_price(job.user_id, job.options)
+            ),
             reply_parameters=ReplyParameters(photo.message_id, allow_sending_without_reply=True),
             message_thread_id=_thread_id(trigger),
             do_quote=False,
@@ -393,11 +395,23 @@ class Handlers:
         await self._edit(
             message,
             texts.keyboard_caption(updated.options),
-            options_keyboard(updated.id, updated.options, self._price(updated.options)),
+            options_keyboard(
+                updated.id,
+                updated.options,
+                await self._shown_price(updated.user_id, updated.options),
+            ),
         )
 
     def _price(self, options: VideoOptions) -> int:
         return self.rt.settings.price_stars.price(options)
+
+    async def _shown_price(self, user_id: int, options: VideoOptions) -> int:
+        """The price on the Generate button: none while the user has free videos left."""
+        price = self._price(options)
+        free = self.rt.settings.free_videos_per_user
+        if price and free and await self.rt.ledger.free_videos_used(user_id) < free:
+            return 0
+        return price
 
     async def _generate(self, query: CallbackQuery, job: Job, message: Message, bot: Bot) -> None:
         result = await self.rt.ledger.start(
@@ -430,31 +444,44 @@ class Handlers:
         await self._edit(
             message,
             texts.keyboard_caption(draft.options),
-            options_keyboard(draft.id, draft.options, self._price(draft.options)),
+            options_keyboard(
+                draft.id, draft.options, await self._shown_price(draft.user_id, draft.options)
+            ),
         )
         if draft.invoice_message_id is not None:
             # Void already; removing it spares the user a button that would be refused.
             with contextlib.suppress(TelegramError):
                 await bot.delete_message(draft.chat_id, draft.invoice_message_id)
 
+    async def _invoice(self, query: CallbackQuery, job: Job, message: Message, bot: Bot) -> None:
+        """Send the job's invoice first; only then swap the keyboard for "Change options",
+        so a failed send leaves Generate there to press again."""
+        try:
+            await self._send_invoice(job, bot)
+        except TelegramError as exc:
+            log.warning("job %s: the invoice could not be sent: %s", job.short_id, exc)
+            await self._answer(query, texts.ANSWER_INVOICE_FAILED, alert=True)
+            return
+        log.info("job %s: invoice %d for %d Stars", job.short_id, job.invoice_no, job.price_stars)
+        await self._answer(query, texts.ANSWER_INVOICE_SENT)
+        await self._edit(
+            message,
+            texts.awaiting_payment(job.options, job.price_stars),
+            awaiting_payment_keyboard(job.id),
+        )
+
     async def _after_start(
         self, query: CallbackQuery, result: StartResult, message: Message, bot: Bot
     ) -> None:
         outcome = result.outcome
         if outcome is StartOutcome.INVOICE and result.job is not None:
-            job = result.job
-            await self._answer(query, texts.ANSWER_INVOICE_SENT)
-            log.info(
-                "job %s: invoice %d for %d Stars", job.short_id, job.invoice_no, job.price_stars
-            )
-            await self._edit(
-                message,
-                texts.awaiting_payment(job.options, job.price_stars),
-                awaiting_payment_keyboard(job.id),
-            )
-            await self._send_invoice(job, bot)
-        elif outcome is StartOutcome.AWAITING_PAYMENT:
-            await self._answer(query, texts.ANSWER_AWAITING_PAYMENT)
+            await self._invoice(query, result.job, message, bot)
+        elif outcome is StartOutcome.AWAITING_PAYMENT and result.job is not None:
+            if result.job.invoice_message_id is None:
+                # Its invoice never went out (a crash or a failed send after Generate).
+                await self._invoice(query, result.job, message, bot)
+            else:
+                await self._answer(query, texts.ANSWER_AWAITING_PAYMENT)
         elif outcome is StartOutcome.STARTED and result.job is not None:
             await self._answer(query, texts.ANSWER_STARTED)
             log.info("job %s: started by user %s", result.job.short_id, result.job.user_id)
