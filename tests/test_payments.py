@@ -179,14 +179,13 @@ async def invoice_for(
     assert answer == texts.ANSWER_INVOICE_SENT
     calls = await telegram.wait_for_call("sendInvoice", chat_id=chat_id, count=before + 1)
     assert calls[-1].ok, calls[-1].response
+
     # Once the invoice is out, the keyboard becomes the way back to the options.
-    await wait_until(
-        lambda: (
-            keyboard_labels(telegram.message(chat_id, keyboard["message_id"]))
-            == [[texts.CHANGE_OPTIONS_LABEL]]
-        ),
-        what="the Change options keyboard",
-    )
+    def changed() -> bool:
+        shown = telegram.message(chat_id, keyboard["message_id"])
+        return shown is not None and keyboard_labels(shown) == [[texts.CHANGE_OPTIONS_LABEL]]
+
+    await wait_until(changed, what="the Change options keyboard")
     return calls[-1]
 
 
