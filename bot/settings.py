@@ -36,6 +36,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .core.prices import PriceTable
+from .segmind.client import DEFAULT_HISTORY_URL
 
 __all__ = ["ImageUrlMode", "SettingsError", "Settings", "load_settings", "read_env_file"]
 
@@ -121,6 +122,7 @@ class Settings(BaseSettings):
     telegram_api_url: _Url = "https://api.telegram.org"
     segmind_api_url: _Url = "https://api.segmind.com"
     segmind_upload_url: _Url = "https://workflows-api.segmind.com/upload-asset"
+    segmind_history_url: _Url = DEFAULT_HISTORY_URL
     database_path: Path = Path("data/bot.sqlite3")
     poll_interval_seconds: _FiniteFloat = 2.0
     image_url_mode: Annotated[
@@ -179,6 +181,20 @@ class Settings(BaseSettings):
             self.telegram_bot_token.get_secret_value(),
             self.segmind_api_key.get_secret_value(),
         )
+
+    @property
+    def history_url(self) -> str | None:
+        """Where a submit whose answer was lost is looked up; None: lookups are off.
+
+        Off only when ``SEGMIND_API_URL`` points away from Segmind (a proxy, a staging
+        fake) and ``SEGMIND_HISTORY_URL`` was not given: such a set-up must not send its
+        key, or its questions, to Segmind's own history host behind the operator's back.
+        A lost answer is then ``uncertain`` at once, as without the lookups.
+        """
+        api_default = type(self).model_fields["segmind_api_url"].default
+        if "segmind_history_url" in self.model_fields_set or self.segmind_api_url == api_default:
+            return self.segmind_history_url
+        return None
 
     @property
     def job_deadline_seconds(self) -> float:

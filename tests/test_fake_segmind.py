@@ -474,3 +474,136 @@ async def test_stop_is_idempotent_and_url_needs_start() -> None:
     await server.start()
     await server.stop()
     await server.stop()
+
+
+# -- the request history ------------------------------------------------------------------
+
+
+async def history(client: httpx.AsyncClient, **params: Any) -> httpx.Response:
+    return await client.get("/inference-request/request-history", params=params)
+
+
+async def test_history_lists_requests_with_their_body_as_sent_newest_first(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    fake.queued_seconds = fake.processing_seconds = 10.0
+    first = (await submit(client, seed=1)).json()["request_id"]
+    second = (await submit(client, seed=2, style="clay")).json()["request_id"]
+    fake.fail_next_job()
+    third = (await submit(client, seed=3)).json()["request_id"]
+    fake.jobs[first].submitted_at -= 20.0  # finished by now
+    fake.jobs[third].submitted_at -= 20.0  # failed by now
+
+    response = await history(client, model_name=MODEL_SLUG, per_page=100)
+    assert response.status_code == 200
+    body = response.json()
+    rows = body["data"]
+    assert [row["request_id"] for row in rows] == [third, second, first]
+    assert body["pagination"] == {"page": 1, "per_page": 100, "total": 3, "total_pages": 1}
+    assert rows[1]["request_body"] == {**VALID_BODY, "seed": 2, "style": "clay"}
+    assert [row["model_status"] for row in rows] == ["FAILED", "PENDING", "COMPLETED"]
+    assert rows[0]["error"] == "Content blocked by safety filter (RAI)"
+    assert rows[2]["generation_url"] == fake.video_url(first)
+    assert rows[1]["generation_url"] is None
+    for row in rows:
+        assert row["model_name"] == MODEL_SLUG
+        assert row["model_created"].endswith("Z")
+        assert row["credits_deduction"] > 0
+    assert fake.history_lookups == 1
+
+
+async def test_history_pages_and_filters(fake: FakeSegmind, client: httpx.AsyncClient) -> None:
+    ids = [(await submit(client, seed=seed)).json()["request_id"] for seed in range(1, 6)]
+    page1 = (await history(client, per_page=2, page=1)).json()["data"]
+    page3 = (await history(client, per_page=2, page=3)).json()["data"]
+    page4 = (await history(client, per_page=2, page=4)).json()["data"]
+    assert [row["request_id"] for row in page1] == ids[:2:-1][:2]
+    assert [row["request_id"] for row in page3] == [ids[0]]
+    assert page4 == []
+    ascending = (await history(client, sort_order="asc")).json()["data"]
+    assert [row["request_id"] for row in ascending] == ids
+    assert (await history(client, model_name="other-model")).json()["data"] == []
+    assert (await history(client, status="FAILED")).json()["data"] == []
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert len((await history(client, from_date=today, to_date=today)).json()["data"]) == 5
+    past = (await history(client, from_date="2020-01-01", to_date="2020-01-31")).json()
+    assert past["data"] == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"per_page": 101},
+        {"per_page": 0},
+        {"page": 0},
+        {"from_date": "2024-01-01", "to_date": "2024-03-01"},  # over 31 days
+        {"from_date": "2024-02-01", "to_date": "2024-01-01"},
+        {"from_date": "yesterday"},
+    ],
+)
+async def test_history_refuses_what_segmind_refuses(
+    fake: FakeSegmind, client: httpx.AsyncClient, params: dict[str, Any]
+) -> None:
+    response = await history(client, **params)
+    assert response.status_code == 400
+    assert isinstance(response.json()["error"], str)
+
+
+async def test_history_needs_the_key_and_can_be_made_to_fail(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    async with httpx.AsyncClient(base_url=fake.url) as anonymous:
+        assert (await anonymous.get("/inference-request/request-history")).status_code == 401
+    fake.fail_next_history(503, times=2)
+    assert (await history(client)).status_code == 503
+    assert (await history(client)).status_code == 503
+    assert (await history(client)).status_code == 200
+    assert fake.history_lookups == 4
+
+
+async def test_a_fresh_record_lands_in_the_history_after_the_lag(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    fake.history_lag_seconds = 30.0
+    request_id = (await submit(client)).json()["request_id"]
+    assert (await history(client)).json()["data"] == []
+    one = f"/inference-request/request-history/{request_id}"
+    assert (await client.get(one)).status_code == 404
+    fake.advance(30.0)
+    (row,) = (await history(client)).json()["data"]
+    assert row["request_id"] == request_id
+    assert row["request_body"] == VALID_BODY
+    single = await client.get(one)
+    assert single.status_code == 200
+    assert single.json()["request_id"] == request_id
+
+
+async def test_accept_then_drop_takes_a_count_and_every_dropped_submit_is_in_the_history(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    fake.credits = 5
+    fake.accept_then_drop_next_submit(times=2)
+    for seed in (11, 12):
+        with pytest.raises(httpx.RemoteProtocolError):
+            await submit(client, seed=seed)
+    assert (await submit(client, seed=13)).status_code == 200
+    assert fake.credits == 2  # all three charged
+    rows = (await history(client)).json()["data"]
+    assert [row["request_body"]["seed"] for row in rows] == [13, 12, 11]
+
+
+async def test_held_submit_answers_are_accepted_and_wait_for_release(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    fake.hold_submit_answers()
+    pending = [asyncio.create_task(submit(client, seed=seed)) for seed in (1, 2, 3)]
+    deadline = time.monotonic() + 3.0
+    while len(fake.jobs) < 3:  # accepted (and charged) while nobody has an answer
+        assert time.monotonic() < deadline, "submits not accepted"
+        await asyncio.sleep(0.005)
+    assert not any(task.done() for task in pending)
+    assert len((await history(client)).json()["data"]) == 3
+    fake.release_submit_answers()
+    answers = await asyncio.gather(*pending)
+    assert sorted(answer.json()["request_id"] for answer in answers) == sorted(fake.jobs)
+    assert (await submit(client)).status_code == 200  # no longer held

@@ -143,7 +143,7 @@ async def test_generate_uploads_submits_once_and_replies_with_the_video(
     (submit,) = segmind.submits
     assert submit["quality"] == "720p"
     assert submit["duration"] == 5
-    assert "seed" not in submit
+    assert 1 <= submit["seed"] <= 999_999  # the job's own, stored before the submit
     # Re-hosted: Segmind never sees a Telegram URL (it would carry the token).
     assert submit["image_url"].startswith(segmind.url + "/assets/")
     assert TEST_TOKEN not in submit["image_url"]
@@ -152,6 +152,7 @@ async def test_generate_uploads_submits_once_and_replies_with_the_video(
     await wait_until(lambda: ledger(database)[0]["state"] == "delivered", what="delivered")
     (job,) = ledger(database)
     assert job["request_id"] == next(iter(segmind.jobs))
+    assert (job["seed"], job["image_url"]) == (submit["seed"], submit["image_url"])
     assert job["video_file_id"]
     assert job["notified_at"] is not None
     # The keyboard became a status message on the way.

@@ -11,6 +11,7 @@ from bot.settings import Settings, SettingsError, load_settings, read_env_file
 REPO = Path(__file__).resolve().parent.parent
 
 TOKEN = "123456:ABCdefGHIjklMNOpqrSTUvwxYZ012345"
+HISTORY_URL = "https://api.spotprod.segmind.com/inference-request/request-history"
 KEY = "sg_secret_key_value"
 
 
@@ -23,6 +24,8 @@ def test_two_secrets_are_enough_and_defaults_match_the_contract():
     assert settings.telegram_api_url == "https://api.telegram.org"
     assert settings.segmind_api_url == "https://api.segmind.com"
     assert settings.segmind_upload_url == "https://workflows-api.segmind.com/upload-asset"
+    assert settings.segmind_history_url == HISTORY_URL
+    assert settings.history_url == HISTORY_URL
     assert settings.database_path == Path("data/bot.sqlite3")
     assert settings.poll_interval_seconds == 2
     assert settings.image_url_mode == "upload"
@@ -75,6 +78,7 @@ def test_malformed_token_is_named_without_echoing_it():
         ("TELEGRAM_API_URL", "api.telegram.org"),
         ("SEGMIND_API_URL", "ftp://x"),
         ("SEGMIND_UPLOAD_URL", "nowhere"),
+        ("SEGMIND_HISTORY_URL", "api.segmind.com/history"),
         ("PRICE_STARS", "-1"),
         ("PRICE_STARS", "*=50,1080p/8s=90"),
         ("FREE_VIDEOS_PER_USER", "-1"),
@@ -383,3 +387,22 @@ def test_env_example_gives_the_defaults_of_the_payment_settings():
     for field in ("price_stars", "free_videos_per_user", "paysupport_text"):
         assert getattr(settings, field) == getattr(defaults, field)
         assert getattr(settings, field) == Settings.model_fields[field].default
+
+
+def test_the_history_url_is_segminds_unless_the_api_points_elsewhere():
+    secrets = {"TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY}
+    given = load({**secrets, "SEGMIND_HISTORY_URL": "http://127.0.0.1:9/history/"})
+    assert given.history_url == "http://127.0.0.1:9/history"
+    # The default API root spelled out (as .env.example does) is still Segmind's.
+    spelled = load({**secrets, "SEGMIND_API_URL": "https://api.segmind.com/"})
+    assert spelled.history_url == HISTORY_URL
+    # A proxy or a fake as the API root: the key is not sent to Segmind's own history
+    # host unless SEGMIND_HISTORY_URL says so; lookups are off (None).
+    elsewhere = load({**secrets, "SEGMIND_API_URL": "http://127.0.0.1:9"})
+    assert elsewhere.history_url is None
+    both = load(
+        {**secrets, "SEGMIND_API_URL": "http://127.0.0.1:9", "SEGMIND_HISTORY_URL": HISTORY_URL}
+    )
+    assert both.history_url == HISTORY_URL
+    example = load({**read_env_file(REPO / ".env.example"), **secrets})
+    assert example.history_url == HISTORY_URL

@@ -32,6 +32,9 @@ class AlertKind(StrEnum):
     UNKNOWN_CHARGE = "unknown_charge"
     #: A refund has been due for over an hour, or Telegram refuses it.
     REFUND_STUCK = "refund_stuck"
+    #: A submit's answer was lost and Segmind's request history did not show the request
+    #: within the lookup window: the job is uncertain (maybe paid, no video).
+    SUBMIT_LOST = "submit_lost"
 
 
 #: Tells the operators: (kind, resolved). The chat adapter words it in their language.

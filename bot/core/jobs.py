@@ -7,8 +7,8 @@ Every paid step is a recorded transition, so a crash anywhere resumes from the l
       │ └─change options─ AWAITING_PAYMENT ──paid──▶ PREPARING
       └──Generate (priced)──▲
 
-    PREPARING ──photo re-hosted──▶ SUBMITTING ──request_id──▶ QUEUED
-                          │   ▲                            │  └─no answer─▶ UNCERTAIN
+    PREPARING ──photo re-hosted──▶ SUBMITTING ──request_id (answer or history)──▶ QUEUED
+                          │   ▲                            │  └─not found─▶ UNCERTAIN
                           │   └────not sent, retry─────────┤
                           └──▶ REJECTED ◀──refused─────────┘
     QUEUED ──▶ PROCESSING ──▶ COMPLETED ──sent──▶ DELIVERED
@@ -51,7 +51,8 @@ class JobState(StrEnum):
     AWAITING_PAYMENT = "awaiting_payment"
     #: Generate pressed (the user's consent); the photo is being re-hosted. Safe to redo.
     PREPARING = "preparing"
-    #: The submit is about to leave or has left. Found here after a crash: outcome unknown.
+    #: The submit is about to leave or has left (its seed, image URL and time stored).
+    #: Found here after a crash or a lost answer: looked up in Segmind's request history.
     SUBMITTING = "submitting"
     #: Segmind accepted the job (``request_id`` stored) and has not started it.
     QUEUED = "queued"
@@ -69,8 +70,9 @@ class JobState(StrEnum):
     TIMED_OUT = "timed_out"
     #: Segmind refused the submit, or the photo could not be used; nothing was paid. Terminal.
     REJECTED = "rejected"
-    #: The submit may have reached Segmind but no answer was recorded. Never resubmitted
-    #: on its own; the user is offered a new, explicit "Try again". Terminal.
+    #: The submit may have reached Segmind but no answer was recorded, and the request
+    #: history did not show it either. Never resubmitted on its own; the user is offered
+    #: a new, explicit "Try again". Terminal.
     UNCERTAIN = "uncertain"
     #: The chat blocked or removed the bot; nothing more is sent there. Terminal.
     UNDELIVERABLE = "undeliverable"
@@ -180,6 +182,12 @@ class Job(NewJob):
     invoice_message_id: int | None = None
     #: The payment that started it (``telegram_payment_charge_id``); None = free.
     charge_id: str | None = None
+    #: The photo's URL as the submit sent it (stored with SUBMITTING, before the POST).
+    #: With ``options.seed`` it names the request in Segmind's request history.
+    image_url: str | None = None
+    #: When the submit left (stored with SUBMITTING): the request-history lookup of a
+    #: submit whose answer was lost runs for a while from here.
+    submit_sent_at: float | None = None
 
     @property
     def is_terminal(self) -> bool:

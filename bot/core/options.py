@@ -15,6 +15,7 @@ __all__ = [
     "STYLES",
     "DEFAULT_QUALITY",
     "DEFAULT_DURATION",
+    "SEED_RANGE",
     "Adjustment",
     "VideoOptions",
     "choose",

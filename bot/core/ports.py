@@ -190,7 +190,13 @@ class VideoService(Protocol):
         """Re-host an image; returns a URL the service can fetch."""
 
     async def submit(self, image_url: str, options: VideoOptions) -> Submission:
-        """Start one paid job: never call twice for one job."""
+        """Start one paid job: never call twice for one job. ``options.seed`` is required
+        (with ``image_url`` it names the request in the history)."""
+
+    async def find_request(self, image_url: str, seed: int, since: float) -> str | None:
+        """The ``request_id`` of the account's request sent since ``since`` (Unix seconds)
+        with this ``image_url`` and ``seed``, from the service's request history; None
+        when the history does not (yet) list it."""
 
     async def status(self, request_id: str) -> StatusReport: ...
 

@@ -6,11 +6,17 @@ wait. The ledger is the truth: at start every unfinished job is picked up again,
 the in-memory schedule is only a cache of it.
 
 The submit rule (Segmind has no idempotency key and no cancel):
-    intent stored (PREPARING) → SUBMITTING recorded → POST → request_id recorded (QUEUED).
-    A job found in SUBMITTING when a step begins means the process died (or the answer
-    was lost) while the POST may have been accepted: it becomes UNCERTAIN and is never
-    resubmitted on its own. The user gets a "Try again" button — a new, explicit consent.
-    A submit that provably never left (connection refused) goes back to PREPARING.
+    intent stored (PREPARING) → SUBMITTING recorded, with the job's own seed, the image
+    URL it sends and the time → POST → request_id recorded (QUEUED).
+    A job found in SUBMITTING when a step begins means the process died, the answer was
+    lost, or the answer could not be written down, while the POST may have been
+    accepted. The seed and image URL name the request, so it is looked up in Segmind's
+    request history, with backoff, for HISTORY_LOOKUP_SECONDS from the submit (a fresh
+    request's record may land late; history errors count as "not yet"). Found → QUEUED
+    with that request_id, and on to the video. Not found → UNCERTAIN, operators alerted
+    (once per incident), and the user gets a "Try again" button — a new, explicit
+    consent. It is never resubmitted on its own. A submit that provably never left
+    (connection refused) goes back to PREPARING.
 
 The delivery rule: DELIVERED is recorded right after Telegram accepts the video. A crash
 in the few milliseconds between the two repeats that one video at the next start; no
@@ -49,9 +55,10 @@ from .errors import (
     VideoRefused,
 )
 from .jobs import ACTIVE_STATES, Job, JobState, Reason
+from .options import SEED_RANGE
 from .ports import Ledger, Messenger, Progress, VideoService
 
-__all__ = ["Tracker", "TrackerConfig"]
+__all__ = ["HISTORY_LOOKUP_SECONDS", "Tracker", "TrackerConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,14 @@ RESULT_RETENTION_SECONDS = 3600.0
 #: How long a photo may take to re-host before the job is given up as "busy".
 PREPARE_DEADLINE_SECONDS = 300.0
 _LEARN_TTL_SECONDS = 60.0
+#: How long a submit whose answer was lost is looked up in the request history, counted
+#: from when it left (``submit_sent_at``): Segmind's record of a fresh request may land a
+#: little late. After a restart the lookups also go on this long from the first one, so a
+#: history that is down at that moment does not decide on its own.
+HISTORY_LOOKUP_SECONDS = 300.0
+#: The first look after a lost answer, then doubling up to the cap (with jitter).
+LOOKUP_FIRST_DELAY = 2.0
+LOOKUP_MAX_DELAY = 30.0
 #: At shutdown, how long a submit or upload already under way may take to finish. The
 #: contract allows a few seconds for SIGTERM; whatever is still running after this is
 #: recovered from the ledger at the next start.
@@ -68,11 +83,21 @@ CRITICAL_GRACE_SECONDS = 3.0
 T = TypeVar("T")
 
 
+def _lookup_delay(lookups: int, rng: random.Random) -> float:
+    """Seconds before the next request-history lookup after ``lookups`` found nothing:
+    2, 4, 8, 16, then every 30 (each up to a fifth shorter, so lost jobs spread out)."""
+    base = min(LOOKUP_MAX_DELAY, LOOKUP_FIRST_DELAY * 2.0 ** max(0, lookups - 1))
+    return base * rng.uniform(0.8, 1.0)
+
+
 @dataclass(frozen=True)
 class TrackerConfig:
     poll_interval: float = 2.0
     deadline_seconds: float = 900.0
     image_url_mode: str = "upload"
+    #: 0 turns request-history lookups off (no history URL): a lost answer is UNCERTAIN
+    #: at once, as it was before the lookups existed.
+    history_lookup_seconds: float = HISTORY_LOOKUP_SECONDS
 
 
 class Tracker:
@@ -102,6 +127,10 @@ class Tracker:
         self._polls: dict[int, int] = {}
         #: Seconds after its submit that a job was last reported QUEUED (a scheduling hint).
         self._seen_queued: dict[int, float] = {}
+        #: Request ids Segmind gave that the ledger could not record yet (job id → id).
+        self._answered: dict[int, str] = {}
+        #: Request-history lookups of SUBMITTING jobs: job id → (first lookup, count).
+        self._lookups: dict[int, tuple[float, int]] = {}
         #: (quality, duration) → (learnt, when it was learnt): a cache of the ledger.
         self._learnt: dict[tuple[str, int], tuple[schedule.Learnt, float]] = {}
         self._closing = False
@@ -173,6 +202,7 @@ class Tracker:
             self._failures.pop(job_id, None)
             self._polls.pop(job_id, None)
             self._seen_queued.pop(job_id, None)
+            self._lookups.pop(job_id, None)
             current = self._tasks.get(job_id)
             if current is asyncio.current_task():
                 self._tasks.pop(job_id, None)
@@ -184,8 +214,9 @@ class Tracker:
         if job.state is JobState.PREPARING:
             return await self._prepare_and_submit(job)
         if job.state is JobState.SUBMITTING:
-            # Only a crash (or a lost answer) leaves a job here at the start of a step.
-            return await self._end(job, JobState.UNCERTAIN, Reason.CONNECTION_LOST)
+            # Only a crash, a lost answer or an unwritten one leaves a job here at the
+            # start of a step: find out whether Segmind has it.
+            return await self._recover(job)
         if job.state in (JobState.QUEUED, JobState.PROCESSING):
             return await self._poll(job)
         if job.state is JobState.COMPLETED:
@@ -267,15 +298,30 @@ class Tracker:
         except SegmindError as exc:
             return await self._submit_refused(job, exc)
 
-        submitting = await self._ledger.transition(job.id, JobState.PREPARING, JobState.SUBMITTING)
+        # The seed and the image URL name the request in Segmind's history: both are
+        # stored with SUBMITTING, before the POST, with the time it leaves.
+        seed = job.options.seed or self._rng.randint(*SEED_RANGE)
+        submitting = await self._ledger.transition(
+            job.id,
+            JobState.PREPARING,
+            JobState.SUBMITTING,
+            seed=seed,
+            image_url=image_url,
+            submit_sent_at=self._clock(),
+        )
         if submitting is None:
             return 0.0
         outcome = await self._finish_paid_step(self._submit_and_record(submitting, image_url))
+        return await self._queued(outcome, answered=True)
+
+    async def _queued(self, outcome: Job | float | None, *, answered: bool) -> float | None:
+        """After the request_id was recorded: the status line, then the first poll.
+        ``answered``: Segmind's answer just said QUEUED (not so for a history find)."""
         if not isinstance(outcome, Job):
             return outcome
         if not await self._progress(outcome, Progress.QUEUED):
             return None
-        return await self._next_poll(outcome, queued=True)  # the submit's answer
+        return await self._next_poll(outcome, queued=answered)
 
     async def _submit_and_record(self, job: Job, image_url: str) -> Job | float | None:
         """POST the job and record what came back: the queued job, or the next delay."""
@@ -283,8 +329,7 @@ class Tracker:
             submission = await self._segmind.submit(image_url, job.options)
         except TemporaryError as exc:
             if exc.maybe_sent:
-                log.warning("job %s: submit outcome unknown (%s)", job.short_id, exc)
-                return await self._end(job, JobState.UNCERTAIN, Reason.CONNECTION_LOST)
+                return self._answer_lost(job, exc)
             if exc.status is None:
                 # Never left this machine: safe to try again shortly.
                 back = await self._ledger.transition(
@@ -295,23 +340,122 @@ class Tracker:
                 await self._alerts.segmind_failed()
                 return self._backoff(job.id, exc.retry_after)
             return await self._submit_refused(job, exc)
-        except BadResponse:
+        except BadResponse as exc:
             # A 2xx we cannot read: the job may be running and charged.
-            return await self._end(job, JobState.UNCERTAIN, Reason.CONNECTION_LOST)
+            return self._answer_lost(job, exc)
         except SegmindError as exc:
             return await self._submit_refused(job, exc)
 
-        queued = await self._ledger.transition(
-            job.id,
-            JobState.SUBMITTING,
-            JobState.QUEUED,
-            request_id=submission.request_id,
-            submitted_at=self._clock(),
-        )
-        self._failures.pop(job.id, None)
         log.info("job %s: submitted as %s", job.short_id, submission.request_id)
+        recorded = await self._record_request(job, submission.request_id, self._clock())
         await self._segmind_answered()
+        return recorded
+
+    def _answer_lost(self, job: Job, exc: SegmindError) -> float:
+        """The submit may have been accepted: stay SUBMITTING and look it up shortly."""
+        log.warning(
+            "job %s: submit outcome unknown (%s: %s); looking it up in the request history",
+            job.short_id,
+            type(exc).__name__,
+            exc,
+        )
+        if self._config.history_lookup_seconds <= 0:
+            return 0.0  # no history to ask: the next step makes it UNCERTAIN
+        return LOOKUP_FIRST_DELAY
+
+    async def _record_request(
+        self, job: Job, request_id: str, submitted_at: float
+    ) -> Job | float | None:
+        """SUBMITTING → QUEUED with the request_id. A ledger that cannot write it now
+        (disk full, read-only) must not lose a paid request: it is logged at once, kept
+        in memory, and the next step writes it (a restart finds it in the history)."""
+        try:
+            queued = await self._ledger.transition(
+                job.id,
+                JobState.SUBMITTING,
+                JobState.QUEUED,
+                request_id=request_id,
+                submitted_at=submitted_at,
+            )
+        except Exception as exc:
+            self._answered[job.id] = request_id
+            log.warning(
+                "job %s: Segmind accepted it as %s but the ledger could not record that "
+                "(%s: %s); kept in memory, writing it again shortly",
+                job.short_id,
+                request_id,
+                type(exc).__name__,
+                exc,
+            )
+            return self._backoff(job.id)
+        self._answered.pop(job.id, None)
+        self._lookups.pop(job.id, None)
+        self._failures.pop(job.id, None)
         return queued if queued is not None else 0.0
+
+    async def _recover(self, job: Job) -> float | None:
+        """A SUBMITTING job at a step's start: did Segmind get the submit?"""
+        answered = self._answered.get(job.id)
+        if answered is not None:
+            # Segmind did answer; only the ledger write failed. Try it again.
+            submitted_at = job.submit_sent_at or self._clock()
+            recorded = await self._record_request(job, answered, submitted_at)
+            return await self._queued(recorded, answered=True)
+        window = self._config.history_lookup_seconds
+        if window <= 0:
+            return await self._end(job, JobState.UNCERTAIN, Reason.CONNECTION_LOST)
+        if job.image_url is None or job.options.seed is None or job.submit_sent_at is None:
+            # Sent before the ledger kept seeds and image URLs: nothing to look up.
+            log.warning("job %s: submit outcome unknown and not traceable", job.short_id)
+            await self._alerts.trouble(AlertKind.SUBMIT_LOST)
+            return await self._end(job, JobState.UNCERTAIN, Reason.CONNECTION_LOST)
+
+        now = self._clock()
+        first, count = self._lookups.get(job.id, (now, 0))
+        self._lookups[job.id] = (first, count + 1)
+        answered_cleanly = True
+        try:
+            request_id = await self._segmind.find_request(
+                job.image_url, job.options.seed, job.submit_sent_at
+            )
+        except SegmindError as exc:
+            # The history is a best effort: an error means "not known yet".
+            log.warning(
+                "job %s: request history lookup failed (%s: %s)",
+                job.short_id,
+                type(exc).__name__,
+                exc,
+            )
+            answered_cleanly, request_id = False, None
+        if request_id is not None:
+            log.info(
+                "job %s: found in Segmind's request history as %s (lookup %d)",
+                job.short_id,
+                request_id,
+                count + 1,
+            )
+            recorded = await self._record_request(job, request_id, job.submit_sent_at)
+            return await self._queued(recorded, answered=False)
+
+        # A late record may still land until the window from the submit is over; and
+        # after a restart a history that keeps failing gets a whole window of its own.
+        settled_at = job.submit_sent_at + window
+        give_up_at = max(settled_at, first + window)
+        now = self._clock()
+        if now >= give_up_at or (answered_cleanly and now >= settled_at):
+            log.warning(
+                "job %s: submit not found in Segmind's request history %.0fs after it "
+                "left (%d lookup(s), seed %d): uncertain",
+                job.short_id,
+                now - job.submit_sent_at,
+                count + 1,
+                job.options.seed,
+            )
+            self._lookups.pop(job.id, None)
+            await self._alerts.trouble(AlertKind.SUBMIT_LOST)
+            return await self._end(job, JobState.UNCERTAIN, Reason.CONNECTION_LOST)
+        until = settled_at if now < settled_at else give_up_at
+        return min(_lookup_delay(count + 1, self._rng), until - now)
 
     async def _segmind_answered(self) -> None:
         """Segmind took the key and did the work: whatever alert was open is over."""

@@ -13,6 +13,7 @@ from ..core.jobs import Job, JobState, Reason
 from ..core.options import Adjustment, VideoOptions
 from ..core.payments import Payment, PreCheckout, RefundReason, RefundState
 from ..core.stats import Stats
+from ..core.tracker import HISTORY_LOOKUP_SECONDS
 
 START = (
     "Send me a photo of one or more people and I'll turn it into a short video of "
@@ -300,6 +301,11 @@ _ALERTS: dict[AlertKind, str] = {
     "have. Their charge ids are in the log; check them with /refund if they need a refund.",
     AlertKind.REFUND_STUCK: "⚠️ A Stars refund has been due for over an hour (or Telegram "
     "refuses it). Charge ids are in the log; users wait for their Stars.",
+    AlertKind.SUBMIT_LOST: "⚠️ A job's submit to Segmind got no answer and Segmind's request "
+    f"history didn't list it within {HISTORY_LOOKUP_SECONDS / 60:g} minutes. The job is "
+    "marked uncertain and its user offered Try again; Segmind may still have charged for "
+    "it. The job ids and seeds are "
+    "in the log: look them up in Segmind's console.",
 }
 
 

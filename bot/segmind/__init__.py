@@ -4,6 +4,6 @@ The errors it raises are the core's (:mod:`bot.core.errors`): the tracker catche
 without importing this adapter.
 """
 
-from .client import MODEL_SLUG, SegmindClient, find_output_url
+from .client import DEFAULT_HISTORY_URL, MODEL_SLUG, SegmindClient, find_output_url
 
-__all__ = ["MODEL_SLUG", "SegmindClient", "find_output_url"]
+__all__ = ["DEFAULT_HISTORY_URL", "MODEL_SLUG", "SegmindClient", "find_output_url"]

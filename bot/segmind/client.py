@@ -7,13 +7,22 @@ branches), so callers catch the branch they can act on.
 
 The API key is sent per request to Segmind's hosts only, never to the CDN that serves
 the finished video.
+
+Every submit carries the job's ``seed``: with its ``image_url`` it names the request, so
+:meth:`SegmindClient.find_request` can find a submit whose answer was lost in the
+account's request history (``shared/segmind-api.md``, last section). The history's rows
+are read defensively — the row list is looked for in the body and every field is
+optional — because only the SDK's description of them is known.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +41,27 @@ from ..core.errors import (
 from ..core.options import VideoOptions, is_allowed
 from ..core.ports import StatusReport, Submission
 
-__all__ = ["MODEL_SLUG", "SegmindClient", "find_output_url"]
+__all__ = [
+    "DEFAULT_HISTORY_URL",
+    "MODEL_SLUG",
+    "SegmindClient",
+    "find_output_url",
+    "history_rows",
+]
 
 MODEL_SLUG = "warmth-of-jesus"
 USER_AGENT = "warmth-telegram-bot/0.1 (+httpx)"
+DEFAULT_HISTORY_URL = "https://api.spotprod.segmind.com/inference-request/request-history"
 _CHUNK = 64 * 1024
+#: Request history: rows per page (the most it serves) and pages read per lookup.
+HISTORY_PER_PAGE = 100
+HISTORY_MAX_PAGES = 5
+#: Our clock and Segmind's may disagree: rows this much older than ``since`` still count,
+#: and the date window reaches this far on both sides.
+HISTORY_CLOCK_SLACK = 600.0
+#: The history serves a window of at most 31 days.
+_HISTORY_MAX_DAYS = 30
+_TIME_KEYS = ("model_created", "created_at", "createdAt", "created", "timestamp", "updated_at")
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +137,101 @@ def find_output_url(output: Any) -> str | None:
     return None
 
 
+def _rows_in(body: Any, depth: int = 0) -> list[Mapping[str, Any]] | None:
+    """The first list of objects in a history answer (``data``, ``items``, … or nested)."""
+    if isinstance(body, list):
+        rows = [row for row in body if isinstance(row, Mapping)]
+        return rows if rows or not body else None
+    if isinstance(body, Mapping) and depth < 3:
+        for key in ("data", "items", "results", "rows", "requests", "records", "history"):
+            found = _rows_in(body.get(key), depth + 1)
+            if found is not None:
+                return found
+        for value in body.values():
+            if isinstance(value, list | Mapping):
+                found = _rows_in(value, depth + 1)
+                if found is not None:
+                    return found
+    return None
+
+
+def history_rows(body: Any) -> list[Mapping[str, Any]]:
+    """The rows of one request-history page; none when the body holds no list."""
+    return _rows_in(body) or []
+
+
+def _request_body(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A row's inputs as sent: an object, or the same as JSON text."""
+    for key in ("request_body", "parameters", "request", "input", "inputs"):
+        value = row.get(key)
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                continue
+        if isinstance(value, Mapping):
+            return value
+    return {}
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+def _timestamp(value: Any) -> float | None:
+    """Unix seconds from epoch seconds or milliseconds, or an ISO 8601 text (UTC if bare)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) / 1000.0 if value > 1e11 else float(value)
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        if text.replace(".", "", 1).isdigit():
+            return _timestamp(float(text))
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T", 1))
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    return None
+
+
+def _row_time(row: Mapping[str, Any]) -> float | None:
+    for key in _TIME_KEYS:
+        stamp = _timestamp(row.get(key))
+        if stamp is not None:
+            return stamp
+    return None
+
+
+def _matches(row: Mapping[str, Any], image_url: str, seed: int, model: str) -> str | None:
+    """The row's request_id when it is the request sent with this image URL and seed."""
+    body = _request_body(row)
+    if body.get("image_url") != image_url or _as_int(body.get("seed")) != seed:
+        return None
+    name = row.get("model_name")
+    if isinstance(name, str) and name and model not in name:
+        return None
+    request_id = row.get("request_id")
+    if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+        return None
+    return str(request_id).strip() or None
+
+
+def _day(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d")
+
+
 class SegmindClient:
     """Segmind's v2 API over one shared :class:`httpx.AsyncClient` (its pool is reused)."""
 
@@ -122,19 +242,31 @@ class SegmindClient:
         api_key: str,
         api_url: str = "https://api.segmind.com",
         upload_url: str = "https://workflows-api.segmind.com/upload-asset",
+        history_url: str | None = DEFAULT_HISTORY_URL,
         model: str = MODEL_SLUG,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._http = http
         self._headers = {"x-api-key": api_key, "user-agent": USER_AGENT}
         self._api_url = api_url.rstrip("/")
         self._upload_url = upload_url
+        self._history_url = history_url
         self._model = model
+        self._clock = clock
 
     async def _request(
-        self, method: str, url: str, *, json: Any = None, submitting: bool = False
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        submitting: bool = False,
     ) -> httpx.Response:
         try:
-            return await self._http.request(method, url, json=json, headers=self._headers)
+            return await self._http.request(
+                method, url, json=json, params=params, headers=self._headers
+            )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TemporaryError(
                 f"could not connect: {type(exc).__name__}", maybe_sent=False
@@ -168,16 +300,19 @@ class SegmindClient:
         return urls[0]
 
     async def submit(self, image_url: str, options: VideoOptions) -> Submission:
-        """Start one paid job. Segmind has no idempotency key: never call twice for one job."""
-        if not is_allowed(options):
-            raise InputRejected(f"options not allowed: {options}")
+        """Start one paid job. Segmind has no idempotency key: never call twice for one job.
+
+        The seed is required and always sent: without it the request could not be told
+        apart in the history if its answer were lost.
+        """
+        if not is_allowed(options) or options.seed is None:
+            raise InputRejected(f"options not allowed (a seed is required): {options}")
         payload: dict[str, Any] = {
             "image_url": image_url,
             "quality": options.quality,
             "duration": options.duration,
+            "seed": options.seed,
         }
-        if options.seed is not None:
-            payload["seed"] = options.seed
         if options.style is not None:
             payload["style"] = options.style
         response = await self._request(
@@ -192,6 +327,56 @@ class SegmindClient:
             raise BadResponse("submit answer lacks request_id")
         # status_url and response_url are derived from the request_id; only it is needed.
         return Submission(request_id=str(request_id))
+
+    async def find_request(self, image_url: str, seed: int, since: float) -> str | None:
+        """The request sent with ``image_url`` and ``seed`` at or after ``since``, from the
+        account's request history (newest first, a few pages at most); None if not listed.
+
+        Errors are the client's usual ones (``TemporaryError`` for 5xx and transport
+        trouble, ``KeyRejected``, ``BadResponse`` for an answer that is not JSON, …).
+        Without a history URL (lookups off) it raises ``TemporaryError`` at once.
+        """
+        if self._history_url is None:
+            raise TemporaryError("no request history URL", maybe_sent=False)
+        now = self._clock()
+        oldest = since - HISTORY_CLOCK_SLACK
+        newest = now + HISTORY_CLOCK_SLACK
+        oldest = max(oldest, newest - _HISTORY_MAX_DAYS * 86400.0)
+        for page in range(1, HISTORY_MAX_PAGES + 1):
+            rows = await self._history_page(page, _day(oldest), _day(newest))
+            for row in rows:
+                found = _matches(row, image_url, seed, self._model)
+                if found is not None:
+                    return found
+            if len(rows) < HISTORY_PER_PAGE:
+                return None  # the last page
+            last = _row_time(rows[-1])
+            if last is not None and last < oldest:
+                return None  # newest first: every later row is older still
+        log.warning("request history: no match in the newest %d pages", HISTORY_MAX_PAGES)
+        return None
+
+    async def _history_page(self, page: int, from_date: str, to_date: str) -> list[Any]:
+        params: dict[str, str | int] = {
+            "model_name": self._model,
+            "from_date": from_date,
+            "to_date": to_date,
+            "page": page,
+            "per_page": HISTORY_PER_PAGE,
+            "sort_order": "desc",
+        }
+        assert self._history_url is not None
+        response = await self._request("GET", self._history_url, params=params)
+        if not response.is_success:
+            _raise_for(response)
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise BadResponse("history answer is not JSON", status=response.status_code) from exc
+        rows = _rows_in(body)
+        if rows is None:
+            raise BadResponse("history answer holds no list of rows")
+        return rows
 
     async def status(self, request_id: str) -> StatusReport:
         """One status poll. FAILED is an answer (HTTP 422 with a body), not an error."""

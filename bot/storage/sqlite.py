@@ -70,6 +70,10 @@ _SETTABLE = frozenset(
         "finished_at",
         "notified_at",
         "keyboard_message_id",
+        # Stored with SUBMITTING, before the POST: they name the request in the history.
+        "seed",
+        "image_url",
+        "submit_sent_at",
     }
 )
 
@@ -118,6 +122,8 @@ def row_to_job(row: Row) -> Job:
         invoice_no=row["invoice_no"],
         invoice_message_id=row["invoice_message_id"],
         charge_id=row["charge_id"],
+        image_url=row["image_url"],
+        submit_sent_at=row["submit_sent_at"],
     )
 
 
@@ -489,7 +495,8 @@ class SqliteLedger:
         free_videos: int = 0,
     ) -> StartResult:
         """ "Try again" pressed: one new job copying an ended one, however often pressed;
-        priced like any other (outcome INVOICE: it awaits its own payment)."""
+        priced like any other (outcome INVOICE: it awaits its own payment). It gets a
+        seed of its own at its submit: the old request must not be taken for it."""
         now = self._clock() if now is None else now
         async with self._transaction() as db:
             old = await self.get(old_job_id)
@@ -512,7 +519,7 @@ class SqliteLedger:
                 "price_stars, invoice_no, created_at, generate_at, updated_at) "
                 "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
                 "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
-                "style, seed, ?, ?, id, ?, ?, ?, ?, ? FROM jobs WHERE id=?",
+                "style, NULL, ?, ?, id, ?, ?, ?, ?, ? FROM jobs WHERE id=?",
                 (
                     state.value,
                     status_message_id,

@@ -23,7 +23,7 @@ from ..core.payments import Payment
 from ..core.ports import Ledger
 from ..core.refunds import Reconciliation, Refunds
 from ..core.tasks import cancel_and_wait
-from ..core.tracker import Tracker, TrackerConfig
+from ..core.tracker import HISTORY_LOOKUP_SECONDS, Tracker, TrackerConfig
 from ..i18n import texts
 from ..segmind import SegmindClient
 from ..settings import Settings
@@ -164,7 +164,13 @@ class Runtime:
             api_key=self.settings.segmind_api_key.get_secret_value(),
             api_url=self.settings.segmind_api_url,
             upload_url=self.settings.segmind_upload_url,
+            history_url=self.settings.history_url,
         )
+        if self.settings.history_url is None:
+            log.warning(
+                "SEGMIND_API_URL is not Segmind's and SEGMIND_HISTORY_URL is not set: a "
+                "submit whose answer is lost will not be looked up in the request history"
+            )
         self.token_watch = TokenWatch(bot, on_rejected=on_token_rejected)
         limiter = self.limiter
         messenger = TelegramMessenger(
@@ -191,6 +197,9 @@ class Runtime:
                 poll_interval=self.settings.poll_interval_seconds,
                 deadline_seconds=self.settings.job_deadline_seconds,
                 image_url_mode=self.settings.image_url_mode,
+                history_lookup_seconds=(
+                    HISTORY_LOOKUP_SECONDS if self.settings.history_url is not None else 0.0
+                ),
             ),
             on_refund_due=self._refunds.poke,
         )

@@ -1,9 +1,10 @@
 """The harness for stepping the core's Tracker by hand, "the arq way".
 
 A real SQLite ledger in ``tmp_path``, the real Segmind client over a scripted
-``httpx.MockTransport``, a recording messenger, the real Alerts — and one fake clock
-read by all of them. Tests call :meth:`Harness.step` and advance the clock themselves
-(or let :func:`run_until_settled` do it): no background task, no sleep.
+``httpx.MockTransport`` (request history included), a recording messenger, the real
+Alerts — and one fake clock read by all of them. Tests call :meth:`Harness.step` and
+advance the clock themselves (or let :func:`run_until_settled` do it): no background
+task, no sleep.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from bot.segmind import SegmindClient
 from tests.core.doubles import (
     API_KEY,
     API_URL,
+    CDN_URL,
+    HISTORY_URL,
     UPLOAD_URL,
     AlertLog,
     FakeClock,
@@ -97,6 +100,32 @@ class Harness:
         moved = await self.ledger.transition(job.id, JobState.PREPARING, JobState.SUBMITTING)
         assert moved is not None
         return moved
+
+    async def sent_job(
+        self, *, accepted: bool = True, seed: int = 4242, sent_ago: float = 0.0
+    ) -> tuple[Job, FakeRequest | None]:
+        """A job whose submit left ``sent_ago`` seconds ago and whose answer never came
+        back (the process died around the POST): SUBMITTING with its seed, image URL and
+        send time, as the tracker stores them. Segmind accepted it when ``accepted``."""
+        job = await self.new_job()
+        image_url = f"{CDN_URL}/assets/sent-{job.id}.jpg"
+        sent_at = self.clock() - sent_ago
+        moved = await self.ledger.transition(
+            job.id,
+            JobState.PREPARING,
+            JobState.SUBMITTING,
+            seed=seed,
+            image_url=image_url,
+            submit_sent_at=sent_at,
+        )
+        assert moved is not None
+        if not accepted:
+            return moved, None
+        body = {"image_url": image_url, "quality": "540p", "duration": 5, "seed": seed}
+        request = self.segmind.add_job(
+            f"sent-{job.id}", image_url=image_url, payload=body, created_at=sent_at
+        )
+        return moved, request
 
     async def queued_job(self, status: str = "QUEUED", **fake: Any) -> tuple[Job, FakeRequest]:
         """A job Segmind accepted just now; Segmind will report ``status`` for it."""
@@ -211,9 +240,16 @@ def clock() -> FakeClock:
 async def h(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
     ledger = RecordingLedger(tmp_path / "ledger.sqlite3", clock=clock)
     await ledger.open()
-    segmind = FakeSegmindAPI()
+    segmind = FakeSegmindAPI(clock)
     http = httpx.AsyncClient(transport=segmind.transport)
-    client = SegmindClient(http, api_key=API_KEY, api_url=API_URL, upload_url=UPLOAD_URL)
+    client = SegmindClient(
+        http,
+        api_key=API_KEY,
+        api_url=API_URL,
+        upload_url=UPLOAD_URL,
+        history_url=HISTORY_URL,
+        clock=clock,
+    )
     messenger = RecordingMessenger()
     alert_log = AlertLog()
     alerts = Alerts(ledger, alert_log, clock)

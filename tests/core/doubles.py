@@ -5,7 +5,9 @@
 - :class:`FakeSegmindAPI`: a scripted fake of Segmind's HTTP API, served to the REAL
   :class:`bot.segmind.SegmindClient` through ``httpx.MockTransport``. Every request is
   recorded; each route can be scripted to answer an error code (with the real API's
-  JSON error body), a raw reply, or a transport error.
+  JSON error body), a raw reply, or a transport error. Its request history lists every
+  accepted request (``history_lag`` seconds after it was accepted, by the clock), and
+  :meth:`FakeSegmindAPI.accept_then` accepts submits (paid) whose answer then goes wrong.
 - :class:`RecordingMessenger`: implements :class:`bot.core.ports.Messenger`, records
   every call and raises whatever a test scripted for a method.
 - :class:`AlertLog`: the operator-alert sender handed to the real ``Alerts``.
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ from bot.storage.sqlite import SqliteLedger
 API_URL = "https://api.segmind.test"
 UPLOAD_URL = "https://upload.segmind.test/upload-asset"
 CDN_URL = "https://cdn.segmind.test"
+HISTORY_URL = "https://history.segmind.test/inference-request/request-history"
 API_KEY = "sg_test_key"
 START = 1_700_000_000.0
 
@@ -132,6 +137,8 @@ class FakeRequest:
     status_polls: int = 0
     #: Statuses the next status polls move through, one per poll (then it stays put).
     timeline: list[str] = field(default_factory=list)
+    #: When Segmind accepted it (the fake's clock): its history row's timestamp.
+    created_at: float = 0.0
 
     @property
     def video_url(self) -> str:
@@ -142,7 +149,7 @@ class FakeRequest:
 class Seen:
     """One request the fake received."""
 
-    route: str  #: upload | submit | status | result | video | unknown
+    route: str  #: upload | submit | status | result | video | history | unknown
     method: str
     url: str
     headers: dict[str, str]
@@ -155,9 +162,16 @@ _VIDEO = re.compile(r"^/videos/(?P<id>[^/]+)\.mp4$")
 
 
 class FakeSegmindAPI:
-    """Segmind's upload, submit, status, result and video routes, scripted per route."""
+    """Segmind's upload, submit, status, result, video and request-history routes,
+    scripted per route."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        #: A fresh request shows in the request history only this many seconds after it
+        #: was accepted (Segmind's record may land late).
+        self.history_lag = 0.0
+        #: What the next accepted submits answer instead of their request_id.
+        self.after_accept: deque[Outcome] = deque()
         self.requests: list[Seen] = []
         #: The request ids of the submits Segmind accepted (each one paid for).
         self.accepted: list[str] = []
@@ -181,9 +195,19 @@ class FakeSegmindAPI:
         """The next requests to ``route`` get ``outcomes``, in order; then normal answers."""
         self.script[route].extend(outcomes)
 
+    def accept_then(self, *outcomes: Outcome) -> None:
+        """The next submits are accepted (a job made and paid for), and then their answer
+        is ``outcomes`` (a lost connection, a 504, an unreadable 2xx …) in order."""
+        self.after_accept.extend(outcomes)
+
     def add_job(self, request_id: str, status: str = "QUEUED", **fields: Any) -> FakeRequest:
         """A request Segmind already knows (for jobs set up past their submit)."""
-        job = FakeRequest(request_id=request_id, image_url="https://img.test/x.jpg", payload={})
+        job = FakeRequest(
+            request_id=request_id,
+            image_url="https://img.test/x.jpg",
+            payload={},
+            created_at=self.clock(),
+        )
         job.status = status
         for key, value in fields.items():
             setattr(job, key, value)
@@ -215,6 +239,8 @@ class FakeSegmindAPI:
                 return "result", match["id"]
         if url.startswith(CDN_URL) and request.method == "GET" and (match := _VIDEO.match(path)):
             return "video", match["id"]
+        if request.method == "GET" and url.split("?")[0] == HISTORY_URL:
+            return "history", None
         return "unknown", None
 
     def _respond(
@@ -265,11 +291,22 @@ class FakeSegmindAPI:
             job.image_url, job.payload = body["image_url"], body
             job.timeline, self.next_timeline = self.next_timeline, []
             self.accepted.append(job.request_id)
+            if self.after_accept:  # accepted and paid for; the answer goes wrong
+                lost = self.after_accept.popleft()
+                if isinstance(lost, int):
+                    lost = error(lost)
+                if isinstance(lost, Reply):
+                    return self._respond(
+                        lost.status, body=lost.body, raw=lost.raw, headers=lost.headers
+                    )
+                raise lost(f"answer lost: {lost.__name__}", request=request)
             answer: dict[str, Any] = {"request_id": job.request_id}
             if self.full_submit_answer:
                 answer["status_url"] = f"{API_URL}/v2/requests/{job.request_id}/status"
                 answer["response_url"] = f"{API_URL}/v2/requests/{job.request_id}"
             return self._respond(200, body=answer)
+        if route == "history":
+            return self._history(request)
         job_or_none = self.jobs.get(request_id or "")
         if job_or_none is None:
             return self._respond(404, body=ERROR_BODIES[404])
@@ -296,6 +333,65 @@ class FakeSegmindAPI:
                 return httpx.Response(200, stream=ChunkedBody(job.video), headers=headers)
             return self._respond(200, raw=job.video, headers=headers)
         return self._respond(404, body={"error": "Not found"})
+
+    # -- the request history ---------------------------------------------------------------
+
+    def history_rows(self) -> list[dict[str, Any]]:
+        """Every request whose record has landed, newest first, as the history shows it."""
+        now = self.clock()
+        listed = [job for job in self.jobs.values() if job.created_at + self.history_lag <= now]
+        order = {request_id: i for i, request_id in enumerate(self.jobs)}
+        listed.sort(key=lambda job: (job.created_at, order[job.request_id]), reverse=True)
+        return [self._history_row(job) for job in listed]
+
+    def _history_row(self, job: FakeRequest) -> dict[str, Any]:
+        created = datetime.fromtimestamp(job.created_at, UTC).isoformat().replace("+00:00", "Z")
+        status = {"COMPLETED": "COMPLETED", "FAILED": "FAILED"}.get(job.status, "PENDING")
+        return {
+            "request_id": job.request_id,
+            "model_name": "warmth-of-jesus",
+            "model_status": status,
+            "credits_deduction": 0.3,
+            "request_body": job.payload,
+            "generation_url": job.video_url if status == "COMPLETED" else None,
+            "latency_ms": 50100 if status == "COMPLETED" else None,
+            "created_at": created,
+            "updated_at": created,
+            "error": job.error if status == "FAILED" else None,
+        }
+
+    def _history(self, request: httpx.Request) -> httpx.Response:
+        """``GET …/request-history``: paginated, newest first, filtered like Segmind's."""
+        query = request.url.params
+        try:
+            page = int(query.get("page", "1"))
+            per_page = int(query.get("per_page", "20"))
+            today = datetime.fromtimestamp(self.clock(), UTC).date()
+            first = date.fromisoformat(query.get("from_date", today.isoformat()))
+            last = date.fromisoformat(query.get("to_date", today.isoformat()))
+        except ValueError:
+            return self._respond(400, body={"error": "Invalid query parameters"})
+        if page < 1 or not 1 <= per_page <= 100 or first > last or (last - first).days > 31:
+            return self._respond(400, body={"error": "Invalid page, per_page or date window"})
+        model = query.get("model_name", "")
+        rows = [
+            row
+            for row in self.history_rows()
+            if model in row["model_name"]
+            and first <= date.fromisoformat(row["created_at"][:10]) <= last
+        ]
+        if query.get("sort_order", "desc") == "asc":
+            rows.reverse()
+        start = (page - 1) * per_page
+        return self._respond(
+            200,
+            body={
+                "data": rows[start : start + per_page],
+                "page": page,
+                "per_page": per_page,
+                "total": len(rows),
+            },
+        )
 
 
 # -- the chat --------------------------------------------------------------------------

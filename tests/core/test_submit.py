@@ -13,7 +13,7 @@ from bot.core.errors import ChatUnreachable, PhotoUnavailable, SendFailed
 from bot.core.jobs import JobState, Reason
 from bot.core.options import VideoOptions
 from bot.core.ports import Progress
-from bot.core.tracker import PREPARE_DEADLINE_SECONDS
+from bot.core.tracker import HISTORY_LOOKUP_SECONDS, PREPARE_DEADLINE_SECONDS
 from tests.core.conftest import INTERVAL, Harness, run_until_settled
 from tests.core.doubles import API_KEY, CDN_URL, RecordingMessenger, Reply, error
 
@@ -36,10 +36,15 @@ async def test_a_submit_queues_the_job_with_its_request_id(h: Harness):
     upload, submit = h.segmind.requests
     photo = base64.b64encode(RecordingMessenger.PHOTO).decode()
     assert upload.json == {"data_urls": [f"data:image/jpeg;base64,{photo}"]}
+    # The job's own seed, drawn and stored before the submit, is always sent.
+    seed = queued.options.seed
+    assert seed is not None
+    assert 1 <= seed <= 999_999
     assert submit.json == {
         "image_url": f"{CDN_URL}/assets/upload-1.jpg",
         "quality": "540p",
         "duration": 5,
+        "seed": seed,
     }
     assert submit.headers["x-api-key"] == API_KEY
     assert h.messenger.methods() == ["fetch_photo", "show_progress"]
@@ -206,14 +211,22 @@ async def test_a_submit_that_never_left_goes_back_to_preparing_and_is_sent_once(
     [httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.WriteError, 502, 504],
     ids=["read-timeout", "remote-protocol", "write-error", "502", "504"],
 )
-async def test_a_submit_that_may_have_arrived_is_uncertain_and_never_resubmitted(
+async def test_a_submit_that_may_have_arrived_but_is_not_in_the_history_ends_uncertain(
     h: Harness, outcome
 ):
     job = await h.new_job()
-    h.segmind.fail("submit", outcome)
-    assert await h.step(job.id) == 0.0
+    h.segmind.fail("submit", outcome)  # lost before Segmind made a job of it
+    delays = await run_until_settled(h, job.id, until=S.UNCERTAIN)
     uncertain = await h.job(job.id)
     assert (uncertain.state, uncertain.reason) == (S.UNCERTAIN, Reason.CONNECTION_LOST)
+    # Looked up in the history, with backoff, for the whole window from the submit.
+    assert uncertain.submit_sent_at is not None
+    assert uncertain.finished_at == pytest.approx(
+        uncertain.submit_sent_at + HISTORY_LOOKUP_SECONDS, abs=0.01
+    )
+    assert sum(delays) == pytest.approx(HISTORY_LOOKUP_SECONDS, abs=0.01)
+    assert h.segmind.count("history") >= 5
+    assert h.alerts.sent == [(AlertKind.SUBMIT_LOST, False)]
 
     for _ in range(5):  # whatever happens later, no second submit
         assert await run_until_settled(h, job.id) == []
@@ -233,12 +246,16 @@ async def test_a_submit_that_may_have_arrived_is_uncertain_and_never_resubmitted
     ],
     ids=["not-json", "not-an-object", "no-request-id", "empty-request-id"],
 )
-async def test_an_unreadable_2xx_to_a_submit_is_uncertain(h: Harness, reply: Reply):
+async def test_an_unreadable_2xx_to_a_submit_is_found_in_the_history(h: Harness, reply: Reply):
     job = await h.new_job()
-    h.segmind.fail("submit", reply)
-    assert await h.step(job.id) == 0.0
-    uncertain = await h.job(job.id)
-    assert (uncertain.state, uncertain.reason) == (S.UNCERTAIN, Reason.CONNECTION_LOST)
+    h.segmind.accept_then(reply)  # accepted and charged, the answer unreadable
+    delay = await h.step(job.id)
+    assert delay is not None
+    assert (await h.job(job.id)).state is S.SUBMITTING
+    h.clock.advance(delay)
+    await h.step(job.id)
+    queued = await h.job(job.id)
+    assert (queued.state, queued.request_id) == (S.QUEUED, "req-1")
     assert h.segmind.count("submit") == 1
 
 
@@ -304,14 +321,16 @@ async def test_refused_submits_are_busy_and_only_server_errors_count_as_an_outag
     assert h.segmind.accepted == []
 
 
-async def test_a_job_found_submitting_is_uncertain_with_no_submit(h: Harness):
-    job = await h.submitting_job()  # the process died around the POST
+async def test_a_job_found_submitting_without_a_seed_is_uncertain_with_no_submit(h: Harness):
+    # Sent before the ledger kept seeds and image URLs: nothing to look it up by.
+    job = await h.submitting_job()
     assert await h.step(job.id) == 0.0
     uncertain = await h.job(job.id)
     assert (uncertain.state, uncertain.reason) == (S.UNCERTAIN, Reason.CONNECTION_LOST)
     assert await run_until_settled(h, job.id) == []
     assert h.segmind.requests == []
     assert h.messenger.methods() == ["send_outcome"]
+    assert h.alerts.sent == [(AlertKind.SUBMIT_LOST, False)]
 
 
 async def test_telegram_url_mode_sends_the_photo_link_and_never_uploads(h: Harness):

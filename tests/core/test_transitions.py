@@ -20,7 +20,7 @@ from bot.core.limits import StartOutcome
 from bot.core.options import VideoOptions
 from bot.core.payments import NewPayment, PaymentOutcome, invoice_payload
 from bot.core.tracker import RESULT_RETENTION_SECONDS, TrackerConfig
-from tests.core.conftest import LIMITS, Harness
+from tests.core.conftest import LIMITS, Harness, run_until_settled
 
 S = JobState
 Scenario = Callable[[Harness], Awaitable[int]]
@@ -66,8 +66,8 @@ async def submitting_to_rejected(h: Harness) -> int:
 
 async def submitting_to_uncertain(h: Harness) -> int:
     job = await h.new_job()
-    h.segmind.fail("submit", httpx.ReadTimeout)
-    await h.step(job.id)
+    h.segmind.fail("submit", httpx.ReadTimeout)  # lost, and not in the history either
+    await run_until_settled(h, job.id, until=S.UNCERTAIN)
     return job.id
 
 
@@ -195,8 +195,8 @@ SCENARIOS: dict[tuple[JobState, JobState], tuple[Scenario, JobState]] = {
 NOT_MADE_BY_STEP: dict[tuple[JobState, JobState], str] = {
     # The Generate button's consent: ledger.start, never the tracker.
     (S.DRAFT, S.PREPARING): "test_a_draft_is_started_by_the_ledger_not_by_a_step",
-    # A job in SUBMITTING at a step's start becomes UNCERTAIN without asking the chat;
-    # the messenger is only used before SUBMITTING or after QUEUED.
+    # A job in SUBMITTING at a step's start is looked up (or becomes UNCERTAIN) without
+    # asking the chat; the messenger is only used before SUBMITTING or after QUEUED.
     (S.SUBMITTING, S.UNDELIVERABLE): "test_a_submitting_job_never_meets_the_chat",
     # Payments: the Generate button (priced), "Change options", and successful_payment
     # are the user's acts, recorded by the ledger; a step never makes them.

@@ -12,6 +12,14 @@ Routes (``x-api-key`` required on the first four):
     POST /upload-asset                upload  -> {file_urls, message}
     GET  /outputs/{id}.mp4            the generated "video", streamed in 64 KiB chunks
     GET  /assets/{name}               an uploaded image
+    GET  /inference-request/request-history        the account's requests, newest first
+    GET  /inference-request/request-history/{id}   one of them
+
+The request history lists every accepted submit with its ``request_body`` exactly as
+sent, ``model_status`` (PENDING, COMPLETED, FAILED) and timestamps, paginated and
+filtered like Segmind's (``page``, ``per_page`` ≤ 100, ``from_date``/``to_date`` over
+at most 31 days, ``model_name``, ``status``, ``sort_order``). A fresh request shows there
+only ``history_lag_seconds`` after it was accepted (Segmind's record may land late).
 
 A job's state follows the clock: QUEUED for ``queued_seconds``, PROCESSING for
 ``processing_seconds``, then COMPLETED (or FAILED when ``fail_error`` is set). After
@@ -19,8 +27,11 @@ A job's state follows the clock: QUEUED for ``queued_seconds``, PROCESSING for
 ``advance()`` moves every job forward in time so tests need not sleep.
 
 Failures are injected through small queues (``fail_next_submit``, ``fail_next_status``,
-``fail_next_upload``), ``fail_next_job``, ``accept_then_drop_next_submit``,
-``submit_delay``, ``credits`` and ``expire()``.
+``fail_next_upload``), ``fail_next_job``, ``accept_then_drop_next_submit`` (the submit is
+accepted and charged, then the connection closes without an answer),
+``hold_submit_answers`` (accepted submits wait for ``release_submit_answers``),
+``fail_next_history``, ``history_lag_seconds``, ``submit_delay``, ``credits`` and
+``expire()``.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -59,6 +71,9 @@ ALLOWED_QUALITIES = ("360p", "540p", "720p", "1080p")
 ALLOWED_DURATIONS = (5, 8)
 ALLOWED_STYLES = ("anime", "3d_animation", "clay", "comic", "cyberpunk")
 SEED_RANGE = (1, 999_999)
+HISTORY_PATH = "/inference-request/request-history"
+#: How the request history words a status: a job in flight is PENDING.
+_HISTORY_STATUS = {"QUEUED": "PENDING", "PROCESSING": "PENDING"}
 
 CHUNK_SIZE = 64 * 1024
 INFERENCE_TIME = 50.1
@@ -130,6 +145,8 @@ class FakeJob:
     result_fetches: int = 0
     expired: bool = False
     video_downloads: int = 0
+    #: Wall-clock time Segmind accepted it: its request-history timestamp.
+    created_at: float = field(default_factory=time.time)
 
     @property
     def finished_at(self) -> float:
@@ -243,6 +260,10 @@ class FakeSegmind:
         self.output_shape: OutputShape = output_shape
         self.credits = None
         self.submit_delay = 0.0
+        #: A fresh request shows in the request history only this long after its submit.
+        self.history_lag_seconds = 0.0
+        #: Request-history GETs received (list and single-request ones).
+        self.history_lookups = 0
 
         self.jobs: dict[str, FakeJob] = {}
         self.submits: list[dict[str, Any]] = []
@@ -253,6 +274,9 @@ class FakeSegmind:
         self._submit_failures = _Queue()
         self._status_failures = _Queue()
         self._upload_failures = _Queue()
+        self._history_failures = _Queue()
+        #: Set while submit answers are held: accepted jobs wait for it before answering.
+        self._held: asyncio.Event | None = None
         self._failing_jobs: collections.deque[str] = collections.deque()
         self._drop_submits = 0
         self._dropped: set[int] = set()  # id() of requests whose socket was closed
@@ -273,6 +297,8 @@ class FakeSegmind:
         app.router.add_get("/outputs/{request_id}.mp4", self._video)
         app.router.add_post("/upload-asset", self._upload)
         app.router.add_get("/assets/{name}", self._asset)
+        app.router.add_get(HISTORY_PATH, self._history)
+        app.router.add_get(f"{HISTORY_PATH}/{{request_id}}", self._history_one)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -308,6 +334,11 @@ class FakeSegmind:
     @property
     def upload_url(self) -> str:
         return f"{self.url}/upload-asset"
+
+    @property
+    def history_url(self) -> str:
+        """What ``SEGMIND_HISTORY_URL`` should be to use this fake's request history."""
+        return f"{self.url}{HISTORY_PATH}"
 
     def status_url(self, request_id: str) -> str:
         return f"{self.url}/v2/requests/{request_id}/status"
@@ -357,9 +388,43 @@ class FakeSegmind:
         """Make the next accepted job end FAILED with ``error``."""
         self._failing_jobs.append(error)
 
-    def accept_then_drop_next_submit(self) -> None:
-        """Accept the next valid submit (job made, credit spent), then close the socket."""
-        self._drop_submits += 1
+    def accept_then_drop_next_submit(self, times: int = 1) -> None:
+        """Accept the next ``times`` valid submits (job made, credit spent), then close
+        each one's socket without an answer: the client never learns the request_id."""
+        self._drop_submits += times
+
+    def hold_submit_answers(self) -> None:
+        """From now on accepted submits (job made, credit spent) wait to be answered
+        until :meth:`release_submit_answers`: their answers stay "on the wire"."""
+        if self._held is None:
+            self._held = asyncio.Event()
+
+    def release_submit_answers(self) -> None:
+        """Answer every held submit (to whoever is still listening) and hold no more."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.set()
+
+    def fail_next_history(
+        self,
+        status: int,
+        *,
+        error: str | None = None,
+        retry_after: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` authenticated request-history GETs with ``status``."""
+        self._history_failures.push(status, error, retry_after, times)
+
+    def history_rows(self) -> list[dict[str, Any]]:
+        """The request history as it stands, newest first (records that have landed)."""
+        now = time.monotonic()
+        landed = [
+            job for job in self.jobs.values() if now - job.submitted_at >= self.history_lag_seconds
+        ]
+        order = {request_id: i for i, request_id in enumerate(self.jobs)}
+        landed.sort(key=lambda job: (job.created_at, order[job.request_id]), reverse=True)
+        return [self._history_row(job, now) for job in landed]
 
     def expire(self, request_id: str) -> None:
         """Make a job's status, result and video answer 404 from now on."""
@@ -446,6 +511,8 @@ class FakeSegmind:
         )
         if self.submit_delay > 0:
             await asyncio.sleep(self.submit_delay)
+        if self._held is not None:
+            await self._held.wait()
         if self._drop_submits > 0:
             self._drop_submits -= 1
             self._dropped.add(id(request))
@@ -562,6 +629,82 @@ class FakeSegmind:
         return web.json_response(
             {"file_urls": file_urls, "message": "Files uploaded successfully"}
         )
+
+    def _history_row(self, job: FakeJob, now: float) -> dict[str, Any]:
+        status = job.status(now)
+        created = datetime.fromtimestamp(job.created_at, UTC)
+        finished = created + timedelta(seconds=job.queued_seconds + job.processing_seconds)
+        done = status in ("COMPLETED", "FAILED")
+        return {
+            "request_id": job.request_id,
+            "model_name": MODEL_SLUG,
+            "model_status": _HISTORY_STATUS.get(status, status),
+            "credits_deduction": 0.3,
+            "request_body": job.body,
+            "generation_url": self.video_url(job.request_id) if status == "COMPLETED" else None,
+            "latency_ms": round((finished - created).total_seconds() * 1000) if done else None,
+            "model_created": created.isoformat().replace("+00:00", "Z"),
+            "updated_at": (finished if done else created).isoformat().replace("+00:00", "Z"),
+            "error": job.fail_error if status == "FAILED" else None,
+        }
+
+    def _history_refusal(self, request: web.Request) -> web.Response | None:
+        self.history_lookups += 1
+        if not self._authorised(request):
+            return _error(401, ERROR_TEXTS[401])
+        injected = self._history_failures.pop()
+        if injected is not None:
+            return _error(injected.status, injected.error, retry_after=injected.retry_after)
+        return None
+
+    async def _history(self, request: web.Request) -> web.StreamResponse:
+        refused = self._history_refusal(request)
+        if refused is not None:
+            return refused
+        query = request.query
+        today = datetime.now(UTC).date()
+        try:
+            page = int(query.get("page", "1"))
+            per_page = int(query.get("per_page", "20"))
+            first = date.fromisoformat(query.get("from_date", str(today - timedelta(days=7))))
+            last = date.fromisoformat(query.get("to_date", str(today)))
+        except ValueError:
+            return _error(400, "page and per_page must be numbers; dates YYYY-MM-DD")
+        if page < 1 or not 1 <= per_page <= 100:
+            return _error(400, "page must be at least 1 and per_page between 1 and 100")
+        if first > last or (last - first).days > 31:
+            return _error(400, "the date window must run forward over at most 31 days")
+        model, status = query.get("model_name", ""), query.get("status")
+        rows = [
+            row
+            for row in self.history_rows()
+            if model in row["model_name"]
+            and (status is None or row["model_status"] == status)
+            and first <= date.fromisoformat(row["model_created"][:10]) <= last
+        ]
+        if query.get("sort_order", "desc") == "asc":
+            rows.reverse()
+        start = (page - 1) * per_page
+        return web.json_response(
+            {
+                "data": rows[start : start + per_page],
+                "pagination": {
+                    "page": page,
+                    "per_page": per_page,
+                    "total": len(rows),
+                    "total_pages": -(-len(rows) // per_page),
+                },
+            }
+        )
+
+    async def _history_one(self, request: web.Request) -> web.StreamResponse:
+        refused = self._history_refusal(request)
+        if refused is not None:
+            return refused
+        job = self.jobs.get(request.match_info["request_id"])
+        if job is None or time.monotonic() - job.submitted_at < self.history_lag_seconds:
+            return _error(404, "Request not found")
+        return web.json_response(self._history_row(job, time.monotonic()))
 
     async def _asset(self, request: web.Request) -> web.StreamResponse:
         asset = self.assets.get(request.match_info["name"])

@@ -108,6 +108,51 @@ async def test_transition_is_compare_and_set(ledger):
     assert queued.submitted_at == 5.0
 
 
+async def test_submitting_stores_the_seed_the_image_url_and_when_it_left(ledger):
+    job_id = await started(ledger)
+    fresh = await ledger.get(job_id)
+    assert fresh is not None
+    assert (fresh.options.seed, fresh.image_url, fresh.submit_sent_at) == (None, None, None)
+    moved = await ledger.transition(
+        job_id,
+        JobState.PREPARING,
+        JobState.SUBMITTING,
+        seed=4242,
+        image_url="https://cdn.test/assets/a.jpg",
+        submit_sent_at=123.5,
+    )
+    assert moved is not None
+    # What names the request in the history is there for whoever reads the job next:
+    # the tracker after a restart finds it among the unfinished jobs.
+    [found] = await ledger.unfinished()
+    for job in (moved, found):
+        assert job.options == VideoOptions(seed=4242)
+        assert job.image_url == "https://cdn.test/assets/a.jpg"
+        assert job.submit_sent_at == 123.5
+    queued = await ledger.transition(
+        job_id, JobState.SUBMITTING, JobState.QUEUED, request_id="r-1", submitted_at=123.5
+    )
+    assert queued is not None
+    assert (queued.options.seed, queued.image_url) == (4242, "https://cdn.test/assets/a.jpg")
+
+
+async def test_a_retry_does_not_inherit_the_seed_or_what_was_sent(ledger):
+    job_id = await started(ledger)
+    await ledger.transition(
+        job_id,
+        JobState.PREPARING,
+        JobState.SUBMITTING,
+        seed=4242,
+        image_url="https://cdn.test/assets/a.jpg",
+        submit_sent_at=1.0,
+    )
+    await ledger.transition(job_id, JobState.SUBMITTING, JobState.UNCERTAIN)
+    retry = (await ledger.start_retry(job_id, 1, LIMITS, None)).job
+    assert retry is not None
+    assert retry.options == VideoOptions()  # same options, a seed of its own to come
+    assert (retry.image_url, retry.submit_sent_at) == (None, None)
+
+
 async def test_unfinished_includes_unnotified_outcomes(ledger):
     job, _ = await ledger.create_draft(new_job(), VideoOptions())
     assert await ledger.unfinished() == []  # a draft costs nothing and needs no tracking

@@ -77,6 +77,30 @@ async def test_a_ledger_from_the_first_version_is_upgraded_with_its_jobs(tmp_pat
         await ledger.close()
 
 
+async def test_a_job_submitting_before_the_seed_columns_is_upgraded_untraceable(tmp_path):
+    path = tmp_path / "bot.sqlite3"
+    with sqlite3.connect(path) as db:
+        for migration in load_migrations()[:3]:
+            db.executescript(";\n".join(migration.statements))
+        db.execute(
+            "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id,"
+            " photo_message_id, file_id, file_unique_id, mime_type, quality, duration,"
+            " state, created_at, generate_at, updated_at)"
+            " VALUES (1, 1, 'private', 10, 10, 'f', 'u', 'image/jpeg', '540p', 5,"
+            " 'submitting', 1.0, 2.0, 3.0)"
+        )
+        db.execute("PRAGMA user_version=3")
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    try:
+        [job] = await ledger.unfinished()
+        assert job.state is JobState.SUBMITTING
+        # Nothing to look it up by: the tracker will call it uncertain, as before.
+        assert (job.options.seed, job.image_url, job.submit_sent_at) == (None, None, None)
+    finally:
+        await ledger.close()
+
+
 async def test_newer_schema_is_refused(tmp_path):
     path = tmp_path / "bot.sqlite3"
     with sqlite3.connect(path) as db:
