@@ -75,6 +75,10 @@ HISTORY_LOOKUP_SECONDS = 300.0
 #: The first look after a lost answer, then doubling up to the cap (with jitter).
 LOOKUP_FIRST_DELAY = 2.0
 LOOKUP_MAX_DELAY = 30.0
+#: A restart polls at most this many resumed jobs a second (Segmind is not stampeded).
+RESUME_POLLS_PER_SECOND = 40.0
+#: A polled job's step comes this soon after its deadline, whatever it waited for.
+DEADLINE_SLACK_SECONDS = 0.05
 #: At shutdown, how long a submit or upload already under way may take to finish. The
 #: contract allows a few seconds for SIGTERM; whatever is still running after this is
 #: recovered from the ledger at the next start.
@@ -140,21 +144,46 @@ class Tracker:
 
     async def resume(self) -> int:
         """Pick up every unfinished job in the ledger; returns how many."""
-        jobs = await self._ledger.unfinished()
-        for job in jobs:
-            self.track(job.id)
-        if jobs:
-            log.info("resumed %d unfinished job(s)", len(jobs))
-        return len(jobs)
+        plan = await self.resume_plan()
+        for job_id, delay in plan:
+            self.track(job_id, delay=delay)
+        if plan:
+            log.info("resumed %d unfinished job(s)", len(plan))
+        return len(plan)
 
-    def track(self, job_id: int) -> None:
-        """Make sure a task drives this job (idempotent)."""
+    async def resume_plan(self) -> list[tuple[int, float]]:
+        """When each unfinished job takes its first step after a start: (job id, delay).
+
+        Jobs Segmind is working on are not all polled at once (a thousand in flight
+        would be a thousand status requests in the first second): each waits until the
+        schedule says it may be done, spread at most ``RESUME_POLLS_PER_SECOND``. The
+        rest (a submit to look up, a video to send, a user to tell) go at once.
+        """
+        jobs = await self._ledger.unfinished()
+        wanted: list[tuple[float, int]] = []  # (when the schedule allows a poll, job id)
+        plan: list[tuple[int, float]] = []
+        for job in jobs:
+            if job.state in (JobState.QUEUED, JobState.PROCESSING):
+                jitter = self._rng.uniform(0.0, self._config.poll_interval)
+                wanted.append((await self._next_poll(job) + jitter, job.id))
+            else:
+                plan.append((job.id, 0.0))
+        gap = 1.0 / RESUME_POLLS_PER_SECOND
+        previous = -gap
+        by_id = {job.id: job for job in jobs}
+        for when, job_id in sorted(wanted):
+            previous = max(when, previous + gap)  # never two within one gap
+            plan.append((job_id, self._within_deadline(by_id[job_id], previous)))
+        return plan
+
+    def track(self, job_id: int, *, delay: float = 0.0) -> None:
+        """Make sure a task drives this job (idempotent); its first step after ``delay``."""
         if self._closing:
             return
         task = self._tasks.get(job_id)
         if task is not None and not task.done():
             return
-        task = asyncio.create_task(self._drive(job_id), name=f"job-{job_id}")
+        task = asyncio.create_task(self._drive(job_id, delay), name=f"job-{job_id}")
         self._tasks[job_id] = task
 
     async def stop(self) -> None:
@@ -181,8 +210,10 @@ class Tracker:
         task.add_done_callback(self._critical.discard)
         return await asyncio.shield(task)
 
-    async def _drive(self, job_id: int) -> None:
+    async def _drive(self, job_id: int, first_delay: float = 0.0) -> None:
         try:
+            if first_delay > 0:
+                await asyncio.sleep(first_delay)
             while True:
                 job = await self._ledger.get(job_id)
                 if job is None:
@@ -218,12 +249,19 @@ class Tracker:
             # start of a step: find out whether Segmind has it.
             return await self._recover(job)
         if job.state in (JobState.QUEUED, JobState.PROCESSING):
-            return await self._poll(job)
+            delay = await self._poll(job)
+            return None if delay is None else self._within_deadline(job, delay)
         if job.state is JobState.COMPLETED:
             return await self._deliver(job)
         if job.is_terminal and job.notified_at is None:
             return await self._notify(job)
         return None
+
+    def _within_deadline(self, job: Job, delay: float) -> float:
+        """No wait (backoff, a Retry-After, a sparse poll) may carry a polled job past
+        its deadline: the step after it ends the job at the deadline, not a minute on."""
+        deadline_at = (job.submitted_at or self._clock()) + self._config.deadline_seconds
+        return min(delay, max(0.0, deadline_at - self._clock()) + DEADLINE_SLACK_SECONDS)
 
     def _backoff(self, job_id: int, retry_after: float | None = None) -> float:
         failures = self._failures.get(job_id, 0) + 1

@@ -1,0 +1,83 @@
+"""A restart does not stampede Segmind, and no wait carries a job past its deadline."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bot.core.jobs import JobState
+from bot.core.tracker import (
+    DEADLINE_SLACK_SECONDS,
+    RESUME_POLLS_PER_SECOND,
+    Tracker,
+    TrackerConfig,
+)
+from tests.core.conftest import Harness
+from tests.core.doubles import error
+
+S = JobState
+
+
+def fresh_tracker(h: Harness, **config: float) -> Tracker:
+    """What a restarted process builds: a new Tracker on the same ledger."""
+    return Tracker(
+        h.ledger,
+        h.client,
+        h.messenger,
+        h.alerts_core,
+        TrackerConfig(**config),
+        clock=h.clock,
+        rng=random.Random(7),
+    )
+
+
+async def test_a_restart_with_many_jobs_in_flight_spreads_their_first_polls(h: Harness):
+    queued = [(await h.queued_job())[0] for _ in range(400)]
+    telling = await h.finished_job(S.REJECTED)
+    plan = dict(await fresh_tracker(h).resume_plan())
+    assert set(plan) == {job.id for job in queued} | {telling.id}
+    assert plan[telling.id] == 0.0  # a user waiting to hear is told at once
+    delays = sorted(plan[job.id] for job in queued)
+    # However they bunch, no one-second window holds more than the resume rate.
+    busiest = max(sum(1 for d in delays if start <= d < start + 1.0) for start in delays)
+    assert busiest <= RESUME_POLLS_PER_SECOND, busiest
+    assert delays[-1] <= 400 / RESUME_POLLS_PER_SECOND + TrackerConfig().poll_interval
+
+
+async def test_a_resumed_job_that_cannot_be_done_yet_waits_for_its_schedule(h: Harness):
+    for _ in range(3):  # learnt: jobs like this take 50 s
+        job, request = await h.queued_job()
+        h.clock.advance(50)
+        await h.ledger.transition(
+            job.id,
+            S.QUEUED,
+            S.COMPLETED,
+            output_url=request.video_url,
+            completed_at=h.clock(),
+        )
+    young, _ = await h.queued_job()  # submitted a moment before the restart
+    h.clock.advance(5)
+    plan = dict(await fresh_tracker(h).resume_plan())
+    assert plan[young.id] >= 10  # no poll while it cannot be finished
+
+
+@pytest.mark.parametrize("retry_after", [None, 600])
+async def test_no_backoff_or_retry_after_carries_a_job_past_its_deadline(
+    h: Harness, retry_after: int | None
+):
+    deadline = 60.0
+    h.tracker = fresh_tracker(h, deadline_seconds=deadline)
+    job, _ = await h.queued_job("PROCESSING")
+    h.segmind.fail(
+        "status", *[error(503 if retry_after is None else 429, retry_after=retry_after)] * 50
+    )
+    while (await h.job(job.id)).state is not S.TIMED_OUT:
+        delay = await h.step(job.id)
+        assert delay is not None
+        h.clock.advance(delay)
+    ended = await h.job(job.id)
+    assert ended.finished_at is not None
+    assert ended.submitted_at is not None
+    late = ended.finished_at - ended.submitted_at - deadline
+    assert 0 < late <= DEADLINE_SLACK_SECONDS + 1e-6, late
