@@ -183,20 +183,6 @@ class Settings(BaseSettings):
         )
 
     @property
-    def history_url(self) -> str | None:
-        """Where a submit whose answer was lost is looked up; None: lookups are off.
-
-        Off only when ``SEGMIND_API_URL`` points away from Segmind (a proxy, a staging
-        fake) and ``SEGMIND_HISTORY_URL`` was not given: such a set-up must not send its
-        key, or its questions, to Segmind's own history host behind the operator's back.
-        A lost answer is then ``uncertain`` at once, as without the lookups.
-        """
-        api_default = type(self).model_fields["segmind_api_url"].default
-        if "segmind_history_url" in self.model_fields_set or self.segmind_api_url == api_default:
-            return self.segmind_history_url
-        return None
-
-    @property
     def job_deadline_seconds(self) -> float:
         return self.job_deadline_minutes * 60.0
 

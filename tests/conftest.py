@@ -47,6 +47,7 @@ def bot_env(
         "TELEGRAM_API_URL": telegram.url,
         "SEGMIND_API_URL": segmind.url,
         "SEGMIND_UPLOAD_URL": segmind.upload_url,
+        "SEGMIND_HISTORY_URL": segmind.history_url,
         "DATABASE_PATH": str(database),
         "POLL_INTERVAL_SECONDS": "0.05",
         "ADMIN_IDS": str(ADMIN_ID),

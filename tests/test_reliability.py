@@ -213,24 +213,19 @@ async def test_telegram_server_errors_on_the_video_are_retried_and_it_arrives_on
     assert len(segmind.submits) == 1
 
 
-async def test_a_lost_submit_answer_is_never_resubmitted_on_its_own(
+async def test_a_lost_submit_answer_is_found_in_the_history_never_resubmitted(
     telegram, segmind, bot, database
 ):
     telegram.private_chat(USER)
-    segmind.accept_then_drop_next_submit()
+    segmind.accept_then_drop_next_submit()  # Segmind has (and charged) the job
     await generate(telegram)
-    call = await outcome_message(telegram, USER, "can't tell whether it started")
-    await asyncio.sleep(0.5)
-    assert len(segmind.jobs) == 1  # the dropped one; no automatic second submit
-    assert ledger(database)[0]["state"] == "uncertain"
-    # Try again is a new, explicit consent: exactly one more submit.
-    notice = call.response["result"]
-    for _ in range(2):
-        telegram.press_button(USER, USER, notice["message_id"], button_data(notice, "Try again"))
     await telegram.wait_for_call("sendVideo", chat_id=USER)
-    await asyncio.sleep(0.3)
-    assert len(segmind.jobs) == 2
-    assert [j["state"] for j in ledger(database)] == ["uncertain", "delivered"]
+    await wait_until(lambda: ledger(database)[0]["state"] == "delivered", what="delivered")
+    assert len(segmind.jobs) == 1  # found by its seed and image URL: no second submit
+    [job] = ledger(database)
+    assert job["request_id"] == next(iter(segmind.jobs))
+    texts_sent = [c.params["text"] for c in telegram.calls_of("sendMessage", chat_id=USER)]
+    assert not any("can't tell whether" in text for text in texts_sent)
 
 
 async def test_jobs_resume_after_a_restart_and_deliver_once(

@@ -25,7 +25,6 @@ def test_two_secrets_are_enough_and_defaults_match_the_contract():
     assert settings.segmind_api_url == "https://api.segmind.com"
     assert settings.segmind_upload_url == "https://workflows-api.segmind.com/upload-asset"
     assert settings.segmind_history_url == HISTORY_URL
-    assert settings.history_url == HISTORY_URL
     assert settings.database_path == Path("data/bot.sqlite3")
     assert settings.poll_interval_seconds == 2
     assert settings.image_url_mode == "upload"
@@ -389,20 +388,12 @@ def test_env_example_gives_the_defaults_of_the_payment_settings():
         assert getattr(settings, field) == Settings.model_fields[field].default
 
 
-def test_the_history_url_is_segminds_unless_the_api_points_elsewhere():
+def test_the_history_url_is_the_contracts_default_unless_given():
     secrets = {"TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY}
     given = load({**secrets, "SEGMIND_HISTORY_URL": "http://127.0.0.1:9/history/"})
-    assert given.history_url == "http://127.0.0.1:9/history"
-    # The default API root spelled out (as .env.example does) is still Segmind's.
-    spelled = load({**secrets, "SEGMIND_API_URL": "https://api.segmind.com/"})
-    assert spelled.history_url == HISTORY_URL
-    # A proxy or a fake as the API root: the key is not sent to Segmind's own history
-    # host unless SEGMIND_HISTORY_URL says so; lookups are off (None).
+    assert given.segmind_history_url == "http://127.0.0.1:9/history"
+    # One rule: the API root pointing elsewhere (a proxy) does not change it.
     elsewhere = load({**secrets, "SEGMIND_API_URL": "http://127.0.0.1:9"})
-    assert elsewhere.history_url is None
-    both = load(
-        {**secrets, "SEGMIND_API_URL": "http://127.0.0.1:9", "SEGMIND_HISTORY_URL": HISTORY_URL}
-    )
-    assert both.history_url == HISTORY_URL
+    assert elsewhere.segmind_history_url == HISTORY_URL
     example = load({**read_env_file(REPO / ".env.example"), **secrets})
-    assert example.history_url == HISTORY_URL
+    assert example.segmind_history_url == HISTORY_URL

@@ -164,13 +164,8 @@ class Runtime:
             api_key=self.settings.segmind_api_key.get_secret_value(),
             api_url=self.settings.segmind_api_url,
             upload_url=self.settings.segmind_upload_url,
-            history_url=self.settings.history_url,
+            history_url=self.settings.segmind_history_url,
         )
-        if self.settings.history_url is None:
-            log.warning(
-                "SEGMIND_API_URL is not Segmind's and SEGMIND_HISTORY_URL is not set: a "
-                "submit whose answer is lost will not be looked up in the request history"
-            )
         self.token_watch = TokenWatch(bot, on_rejected=on_token_rejected)
         limiter = self.limiter
         messenger = TelegramMessenger(
@@ -197,9 +192,7 @@ class Runtime:
                 poll_interval=self.settings.poll_interval_seconds,
                 deadline_seconds=self.settings.job_deadline_seconds,
                 image_url_mode=self.settings.image_url_mode,
-                history_lookup_seconds=(
-                    HISTORY_LOOKUP_SECONDS if self.settings.history_url is not None else 0.0
-                ),
+                history_lookup_seconds=HISTORY_LOOKUP_SECONDS,
             ),
             on_refund_due=self._refunds.poke,
         )
