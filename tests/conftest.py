@@ -5,20 +5,62 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import httpx._transports.default as httpx_transports
 import pytest
 from telegram.ext import Application
 
 from bot.app import ALLOWED_UPDATES, build_application
+from bot.core.jobs import TERMINAL_STATES
 from bot.settings import Settings, load_settings
+from bot.telegram import pacing
 from tests.fakes.segmind import TEST_API_KEY, FakeSegmind
 from tests.fakes.telegram import TEST_TOKEN, FakeTelegram
 
 ADMIN_ID = 900
+#: The chat gaps the in-process bot keeps in tests, unless marked ``real_chat_pace``.
+FAST_PRIVATE_CHAT_GAP = 0.05
+FAST_GROUP_CHAT_GAP = 0.15
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_ssl_context() -> Iterator[None]:
+    """Build httpx's default SSL context once for the whole run, not once per client.
+
+    Loading the CA bundle costs about 45 ms of CPU, and a test of the in-process bot builds
+    four httpx clients (two in PTB, one for Segmind, one in the fake Telegram): that was
+    15 of the 17 s of fixture setup in a full run. Every test URL is plain http on
+    127.0.0.1, so the context is never even used, and one ``ssl.SSLContext`` may be shared
+    by many clients. Other ``verify`` values are built as usual.
+    """
+    original = httpx.create_ssl_context
+    shared: dict[bool, ssl.SSLContext] = {}
+
+    def create_ssl_context(
+        verify: Any = True, cert: Any = None, trust_env: bool = True
+    ) -> ssl.SSLContext:
+        if verify is not True or cert is not None:
+            return original(verify=verify, cert=cert, trust_env=trust_env)
+        if trust_env not in shared:
+            shared[trust_env] = original(verify=verify, cert=cert, trust_env=trust_env)
+        return shared[trust_env]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpx_transports, "create_ssl_context", create_ssl_context)
+        yield
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "real_chat_pace: the in-process bot keeps Telegram's real per-chat gaps (1 s, 3 s)",
+    )
 
 
 @pytest.fixture
@@ -64,8 +106,24 @@ def database(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_settings(
-    telegram: FakeTelegram, segmind: FakeSegmind, database: Path
+    telegram: FakeTelegram,
+    segmind: FakeSegmind,
+    database: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Callable[..., Settings]:
+    """Settings for an in-process bot against the fakes.
+
+    Unless the test is marked ``real_chat_pace``, the bot's per-chat gaps are shortened:
+    with the real ones every job waits a second (three in a group) between its status
+    edit and its video, and no test but the pacing ones is about that second. The real
+    gaps stay covered by the tests marked ``real_chat_pace``, by tests/test_pacer.py and
+    by the ``python -m bot`` processes of tests/test_crash.py (not patched).
+    """
+    if request.node.get_closest_marker("real_chat_pace") is None:
+        monkeypatch.setattr(pacing, "PRIVATE_CHAT_GAP", FAST_PRIVATE_CHAT_GAP)
+        monkeypatch.setattr(pacing, "GROUP_CHAT_GAP", FAST_GROUP_CHAT_GAP)
+
     def make(**overrides: Any) -> Settings:
         return load_settings(bot_env(telegram, segmind, database, **overrides), env_file=None)
 
@@ -111,7 +169,7 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: 
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # between checks of a state; never a wait in itself
 
 
 def ledger(database: Path) -> list[dict[str, Any]]:
@@ -119,3 +177,76 @@ def ledger(database: Path) -> list[dict[str, Any]]:
     with contextlib.closing(sqlite3.connect(database)) as db:
         db.row_factory = sqlite3.Row
         return [dict(row) for row in db.execute("SELECT * FROM jobs ORDER BY id")]
+
+
+def unsettled_jobs(database: Path) -> list[dict[str, Any]]:
+    """Jobs the bot still owes something: started and not ended, or ended and not told."""
+    if not database.exists():
+        return []
+    return [
+        row
+        for row in ledger(database)
+        if row["state"] != "draft"
+        and not (row["state"] in TERMINAL_STATES and row["notified_at"] is not None)
+    ]
+
+
+def _updates_in_hand(application: Application) -> int:
+    """Updates PTB has taken from Telegram and not finished handling.
+
+    This is the update queue's count of unfinished items: ``put`` raises it, and it falls
+    only after an update's handler has returned (``task_done`` in PTB's update wrapper);
+    ``Application.stop()`` waits on the same count (``update_queue.join()``). Reading
+    ``qsize()`` and the running handlers instead would miss an update that has left the
+    queue and whose handler task has not started yet.
+    """
+    return int(vars(application.update_queue)["_unfinished_tasks"])
+
+
+def busy(application: Application, telegram: FakeTelegram) -> str | None:
+    """What the in-process bot is still doing; None once it has settled."""
+    runtime = application.bot_data["runtime"]
+    if telegram.pending_updates():
+        return f"{telegram.pending_updates()} update(s) not yet fetched and confirmed"
+    if _updates_in_hand(application):
+        return f"{_updates_in_hand(application)} update(s) being handled"
+    if not runtime.tracker.idle:
+        return "job tasks still running"
+    if runtime.limiter.backlog:
+        return f"{runtime.limiter.backlog} request(s) waiting in the rate limiter"
+    jobs = unsettled_jobs(runtime.settings.database_path)
+    if jobs:
+        return f"jobs not finished: {[(job['id'], job['state']) for job in jobs]}"
+    return None
+
+
+async def until_quiet(busy: Callable[[], str | None], timeout: float, what: str) -> None:
+    """Wait until ``busy()`` is None (nothing going on); on timeout, say what still was."""
+    reason: list[str | None] = [None]
+
+    def quiet() -> bool:
+        reason[0] = busy()
+        return reason[0] is None
+
+    try:
+        await wait_until(quiet, timeout)
+    except AssertionError:
+        raise AssertionError(f"{what} did not settle in {timeout:g}s: {reason[0]}") from None
+
+
+async def settled(
+    application: Application,
+    telegram: FakeTelegram,
+    timeout: float = 10.0,
+) -> None:
+    """Wait until nothing more can happen without new input, before asserting that
+    something did not happen.
+
+    Settled means: Telegram has handed out every queued update and the bot has confirmed
+    it (a getUpdates with a later offset), every update's handler has returned, no job
+    task is running (a job waiting for its next poll or retry counts as running), nothing
+    waits in the rate limiter, and the ledger owes nothing (every job a draft, or ended
+    and told). A fixed sleep would pass by being early; this cannot, because time spent
+    while the bot is busy does not count. A bot that never settles fails here.
+    """
+    await until_quiet(lambda: busy(application, telegram), timeout, "the bot")

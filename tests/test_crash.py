@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 
 from bot.i18n import texts
-from tests.conftest import bot_env, ledger, wait_until
+from tests.conftest import bot_env, ledger, unsettled_jobs, until_quiet, wait_until
 from tests.fakes.segmind import TEST_API_KEY
 from tests.fakes.telegram import BOT_USERNAME, TEST_TOKEN, iter_updates
 from tests.test_private_flow import button_data, send_photo_get_keyboard
 
 USER = 701
+#: How long the fake Segmind takes over a job here: longer than any test waits for it.
+JOB_SECONDS = 60.0
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -114,13 +116,52 @@ async def press_generate(telegram) -> dict:
 
 
 async def start_a_job(telegram, segmind, spawn, env, database) -> BotProcess:
-    """A bot process with one job submitted and queued at Segmind for 1.5 s."""
+    """A bot process with one job submitted and its "queued" status shown.
+
+    The job stays at Segmind until the test moves the fake's clock (``finish_the_video``):
+    what the bot does before that cannot depend on how fast this machine is.
+    """
     telegram.private_chat(USER)
-    segmind.processing_seconds = 1.5
+    segmind.processing_seconds = JOB_SECONDS
     process = await spawn(env)
     await press_generate(telegram)
-    await wait_until(lambda: database.exists() and ledger(database)[0]["state"] == "queued")
+    await telegram.wait_for_call(
+        "editMessageText", chat_id=USER, where=lambda c: c.params["text"] == texts.PROGRESS_QUEUED
+    )
+    assert ledger(database)[0]["state"] in ("queued", "processing")
     return process
+
+
+def finish_the_video(segmind) -> None:
+    """Segmind finishes the job now (the fake's clock moves on)."""
+    segmind.advance(JOB_SECONDS)
+
+
+async def settle_and_stop(process: BotProcess, telegram, database) -> None:
+    """Let the bot process settle, then stop it: after this nothing more can happen.
+
+    A child process cannot be looked into, so settled means: Telegram has handed out every
+    queued update and the bot has confirmed it (a getUpdates with a later offset), and the
+    ledger owes nothing (every job a draft, or ended and told, so no job task has anything
+    left to do). A handler may still be at work on a confirmed update at that moment, so
+    the process is then stopped with SIGTERM: PTB finishes every update it has taken before
+    it exits (``Application.stop`` joins its update queue), and the ledger is checked once
+    more afterwards, in case such a handler started something.
+    """
+
+    def busy() -> str | None:
+        if telegram.pending_updates():
+            return f"{telegram.pending_updates()} update(s) not yet fetched and confirmed"
+        jobs = unsettled_jobs(database)
+        return (
+            f"jobs not finished: {[(job['id'], job['state']) for job in jobs]}" if jobs else None
+        )
+
+    await until_quiet(busy, 15.0, "the bot process")
+    process.signal(signal.SIGTERM)
+    assert await process.wait() == 0
+    assert telegram.pending_updates() == 0
+    assert unsettled_jobs(database) == []
 
 
 # -- start-up ---------------------------------------------------------------------------
@@ -196,6 +237,7 @@ async def test_a_token_revoked_while_running_stops_the_bot_and_the_job_waits_for
 ):
     process = await start_a_job(telegram, segmind, spawn, env, database)
     telegram.token = "123:revoked-in-botfather"  # every call with the old token: 401
+    finish_the_video(segmind)  # delivering it, the bot meets the revoked token
 
     code = await process.wait(timeout=20)
     _, stderr = await process.output()
@@ -231,7 +273,7 @@ async def test_sigterm_stops_within_5s_and_the_job_resumes(
     assert code == 0
     assert telegram.calls_of("sendVideo") == []
 
-    await asyncio.sleep(1.5)  # the video completes while the bot is down
+    finish_the_video(segmind)  # the video completes while the bot is down
     await spawn(env)
     await telegram.wait_for_call("sendVideo", chat_id=USER, timeout=15)
     await wait_until(lambda: ledger(database)[0]["state"] == "delivered")
@@ -254,10 +296,13 @@ async def test_sigkill_right_after_the_submit_left_never_submits_twice(
 
     redelivered = redeliver_everything(telegram)
     assert redelivered >= 2  # the photo and the Generate press
-    await spawn(env)
+    process = await spawn(env)
     # The new process finds the request in Segmind's history by its seed and image URL.
     await telegram.wait_for_call("sendVideo", chat_id=USER, timeout=15)
-    await wait_until(lambda: ledger(database)[0]["state"] == "delivered", what="delivered")
+    # Every re-delivered update handled and the job told: a wrong resubmit or a second
+    # keyboard would have happened by now.
+    await settle_and_stop(process, telegram, database)
+    assert ledger(database)[0]["state"] == "delivered"
     assert len(segmind.submits) == 1
     assert ledger(database)[0]["request_id"] == next(iter(segmind.jobs))
     keyboards = [
@@ -279,9 +324,9 @@ async def test_sigkill_right_after_the_video_was_sent_delivers_and_never_resubmi
     await process.wait()
 
     redeliver_everything(telegram)
-    await spawn(env)
+    process = await spawn(env)
     await wait_until(lambda: ledger(database)[0]["state"] == "delivered", timeout=15)
-    await asyncio.sleep(1.0)
+    await settle_and_stop(process, telegram, database)
     # At most the one documented repeat: Telegram took the video, the bot died before
     # writing it down, so the restart sends it again. Never a second submit.
     assert len(segmind.submits) == 1

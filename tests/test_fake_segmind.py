@@ -51,7 +51,7 @@ async def wait_finished(client: httpx.AsyncClient, request_id: str) -> httpx.Res
         response = await client.get(f"/v2/requests/{request_id}/status")
         if response.json().get("status") not in ("QUEUED", "PROCESSING"):
             return response
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # a poll loop waiting for a state, like wait_until
     raise AssertionError("job did not finish")
 
 
@@ -93,7 +93,7 @@ async def test_job_finishes_on_the_real_clock(
         status = (await client.get(f"/v2/requests/{request_id}/status")).json()["status"]
         if not seen or seen[-1] != status:
             seen.append(status)
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # the scenario: a client polling on the real clock
     assert seen == sorted(seen, key=order.index)  # never goes backwards
     assert fake.jobs[request_id].status_polls >= len(seen)
 
@@ -228,7 +228,7 @@ async def test_retention_knob_applies_at_runtime(
 ) -> None:
     fake.retention_seconds = 0.01
     request_id = (await submit(client)).json()["request_id"]
-    await asyncio.sleep(0.1)
+    fake.advance(1.0)  # finished 0.93 s ago: gone with 0.01 s retention, kept with the default
     assert (await client.get(f"/v2/requests/{request_id}/status")).status_code == 404
 
 

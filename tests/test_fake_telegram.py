@@ -44,6 +44,7 @@ from telegram.ext import (
     filters,
 )
 
+from tests.conftest import wait_until
 from tests.fakes.telegram import (
     BOT_ID,
     BOT_USERNAME,
@@ -189,7 +190,8 @@ async def test_long_poll_wakes_on_update_and_times_out(fake, bot):
     fake.private_chat(USER)
     started = time.monotonic()
     poll = asyncio.create_task(bot.get_updates(timeout=5, read_timeout=10))
-    await asyncio.sleep(0.2)
+    # Parked at the fake: it has no update to give and waits (a quick answer never parks).
+    await wait_until(lambda: fake.long_polling, what="the long poll to park")
     assert not poll.done()
     fake.send_text(USER, USER, "wake up")
     updates = await asyncio.wait_for(poll, 2)
@@ -207,7 +209,7 @@ async def test_stop_releases_a_long_poll():
     async with make_bot(fake) as bot:
         poll = asyncio.create_task(bot.get_updates(timeout=30, read_timeout=40))
         await fake.wait_for_call("getMe")
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: fake.long_polling, what="the long poll to park")
         started = time.monotonic()
         await fake.stop()
         assert await asyncio.wait_for(poll, 3) == ()
@@ -217,7 +219,7 @@ async def test_stop_releases_a_long_poll():
 async def test_second_poller_conflicts(fake, bot):
     # Two processes polling one token (PTB's own getUpdates pool holds one connection).
     older = asyncio.create_task(bot.get_updates(timeout=5, read_timeout=10))
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: fake.long_polling, what="the older poll to park")
     async with make_bot(fake) as second:
         # As on Telegram, the newer request wins and the older one ends with 409.
         newer = asyncio.create_task(second.get_updates(timeout=1, read_timeout=5))

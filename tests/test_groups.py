@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from bot.i18n import texts
-from tests.conftest import ledger, running, wait_until
+from tests.conftest import ledger, running, settled, wait_until
 from tests.fakes.telegram import BOT_USERNAME
 from tests.test_private_flow import button_data, keyboard_labels, reply_target
 
@@ -41,7 +39,7 @@ async def test_plain_photos_and_chatter_are_ignored(telegram, segmind, bot, grou
     telegram.send_text(GROUP, ASKER, "/help")
     (call,) = await telegram.wait_for_call("sendMessage", chat_id=GROUP)
     assert call.params["text"] == texts.GROUP_HELP
-    await asyncio.sleep(0.3)
+    await settled(bot, telegram)  # every update handled: an answer would have been sent
     assert len(telegram.calls_of("sendMessage", chat_id=GROUP)) == 1
     assert ledger(database) == []
 
@@ -142,6 +140,7 @@ async def test_in_a_forum_topic_every_message_stays_in_the_topic(
         assert int(call.params.get("message_thread_id", 0)) == topic, call
 
 
+@pytest.mark.real_chat_pace
 async def test_group_status_updates_stay_within_telegrams_group_pace(
     telegram, segmind, bot, group, database
 ):
@@ -191,7 +190,7 @@ async def test_the_bot_removed_from_the_group_mid_job_ends_it_quietly(
     await wait_until(
         lambda: ledger(database)[0]["state"] == "undeliverable", timeout=15, what="undeliverable"
     )
-    await asyncio.sleep(0.5)
+    await settled(bot, telegram)  # no job task left that could try the group again
     refused = [c for c in telegram.calls if c.chat_id == GROUP and not c.ok]
     assert len(refused) == 1
     assert all(job["notified_at"] for job in ledger(database))

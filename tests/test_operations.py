@@ -13,7 +13,7 @@ from bot.i18n import texts
 from bot.storage import SqliteLedger
 from bot.telegram import runtime
 from bot.telegram.runtime import TokenWatch
-from tests.conftest import ADMIN_ID, ledger, running, wait_until
+from tests.conftest import ADMIN_ID, ledger, running, settled, wait_until
 from tests.fakes.telegram import TEST_TOKEN
 from tests.test_private_flow import button_data, send_photo_get_keyboard
 
@@ -40,18 +40,19 @@ async def answer_of(telegram, query):
 async def test_too_many_active_jobs_is_refused_with_the_limit_named(
     telegram, segmind, make_settings, database
 ):
-    segmind.processing_seconds = 2
+    segmind.processing_seconds = 60  # the first job stays active until the clock is moved
     telegram.private_chat(USER)
-    async with running(make_settings(MAX_ACTIVE_JOBS_PER_USER="1")):
+    async with running(make_settings(MAX_ACTIVE_JOBS_PER_USER="1")) as application:
         await press_generate(telegram)
         await wait_until(lambda: segmind.jobs, what="first submit")
         query = await press_generate(telegram)
         answer = await answer_of(telegram, query)
         assert answer["text"] == texts.too_many_active(1)
         assert str(answer.get("show_alert")).lower() == "true"
-        await asyncio.sleep(0.3)
+        segmind.advance(60)  # the first job finishes; a wrongly started second would go on
+        await settled(application, telegram)
         assert len(segmind.submits) == 1
-        assert [job["state"] for job in ledger(database)][1] == "draft"  # kept, not lost
+        assert [job["state"] for job in ledger(database)] == ["delivered", "draft"]  # kept
 
 
 async def test_the_daily_limit_holds_across_a_restart(telegram, segmind, make_settings, database):
@@ -127,7 +128,7 @@ async def test_non_operators_get_no_reply_to_operator_commands(telegram, segmind
     telegram.send_text(USER, USER, "/help")  # answered, so we know the first was seen
     (call,) = await telegram.wait_for_call("sendMessage", chat_id=USER)
     assert call.params["text"] == texts.START
-    await asyncio.sleep(0.2)
+    await settled(bot, telegram)  # the operator command handled too, and silent
     assert len(telegram.calls_of("sendMessage", chat_id=USER)) == 1
 
 
@@ -207,9 +208,17 @@ async def test_segmind_failing_for_minutes_alerts_once_then_clears(alert_store):
 async def test_one_info_line_per_job_transition(telegram, segmind, bot, database, caplog):
     caplog.set_level(logging.INFO, logger="bot")
     telegram.private_chat(USER)
+    # The job stays in PROCESSING until the bot has seen it there, however slow the machine:
+    # a first poll later than queued + processing would go straight to COMPLETED.
+    segmind.processing_seconds = 60
     await press_generate(telegram)
+    await wait_until(lambda: ledger(database)[0]["state"] == "processing", what="processing")
+    segmind.advance(60)
     await telegram.wait_for_call("sendVideo", chat_id=USER)
-    await wait_until(lambda: ledger(database)[0]["state"] == "delivered")
+    # Not the ledger's "delivered": the line is logged after the commit, once the row has
+    # been read back. Settled, the job's task has returned, its last line logged.
+    await settled(bot, telegram)
+    assert ledger(database)[0]["state"] == "delivered"
     transitions = [
         r.getMessage()
         for r in caplog.records

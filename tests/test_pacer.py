@@ -101,6 +101,8 @@ async def test_a_status_edit_that_cannot_get_a_slot_in_time_is_given_up(
         assert telegram.calls_of("editMessageText") == []
         assert limiter.backlog == 0  # and left nothing behind in the queue
 
+        # The scenario, on the real clock: the chat's gap and the budget's second pass.
+        # Not a wait for "nothing happened" (what follows must happen).
         await asyncio.sleep(PRIVATE_CHAT_GAP + 0.1)
         await messenger.show_progress(job, Progress.QUEUED)
         [edit] = telegram.calls_of("editMessageText")

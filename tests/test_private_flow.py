@@ -9,7 +9,7 @@ import pytest
 
 from bot.i18n import texts
 from bot.telegram.handlers import MAX_IMAGE_BYTES
-from tests.conftest import ADMIN_ID, ledger, running, wait_until
+from tests.conftest import ADMIN_ID, ledger, running, settled, wait_until
 from tests.fakes.telegram import TEST_TOKEN
 
 USER = 501
@@ -122,6 +122,7 @@ async def test_choosing_options_edits_the_keyboard_in_place(telegram, bot, datab
     assert len(telegram.bot_messages(USER)) == 1  # edited, not re-sent
 
 
+@pytest.mark.real_chat_pace  # the main flow keeps the real one-second gap of a private chat
 async def test_generate_uploads_submits_once_and_replies_with_the_video(
     telegram, segmind, bot, database
 ):
@@ -263,7 +264,7 @@ async def test_generate_pressed_twice_quickly_submits_once_and_sends_one_video(
     queries = [telegram.press_button(USER, USER, keyboard["message_id"], data) for _ in range(3)]
     await telegram.wait_for_call("sendVideo", chat_id=USER)
     await wait_until(lambda: all(q in telegram.callback_answers for q in queries))
-    await asyncio.sleep(0.5)  # time for a wrong second job to show itself
+    await settled(bot, telegram)  # a wrong second job would still be running
     assert len(segmind.submits) == 1
     assert len(telegram.calls_of("sendVideo")) == 1
     assert [job["state"] for job in ledger(database)] == ["delivered"]
@@ -325,7 +326,7 @@ async def test_try_again_after_a_busy_refusal_starts_one_new_job(telegram, segmi
     for _ in range(2):
         telegram.press_button(USER, USER, message["message_id"], data)
     await telegram.wait_for_call("sendVideo", chat_id=USER)
-    await asyncio.sleep(0.3)
+    await settled(bot, telegram)  # both presses handled, no job left running
     assert len(segmind.jobs) == 1
     states = [job["state"] for job in ledger(database)]
     assert states == ["rejected", "delivered"]

@@ -5,6 +5,7 @@ import random
 import time
 
 from bot.telegram.pacing import Priority, PriorityRateLimiter
+from tests.conftest import wait_until
 
 
 def recorder(log, name):
@@ -49,6 +50,7 @@ async def test_requests_that_reach_telegram_late_and_bunched_still_keep_to_the_r
     delays = random.Random(7)
     arrivals: list[float] = []
 
+    # The scenario's own latencies (real time is what the limiter works in), not waits.
     async def call():
         await asyncio.sleep(delays.uniform(0.0, 0.5))  # on its way
         arrivals.append(time.monotonic())  # Telegram counts it here
@@ -69,7 +71,7 @@ async def test_a_place_comes_free_a_second_after_the_answer_not_before():
     log: list = []
 
     async def slow():
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # the scenario: an answer that takes 0.3 s to come back
         log.append(("slow answered", time.monotonic()))
         return True
 
@@ -84,7 +86,7 @@ async def test_a_caller_cancelled_while_waiting_gives_its_place_back():
     log: list = []
     await request(limiter, log, "first", 1)
     waiting = asyncio.create_task(request(limiter, log, "cancelled", 2))
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: limiter.backlog == 1, what="the second request to wait")
     waiting.cancel()
     started = time.monotonic()
     await request(limiter, log, "after", 3)
@@ -114,7 +116,8 @@ async def test_urgent_requests_overtake_waiting_status_edits():
     low = [
         asyncio.create_task(request(limiter, log, f"edit{i}", i, Priority.LOW)) for i in range(10)
     ]
-    await asyncio.sleep(0)  # the edits are queued first
+    # The edits are queued first: each has its place or is waiting for one.
+    await wait_until(lambda: limiter.backlog + len(log) == 10, what="the edits queued")
     high = asyncio.create_task(request(limiter, log, "video", 99))
     await asyncio.gather(*low, high)
     order = [name for name, _ in log]
@@ -143,9 +146,17 @@ async def test_a_group_gets_at_most_its_share_per_minute():
     log: list = []
     for i in range(3):
         await request(limiter, log, i, -100)
+    # 59.5 s later by the limiter's clock: the group's minute rolls over in half a second.
+    clock_offset[0] = 59.5
+    asked = time.monotonic()
     fourth = asyncio.create_task(request(limiter, log, 3, -100))
-    await asyncio.sleep(0.05)
-    assert not fourth.done()  # the fourth send waits for the minute to roll over
-    await request(limiter, log, "other group", -200)  # others are not held up
-    fourth.cancel()
+    await request(limiter, log, "other group", -200)
+    other_took = time.monotonic() - asked
+    await fourth
+    fourth_took = time.monotonic() - asked
+    # The fourth send to the group waited for its minute to roll over...
+    assert fourth_took >= 0.4, fourth_took
+    # ...and a send to another group, asked for after it, was not held up by that.
+    assert other_took < 0.3, other_took
+    assert [name for name, _ in log] == [0, 1, 2, "other group", 3]
     await limiter.shutdown()

@@ -6,11 +6,9 @@ In-process tests of the real Application against the fakes; the crash tests on a
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from tests.conftest import ADMIN_ID, ledger, running, wait_until
+from tests.conftest import ADMIN_ID, ledger, running, settled, wait_until
 from tests.test_private_flow import (
     assert_plain,
     button_data,
@@ -63,7 +61,7 @@ async def test_an_expired_request_is_told_and_no_longer_polled(telegram, segmind
     segmind.expire(job.request_id)
     await outcome_message(telegram, USER, "expired")
     polls = job.status_polls
-    await asyncio.sleep(0.4)
+    await settled(bot, telegram)  # a job still polling would never settle
     assert job.status_polls == polls
     assert ledger(database)[0]["state"] == "expired"
 
@@ -85,7 +83,8 @@ async def test_polling_rides_out_rate_limits_and_server_errors(
 async def test_no_poll_inside_a_retry_after_window(telegram, segmind, bot):
     telegram.private_chat(USER)
     segmind.processing_seconds = 0.2
-    segmind.fail_next_status(429, retry_after=2)
+    # One second: ten times the backoff the bot would choose on its own (at most 0.1 s).
+    segmind.fail_next_status(429, retry_after=1)
     await generate(telegram)
     await telegram.wait_for_call("sendVideo", chat_id=USER, timeout=15)
     polls = [
@@ -94,7 +93,7 @@ async def test_no_poll_inside_a_retry_after_window(telegram, segmind, bot):
         if method == "GET" and path.startswith("/v2/requests/")
     ]
     assert polls[0][1] == 429
-    assert polls[1][0] - polls[0][0] >= 2.0
+    assert polls[1][0] - polls[0][0] >= 1.0
 
 
 async def test_a_job_past_its_deadline_is_given_up_and_the_user_told(
@@ -147,7 +146,7 @@ async def test_telegram_flood_control_on_the_video_is_waited_out_then_sent_once(
     assert calls[1].ok
     assert calls[1].at - calls[0].at >= 1.0
     await wait_until(lambda: ledger(database)[0]["state"] == "delivered")
-    await asyncio.sleep(0.3)
+    await settled(bot, telegram)
     assert len([c for c in telegram.calls_of("sendVideo") if c.ok]) == 1
 
 
@@ -156,17 +155,18 @@ async def test_a_blocked_chat_ends_undeliverable_and_others_go_on(
 ):
     telegram.private_chat(USER)
     telegram.private_chat(OTHER)
-    segmind.processing_seconds = 0.5
+    segmind.processing_seconds = 60  # both jobs at Segmind until the clock is moved
     await generate(telegram, USER)
     await generate(telegram, OTHER)
     await wait_until(lambda: len(segmind.jobs) == 2, what="both submitted")
     telegram.block_chat(USER)
+    segmind.advance(60)
     await telegram.wait_for_call("sendVideo", chat_id=OTHER, timeout=15)
     await wait_until(
         lambda: {j["user_id"]: j["state"] for j in ledger(database)}.get(USER) == "undeliverable",
         what="undeliverable",
     )
-    await asyncio.sleep(0.5)
+    await settled(bot, telegram)  # no job task left that could try the blocked chat again
     to_user = [c for c in telegram.calls if c.params.get("chat_id") in (USER, str(USER))]
     refused = [c for c in to_user if not c.ok]
     assert len(refused) == 1  # one 403, then silence: no retry loop
@@ -220,7 +220,8 @@ async def test_a_lost_submit_answer_is_found_in_the_history_never_resubmitted(
     segmind.accept_then_drop_next_submit()  # Segmind has (and charged) the job
     await generate(telegram)
     await telegram.wait_for_call("sendVideo", chat_id=USER)
-    await wait_until(lambda: ledger(database)[0]["state"] == "delivered", what="delivered")
+    await settled(bot, telegram)  # nothing left running that could resubmit
+    assert ledger(database)[0]["state"] == "delivered"
     assert len(segmind.jobs) == 1  # found by its seed and image URL: no second submit
     [job] = ledger(database)
     assert job["request_id"] == next(iter(segmind.jobs))
@@ -232,12 +233,14 @@ async def test_jobs_resume_after_a_restart_and_deliver_once(
     telegram, segmind, make_settings, database
 ):
     telegram.private_chat(USER)
-    segmind.processing_seconds = 1.0
+    segmind.processing_seconds = 60  # at Segmind until the clock is moved
     async with running(make_settings()):
         await generate(telegram)
-        await wait_until(lambda: ledger(database) and ledger(database)[0]["state"] == "queued")
+        await wait_until(
+            lambda: ledger(database) and ledger(database)[0]["state"] in ("queued", "processing")
+        )
     # Stopped mid-job; the video completes while the bot is down.
-    await asyncio.sleep(1.2)
+    segmind.advance(60)
     assert telegram.calls_of("sendVideo") == []
     async with running(make_settings()):
         await telegram.wait_for_call("sendVideo", chat_id=USER)

@@ -142,6 +142,11 @@ class Tracker:
 
     # -- lifecycle -------------------------------------------------------------------
 
+    @property
+    def idle(self) -> bool:
+        """No job is being driven: every job task and paid step has finished (read-only)."""
+        return all(task.done() for task in (*self._tasks.values(), *self._critical))
+
     async def resume(self) -> int:
         """Pick up every unfinished job in the ledger; returns how many."""
         plan = await self.resume_plan()

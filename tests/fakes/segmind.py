@@ -299,7 +299,11 @@ class FakeSegmind:
         app.router.add_get("/assets/{name}", self._asset)
         app.router.add_get(HISTORY_PATH, self._history)
         app.router.add_get(f"{HISTORY_PATH}/{{request_id}}", self._history_one)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        # handler_cancellation: a request whose client is gone (a killed bot) ends at once
+        # instead of holding up stop() for shutdown_timeout, e.g. during a submit_delay.
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
+        )
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -510,7 +514,7 @@ class FakeSegmind:
             fail_error=fail_error,
         )
         if self.submit_delay > 0:
-            await asyncio.sleep(self.submit_delay)
+            await asyncio.sleep(self.submit_delay)  # the fake's own latency: answered late
         if self._held is not None:
             await self._held.wait()
         if self._drop_submits > 0:

@@ -902,6 +902,11 @@ class FakeTelegram:
         """Updates not yet confirmed by a getUpdates offset."""
         return len(self._pending)
 
+    @property
+    def long_polling(self) -> bool:
+        """A getUpdates is parked here, waiting for an update or its timeout."""
+        return self._poll is not None
+
     def send_times(self, chat_id: int | None = None) -> list[float]:
         """Monotonic times of the accepted sends and edits to a chat (or to all chats)."""
         if chat_id is None:
