@@ -26,8 +26,10 @@ lint: $(BIN)/activate
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# 4 workers even on 2 cores: the tests mostly wait (fakes, subprocesses), and more than
+# 4 would starve the ones that count polls or measure the rate limiter's windows.
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 4
 
 bench: $(BIN)/activate
 	$(BIN)/python -m bench
