@@ -29,6 +29,7 @@ from bot.core.jobs import ACTIVE_STATES, TERMINAL_STATES
 from bot.core.options import VideoOptions
 from bot.core.payments import PreCheckout, invoice_payload
 from bot.i18n import texts
+from bot.telegram.messenger import TelegramMessenger
 from tests.conftest import ADMIN_ID, ledger, running, wait_until
 from tests.fakes.telegram import Call, FakeTelegram, PaymentAttempt, PaymentResult, iter_updates
 from tests.test_private_flow import (
@@ -89,6 +90,7 @@ class Handled:
     """Update ids the bot has finished handling, in order (a re-delivered one twice)."""
 
     def __init__(self, application: Application) -> None:
+        self.application = application
         self.ids: list[int] = []
         application.add_handler(TypeHandler(Update, self._seen), group=_LAST_GROUP)
 
@@ -863,3 +865,25 @@ async def test_stats_shows_the_stars_taken_and_refunded(telegram, segmind, price
     assert "Stars 7 days: ⭐ 150 taken, ⭐ 50 refunded, ⭐ 100 net" in lines
     assert (len(telegram.payments), len(segmind.submits), len(telegram.refunds)) == (3, 3, 1)
     assert telegram.star_balance == 100
+
+
+# -- reconciliation ---------------------------------------------------------------------------
+
+
+async def test_the_messenger_reads_telegrams_stars_payments_for_reconciliation(
+    telegram, segmind, priced, database
+):
+    telegram.private_chat(USER)
+    kept = await _pay_for_a_video(telegram, USER)
+    await telegram.wait_for_call("sendVideo", chat_id=USER)
+    refunded = await _pay_for_a_video(telegram, USER, fails=True, segmind=segmind)
+    await settle(telegram, priced, database)
+    assert [refund.charge_id for refund in telegram.refunds] == [refunded]
+    messenger = TelegramMessenger(priced.application.bot, frozenset())
+    charges = await messenger.star_payments(since=0.0)
+    # Incoming payments only (the refund is an outgoing transaction), newest first.
+    assert [(c.charge_id, c.user_id, c.amount) for c in charges] == [
+        (refunded, USER, PRICE),
+        (kept, USER, PRICE),
+    ]
+    assert await messenger.star_payments(since=charges[0].date + 1) == []
