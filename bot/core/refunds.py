@@ -23,7 +23,7 @@ from .errors import AlreadyRefunded, ChatUnreachable, RefundRefused, SendFailed
 from .jobs import JobState
 from .payments import Payment, RefundState
 from .ports import Ledger, Messenger, StarCharge
-from .tasks import cancel_and_wait
+from .tasks import Background
 
 __all__ = ["Findings", "Reconciliation", "Refunds", "SCAN_SECONDS"]
 
@@ -37,7 +37,9 @@ RETRY_SECONDS = 2.0
 REFUSED_RETRY_SECONDS = 3600.0
 
 
-class Refunds:
+class Refunds(Background):
+    task_name = "refunds"
+
     def __init__(
         self,
         ledger: Ledger,
@@ -53,18 +55,11 @@ class Refunds:
         self._clock = clock
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
 
     def poke(self) -> None:
         """A refund may have become due: look now rather than at the next scan."""
         self._wake.set()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="refunds")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
 
     async def _run(self) -> None:
         while True:
@@ -149,9 +144,11 @@ class Findings:
     stuck_refunds: list[Payment]
 
 
-class Reconciliation:
+class Reconciliation(Background):
     """At start and daily: every Stars payment Telegram lists is in the ledger, and no
     refund has been due for over an hour. Either finding alerts the operators."""
+
+    task_name = "reconciliation"
 
     def __init__(
         self,
@@ -165,14 +162,7 @@ class Reconciliation:
         self._messenger = messenger
         self._alerts = alerts
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="reconciliation")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        super().__init__()
 
     async def _run(self) -> None:
         while True:
