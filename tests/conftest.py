@@ -22,6 +22,7 @@ from bot.settings import Settings, load_settings
 from bot.telegram import pacing
 from tests.fakes.segmind import TEST_API_KEY, FakeSegmind
 from tests.fakes.telegram import TEST_TOKEN, FakeTelegram
+from tests.processes import BotProcess
 
 ADMIN_ID = 900
 #: The chat gaps the in-process bot keeps in tests, unless marked ``real_chat_pace``.
@@ -250,3 +251,25 @@ async def settled(
     while the bot is busy does not count. A bot that never settles fails here.
     """
     await until_quiet(lambda: busy(application, telegram), timeout, "the bot")
+
+
+# -- the bot as a child process ---------------------------------------------------------
+
+
+@pytest.fixture
+def env(telegram, segmind, database):
+    return bot_env(telegram, segmind, database, POLL_INTERVAL_SECONDS="0.1")
+
+
+@pytest.fixture
+async def spawn(tmp_path):
+    started: list[BotProcess] = []
+
+    async def spawn(env: dict[str, str], *args: str) -> BotProcess:
+        process = await BotProcess(env, tmp_path, *args).start()
+        started.append(process)
+        return process
+
+    yield spawn
+    for process in started:
+        await process.kill()

@@ -7,98 +7,21 @@ re-delivered, as Telegram does after a crash.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
-import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from bot.i18n import texts
-from tests.conftest import bot_env, ledger, unsettled_jobs, until_quiet, wait_until
+from tests.conftest import ledger, unsettled_jobs, until_quiet, wait_until
 from tests.fakes.segmind import TEST_API_KEY
 from tests.fakes.telegram import BOT_USERNAME, TEST_TOKEN, iter_updates
+from tests.processes import BotProcess
 from tests.test_private_flow import button_data, send_photo_get_keyboard
 
 USER = 701
 #: How long the fake Segmind takes over a job here: longer than any test waits for it.
 JOB_SECONDS = 60.0
 REPO = Path(__file__).resolve().parent.parent
-
-
-class BotProcess:
-    """``python -m bot`` in a child process; its stderr collected for inspection."""
-
-    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
-        self.env = {**os.environ, **env}
-        self.cwd = cwd
-        self.args = args
-        self.process: asyncio.subprocess.Process | None = None
-        self.stderr = b""
-        self._reader: asyncio.Task[None] | None = None
-
-    async def start(self) -> BotProcess:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            *self.args,
-            cwd=self.cwd,
-            env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        self._reader = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        assert self.process is not None
-        assert self.process.stderr is not None
-        while chunk := await self.process.stderr.read(65536):
-            self.stderr += chunk
-
-    async def wait(self, timeout: float = 15.0) -> int:
-        assert self.process is not None
-        code = await asyncio.wait_for(self.process.wait(), timeout)
-        if self._reader is not None:
-            await self._reader
-        return code
-
-    async def output(self) -> tuple[str, str]:
-        assert self.process is not None
-        assert self.process.stdout is not None
-        stdout = (await self.process.stdout.read()).decode()
-        return stdout, self.stderr.decode()
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    async def kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.wait()
-
-
-@pytest.fixture
-def env(telegram, segmind, database):
-    return bot_env(telegram, segmind, database, POLL_INTERVAL_SECONDS="0.1")
-
-
-@pytest.fixture
-async def spawn(tmp_path):
-    started: list[BotProcess] = []
-
-    async def spawn(env: dict[str, str], *args: str) -> BotProcess:
-        process = await BotProcess(env, tmp_path, *args).start()
-        started.append(process)
-        return process
-
-    yield spawn
-    for process in started:
-        await process.kill()
 
 
 def redeliver_everything(telegram) -> int:

@@ -10,27 +10,8 @@ import signal
 import pytest
 
 from bot.storage import LedgerLocked, SqliteLedger
-from tests.conftest import bot_env, ledger, wait_until
-from tests.test_crash import BotProcess, press_generate
-
-
-@pytest.fixture
-def env(telegram, segmind, database):
-    return bot_env(telegram, segmind, database, POLL_INTERVAL_SECONDS="0.1")
-
-
-@pytest.fixture
-async def spawn(tmp_path):
-    started: list[BotProcess] = []
-
-    async def spawn(env: dict[str, str], *args: str) -> BotProcess:
-        process = await BotProcess(env, tmp_path, *args).start()
-        started.append(process)
-        return process
-
-    yield spawn
-    for process in started:
-        await process.kill()
+from tests.conftest import ledger, wait_until
+from tests.test_crash import press_generate
 
 
 async def test_an_exclusive_ledger_refuses_a_second_holder_until_closed(tmp_path):

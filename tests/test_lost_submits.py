@@ -16,7 +16,8 @@ from collections import Counter
 import pytest
 
 from tests.conftest import bot_env, ledger, wait_until
-from tests.test_crash import BotProcess, redeliver_everything
+from tests.processes import BotProcess
+from tests.test_crash import redeliver_everything
 from tests.test_private_flow import button_data, send_photo_get_keyboard
 
 USERS = [801 + i for i in range(20)]
@@ -31,20 +32,6 @@ def env(telegram, segmind, database):
         POLL_INTERVAL_SECONDS="0.1",
         SEGMIND_HISTORY_URL=segmind.history_url,
     )
-
-
-@pytest.fixture
-async def spawn(tmp_path):
-    started: list[BotProcess] = []
-
-    async def spawn(env: dict[str, str], *args: str) -> BotProcess:
-        process = await BotProcess(env, tmp_path, *args).start()
-        started.append(process)
-        return process
-
-    yield spawn
-    for process in started:
-        await process.kill()
 
 
 async def everyone_presses_generate(telegram) -> None:

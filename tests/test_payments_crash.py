@@ -19,7 +19,8 @@ from bot.i18n import texts
 from tests.conftest import ADMIN_ID, bot_env, ledger, wait_until
 from tests.fakes.segmind import TEST_API_KEY
 from tests.fakes.telegram import TEST_TOKEN, iter_updates
-from tests.test_crash import BotProcess, redeliver_everything
+from tests.processes import BotProcess
+from tests.test_crash import redeliver_everything
 from tests.test_payments import (
     PRICE,
     invoice_for,
@@ -39,20 +40,6 @@ def env(telegram, segmind, database):
     return bot_env(
         telegram, segmind, database, POLL_INTERVAL_SECONDS="0.1", PRICE_STARS=str(PRICE)
     )
-
-
-@pytest.fixture
-async def spawn(tmp_path):
-    started: list[BotProcess] = []
-
-    async def spawn(env: dict[str, str], *args: str) -> BotProcess:
-        process = await BotProcess(env, tmp_path, *args).start()
-        started.append(process)
-        return process
-
-    yield spawn
-    for process in started:
-        await process.kill()
 
 
 async def stop_when_settled(telegram, database, process: BotProcess) -> None:
