@@ -14,7 +14,7 @@ from bot.core.errors import (
     RefundRefused,
     SendFailed,
 )
-from bot.core.jobs import JobState, NewJob
+from bot.core.jobs import JobState
 from bot.core.options import VideoOptions
 from bot.core.payments import (
     NewPayment,
@@ -33,6 +33,7 @@ from bot.core.refunds import (
     Refunds,
 )
 from bot.core.tracker import Tracker, TrackerConfig
+from tests.builders import new_job
 from tests.core.conftest import CHAT, LIMITS, USER, Harness, run_until_settled
 
 PRICE = 50
@@ -40,19 +41,7 @@ PRICE = 50
 
 async def paid_job(h: Harness, charge: str = "charge-1"):
     """A photo, Generate with a price, the invoice paid: PREPARING with its charge id."""
-    new = NewJob(
-        chat_id=CHAT,
-        user_id=USER,
-        chat_type="private",
-        trigger_message_id=900,
-        photo_message_id=900,
-        thread_id=None,
-        file_id="photo-900",
-        file_unique_id="unique-900",
-        file_size=10,
-        mime_type="image/jpeg",
-    )
-    draft, _ = await h.ledger.create_draft(new, VideoOptions())
+    draft, _ = await h.ledger.create_draft(new_job(900, USER, CHAT), VideoOptions())
     invoiced = (await h.ledger.start(draft.id, USER, LIMITS, price=PRICE)).job
     assert invoiced is not None
     outcome, _, job = await h.ledger.record_payment(

@@ -15,11 +15,12 @@ import httpx
 import pytest
 
 from bot.core.errors import ChatUnreachable, PhotoUnavailable
-from bot.core.jobs import _TRANSITIONS, ACTIVE_STATES, JobState, NewJob, can_transition
+from bot.core.jobs import _TRANSITIONS, ACTIVE_STATES, JobState, can_transition
 from bot.core.limits import StartOutcome
 from bot.core.options import VideoOptions
 from bot.core.payments import NewPayment, PaymentOutcome, invoice_payload
 from bot.core.tracker import RESULT_RETENTION_SECONDS, TrackerConfig
+from tests.builders import new_job
 from tests.core.conftest import LIMITS, Harness, run_until_settled
 
 S = JobState
@@ -219,19 +220,7 @@ async def test_transition_is_made_by_a_step(h: Harness, source: JobState, target
 
 
 async def test_a_draft_is_started_by_the_ledger_not_by_a_step(h: Harness):
-    new = NewJob(
-        chat_id=1,
-        user_id=1,
-        chat_type="private",
-        trigger_message_id=999,
-        photo_message_id=999,
-        thread_id=None,
-        file_id="f",
-        file_unique_id="u",
-        file_size=10,
-        mime_type="image/jpeg",
-    )
-    draft, created = await h.ledger.create_draft(new, VideoOptions())
+    draft, created = await h.ledger.create_draft(new_job(999), VideoOptions())
     assert created
     assert draft.state is S.DRAFT
     assert await h.step(draft.id) is None  # no consent yet: the tracker leaves it alone
@@ -247,19 +236,7 @@ async def test_a_draft_is_started_by_the_ledger_not_by_a_step(h: Harness):
 
 
 async def test_payments_move_a_job_through_the_ledger_not_a_step(h: Harness):
-    new = NewJob(
-        chat_id=1,
-        user_id=1,
-        chat_type="private",
-        trigger_message_id=998,
-        photo_message_id=998,
-        thread_id=None,
-        file_id="f",
-        file_unique_id="u",
-        file_size=10,
-        mime_type="image/jpeg",
-    )
-    draft, _ = await h.ledger.create_draft(new, VideoOptions())
+    draft, _ = await h.ledger.create_draft(new_job(998), VideoOptions())
     invoiced = await h.ledger.start(draft.id, 1, LIMITS, price=50)  # Generate, priced
     assert invoiced.outcome is StartOutcome.INVOICE
     assert await h.step(draft.id) is None  # unpaid: the tracker leaves it alone
