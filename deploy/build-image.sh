@@ -57,13 +57,24 @@ else
     fi
 fi
 
+# pip behind a TLS-inspecting proxy: the CA file named by PIP_CERT, mounted read-only.
+CERT_ARGS=""
+if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
+    CERT_ARGS="--volume $PIP_CERT:$PIP_CERT:ro --build-arg PIP_CERT=$PIP_CERT"
+    say "pip uses the CA file $PIP_CERT (PIP_CERT)"
+fi
+
 say "building $TAG"
-# shellcheck disable=SC2086  # FROM_ARG is empty or two words
-$B bud --isolation chroot --format docker --layers $FROM_ARG \
+# shellcheck disable=SC2086  # FROM_ARG and CERT_ARGS are empty or whole words
+$B bud --isolation chroot --format docker --layers $FROM_ARG $CERT_ARGS \
     -f "$REPO/deploy/Dockerfile" -t "$TAG" "$REPO"
 
-health=$($B inspect --type image --format '{{json .Docker.Config.Healthcheck.Test}}' "$TAG")
+health=$($B inspect --type image --format '{{.Docker.Config.Healthcheck.Test}}' "$TAG")
 say "HEALTHCHECK: $health"
+case "$health" in
+*"python -m bot check"*) ;;
+*) say "the image has no HEALTHCHECK"; exit 1 ;;
+esac
 
 ctr=$($B from --quiet "$TAG")
 trap '$B rm "$ctr" >/dev/null 2>&1 || true' EXIT

@@ -559,6 +559,64 @@ def test_the_unit_is_hardened(unit):
     assert all(f.startswith("~") for f in filters[1:])
 
 
+# Sets the kernel's own MemoryDenyWriteExecute (prctl PR_SET_MDWE, Linux 6.3+; what
+# systemd 253+ uses, and what systemd 252's seccomp filter enforces too), then runs the bot.
+_UNDER_MDWE = """
+import ctypes, runpy, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit(77)
+sys.argv = ["bot", *sys.argv[1:]]
+runpy.run_module("bot", run_name="__main__", alter_sys=True)
+"""
+
+
+async def test_the_bot_runs_under_memory_deny_write_execute(telegram: FakeTelegram, tmp_path):
+    """The health check and a few seconds of the bot itself (polling the fake Telegram),
+    with W+X memory refused by the kernel: a violation kills the process (SIGSEGV)."""
+    unused = "http://127.0.0.1:9"  # never the real Segmind
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "TELEGRAM_BOT_TOKEN": TEST_TOKEN,
+        "SEGMIND_API_KEY": TEST_API_KEY,
+        "TELEGRAM_API_URL": telegram.url,
+        "SEGMIND_API_URL": unused,
+        "SEGMIND_UPLOAD_URL": unused,
+        "SEGMIND_HISTORY_URL": unused,
+        "DATABASE_PATH": str(tmp_path / "bot.sqlite3"),
+    }
+    argv = [sys.executable, "-c", _UNDER_MDWE]
+    check = await asyncio.create_subprocess_exec(
+        *argv,
+        "check",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(check.communicate(), 60)
+    if check.returncode == 77:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3+)")
+    assert check.returncode == 0, stderr.decode()
+    assert f"@{BOT_USERNAME}" in stdout.decode()
+
+    bot = await asyncio.create_subprocess_exec(
+        *argv,
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # Polling: started, past its start-up work, and alive.
+    telegram.calls.clear()
+    await telegram.wait_for_call("getUpdates", timeout=30)
+    assert bot.returncode is None
+    bot.terminate()
+    _, stderr = await asyncio.wait_for(bot.communicate(), 30)
+    assert bot.returncode == 0, stderr.decode()
+    assert "Traceback" not in stderr.decode()
+
+
 def test_memory_deny_write_execute_suits_this_python():
     """MemoryDenyWriteExecute kills a process that maps W+X memory: CPython 3.11 has no
     JIT, and the bot must not load ctypes (libffi closures may want such pages)."""
