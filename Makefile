@@ -36,3 +36,10 @@ bench: $(BIN)/activate
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Build deploy/Dockerfile with buildah (no Docker engine needed) and run `python -m bot
+# check` in the image: needs root, buildah and debootstrap; see deploy/build-image.sh.
+# Not part of `make test`: it downloads a Debian base and the dependencies.
+.PHONY: image
+image:
+	deploy/build-image.sh

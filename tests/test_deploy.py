@@ -1,16 +1,19 @@
 """deploy/: the Dockerfile, compose.yaml and the systemd unit, checked as far as this machine can.
 
 Each file is parsed and held to the facts a deployment relies on: where the ledger lives,
-who the bot runs as, how it is stopped and how its health is checked. The health check's
-command is run for real against the fake Telegram; ``systemd-analyze verify`` reads the
-unit where systemd is installed; the image is built and inspected where a Docker engine
-answers (``docker info``), and that test is skipped only when none does.
+who the bot runs as, how it is stopped and how its health is checked; that the image
+installs its dependencies in a layer of their own and runs the installed package; what
+``.dockerignore`` keeps out; how the unit is hardened. The health check's command is run
+for real against the fake Telegram; ``systemd-analyze verify`` reads the unit and
+``systemd-analyze security`` scores it (at most 2.0) where systemd is installed; the image
+is built and inspected where a Docker engine answers (``docker info``), and that test is
+skipped only when none does. The README's settings table is held to the settings the bot
+reads. ``deploy/build-image.sh`` (buildah) is checked for syntax only: it downloads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import configparser
 import json
 import os
 import re
@@ -36,6 +39,9 @@ DEPLOY = REPO / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "compose.yaml"
 UNIT = DEPLOY / "warmth-bot.service"
+DOCKERIGNORE = REPO / ".dockerignore"
+BUILD_SCRIPT = DEPLOY / "build-image.sh"
+README = REPO / "README.md"
 
 HEALTHCHECK_COMMAND = ["python", "-m", "bot", "check"]
 RUN_COMMAND = ["python", "-m", "bot"]
@@ -133,14 +139,15 @@ def image_env(instructions: list[Instruction]) -> dict[str, str]:
     return env
 
 
-def test_the_image_is_one_stage_on_python_311_slim(dockerfile):
+def test_the_image_is_one_stage_on_a_pinned_python_311_slim_bookworm(dockerfile):
     assert dockerfile[0].keyword == "FROM"
-    assert only(dockerfile, "FROM").args == "python:3.11-slim"
+    # A patch release and a Debian release: a rebuild gets the same Python on the same OS.
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", only(dockerfile, "FROM").args)
 
 
 def test_every_copy_source_exists_and_nothing_else_is_copied(dockerfile):
-    # There is no .dockerignore: copying the whole context would bake .env (the secrets),
-    # .venv and a local ledger into the image. Only named paths are copied.
+    # Copying the whole context would bake .env (the secrets), .venv and a local ledger
+    # into the image, .dockerignore or not. Only named paths are copied.
     assert not [i for i in dockerfile if i.keyword == "ADD"], "use COPY, not ADD"
     copies = [i for i in dockerfile if i.keyword == "COPY"]
     assert copies
@@ -163,19 +170,100 @@ def test_every_copy_source_exists_and_nothing_else_is_copied(dockerfile):
     assert {"pyproject.toml", project["readme"], "bot"} <= sources
 
 
-def test_the_copied_project_is_installed_with_pip_in_app(dockerfile):
-    workdir = only(dockerfile, "WORKDIR")
-    assert workdir.args == "/app"
+def copy_sources(copy: Instruction) -> list[str]:
+    return [str(PurePosixPath(source)) for source in split_flags(copy.args)[1][:-1]]
+
+
+def copy_destination(copy: Instruction) -> PurePosixPath:
+    return PurePosixPath(split_flags(copy.args)[1][-1])
+
+
+def test_the_dependencies_are_installed_in_a_layer_of_their_own(dockerfile):
+    """pyproject.toml alone, then its dependencies; only then the code (a code change
+    rebuilds from there on, without downloading every dependency again)."""
     copies = [i for i in dockerfile if i.keyword == "COPY"]
     installs = [i for i in dockerfile if i.keyword == "RUN" and "pip install" in i.args]
-    assert len(installs) == 1
-    install = installs[0]
-    assert re.search(r"\bpip install --no-cache-dir \.(\s|$)", install.args), install.args
-    assert index_of(dockerfile, workdir) < index_of(dockerfile, copies[0])
-    assert all(index_of(dockerfile, c) < index_of(dockerfile, install) for c in copies)
-    for copy in copies:  # copied into the working directory, where `pip install .` looks
-        destination = split_flags(copy.args)[1][-1]
-        assert destination.startswith(("./", "/app")), copy
+    assert len(installs) == 2, [i.args for i in installs]
+    dependencies, package = installs
+    assert copy_sources(copies[0]) == ["pyproject.toml"]
+    assert index_of(dockerfile, copies[0]) < index_of(dockerfile, dependencies)
+    code = [c for c in copies if "bot" in copy_sources(c)]
+    assert len(code) == 1
+    assert index_of(dockerfile, dependencies) < index_of(dockerfile, code[0])
+    assert index_of(dockerfile, code[0]) < index_of(dockerfile, package)
+    assert "tomllib" in dependencies.args
+    assert "dependencies" in dependencies.args
+    assert re.search(r"\bpip install --no-cache-dir -r \S+", dependencies.args)
+    # The second install adds the bot alone: the dependencies are already there.
+    assert re.search(r"\bpip install --no-cache-dir --no-deps \S+", package.args)
+
+
+def test_the_dependency_list_the_image_reads_is_pyprojects(dockerfile, tmp_path):
+    """The deps layer's own Python one-liner, run on this pyproject.toml."""
+    dependencies = [i for i in dockerfile if i.keyword == "RUN" and "tomllib" in i.args][0]
+    destination = copy_destination([i for i in dockerfile if i.keyword == "COPY"][0])
+    command = shlex.split(dependencies.args.split(">")[0])
+    assert command[:2] == ["python", "-c"]
+    code = command[2].replace(str(destination / "pyproject.toml"), str(REPO / "pyproject.toml"))
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert result.stdout.split() == project["dependencies"]
+
+
+def test_the_installed_package_runs_not_a_copy_of_the_source(dockerfile):
+    """The source is copied outside the working directory and removed once installed: with
+    `python -m bot`, a bot/ folder in the working directory would shadow site-packages."""
+    workdir = [i for i in dockerfile if i.keyword == "WORKDIR"]
+    assert [i.args for i in workdir] == ["/app"]
+    package = [i for i in dockerfile if i.keyword == "RUN" and "--no-deps" in i.args][0]
+    root = PurePosixPath(build_root(dockerfile))
+    assert root.is_absolute(), root
+    assert not root.is_relative_to("/app"), root
+    for copy in [i for i in dockerfile if i.keyword == "COPY"]:
+        assert copy_destination(copy).is_relative_to(root), copy
+    # Removed in the layer that installs it.
+    assert re.search(rf"\brm -rf {re.escape(str(root))}(\s|$)", package.args), package.args
+    # No RUN after WORKDIR puts anything into /app.
+    after = dockerfile[index_of(dockerfile, workdir[0]) :]
+    assert not [i for i in after if i.keyword in ("COPY", "ADD", "RUN")]
+
+
+def build_root(dockerfile: list[Instruction]) -> str:
+    """The one folder every COPY goes into (``/tmp/build``)."""
+    roots = {
+        str(copy_destination(c)).rstrip("/").removesuffix("/bot")
+        for c in dockerfile
+        if c.keyword == "COPY"
+    }
+    assert len(roots) == 1, roots
+    return roots.pop()
+
+
+def test_dockerignore_keeps_secrets_environments_ledgers_and_caches_out():
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    for needed in (
+        ".git",
+        ".env",
+        ".venv",
+        "**/__pycache__",
+        "**/*.sqlite3*",
+        "data/",
+        "build/",
+        "*.egg-info",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+    ):
+        assert needed in patterns, needed
+    # Nothing the Dockerfile copies is excluded.
+    excluded = {p.rstrip("/") for p in patterns if not p.startswith("!")}
+    assert not excluded & {"pyproject.toml", "README.md", "bot"}
 
 
 def test_it_runs_as_a_non_root_user_that_owns_the_data_volume(dockerfile):
@@ -326,25 +414,89 @@ def test_compose_restarts_and_stops_the_bot_gracefully(service):
     assert service.get("init", True) is True
 
 
+def test_compose_names_the_project(compose):
+    # Without it the project (and the volume's prefix) is the folder's name: deploy_bot-data.
+    assert compose["name"] == "warmth-bot"
+
+
+def test_compose_states_the_health_check_the_oci_format_drops(service, dockerfile):
+    check = service["healthcheck"]
+    assert check["test"] == ["CMD", *HEALTHCHECK_COMMAND]
+    flags, _ = split_flags(only(dockerfile, "HEALTHCHECK").args)
+    assert seconds(check["interval"]) == seconds(flags["interval"])
+    assert seconds(check["timeout"]) == seconds(flags["timeout"])
+    assert seconds(check["start_period"]) == seconds(flags["start-period"])
+    assert check["retries"] == int(flags["retries"])
+
+
+def test_compose_caps_the_logs(service):
+    logging = service["logging"]
+    assert logging["driver"] == "json-file"
+    options = logging["options"]
+    assert re.fullmatch(r"\d+[km]", options["max-size"]), options
+    assert 1 <= int(options["max-file"]) <= 10
+
+
 # -- the systemd unit -------------------------------------------------------------------
 
 
+Unit = dict[str, dict[str, list[str]]]
+
+
+def parse_unit(text: str) -> Unit:
+    """Sections of ``Key=value`` lines; a key may repeat (systemd merges or overrides)."""
+    sections: Unit = {}
+    current: dict[str, list[str]] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None, f"outside a section: {line}"
+        assert not line.endswith("\\"), "no continuation lines"
+        key, equals, value = line.partition("=")
+        assert equals, line
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+class Section:
+    """One section; ``section[key]`` is the value that counts (the last)."""
+
+    def __init__(self, values: dict[str, list[str]]) -> None:
+        self.values = values
+
+    def __getitem__(self, key: str) -> str:
+        return self.values[key][-1]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.values
+
+    def all(self, key: str) -> list[str]:
+        return self.values.get(key, [])
+
+
 @pytest.fixture(scope="module")
-def unit() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
-    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
-    parser.read_string(UNIT.read_text())
-    return parser
+def unit() -> dict[str, Section]:
+    return {name: Section(values) for name, values in parse_unit(UNIT.read_text()).items()}
 
 
-def test_the_unit_runs_the_bot_from_its_venv_as_warmth(unit):
+def test_the_unit_runs_the_installed_bot_as_warmth(unit):
     service = unit["Service"]
     assert service["User"] == "warmth"
+    assert service["Group"] == "warmth"
     assert service["WorkingDirectory"] == "/opt/warmth-bot"
-    assert service["EnvironmentFile"] == "/opt/warmth-bot/.env"
     argv = shlex.split(service["ExecStart"])
-    assert argv == ["/opt/warmth-bot/.venv/bin/python", "-m", "bot"]
+    assert argv == ["/opt/warmth-bot/venv/bin/python", "-m", "bot"]
     assert PurePosixPath(argv[0]).is_relative_to(service["WorkingDirectory"])
+    # The README's recipe clones into src/ and installs from it: the working directory
+    # holds src/, venv/, data/ and .env, no bot/ that `python -m bot` would import instead.
+    readme = README.read_text()
+    assert "sudo git clone <this repository> /opt/warmth-bot/src" in readme
+    assert 'pip install --force-reinstall "git+file:///opt/warmth-bot/src"' in readme
+    assert service["RestartPreventExitStatus"].split() == ["2"]
     assert service["Restart"] == "on-failure"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
     assert "network-online.target" in unit["Unit"]["After"].split()
@@ -356,12 +508,125 @@ def test_the_unit_stops_the_bot_with_sigterm(unit):
     assert service["TimeoutStopSec"] == "15"
 
 
+def test_the_unit_lets_the_bot_read_env_itself(unit):
+    """systemd's EnvironmentFile= keeps an inline `# comment` in a value (a .env that
+    `python -m bot check` accepts would stop the service with exit 2); the bot reads .env
+    from its working directory, as python-dotenv parses it."""
+    service = unit["Service"]
+    assert "EnvironmentFile" not in service
+    assert "Environment" not in service
+    env = REPO / ".env.example"
+    assert env.exists()
+    assert read_env_file(env)  # what the recipe installs as /opt/warmth-bot/.env
+
+
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectControlGroups": "yes",
+    "ProtectClock": "yes",
+    "ProtectHostname": "yes",
+    "ProtectProc": "invisible",
+    "ProcSubset": "pid",
+    "RemoveIPC": "yes",
+    "UMask": "0077",
+    "CapabilityBoundingSet": "",
+    "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+    "RestrictNamespaces": "yes",
+    "RestrictRealtime": "yes",
+    "RestrictSUIDSGID": "yes",
+    "LockPersonality": "yes",
+    "MemoryDenyWriteExecute": "yes",
+    "SystemCallArchitectures": "native",
+}
+
+
 def test_the_unit_is_hardened(unit):
     service = unit["Service"]
-    assert service["NoNewPrivileges"] == "true"
-    assert service["ProtectSystem"] == "strict"
-    assert service["PrivateTmp"] == "true"
+    for key, value in HARDENING.items():
+        assert key in service, f"{key}= is missing"
+        assert service[key] == value, f"{key}={service[key]}, expected {value}"
     assert service["ReadWritePaths"].split() == ["/opt/warmth-bot/data"]
+    # The allow list first; the deny lists after it narrow it.
+    filters = service.all("SystemCallFilter")
+    assert filters[0] == "@system-service"
+    assert all(f.startswith("~") for f in filters[1:])
+
+
+# Sets the kernel's own MemoryDenyWriteExecute (prctl PR_SET_MDWE, Linux 6.3+; what
+# systemd 253+ uses, and what systemd 252's seccomp filter enforces too), then runs the bot.
+_UNDER_MDWE = """
+import ctypes, runpy, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit(77)
+sys.argv = ["bot", *sys.argv[1:]]
+runpy.run_module("bot", run_name="__main__", alter_sys=True)
+"""
+
+
+async def test_the_bot_runs_under_memory_deny_write_execute(telegram: FakeTelegram, tmp_path):
+    """The health check and a few seconds of the bot itself (polling the fake Telegram),
+    with W+X memory refused by the kernel: a violation kills the process (SIGSEGV)."""
+    unused = "http://127.0.0.1:9"  # never the real Segmind
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "TELEGRAM_BOT_TOKEN": TEST_TOKEN,
+        "SEGMIND_API_KEY": TEST_API_KEY,
+        "TELEGRAM_API_URL": telegram.url,
+        "SEGMIND_API_URL": unused,
+        "SEGMIND_UPLOAD_URL": unused,
+        "SEGMIND_HISTORY_URL": unused,
+        "DATABASE_PATH": str(tmp_path / "bot.sqlite3"),
+    }
+    argv = [sys.executable, "-c", _UNDER_MDWE]
+    check = await asyncio.create_subprocess_exec(
+        *argv,
+        "check",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(check.communicate(), 60)
+    if check.returncode == 77:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3+)")
+    assert check.returncode == 0, stderr.decode()
+    assert f"@{BOT_USERNAME}" in stdout.decode()
+
+    bot = await asyncio.create_subprocess_exec(
+        *argv,
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # Polling: started, past its start-up work, and alive.
+    telegram.calls.clear()
+    await telegram.wait_for_call("getUpdates", timeout=30)
+    assert bot.returncode is None
+    bot.terminate()
+    _, stderr = await asyncio.wait_for(bot.communicate(), 30)
+    assert bot.returncode == 0, stderr.decode()
+    assert "Traceback" not in stderr.decode()
+
+
+def test_memory_deny_write_execute_suits_this_python():
+    """MemoryDenyWriteExecute kills a process that maps W+X memory: CPython 3.11 has no
+    JIT, and the bot must not load ctypes (libffi closures may want such pages)."""
+    assert sys.version_info[:2] >= (3, 11)
+    code = "import sys, bot.__main__, bot.app; print('ctypes' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False", "the bot imports ctypes"
 
 
 def test_the_unit_can_write_the_ledger_it_uses(unit):
@@ -379,6 +644,22 @@ def test_the_unit_can_write_the_ledger_it_uses(unit):
         assert any(database.parent.is_relative_to(path) for path in writable), database
 
 
+def test_systemd_analyze_rates_the_unit_at_most_2():
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    result = subprocess.run(
+        [analyze, "security", "--offline=yes", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", output)
+    assert match, f"systemd-analyze security (systemd >= 250 for --offline):\n{output}"
+    assert float(match.group(1)) <= 2.0, output
+
+
 def test_systemd_analyze_verify_accepts_the_unit():
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
@@ -387,7 +668,7 @@ def test_systemd_analyze_verify_accepts_the_unit():
         [analyze, "verify", str(UNIT)], capture_output=True, text=True, timeout=60
     )
     # The venv exists only on the VM; that one complaint is expected here, nothing else.
-    python = "/opt/warmth-bot/.venv/bin/python"
+    python = "/opt/warmth-bot/venv/bin/python"
     expected = f"{UNIT.name}: Command {python} is not executable: No such file or directory"
     problems = [
         line
@@ -395,6 +676,67 @@ def test_systemd_analyze_verify_accepts_the_unit():
         if line.strip() and not (line.strip() == expected and not Path(python).exists())
     ]
     assert problems == []
+
+
+# -- the README and the build script ----------------------------------------------------
+
+
+def section(markdown: str, title: str) -> str:
+    start = markdown.index(f"\n## {title}\n")
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start : end if end != -1 else None]
+
+
+def test_the_readme_carries_the_full_settings_table():
+    settings = section(README.read_text(), "Settings")
+    rows = re.findall(r"^\| `([A-Z0-9_]+)` \| (.+?) \| .+ \|$", settings, re.MULTILINE)
+    names = [name for name, _ in rows]
+    assert sorted(names) == sorted(field.upper() for field in Settings.model_fields)
+    assert len(names) == len(set(names))
+    defaults = dict(rows)
+    for name, field in Settings.model_fields.items():
+        if field.is_required():
+            assert "required" in defaults[name.upper()], name
+        elif isinstance(field.default, (str, int, float, Path)) and name != "paysupport_text":
+            shown = str(field.default)
+            if isinstance(field.default, float) and field.default.is_integer():
+                shown = str(int(field.default))
+            assert defaults[name.upper()] == f"`{shown}`", name
+    # .env.example names the same settings (the template of this table).
+    assert set(read_env_file(REPO / ".env.example")) == set(names)
+
+
+def test_the_readme_points_to_nothing_the_user_does_not_have():
+    readme = README.read_text()
+    assert "steering repository" not in readme
+    assert "shared/" not in readme
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", readme):
+        assert (REPO / target).exists(), target
+
+
+def test_the_quick_start_runs_the_tests_before_the_bot():
+    quick = section(README.read_text(), "Quick start")
+    assert "python3.11-venv" in quick
+    commands = re.findall(r"^(make \w+|cp \.env\.example \.env)", quick, re.MULTILINE)
+    assert commands.index("make test") < commands.index("cp .env.example .env")
+    assert commands.index("cp .env.example .env") < commands.index("make run")
+    deploy = section(README.read_text(), "Deploy")
+    assert "python3.11-venv" in deploy
+    assert "--format docker" in deploy
+
+
+def test_make_image_runs_the_buildah_script():
+    makefile = (REPO / "Makefile").read_text()
+    match = re.search(r"^image:.*\n\t(.+)$", makefile, re.MULTILINE)
+    assert match
+    assert match.group(1).strip() == "deploy/build-image.sh"
+    assert os.access(BUILD_SCRIPT, os.X_OK)
+    script = BUILD_SCRIPT.read_text()
+    for needed in ("--isolation chroot", "--storage-driver vfs", "--format docker", "debootstrap"):
+        assert needed in script, needed
+    assert "python -m bot check" in script
+    result = subprocess.run(["sh", "-n", str(BUILD_SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 # -- the image, built for real ----------------------------------------------------------
