@@ -52,9 +52,19 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record), self._secrets)
 
 
+class _StartUpFailureFilter(logging.Filter):
+    """Drops PTB's "Network Retry Loop … Aborting" at start: ``python -m bot`` says the
+    same in its own one line (which setting, what to do) right after."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Network Retry Loop (Bootstrap") and "Aborting" in message)
+
+
 def setup_logging(level: str, secrets: Iterable[str]) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter(secrets))
+    handler.addFilter(_StartUpFailureFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

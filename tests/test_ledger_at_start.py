@@ -81,3 +81,13 @@ async def test_a_damaged_ledger_stops_the_bot_with_one_line_and_is_left_alone(
     assert "Traceback" not in stderr
     assert database.read_bytes() == before
     assert telegram.calls_of("getUpdates") == []
+
+
+async def test_telegram_unreachable_at_start_is_one_line_without_library_noise(spawn, env):
+    process = await spawn({**env, "TELEGRAM_API_URL": "http://127.0.0.1:9", "LOG_LEVEL": "INFO"})
+    assert await process.wait(timeout=30) == 1
+    _, stderr = await process.output()
+    errors = [line for line in stderr.splitlines() if " ERROR " in line or "error:" in line]
+    assert errors == ["error: cannot reach Telegram at TELEGRAM_API_URL (NetworkError)"]
+    assert "Network Retry Loop" not in stderr
+    assert "Traceback" not in stderr
