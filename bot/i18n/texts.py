@@ -25,7 +25,7 @@ GROUP_HELP = (
     "Only the person who asked can use the buttons."
 )
 NOT_A_PHOTO = "Please send a photo (or an image file) and I'll make the video from it."
-NOT_AN_IMAGE_FILE = "That file isn't an image. Please send a photo, or a JPEG/PNG image as a file."
+NOT_AN_IMAGE_FILE = "That file isn't an image. Please send a photo, or an image (JPEG, PNG, WEBP…) as a file."
 IMAGE_TOO_LARGE = (
     "That image is too large (over 20 MB). Send it as a photo instead, or as a file under 20 MB."
 )
