@@ -13,6 +13,7 @@ from .check import run_check
 from .logs import setup_logging
 from .settings import SettingsError, load_settings
 from .storage import LedgerLocked, LedgerUnusable
+from .telegram.runtime import CONFLICT_STOP_LINE
 
 log = logging.getLogger("bot")
 
@@ -64,6 +65,9 @@ def main(argv: list[str]) -> int:
         return 1
     except OSError as exc:
         print(f"error: DATABASE_PATH cannot be used: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if application.bot_data["runtime"].conflict_stopped:
+        print(CONFLICT_STOP_LINE, file=sys.stderr)
         return 1
     if application.bot_data["runtime"].token_rejected:
         print(

@@ -23,7 +23,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, Conflict, TelegramError
 from telegram.ext import ContextTypes
 
 from ..core.jobs import Job, JobState, NewJob
@@ -529,6 +529,9 @@ class Handlers:
     async def error(self, update: object, context: Context) -> None:
         """Log every unhandled error with its traceback (the formatter redacts secrets)."""
         error = context.error
+        if update is None and isinstance(error, Conflict) and self.rt.conflict_watch is not None:
+            self.rt.conflict_watch.conflict()  # getUpdates: another process polls the token
+            return
         if isinstance(error, TelegramError):
             log.warning("telegram error while handling an update: %s", error)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 import httpx
@@ -31,7 +32,14 @@ from ..storage import SqliteLedger
 from .messenger import TelegramMessenger
 from .pacing import ChatPacer, Priority, PriorityRateLimiter
 
-__all__ = ["Runtime", "TokenWatch"]
+__all__ = [
+    "CONFLICT_GAP_SECONDS",
+    "CONFLICT_STOP_LINE",
+    "CONFLICT_STOP_SECONDS",
+    "ConflictWatch",
+    "Runtime",
+    "TokenWatch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,16 @@ _HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0, write=60.0)
 _HTTP_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
 #: How often the bot asks Telegram who it is, to notice a revoked token.
 TOKEN_CHECK_SECONDS = 60.0
+#: getUpdates answered 409 Conflict this long in a row: another process polls the token.
+CONFLICT_STOP_SECONDS = 30.0
+#: A quiet spell this long between two conflicts ends a streak. PTB retries a failed
+#: getUpdates after 1 s, then 1.5 times longer each time, at most 30 s apart.
+CONFLICT_GAP_SECONDS = 45.0
+#: What ``python -m bot`` prints when the conflict stopped it (the one place it is worded).
+CONFLICT_STOP_LINE = (
+    "error: another process is polling Telegram with this TELEGRAM_BOT_TOKEN"
+    f" (409 Conflict for {CONFLICT_STOP_SECONDS:.0f} s); stop it, or run one bot per token"
+)
 
 
 class TokenWatch:
@@ -91,6 +109,50 @@ class TokenWatch:
             self._on_rejected()
 
 
+class ConflictWatch:
+    """Stops the bot when getUpdates keeps answering 409 Conflict.
+
+    Two processes polling one token take turns being refused; PTB hands each refusal to
+    the error handler and retries, for ever. One conflict (a restart overlapping the old
+    process) is nothing; conflicts that persist for ``CONFLICT_STOP_SECONDS`` stop the bot
+    (``python -m bot`` then exits 1 with :data:`CONFLICT_STOP_LINE`). getUpdates does not
+    pass the rate limiter, so a success cannot be seen here: a gap of
+    ``CONFLICT_GAP_SECONDS`` without a conflict (longer than PTB's longest retry
+    interval) ends the streak.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_persistent: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._on_persistent = on_persistent
+        self._clock = clock
+        self._since: float | None = None
+        self._last: float | None = None
+        self.stopped = False
+
+    def conflict(self) -> None:
+        """getUpdates was answered 409 Conflict."""
+        now = self._clock()
+        if self._last is None or now - self._last > CONFLICT_GAP_SECONDS:
+            self._since = now
+        self._last = now
+        assert self._since is not None
+        if self.stopped or now - self._since < CONFLICT_STOP_SECONDS:
+            log.warning("getUpdates: 409 Conflict (another process polls this token?)")
+            return
+        log.error(
+            "getUpdates answered 409 Conflict for %.0f s: another process polls this"
+            " TELEGRAM_BOT_TOKEN; stopping (unfinished jobs resume at the next start)",
+            now - self._since,
+        )
+        self.stopped = True
+        if self._on_persistent is not None:
+            self._on_persistent()
+
+
 async def _publish_commands(bot: Bot, *, paid: bool) -> None:
     """The command menus users see; nice to have, so a refusal is only logged. With a
     price, /paysupport and /terms are in the menu (Telegram requires them for sales)."""
@@ -126,6 +188,7 @@ class Runtime:
         self._reconciliation: Reconciliation | None = None
         self._http: httpx.AsyncClient | None = None
         self.token_watch: TokenWatch | None = None
+        self.conflict_watch: ConflictWatch | None = None
 
     @property
     def ledger(self) -> Ledger:
@@ -154,7 +217,12 @@ class Runtime:
             await self._alerts.cleared(AlertKind.TELEGRAM_REFUSING)
 
     async def start(self, bot: ExtBot[Priority], on_token_rejected: Callable[[], None]) -> None:
-        """Open the ledger, wire the services, and resume every unfinished job."""
+        """Open the ledger, wire the services, and resume every unfinished job.
+
+        ``on_token_rejected`` stops the application (its ``stop_running``): called when
+        the token is refused, or when getUpdates keeps meeting another poller.
+        """
+        self.conflict_watch = ConflictWatch(on_persistent=on_token_rejected)
         ledger = SqliteLedger(self.settings.database_path, exclusive=True)
         await ledger.open()
         self._ledger = ledger
@@ -206,6 +274,11 @@ class Runtime:
     @property
     def token_rejected(self) -> bool:
         return self.token_watch is not None and self.token_watch.rejected
+
+    @property
+    def conflict_stopped(self) -> bool:
+        """Stopped because another process kept polling this token."""
+        return self.conflict_watch is not None and self.conflict_watch.stopped
 
     async def stop_jobs(self) -> None:
         """Stop driving jobs at once; the ledger keeps where each one was."""
