@@ -286,6 +286,10 @@ def not_allowed_user() -> str:
     return "Sorry, this bot is private and can't make videos for you."
 
 
+#: A photo, button or payment the ledger could not record (disk full, read-only).
+LEDGER_BUSY = "The bot can't save your request right now. Please try again in a minute."
+
+
 # -- operators --------------------------------------------------------------------
 
 _ALERTS: dict[AlertKind, str] = {
@@ -306,6 +310,9 @@ _ALERTS: dict[AlertKind, str] = {
     "marked uncertain and its user offered Try again; Segmind may still have charged for "
     "it. The job ids and seeds are "
     "in the log: look them up in Segmind's console.",
+    AlertKind.LEDGER_FAILING: "⚠️ The bot can't write its ledger (DATABASE_PATH): the disk is "
+    "full or the file is read-only. Users are asked to try again in a minute; free some "
+    "space or fix the permissions. The log says which.",
 }
 
 

@@ -23,7 +23,7 @@ from typing import IO, Any, Protocol
 
 import aiosqlite
 
-from ..core.errors import InvalidTransition
+from ..core.errors import InvalidTransition, LedgerWriteFailed
 from ..core.jobs import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -209,6 +209,8 @@ class SqliteLedger:
             await self._open()
         except (LedgerLocked, LedgerUnusable):
             raise
+        except LedgerWriteFailed as exc:
+            raise LedgerUnusable(str(exc)) from exc
         except (OSError, sqlite3.Error) as exc:
             raise LedgerUnusable(self._why(exc)) from exc
 
@@ -268,6 +270,8 @@ class SqliteLedger:
         try:
             async with self._transaction() as db:
                 await db.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
+        except LedgerWriteFailed as exc:
+            raise LedgerUnusable(str(exc)) from exc
         except sqlite3.Error as exc:
             raise LedgerUnusable(self._why(exc)) from exc
 
@@ -302,23 +306,39 @@ class SqliteLedger:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction: ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error."""
+        """One write transaction: ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error.
+
+        SQLite's refusal to write (disk full, read-only, I/O error), at any statement or
+        the ``COMMIT``, is raised as :class:`LedgerWriteFailed`; nothing was written, and
+        the connection is left with no transaction open, ready for the next write.
+        """
         db = self.db
         async with self._write_lock:
-            await db.execute("BEGIN IMMEDIATE")
             try:
-                yield db
-            except BaseException:
-                if db.in_transaction:
-                    await db.execute("ROLLBACK")
-                raise
-            await db.execute("COMMIT")
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    await db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            await db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise self._write_failed(exc) from exc
 
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One statement on its own (atomic by itself); returns the rows it changed."""
         async with self._write_lock:
-            cursor = await self.db.execute(sql, tuple(params))
+            try:
+                cursor = await self.db.execute(sql, tuple(params))
+            except sqlite3.OperationalError as exc:
+                raise self._write_failed(exc) from exc
             return cursor.rowcount
+
+    def _write_failed(self, error: sqlite3.Error) -> LedgerWriteFailed:
+        """The caller logs it (once per incident at the top, not at every statement)."""
+        return LedgerWriteFailed(self._why(error))
 
     async def _fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Job | None:
         async with self.db.execute(sql, tuple(params)) as cursor:

@@ -28,7 +28,7 @@ from ..core.tracker import HISTORY_LOOKUP_SECONDS, Tracker, TrackerConfig
 from ..i18n import texts
 from ..segmind import SegmindClient
 from ..settings import Settings
-from ..storage import SqliteLedger
+from ..storage import LedgerUnusable, SqliteLedger
 from .messenger import TelegramMessenger
 from .pacing import ChatPacer, Priority, PriorityRateLimiter
 
@@ -37,6 +37,8 @@ __all__ = [
     "CONFLICT_STOP_LINE",
     "CONFLICT_STOP_SECONDS",
     "ConflictWatch",
+    "LEDGER_PROBE_SECONDS",
+    "LedgerWatch",
     "Runtime",
     "TokenWatch",
 ]
@@ -54,6 +56,8 @@ CONFLICT_STOP_SECONDS = 30.0
 #: A quiet spell this long between two conflicts ends a streak. PTB retries a failed
 #: getUpdates after 1 s, then 1.5 times longer each time, at most 30 s apart.
 CONFLICT_GAP_SECONDS = 45.0
+#: While the ledger cannot be written, a harmless write is tried this often.
+LEDGER_PROBE_SECONDS = 10.0
 #: What ``python -m bot`` prints when the conflict stopped it (the one place it is worded).
 CONFLICT_STOP_LINE = (
     "error: another process is polling Telegram with this TELEGRAM_BOT_TOKEN"
@@ -153,6 +157,52 @@ class ConflictWatch:
             self._on_persistent()
 
 
+class LedgerWatch:
+    """One alert when the ledger stops taking writes, one when it takes them again.
+
+    Told by the handlers and the tracker each time a write failed (disk full, read-only):
+    the first time, operators are alerted (``LEDGER_FAILING``) and a harmless write is
+    tried every ``LEDGER_PROBE_SECONDS`` until it works; then the alert is cleared.
+    """
+
+    def __init__(self, ledger: SqliteLedger, alerts: Alerts) -> None:
+        self._ledger = ledger
+        self._alerts = alerts
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def failed(self) -> None:
+        """A write failed just now."""
+        if self.failing:
+            return
+        self._task = asyncio.create_task(self._until_writable(), name="ledger-watch")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def _until_writable(self) -> None:
+        log.error(
+            "the ledger %s cannot be written: users are asked to try again; trying a"
+            " write every %.0f s",
+            self._ledger.path,
+            LEDGER_PROBE_SECONDS,
+        )
+        await self._alerts.trouble(AlertKind.LEDGER_FAILING)
+        while True:
+            await asyncio.sleep(LEDGER_PROBE_SECONDS)
+            try:
+                await self._ledger.prove_writable()
+            except LedgerUnusable:
+                continue
+            break
+        log.info("the ledger %s takes writes again", self._ledger.path)
+        await self._alerts.cleared(AlertKind.LEDGER_FAILING)
+
+
 async def _publish_commands(bot: Bot, *, paid: bool) -> None:
     """The command menus users see; nice to have, so a refusal is only logged. With a
     price, /paysupport and /terms are in the menu (Telegram requires them for sales)."""
@@ -189,6 +239,7 @@ class Runtime:
         self._http: httpx.AsyncClient | None = None
         self.token_watch: TokenWatch | None = None
         self.conflict_watch: ConflictWatch | None = None
+        self._ledger_watch: LedgerWatch | None = None
 
     @property
     def ledger(self) -> Ledger:
@@ -244,6 +295,7 @@ class Runtime:
         )
         self._alerts = Alerts(ledger, messenger.alert_operators)
         alerts = self._alerts
+        self._ledger_watch = LedgerWatch(ledger, alerts)
 
         async def refund_refused(payment: Payment) -> None:
             # Telegram refused the refund itself: operators must look at once.
@@ -263,6 +315,7 @@ class Runtime:
                 history_lookup_seconds=HISTORY_LOOKUP_SECONDS,
             ),
             on_refund_due=self._refunds.poke,
+            on_ledger_failed=self.ledger_failed,
         )
         await self._tracker.resume()
         self._refunds.start()
@@ -275,6 +328,11 @@ class Runtime:
     def token_rejected(self) -> bool:
         return self.token_watch is not None and self.token_watch.rejected
 
+    def ledger_failed(self) -> None:
+        """A ledger write failed (disk full, read-only): operators hear of it once."""
+        if self._ledger_watch is not None:
+            self._ledger_watch.failed()
+
     @property
     def conflict_stopped(self) -> bool:
         """Stopped because another process kept polling this token."""
@@ -284,6 +342,8 @@ class Runtime:
         """Stop driving jobs at once; the ledger keeps where each one was."""
         if self.token_watch is not None:
             await self.token_watch.stop()
+        if self._ledger_watch is not None:
+            await self._ledger_watch.stop()
         if self._reconciliation is not None:
             await self._reconciliation.stop()
         if self._refunds is not None:
