@@ -66,6 +66,15 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         print(f"error: DATABASE_PATH cannot be used: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    gone = application.bot_data["runtime"].ledger_gone
+    if gone is not None:
+        print(
+            f"error: DATABASE_PATH {settings.database_path} {gone} while the bot ran; it"
+            " stopped rather than write into the old file: put the ledger back (unfinished"
+            " jobs are in it) before starting again",
+            file=sys.stderr,
+        )
+        return 1
     if application.bot_data["runtime"].conflict_stopped:
         print(CONFLICT_STOP_LINE, file=sys.stderr)
         return 1

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.core.alerts import AlertKind
 from bot.i18n import texts
-from bot.telegram.runtime import CONFLICT_STOP_LINE
-from tests.conftest import bot_env, ledger, unsettled_jobs, until_quiet, wait_until
+from bot.telegram.runtime import CONFLICT_STOP_LINE, LEDGER_CHECK_SECONDS
+from tests.conftest import ADMIN_ID, bot_env, ledger, unsettled_jobs, until_quiet, wait_until
 from tests.fakes.segmind import TEST_API_KEY
 from tests.fakes.telegram import BOT_USERNAME, TEST_TOKEN, iter_updates
 from tests.test_private_flow import button_data, send_photo_get_keyboard
@@ -404,3 +405,26 @@ async def test_a_short_burst_of_409_conflicts_does_not_stop_the_bot(spawn, env, 
     assert process.process.returncode is None
     process.signal(signal.SIGTERM)
     assert await process.wait() == 0
+
+
+# -- the ledger file deleted under a running bot ----------------------------------------
+
+
+async def test_a_ledger_file_deleted_while_running_stops_the_bot_with_one_line(
+    telegram, spawn, env, database
+):
+    telegram.private_chat(USER)
+    telegram.private_chat(ADMIN_ID)
+    process = await spawn(env)
+    await send_photo_get_keyboard(telegram, USER, USER)  # up, and the ledger written
+    database.unlink()
+
+    code = await process.wait(timeout=LEDGER_CHECK_SECONDS + 15)
+    _, stderr = await process.output()
+    assert code == 1
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == [stderr.strip().splitlines()[-1]]
+    assert errors[0].startswith(f"error: DATABASE_PATH {database} was deleted while the bot ran")
+    alert = texts.alert(AlertKind.LEDGER_FAILING)
+    assert [c for c in telegram.calls_of("sendMessage", ADMIN_ID) if c.params["text"] == alert]

@@ -125,3 +125,19 @@ async def test_the_user_is_told_to_try_again_and_work_resumes_when_writable(
         assert len(alerts) == 1
     assert "Traceback" not in caplog.text
     assert "cannot rollback" not in caplog.text
+
+
+async def test_the_ledger_notices_its_file_deleted_or_replaced(tmp_path):
+    path = tmp_path / "l.sqlite3"
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    try:
+        assert ledger.gone() is None
+        other = tmp_path / "other"
+        other.write_bytes(path.read_bytes())
+        other.replace(path)
+        assert ledger.gone() == "was replaced by another file"
+        path.unlink()
+        assert ledger.gone() == "was deleted"
+    finally:
+        await ledger.close()

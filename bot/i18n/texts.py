@@ -310,9 +310,9 @@ _ALERTS: dict[AlertKind, str] = {
     "marked uncertain and its user offered Try again; Segmind may still have charged for "
     "it. The job ids and seeds are "
     "in the log: look them up in Segmind's console.",
-    AlertKind.LEDGER_FAILING: "⚠️ The bot can't write its ledger (DATABASE_PATH): the disk is "
-    "full or the file is read-only. Users are asked to try again in a minute; free some "
-    "space or fix the permissions. The log says which.",
+    AlertKind.LEDGER_FAILING: "⚠️ The bot can't use its ledger (DATABASE_PATH): the disk is "
+    "full, the file is read-only, or it was deleted or replaced (then the bot stops). Users "
+    "are asked to try again in a minute. The log says which.",
 }
 
 

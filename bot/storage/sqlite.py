@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -185,6 +186,8 @@ class SqliteLedger:
         self._lock_file: IO[bytes] | None = None
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        #: (device, inode) of the file opened: the path must still name it.
+        self._identity: tuple[int, int] | None = None
 
     def _take_lock(self) -> None:
         handle = Path(f"{self.path}.lock").open("ab")  # noqa: SIM115 (held while open)
@@ -240,6 +243,9 @@ class SqliteLedger:
             await db.execute("PRAGMA busy_timeout=5000")
             await db.execute("PRAGMA foreign_keys=ON")
             await self._migrate()
+            if str(self.path) != ":memory:":
+                opened = os.stat(self.path)
+                self._identity = (opened.st_dev, opened.st_ino)
         except BaseException:
             self._db = None
             await db.close()
@@ -274,6 +280,21 @@ class SqliteLedger:
             raise LedgerUnusable(str(exc)) from exc
         except sqlite3.Error as exc:
             raise LedgerUnusable(self._why(exc)) from exc
+
+    def gone(self) -> str | None:
+        """None while the path still names the file opened; otherwise what happened to
+        it ("was deleted", "was replaced by another file"), for an operator."""
+        if self._identity is None:
+            return None
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return "was deleted"
+        except OSError as exc:
+            return f"cannot be looked at ({exc.strerror or exc})"
+        if (now.st_dev, now.st_ino) != self._identity:
+            return "was replaced by another file"
+        return None
 
     async def close(self) -> None:
         if self._db is not None:

@@ -37,6 +37,7 @@ __all__ = [
     "CONFLICT_STOP_LINE",
     "CONFLICT_STOP_SECONDS",
     "ConflictWatch",
+    "LEDGER_CHECK_SECONDS",
     "LEDGER_PROBE_SECONDS",
     "LedgerWatch",
     "Runtime",
@@ -58,6 +59,10 @@ CONFLICT_STOP_SECONDS = 30.0
 CONFLICT_GAP_SECONDS = 45.0
 #: While the ledger cannot be written, a harmless write is tried this often.
 LEDGER_PROBE_SECONDS = 10.0
+#: How often the bot makes sure DATABASE_PATH still names the file it opened. Short, so
+#: that a deleted or replaced ledger stops the bot before much is written into the old
+#: file; an ``os.stat`` costs microseconds. (A subprocess test waits for it: no patching.)
+LEDGER_CHECK_SECONDS = 10.0
 #: What ``python -m bot`` prints when the conflict stopped it (the one place it is worded).
 CONFLICT_STOP_LINE = (
     "error: another process is polling Telegram with this TELEGRAM_BOT_TOKEN"
@@ -165,10 +170,51 @@ class LedgerWatch:
     tried every ``LEDGER_PROBE_SECONDS`` until it works; then the alert is cleared.
     """
 
-    def __init__(self, ledger: SqliteLedger, alerts: Alerts) -> None:
+    def __init__(
+        self,
+        ledger: SqliteLedger,
+        alerts: Alerts,
+        *,
+        on_gone: Callable[[], None] | None = None,
+    ) -> None:
         self._ledger = ledger
         self._alerts = alerts
         self._task: asyncio.Task[None] | None = None
+        self._check: asyncio.Task[None] | None = None
+        #: Called once when DATABASE_PATH no longer names the file opened (the stop).
+        self._on_gone = on_gone
+        #: What happened to the file ("was deleted", …) once noticed, else None.
+        self.gone: str | None = None
+
+    def start(self) -> None:
+        """Every ``LEDGER_CHECK_SECONDS``: does DATABASE_PATH still name the open file?"""
+        self._check = asyncio.create_task(self._watch_path(), name="ledger-path-watch")
+
+    async def _watch_path(self) -> None:
+        while True:
+            await asyncio.sleep(LEDGER_CHECK_SECONDS)
+            if await self.check_path():
+                return
+
+    async def check_path(self) -> bool:
+        """True (and the bot stopping) when the ledger file was deleted or replaced."""
+        if self.gone is not None:
+            return True
+        problem = self._ledger.gone()
+        if problem is None:
+            return False
+        self.gone = problem
+        log.error(
+            "the ledger %s %s while the bot ran: stopping rather than write into a file"
+            " no path names",
+            self._ledger.path,
+            problem,
+        )
+        with contextlib.suppress(Exception):
+            await self._alerts.trouble(AlertKind.LEDGER_FAILING)
+        if self._on_gone is not None:
+            self._on_gone()
+        return True
 
     @property
     def failing(self) -> bool:
@@ -182,9 +228,12 @@ class LedgerWatch:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
-        self._task = None
+        await cancel_and_wait(self._check)
+        self._task = self._check = None
 
     async def _until_writable(self) -> None:
+        if await self.check_path():
+            return
         log.error(
             "the ledger %s cannot be written: users are asked to try again; trying a"
             " write every %.0f s",
@@ -271,7 +320,8 @@ class Runtime:
         """Open the ledger, wire the services, and resume every unfinished job.
 
         ``on_token_rejected`` stops the application (its ``stop_running``): called when
-        the token is refused, or when getUpdates keeps meeting another poller.
+        the token is refused, when getUpdates keeps meeting another poller, or when the
+        ledger file is deleted or replaced.
         """
         self.conflict_watch = ConflictWatch(on_persistent=on_token_rejected)
         ledger = SqliteLedger(self.settings.database_path, exclusive=True)
@@ -295,7 +345,7 @@ class Runtime:
         )
         self._alerts = Alerts(ledger, messenger.alert_operators)
         alerts = self._alerts
-        self._ledger_watch = LedgerWatch(ledger, alerts)
+        self._ledger_watch = LedgerWatch(ledger, alerts, on_gone=on_token_rejected)
 
         async def refund_refused(payment: Payment) -> None:
             # Telegram refused the refund itself: operators must look at once.
@@ -323,6 +373,7 @@ class Runtime:
             self._reconciliation.start()
         await _publish_commands(bot, paid=not self.settings.price_stars.is_free)
         self.token_watch.start()
+        self._ledger_watch.start()
 
     @property
     def token_rejected(self) -> bool:
@@ -332,6 +383,11 @@ class Runtime:
         """A ledger write failed (disk full, read-only): operators hear of it once."""
         if self._ledger_watch is not None:
             self._ledger_watch.failed()
+
+    @property
+    def ledger_gone(self) -> str | None:
+        """What happened to the ledger file, when its deletion or replacement stopped us."""
+        return None if self._ledger_watch is None else self._ledger_watch.gone
 
     @property
     def conflict_stopped(self) -> bool:
