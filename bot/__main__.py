@@ -68,10 +68,14 @@ def main(argv: list[str]) -> int:
         return 1
     gone = application.bot_data["runtime"].ledger_gone
     if gone is not None:
+        advice = (
+            "restore it from a backup before starting again, or its unfinished jobs are forgotten"
+            if gone == "was deleted"
+            else "its unfinished jobs are in the old file, not at this path"
+        )
         print(
-            f"error: DATABASE_PATH {settings.database_path} {gone} while the bot ran; it"
-            " stopped rather than write into the old file: put the ledger back (unfinished"
-            " jobs are in it) before starting again",
+            f"error: DATABASE_PATH {settings.database_path} {gone} while the bot ran; the"
+            f" bot stopped rather than write into a file no path names: {advice}",
             file=sys.stderr,
         )
         return 1
