@@ -13,6 +13,7 @@ from .check import run_check
 from .logs import setup_logging
 from .settings import SettingsError, load_settings
 from .storage import LedgerLocked, LedgerUnusable
+from .telegram.runtime import CONFLICT_STOP_LINE
 
 log = logging.getLogger("bot")
 
@@ -64,6 +65,22 @@ def main(argv: list[str]) -> int:
         return 1
     except OSError as exc:
         print(f"error: DATABASE_PATH cannot be used: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    gone = application.bot_data["runtime"].ledger_gone
+    if gone is not None:
+        advice = (
+            "restore it from a backup before starting again, or its unfinished jobs are forgotten"
+            if gone == "was deleted"
+            else "its unfinished jobs are in the old file, not at this path"
+        )
+        print(
+            f"error: DATABASE_PATH {settings.database_path} {gone} while the bot ran; the"
+            f" bot stopped rather than write into a file no path names: {advice}",
+            file=sys.stderr,
+        )
+        return 1
+    if application.bot_data["runtime"].conflict_stopped:
+        print(CONFLICT_STOP_LINE, file=sys.stderr)
         return 1
     if application.bot_data["runtime"].token_rejected:
         print(

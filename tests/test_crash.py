@@ -11,8 +11,10 @@ import signal
 import time
 from pathlib import Path
 
+from bot.core.alerts import AlertKind
 from bot.i18n import texts
-from tests.conftest import ledger, unsettled_jobs, until_quiet, wait_until
+from bot.telegram.runtime import CONFLICT_STOP_LINE, LEDGER_CHECK_SECONDS
+from tests.conftest import ADMIN_ID, ledger, unsettled_jobs, until_quiet, wait_until
 from tests.fakes.segmind import TEST_API_KEY
 from tests.fakes.telegram import BOT_USERNAME, TEST_TOKEN, iter_updates
 from tests.processes import BotProcess
@@ -294,3 +296,58 @@ async def test_sigterm_during_a_submit_lets_its_answer_be_recorded(
     await spawn(env)
     await telegram.wait_for_call("sendVideo", chat_id=USER, timeout=15)
     assert len(segmind.submits) == 1
+
+
+# -- another poller on the token --------------------------------------------------------
+
+CONFLICT = (
+    "Conflict: terminated by other getUpdates request;"
+    " make sure that only one bot instance is running"
+)
+
+
+async def test_a_409_conflict_that_persists_stops_the_bot_with_one_line(spawn, env, telegram):
+    telegram.fail_next("getUpdates", error_code=409, description=CONFLICT, times=10_000)
+    process = await spawn(env)
+    # PTB retries after 1 s, then 1.5 times longer: the 30 s are over at the 8th try (~32 s).
+    code = await process.wait(timeout=60)
+    _, stderr = await process.output()
+    assert code == 1
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == [CONFLICT_STOP_LINE]
+    assert stderr.strip().splitlines()[-1] == CONFLICT_STOP_LINE
+
+
+async def test_a_short_burst_of_409_conflicts_does_not_stop_the_bot(spawn, env, telegram):
+    telegram.private_chat(USER)
+    telegram.fail_next("getUpdates", error_code=409, description=CONFLICT, times=2)
+    process = await spawn(env)
+    await send_photo_get_keyboard(telegram, USER, USER)
+    assert process.process is not None
+    assert process.process.returncode is None
+    process.signal(signal.SIGTERM)
+    assert await process.wait() == 0
+
+
+# -- the ledger file deleted under a running bot ----------------------------------------
+
+
+async def test_a_ledger_file_deleted_while_running_stops_the_bot_with_one_line(
+    telegram, spawn, env, database
+):
+    telegram.private_chat(USER)
+    telegram.private_chat(ADMIN_ID)
+    process = await spawn(env)
+    await send_photo_get_keyboard(telegram, USER, USER)  # up, and the ledger written
+    database.unlink()
+
+    code = await process.wait(timeout=LEDGER_CHECK_SECONDS + 15)
+    _, stderr = await process.output()
+    assert code == 1
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == [stderr.strip().splitlines()[-1]]
+    assert errors[0].startswith(f"error: DATABASE_PATH {database} was deleted while the bot ran")
+    alert = texts.alert(AlertKind.LEDGER_FAILING)
+    assert [c for c in telegram.calls_of("sendMessage", ADMIN_ID) if c.params["text"] == alert]

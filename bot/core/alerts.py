@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
+from .errors import LedgerWriteFailed
 from .ports import Ledger
 
 __all__ = ["AlertKind", "AlertSender", "Alerts", "QUIET_SECONDS", "OUTAGE_SECONDS"]
@@ -35,6 +36,8 @@ class AlertKind(StrEnum):
     #: A submit's answer was lost and Segmind's request history did not show the request
     #: within the lookup window: the job is uncertain (maybe paid, no video).
     SUBMIT_LOST = "submit_lost"
+    #: The ledger cannot be written (disk full, read-only): users are told to try again.
+    LEDGER_FAILING = "ledger_failing"
 
 
 #: Tells the operators: (kind, resolved). The chat adapter words it in their language.
@@ -54,29 +57,43 @@ class Alerts:
         self._failing_since: float | None = None
         #: Cache of which kinds are open, so the hot path (every poll) reads no SQL.
         self._open: dict[AlertKind, bool] = {}
+        #: When each kind was last sent: the quiet period holds while the ledger cannot
+        #: record it (the very trouble LEDGER_FAILING is about).
+        self._sent_at: dict[AlertKind, float] = {}
 
     async def trouble(self, kind: AlertKind) -> None:
         """Something is wrong: alert unless this kind was alerted within the quiet period."""
         now = self._clock()
+        sent_at = self._sent_at.get(kind)
+        if self._open.get(kind) and sent_at is not None and now - sent_at < QUIET_SECONDS:
+            return
         state = await self._ledger.alert_state(kind.value)
         if state is not None and state[0] and now - state[1] < QUIET_SECONDS:
             return
         log.warning("operator alert: %s", kind.value)
-        await self._ledger.save_alert_state(kind.value, True, now)
+        await self._save(kind, True, now)
         self._open[kind] = True
+        self._sent_at[kind] = now
         await self._send(kind, False)
+
+    async def _save(self, kind: AlertKind, active: bool, now: float) -> None:
+        """Recorded so a restart remembers; an unwritable ledger leaves it in memory."""
+        try:
+            await self._ledger.save_alert_state(kind.value, active, now)
+        except LedgerWriteFailed as exc:
+            log.warning("alert %s not recorded in the ledger: %s", kind.value, exc)
 
     async def cleared(self, kind: AlertKind) -> None:
         """The trouble is over: one line, only if an alert was open."""
         if self._open.get(kind) is False:
             return
         state = await self._ledger.alert_state(kind.value)
-        if state is None or not state[0]:
+        if (state is None or not state[0]) and not self._open.get(kind):
             self._open[kind] = False
             return
         self._open[kind] = False
         log.info("operator alert cleared: %s", kind.value)
-        await self._ledger.save_alert_state(kind.value, False, self._clock())
+        await self._save(kind, False, self._clock())
         await self._send(kind, True)
 
     async def segmind_failed(self) -> None:

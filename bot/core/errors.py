@@ -27,6 +27,10 @@ Chat platform (``Messenger``, implemented by :mod:`bot.telegram.messenger`)::
     ├── VideoRefused            the platform will not take this file; its link must do
     ├── AlreadyRefunded         the payment was refunded before: the refund is done
     └── RefundRefused           the platform will not refund this charge (unknown charge)
+
+Ledger (``Ledger``, implemented by :mod:`bot.storage`): ``LedgerWriteFailed``, a write
+that did not happen (disk full, read-only file, I/O error); nothing was changed, and the
+same write may work a minute later.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ __all__ = [
     "AlreadyRefunded",
     "RefundRefused",
     "InvalidTransition",
+    "LedgerWriteFailed",
 ]
 
 
@@ -151,3 +156,10 @@ class RefundRefused(MessengerError):
 
 class InvalidTransition(RuntimeError):
     """A bug: code asked for a transition the state machine does not allow."""
+
+
+class LedgerWriteFailed(Exception):
+    """The ledger could not write (disk full, read-only, I/O error); nothing changed.
+
+    ``str()`` says why in an operator's words. Try again later: the fault may pass.
+    """

@@ -44,6 +44,7 @@ from .errors import (
     InputRejected,
     JobFailed,
     KeyRejected,
+    LedgerWriteFailed,
     NotFound,
     OperatorError,
     OutOfCredits,
@@ -116,8 +117,11 @@ class Tracker:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_refund_due: Callable[[], None] | None = None,
+        on_ledger_failed: Callable[[], None] | None = None,
     ) -> None:
         self._ledger = ledger
+        #: Told when a step's write failed (disk full, read-only): operators are alerted.
+        self._on_ledger_failed = on_ledger_failed
         #: Told when a paid job ended without a video (the ledger made its refund due).
         self._on_refund_due = on_refund_due
         self._segmind = segmind
@@ -227,6 +231,12 @@ class Tracker:
                     delay = await self.step(job)
                 except asyncio.CancelledError:
                     raise
+                except LedgerWriteFailed as exc:
+                    # Nothing was written: the job stays where it was, to be tried again.
+                    log.warning("job %s: the ledger %s; trying again", job.short_id, exc)
+                    if self._on_ledger_failed is not None:
+                        self._on_ledger_failed()
+                    delay = self._backoff(job.id)
                 except Exception:
                     # A bug must not kill the job: log it and try again later.
                     log.exception("job %s: step failed in state %s", job.short_id, job.state)

@@ -25,7 +25,9 @@ GROUP_HELP = (
     "Only the person who asked can use the buttons."
 )
 NOT_A_PHOTO = "Please send a photo (or an image file) and I'll make the video from it."
-NOT_AN_IMAGE_FILE = "That file isn't an image. Please send a photo, or an image (JPEG, PNG, WEBP…) as a file."
+NOT_AN_IMAGE_FILE = (
+    "That file isn't an image. Please send a photo, or an image (JPEG, PNG, WEBP…) as a file."
+)
 IMAGE_TOO_LARGE = (
     "That image is too large (over 20 MB). Send it as a photo instead, or as a file under 20 MB."
 )
@@ -286,6 +288,10 @@ def not_allowed_user() -> str:
     return "Sorry, this bot is private and can't make videos for you."
 
 
+#: A photo, button or payment the ledger could not record (disk full, read-only).
+LEDGER_BUSY = "The bot can't save your request right now. Please try again in a minute."
+
+
 # -- operators --------------------------------------------------------------------
 
 _ALERTS: dict[AlertKind, str] = {
@@ -306,6 +312,9 @@ _ALERTS: dict[AlertKind, str] = {
     "marked uncertain and its user offered Try again; Segmind may still have charged for "
     "it. The job ids and seeds are "
     "in the log: look them up in Segmind's console.",
+    AlertKind.LEDGER_FAILING: "⚠️ The bot can't use its ledger (DATABASE_PATH): the disk is "
+    "full, the file is read-only, or it was deleted or replaced (then the bot stops). Users "
+    "are asked to try again in a minute. The log says which.",
 }
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -23,7 +24,7 @@ from typing import IO, Any, Protocol
 
 import aiosqlite
 
-from ..core.errors import InvalidTransition
+from ..core.errors import InvalidTransition, LedgerWriteFailed
 from ..core.jobs import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -185,6 +186,8 @@ class SqliteLedger:
         self._lock_file: IO[bytes] | None = None
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        #: (device, inode) of the file opened: the path must still name it.
+        self._identity: tuple[int, int] | None = None
 
     def _take_lock(self) -> None:
         handle = Path(f"{self.path}.lock").open("ab")  # noqa: SIM115 (held while open)
@@ -209,6 +212,8 @@ class SqliteLedger:
             await self._open()
         except (LedgerLocked, LedgerUnusable):
             raise
+        except LedgerWriteFailed as exc:
+            raise LedgerUnusable(str(exc)) from exc
         except (OSError, sqlite3.Error) as exc:
             raise LedgerUnusable(self._why(exc)) from exc
 
@@ -238,6 +243,9 @@ class SqliteLedger:
             await db.execute("PRAGMA busy_timeout=5000")
             await db.execute("PRAGMA foreign_keys=ON")
             await self._migrate()
+            if str(self.path) != ":memory:":
+                opened = os.stat(self.path)
+                self._identity = (opened.st_dev, opened.st_ino)
         except BaseException:
             self._db = None
             await db.close()
@@ -268,8 +276,25 @@ class SqliteLedger:
         try:
             async with self._transaction() as db:
                 await db.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
+        except LedgerWriteFailed as exc:
+            raise LedgerUnusable(str(exc)) from exc
         except sqlite3.Error as exc:
             raise LedgerUnusable(self._why(exc)) from exc
+
+    def gone(self) -> str | None:
+        """None while the path still names the file opened; otherwise what happened to
+        it ("was deleted", "was replaced by another file"), for an operator."""
+        if self._identity is None:
+            return None
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return "was deleted"
+        except OSError as exc:
+            return f"cannot be looked at ({exc.strerror or exc})"
+        if (now.st_dev, now.st_ino) != self._identity:
+            return "was replaced by another file"
+        return None
 
     async def close(self) -> None:
         if self._db is not None:
@@ -302,23 +327,39 @@ class SqliteLedger:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction: ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error."""
+        """One write transaction: ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error.
+
+        SQLite's refusal to write (disk full, read-only, I/O error), at any statement or
+        the ``COMMIT``, is raised as :class:`LedgerWriteFailed`; nothing was written, and
+        the connection is left with no transaction open, ready for the next write.
+        """
         db = self.db
         async with self._write_lock:
-            await db.execute("BEGIN IMMEDIATE")
             try:
-                yield db
-            except BaseException:
-                if db.in_transaction:
-                    await db.execute("ROLLBACK")
-                raise
-            await db.execute("COMMIT")
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    await db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            await db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise self._write_failed(exc) from exc
 
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One statement on its own (atomic by itself); returns the rows it changed."""
         async with self._write_lock:
-            cursor = await self.db.execute(sql, tuple(params))
+            try:
+                cursor = await self.db.execute(sql, tuple(params))
+            except sqlite3.OperationalError as exc:
+                raise self._write_failed(exc) from exc
             return cursor.rowcount
+
+    def _write_failed(self, error: sqlite3.Error) -> LedgerWriteFailed:
+        """The caller logs it (once per incident at the top, not at every statement)."""
+        return LedgerWriteFailed(self._why(error))
 
     async def _fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Job | None:
         async with self.db.execute(sql, tuple(params)) as cursor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 
@@ -23,9 +24,10 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, Conflict, TelegramError
 from telegram.ext import ContextTypes
 
+from ..core.errors import LedgerWriteFailed
 from ..core.jobs import Job, JobState, NewJob
 from ..core.limits import DAY_SECONDS, StartOutcome, StartResult, utc_day_start
 from ..core.options import VideoOptions, choose, with_next_style
@@ -529,7 +531,29 @@ class Handlers:
     async def error(self, update: object, context: Context) -> None:
         """Log every unhandled error with its traceback (the formatter redacts secrets)."""
         error = context.error
+        if update is None and isinstance(error, Conflict) and self.rt.conflict_watch is not None:
+            self.rt.conflict_watch.conflict()  # getUpdates: another process polls the token
+            return
+        if isinstance(error, LedgerWriteFailed | sqlite3.Error) and isinstance(update, Update):
+            await self._ledger_failed(update, error)
+            return
         if isinstance(error, TelegramError):
             log.warning("telegram error while handling an update: %s", error)
         else:
             log.error("unhandled error while handling an update", exc_info=error)
+
+    async def _ledger_failed(self, update: Update, error: Exception) -> None:
+        """The ledger could not take this update (disk full, read-only): the user hears
+        "try again in a minute", operators get one alert, and nothing half-done remains
+        (a failed write changed nothing)."""
+        log.warning("update %s not recorded: the ledger %s", update.update_id, error)
+        self.rt.ledger_failed()
+        try:
+            if update.callback_query is not None:
+                await self._answer(update.callback_query, texts.LEDGER_BUSY, alert=True)
+            elif update.pre_checkout_query is not None:
+                await update.pre_checkout_query.answer(ok=False, error_message=texts.LEDGER_BUSY)
+            elif update.effective_message is not None:
+                await self._reply(update.effective_message, texts.LEDGER_BUSY)
+        except TelegramError as exc:
+            log.warning("could not tell the user the ledger is failing: %s", exc)

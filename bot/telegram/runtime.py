@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 import httpx
@@ -27,11 +28,21 @@ from ..core.tracker import HISTORY_LOOKUP_SECONDS, Tracker, TrackerConfig
 from ..i18n import texts
 from ..segmind import SegmindClient
 from ..settings import Settings
-from ..storage import SqliteLedger
+from ..storage import LedgerUnusable, SqliteLedger
 from .messenger import TelegramMessenger
 from .pacing import ChatPacer, Priority, PriorityRateLimiter
 
-__all__ = ["Runtime", "TokenWatch"]
+__all__ = [
+    "CONFLICT_GAP_SECONDS",
+    "CONFLICT_STOP_LINE",
+    "CONFLICT_STOP_SECONDS",
+    "ConflictWatch",
+    "LEDGER_CHECK_SECONDS",
+    "LEDGER_PROBE_SECONDS",
+    "LedgerWatch",
+    "Runtime",
+    "TokenWatch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +52,22 @@ _HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0, write=60.0)
 _HTTP_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
 #: How often the bot asks Telegram who it is, to notice a revoked token.
 TOKEN_CHECK_SECONDS = 60.0
+#: getUpdates answered 409 Conflict this long in a row: another process polls the token.
+CONFLICT_STOP_SECONDS = 30.0
+#: A quiet spell this long between two conflicts ends a streak. PTB retries a failed
+#: getUpdates after 1 s, then 1.5 times longer each time, at most 30 s apart.
+CONFLICT_GAP_SECONDS = 45.0
+#: While the ledger cannot be written, a harmless write is tried this often.
+LEDGER_PROBE_SECONDS = 10.0
+#: How often the bot makes sure DATABASE_PATH still names the file it opened. Short, so
+#: that a deleted or replaced ledger stops the bot before much is written into the old
+#: file; an ``os.stat`` costs microseconds. (A subprocess test waits for it: no patching.)
+LEDGER_CHECK_SECONDS = 10.0
+#: What ``python -m bot`` prints when the conflict stopped it (the one place it is worded).
+CONFLICT_STOP_LINE = (
+    "error: another process is polling Telegram with this TELEGRAM_BOT_TOKEN"
+    f" (409 Conflict for {CONFLICT_STOP_SECONDS:.0f} s); stop it, or run one bot per token"
+)
 
 
 class TokenWatch:
@@ -91,6 +118,140 @@ class TokenWatch:
             self._on_rejected()
 
 
+class ConflictWatch:
+    """Stops the bot when getUpdates keeps answering 409 Conflict.
+
+    Two processes polling one token take turns being refused; PTB hands each refusal to
+    the error handler and retries, for ever. One conflict (a restart overlapping the old
+    process) is nothing; conflicts that persist for ``CONFLICT_STOP_SECONDS`` stop the bot
+    (``python -m bot`` then exits 1 with :data:`CONFLICT_STOP_LINE`). getUpdates does not
+    pass the rate limiter, so a success cannot be seen here: a gap of
+    ``CONFLICT_GAP_SECONDS`` without a conflict (longer than PTB's longest retry
+    interval) ends the streak.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_persistent: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._on_persistent = on_persistent
+        self._clock = clock
+        self._since: float | None = None
+        self._last: float | None = None
+        self.stopped = False
+
+    def conflict(self) -> None:
+        """getUpdates was answered 409 Conflict."""
+        now = self._clock()
+        if self._last is None or now - self._last > CONFLICT_GAP_SECONDS:
+            self._since = now
+        self._last = now
+        assert self._since is not None
+        if self.stopped or now - self._since < CONFLICT_STOP_SECONDS:
+            log.warning("getUpdates: 409 Conflict (another process polls this token?)")
+            return
+        log.error(
+            "getUpdates answered 409 Conflict for %.0f s: another process polls this"
+            " TELEGRAM_BOT_TOKEN; stopping (unfinished jobs resume at the next start)",
+            now - self._since,
+        )
+        self.stopped = True
+        if self._on_persistent is not None:
+            self._on_persistent()
+
+
+class LedgerWatch:
+    """One alert when the ledger stops taking writes, one when it takes them again.
+
+    Told by the handlers and the tracker each time a write failed (disk full, read-only):
+    the first time, operators are alerted (``LEDGER_FAILING``) and a harmless write is
+    tried every ``LEDGER_PROBE_SECONDS`` until it works; then the alert is cleared.
+    """
+
+    def __init__(
+        self,
+        ledger: SqliteLedger,
+        alerts: Alerts,
+        *,
+        on_gone: Callable[[], None] | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._alerts = alerts
+        self._task: asyncio.Task[None] | None = None
+        self._check: asyncio.Task[None] | None = None
+        #: Called once when DATABASE_PATH no longer names the file opened (the stop).
+        self._on_gone = on_gone
+        #: What happened to the file ("was deleted", …) once noticed, else None.
+        self.gone: str | None = None
+
+    def start(self) -> None:
+        """Every ``LEDGER_CHECK_SECONDS``: does DATABASE_PATH still name the open file?"""
+        self._check = asyncio.create_task(self._watch_path(), name="ledger-path-watch")
+
+    async def _watch_path(self) -> None:
+        while True:
+            await asyncio.sleep(LEDGER_CHECK_SECONDS)
+            if await self.check_path():
+                return
+
+    async def check_path(self) -> bool:
+        """True (and the bot stopping) when the ledger file was deleted or replaced."""
+        if self.gone is not None:
+            return True
+        problem = self._ledger.gone()
+        if problem is None:
+            return False
+        self.gone = problem
+        log.error(
+            "the ledger %s %s while the bot ran: stopping rather than write into a file"
+            " no path names",
+            self._ledger.path,
+            problem,
+        )
+        with contextlib.suppress(Exception):
+            await self._alerts.trouble(AlertKind.LEDGER_FAILING)
+        if self._on_gone is not None:
+            self._on_gone()
+        return True
+
+    @property
+    def failing(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def failed(self) -> None:
+        """A write failed just now."""
+        if self.failing:
+            return
+        self._task = asyncio.create_task(self._until_writable(), name="ledger-watch")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        await cancel_and_wait(self._check)
+        self._task = self._check = None
+
+    async def _until_writable(self) -> None:
+        if await self.check_path():
+            return
+        log.error(
+            "the ledger %s cannot be written: users are asked to try again; trying a"
+            " write every %.0f s",
+            self._ledger.path,
+            LEDGER_PROBE_SECONDS,
+        )
+        await self._alerts.trouble(AlertKind.LEDGER_FAILING)
+        while True:
+            await asyncio.sleep(LEDGER_PROBE_SECONDS)
+            try:
+                await self._ledger.prove_writable()
+            except LedgerUnusable:
+                continue
+            break
+        log.info("the ledger %s takes writes again", self._ledger.path)
+        await self._alerts.cleared(AlertKind.LEDGER_FAILING)
+
+
 async def _publish_commands(bot: Bot, *, paid: bool) -> None:
     """The command menus users see; nice to have, so a refusal is only logged. With a
     price, /paysupport and /terms are in the menu (Telegram requires them for sales)."""
@@ -126,6 +287,8 @@ class Runtime:
         self._reconciliation: Reconciliation | None = None
         self._http: httpx.AsyncClient | None = None
         self.token_watch: TokenWatch | None = None
+        self.conflict_watch: ConflictWatch | None = None
+        self._ledger_watch: LedgerWatch | None = None
 
     @property
     def ledger(self) -> Ledger:
@@ -154,7 +317,13 @@ class Runtime:
             await self._alerts.cleared(AlertKind.TELEGRAM_REFUSING)
 
     async def start(self, bot: ExtBot[Priority], on_token_rejected: Callable[[], None]) -> None:
-        """Open the ledger, wire the services, and resume every unfinished job."""
+        """Open the ledger, wire the services, and resume every unfinished job.
+
+        ``on_token_rejected`` stops the application (its ``stop_running``): called when
+        the token is refused, when getUpdates keeps meeting another poller, or when the
+        ledger file is deleted or replaced.
+        """
+        self.conflict_watch = ConflictWatch(on_persistent=on_token_rejected)
         ledger = SqliteLedger(self.settings.database_path, exclusive=True)
         await ledger.open()
         self._ledger = ledger
@@ -176,6 +345,7 @@ class Runtime:
         )
         self._alerts = Alerts(ledger, messenger.alert_operators)
         alerts = self._alerts
+        self._ledger_watch = LedgerWatch(ledger, alerts, on_gone=on_token_rejected)
 
         async def refund_refused(payment: Payment) -> None:
             # Telegram refused the refund itself: operators must look at once.
@@ -195,6 +365,7 @@ class Runtime:
                 history_lookup_seconds=HISTORY_LOOKUP_SECONDS,
             ),
             on_refund_due=self._refunds.poke,
+            on_ledger_failed=self.ledger_failed,
         )
         await self._tracker.resume()
         self._refunds.start()
@@ -202,15 +373,33 @@ class Runtime:
             self._reconciliation.start()
         await _publish_commands(bot, paid=not self.settings.price_stars.is_free)
         self.token_watch.start()
+        self._ledger_watch.start()
 
     @property
     def token_rejected(self) -> bool:
         return self.token_watch is not None and self.token_watch.rejected
 
+    def ledger_failed(self) -> None:
+        """A ledger write failed (disk full, read-only): operators hear of it once."""
+        if self._ledger_watch is not None:
+            self._ledger_watch.failed()
+
+    @property
+    def ledger_gone(self) -> str | None:
+        """What happened to the ledger file, when its deletion or replacement stopped us."""
+        return None if self._ledger_watch is None else self._ledger_watch.gone
+
+    @property
+    def conflict_stopped(self) -> bool:
+        """Stopped because another process kept polling this token."""
+        return self.conflict_watch is not None and self.conflict_watch.stopped
+
     async def stop_jobs(self) -> None:
         """Stop driving jobs at once; the ledger keeps where each one was."""
         if self.token_watch is not None:
             await self.token_watch.stop()
+        if self._ledger_watch is not None:
+            await self._ledger_watch.stop()
         if self._reconciliation is not None:
             await self._reconciliation.stop()
         if self._refunds is not None:

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from bot.core.alerts import OUTAGE_SECONDS, AlertKind
+from bot.core.errors import LedgerWriteFailed
 from bot.core.jobs import JobState, Reason
 from bot.core.ports import Progress
 from bot.core.schedule import MAX_BACKOFF_SECONDS
@@ -256,3 +257,19 @@ async def test_polls_are_counted_into_the_row_when_the_job_completes(h: Harness)
     done = await h.job(job.id)
     assert done.state is S.DELIVERED
     assert done.poll_count == 5 == request.status_polls
+
+
+async def test_a_transition_the_ledger_cannot_write_leaves_the_job_to_be_stepped_again(
+    h: Harness,
+):
+    job, request = await h.queued_job("COMPLETED")
+    await h.ledger.db.execute("PRAGMA query_only=ON")  # every write fails: read-only
+    with pytest.raises(LedgerWriteFailed):
+        await h.step(job.id)
+    assert (await h.job(job.id)).state is S.QUEUED  # nothing half-written
+    assert not h.ledger.db.in_transaction
+
+    await h.ledger.db.execute("PRAGMA query_only=OFF")
+    h.clock.advance(INTERVAL)
+    assert await h.step(job.id) is None
+    assert (await h.job(job.id)).state is S.DELIVERED

@@ -1,0 +1,143 @@
+"""A ledger that cannot be written (disk full, read-only) never drops an update silently.
+
+"Read-only" is SQLite's ``PRAGMA query_only=ON`` on the bot's own connection: every
+write then fails with "attempt to write a readonly database" (SQLITE_READONLY), the
+same error path as a file made read-only, at once and deterministically. "Disk full" is
+``PRAGMA max_page_count`` set to the file's size: the next write that needs a new page
+fails with "database or disk is full" (SQLITE_FULL), as on a full disk.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.core.alerts import AlertKind
+from bot.core.errors import LedgerWriteFailed
+from bot.core.jobs import NewJob
+from bot.core.options import VideoOptions
+from bot.i18n import texts
+from bot.storage import SqliteLedger
+from bot.telegram import runtime as runtime_module
+from tests.conftest import ADMIN_ID, running, settled
+from tests.test_private_flow import button_data, send_photo_get_keyboard
+
+USER = 702
+
+
+def draft(n: int) -> NewJob:
+    return NewJob(
+        chat_id=USER,
+        user_id=USER,
+        chat_type="private",
+        trigger_message_id=n,
+        photo_message_id=n,
+        thread_id=None,
+        file_id="f" * 400 + str(n),
+        file_unique_id=f"u{n}",
+        file_size=1,
+        mime_type="image/jpeg",
+    )
+
+
+async def fill(ledger: SqliteLedger) -> None:
+    for n in range(1, 1000):
+        await ledger.create_draft(draft(n), VideoOptions())
+
+
+async def test_a_full_disk_raises_ledger_write_failed_and_the_next_write_works(tmp_path):
+    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+    await ledger.open()
+    try:
+        async with ledger.db.execute("PRAGMA page_count") as cursor:
+            (pages,) = await cursor.fetchone()  # type: ignore[misc]
+        await ledger.db.execute(f"PRAGMA max_page_count={pages}")
+        with pytest.raises(LedgerWriteFailed, match="disk is full"):
+            await fill(ledger)
+        assert not ledger.db.in_transaction
+        await ledger.db.execute("PRAGMA max_page_count=1073741823")
+        job, created = await ledger.create_draft(draft(5000), VideoOptions())
+        assert created
+        assert await ledger.get(job.id) is not None
+    finally:
+        await ledger.close()
+
+
+async def test_a_read_only_ledger_raises_ledger_write_failed(tmp_path):
+    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+    await ledger.open()
+    try:
+        await ledger.db.execute("PRAGMA query_only=ON")
+        with pytest.raises(LedgerWriteFailed, match="read-only"):
+            await ledger.create_draft(draft(1), VideoOptions())
+        assert not ledger.db.in_transaction
+    finally:
+        await ledger.close()
+
+
+async def test_the_user_is_told_to_try_again_and_work_resumes_when_writable(
+    telegram, segmind, make_settings, monkeypatch, caplog
+):
+    monkeypatch.setattr(runtime_module, "LEDGER_PROBE_SECONDS", 0.2)
+    telegram.private_chat(USER)
+    telegram.private_chat(ADMIN_ID)
+    async with running(make_settings()) as bot:
+        runtime = bot.bot_data["runtime"]
+        photo, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
+        await runtime.ledger.db.execute("PRAGMA query_only=ON")
+
+        # A photo: a plain reply, not silence.
+        telegram.send_photo(USER, USER)
+        (busy,) = await telegram.wait_for_call(
+            "sendMessage", chat_id=USER, where=lambda c: c.params["text"] == texts.LEDGER_BUSY
+        )
+        # A button: the callback answer says it.
+        telegram.press_button(
+            USER, USER, keyboard["message_id"], button_data(keyboard, "Generate")
+        )
+        (answer,) = await telegram.wait_for_call(
+            "answerCallbackQuery", where=lambda c: c.params.get("text") == texts.LEDGER_BUSY
+        )
+        # Operators: one alert, however many failures.
+        telegram.send_photo(USER, USER)
+        await telegram.wait_for_call(
+            "sendMessage",
+            chat_id=USER,
+            count=2,
+            where=lambda c: c.params["text"] == texts.LEDGER_BUSY,
+        )
+        alert = texts.alert(AlertKind.LEDGER_FAILING)
+        await telegram.wait_for_call(
+            "sendMessage", chat_id=ADMIN_ID, where=lambda c: c.params["text"] == alert
+        )
+
+        await runtime.ledger.db.execute("PRAGMA query_only=OFF")
+        resolved = texts.alert(AlertKind.LEDGER_FAILING, resolved=True)
+        await telegram.wait_for_call(
+            "sendMessage", chat_id=ADMIN_ID, where=lambda c: c.params["text"] == resolved
+        )
+        await send_photo_get_keyboard(telegram, USER, USER)  # the photo again: a keyboard
+        await settled(bot, telegram)
+        alerts = [
+            c
+            for c in telegram.calls_of("sendMessage", chat_id=ADMIN_ID)
+            if "⚠️" in c.params["text"]
+        ]
+        assert len(alerts) == 1
+    assert "Traceback" not in caplog.text
+    assert "cannot rollback" not in caplog.text
+
+
+async def test_the_ledger_notices_its_file_deleted_or_replaced(tmp_path):
+    path = tmp_path / "l.sqlite3"
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    try:
+        assert ledger.gone() is None
+        other = tmp_path / "other"
+        other.write_bytes(path.read_bytes())
+        other.replace(path)
+        assert ledger.gone() == "was replaced by another file"
+        path.unlink()
+        assert ledger.gone() == "was deleted"
+    finally:
+        await ledger.close()
