@@ -11,13 +11,58 @@ from telegram.error import InvalidToken, NetworkError, TelegramError
 from .app import ALLOWED_UPDATES, build_application
 from .check import run_check
 from .logs import setup_logging
-from .settings import SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings
 from .storage import LedgerLocked, LedgerUnusable
-from .telegram.runtime import CONFLICT_STOP_LINE
+from .telegram.runtime import CONFLICT_STOP_LINE, Runtime
 
 log = logging.getLogger("bot")
 
 USAGE = "usage: python -m bot [check]"
+
+
+def _fail(line: str) -> int:
+    """The operator's one line on stderr; exit status 1."""
+    print(f"error: {line}", file=sys.stderr)
+    return 1
+
+
+def _why_not_started(exc: BaseException, settings: Settings) -> str:
+    path = settings.database_path
+    if isinstance(exc, InvalidToken):
+        return "TELEGRAM_BOT_TOKEN was rejected by Telegram"
+    if isinstance(exc, NetworkError):
+        return f"cannot reach Telegram at TELEGRAM_API_URL ({type(exc).__name__})"
+    if isinstance(exc, TelegramError):
+        return f"Telegram refused to start the bot: {type(exc).__name__}"
+    if isinstance(exc, LedgerUnusable):
+        return f"DATABASE_PATH {path} {exc}"
+    if isinstance(exc, LedgerLocked):
+        return f"another bot is running on this ledger (DATABASE_PATH {path}); stop it first"
+    assert isinstance(exc, OSError)
+    return f"DATABASE_PATH cannot be used: {exc.strerror or exc}"
+
+
+def _why_stopped(runtime: Runtime, settings: Settings) -> str | None:
+    """Why a bot that ran stopped on its own (None: it was asked to stop)."""
+    gone = runtime.ledger_gone
+    if gone is not None:
+        advice = (
+            "restore it from a backup before starting again, or its unfinished jobs are forgotten"
+            if gone == "was deleted"
+            else "its unfinished jobs are in the old file, not at this path"
+        )
+        return (
+            f"DATABASE_PATH {settings.database_path} {gone} while the bot ran; the"
+            f" bot stopped rather than write into a file no path names: {advice}"
+        )
+    if runtime.conflict_stopped:
+        return CONFLICT_STOP_LINE.removeprefix("error: ")
+    if runtime.token_rejected:
+        return (
+            "TELEGRAM_BOT_TOKEN was rejected by Telegram while the bot ran (revoked?);"
+            " unfinished jobs resume at the next start"
+        )
+    return None
 
 
 def main(argv: list[str]) -> int:
@@ -41,54 +86,11 @@ def main(argv: list[str]) -> int:
     log.info("starting; jobs ledger at %s", settings.database_path)
     try:
         application.run_polling(allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False)
-    except InvalidToken:
-        print("error: TELEGRAM_BOT_TOKEN was rejected by Telegram", file=sys.stderr)
-        return 1
-    except NetworkError as exc:
-        print(
-            f"error: cannot reach Telegram at TELEGRAM_API_URL ({type(exc).__name__})",
-            file=sys.stderr,
-        )
-        return 1
-    except TelegramError as exc:
-        print(f"error: Telegram refused to start the bot: {type(exc).__name__}", file=sys.stderr)
-        return 1
-    except LedgerUnusable as exc:
-        print(f"error: DATABASE_PATH {settings.database_path} {exc}", file=sys.stderr)
-        return 1
-    except LedgerLocked:
-        print(
-            f"error: another bot is running on this ledger (DATABASE_PATH "
-            f"{settings.database_path}); stop it first",
-            file=sys.stderr,
-        )
-        return 1
-    except OSError as exc:
-        print(f"error: DATABASE_PATH cannot be used: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    gone = application.bot_data["runtime"].ledger_gone
-    if gone is not None:
-        advice = (
-            "restore it from a backup before starting again, or its unfinished jobs are forgotten"
-            if gone == "was deleted"
-            else "its unfinished jobs are in the old file, not at this path"
-        )
-        print(
-            f"error: DATABASE_PATH {settings.database_path} {gone} while the bot ran; the"
-            f" bot stopped rather than write into a file no path names: {advice}",
-            file=sys.stderr,
-        )
-        return 1
-    if application.bot_data["runtime"].conflict_stopped:
-        print(CONFLICT_STOP_LINE, file=sys.stderr)
-        return 1
-    if application.bot_data["runtime"].token_rejected:
-        print(
-            "error: TELEGRAM_BOT_TOKEN was rejected by Telegram while the bot ran (revoked?);"
-            " unfinished jobs resume at the next start",
-            file=sys.stderr,
-        )
-        return 1
+    except (TelegramError, LedgerUnusable, LedgerLocked, OSError) as exc:
+        return _fail(_why_not_started(exc, settings))
+    stopped = _why_stopped(application.bot_data["runtime"], settings)
+    if stopped is not None:
+        return _fail(stopped)
     log.info("stopped")
     return 0
 
