@@ -36,7 +36,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     root = settings.telegram_api_url
 
     async def post_init(application: Application) -> None:  # type: ignore[type-arg]
-        await runtime.start(application.bot, on_token_rejected=application.stop_running)
+        await runtime.start(application.bot, stop_bot=application.stop_running)
 
     async def post_stop(application: Application) -> None:  # type: ignore[type-arg]
         await runtime.stop_jobs()

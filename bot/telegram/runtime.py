@@ -316,14 +316,14 @@ class Runtime:
         else:
             await self._alerts.cleared(AlertKind.TELEGRAM_REFUSING)
 
-    async def start(self, bot: ExtBot[Priority], on_token_rejected: Callable[[], None]) -> None:
+    async def start(self, bot: ExtBot[Priority], stop_bot: Callable[[], None]) -> None:
         """Open the ledger, wire the services, and resume every unfinished job.
 
-        ``on_token_rejected`` stops the application (its ``stop_running``): called when
+        ``stop_bot`` stops the application (its ``stop_running``): called when
         the token is refused, when getUpdates keeps meeting another poller, or when the
         ledger file is deleted or replaced.
         """
-        self.conflict_watch = ConflictWatch(on_persistent=on_token_rejected)
+        self.conflict_watch = ConflictWatch(on_persistent=stop_bot)
         ledger = SqliteLedger(self.settings.database_path, exclusive=True)
         await ledger.open()
         self._ledger = ledger
@@ -335,7 +335,7 @@ class Runtime:
             upload_url=self.settings.segmind_upload_url,
             history_url=self.settings.segmind_history_url,
         )
-        self.token_watch = TokenWatch(bot, on_rejected=on_token_rejected)
+        self.token_watch = TokenWatch(bot, on_rejected=stop_bot)
         limiter = self.limiter
         messenger = TelegramMessenger(
             bot,
@@ -345,7 +345,7 @@ class Runtime:
         )
         self._alerts = Alerts(ledger, messenger.alert_operators)
         alerts = self._alerts
-        self._ledger_watch = LedgerWatch(ledger, alerts, on_gone=on_token_rejected)
+        self._ledger_watch = LedgerWatch(ledger, alerts, on_gone=stop_bot)
 
         async def refund_refused(payment: Payment) -> None:
             # Telegram refused the refund itself: operators must look at once.
