@@ -141,3 +141,34 @@ async def test_the_ledger_notices_its_file_deleted_or_replaced(tmp_path):
         assert ledger.gone() == "was deleted"
     finally:
         await ledger.close()
+
+
+async def test_a_payment_the_ledger_cannot_record_is_held_and_starts_its_job_once_writable(
+    telegram, segmind, make_settings, monkeypatch
+):
+    monkeypatch.setattr(runtime_module, "LEDGER_PROBE_SECONDS", 0.2)
+    telegram.private_chat(USER)
+    async with running(make_settings(PRICE_STARS="50")) as bot:
+        runtime = bot.bot_data["runtime"]
+        _, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
+        telegram.press_button(
+            USER, USER, keyboard["message_id"], button_data(keyboard, "Generate")
+        )
+        (invoice,) = await telegram.wait_for_call("sendInvoice", chat_id=USER)
+        # Writes stop; reads still work, so the pre-checkout is answered ok from the ledger.
+        await runtime.ledger.db.execute("PRAGMA query_only=ON")
+        result = await telegram.pay_invoice(USER, invoice.result)
+        assert result.paid
+        await telegram.wait_for_call(
+            "sendMessage", chat_id=USER, where=lambda c: c.params["text"] == texts.PAYMENT_HELD
+        )
+        assert segmind.submits == []  # nothing recorded, nothing started yet
+
+        await runtime.ledger.db.execute("PRAGMA query_only=OFF")
+        await telegram.wait_for_call("sendVideo", chat_id=USER, timeout=15)
+        await settled(bot, telegram)
+        payment = await runtime.ledger.payment(result.charge_id)
+        assert payment is not None
+        assert payment.job_id is not None
+    assert len(segmind.submits) == 1
+    assert telegram.refunds == []

@@ -64,6 +64,10 @@ COMMAND_TERMS = "Terms: what you pay for, refunds"
 INVOICE_TITLE = "Warmth of Jesus video"
 INVOICE_PRICE_LABEL = "Video"
 PAYMENT_RECEIVED = "⭐ Payment received. Starting your video…"
+PAYMENT_HELD = (
+    "⭐ Payment received. I can't save it this very moment; your video starts as soon as I "
+    "can (or the Stars come back). No need to pay again."
+)
 
 PROGRESS_QUEUED = "⏳ Starting your video — it usually takes about a minute."
 PROGRESS_PROCESSING = "🎬 Generating your video — usually about a minute."

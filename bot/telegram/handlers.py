@@ -224,17 +224,23 @@ class Handlers:
         if message is None or user is None or message.successful_payment is None:
             return
         paid = message.successful_payment
-        outcome, payment, job = await self.rt.ledger.record_payment(
-            NewPayment(
-                charge_id=paid.telegram_payment_charge_id,
-                provider_charge_id=paid.provider_payment_charge_id or "",
-                user_id=user.id,
-                chat_id=message.chat_id,
-                payload=paid.invoice_payload,
-                amount=paid.total_amount,
-                currency=paid.currency,
-            )
+        new = NewPayment(
+            charge_id=paid.telegram_payment_charge_id,
+            provider_charge_id=paid.provider_payment_charge_id or "",
+            user_id=user.id,
+            chat_id=message.chat_id,
+            payload=paid.invoice_payload,
+            amount=paid.total_amount,
+            currency=paid.currency,
         )
+        try:
+            outcome, payment, job = await self.rt.ledger.record_payment(new)
+        except LedgerWriteFailed:
+            # The Stars are taken and the user cannot pay "again": hold it, record it
+            # (start the job, or owe it back) as soon as the ledger takes writes.
+            self.rt.hold_payment(new)
+            await self._reply(message, texts.PAYMENT_HELD)
+            return
         if outcome is PaymentOutcome.REFUND_DUE:
             self.rt.refunds.poke()
         if job is None or outcome is not PaymentOutcome.STARTED:

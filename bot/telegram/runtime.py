@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 from telegram import Bot, BotCommandScopeAllGroupChats, BotCommandScopeAllPrivateChats
@@ -19,8 +19,9 @@ from telegram.error import InvalidToken, TelegramError
 from telegram.ext import ExtBot
 
 from ..core.alerts import AlertKind, Alerts
+from ..core.errors import LedgerWriteFailed
 from ..core.limits import Limits
-from ..core.payments import Payment
+from ..core.payments import NewPayment, Payment, PaymentOutcome
 from ..core.ports import Ledger
 from ..core.refunds import Reconciliation, Refunds
 from ..core.tasks import cancel_and_wait
@@ -176,9 +177,12 @@ class LedgerWatch:
         alerts: Alerts,
         *,
         on_gone: Callable[[], None] | None = None,
+        on_writable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._ledger = ledger
         self._alerts = alerts
+        #: Awaited once writes work again (what was held in memory is recorded then).
+        self._on_writable = on_writable
         self._task: asyncio.Task[None] | None = None
         self._check: asyncio.Task[None] | None = None
         #: Called once when DATABASE_PATH no longer names the file opened (the stop).
@@ -249,6 +253,8 @@ class LedgerWatch:
                 continue
             break
         log.info("the ledger %s takes writes again", self._ledger.path)
+        if self._on_writable is not None:
+            await self._on_writable()
         await self._alerts.cleared(AlertKind.LEDGER_FAILING)
 
 
@@ -284,6 +290,8 @@ class Runtime:
         self._tracker: Tracker | None = None
         self._alerts: Alerts | None = None
         self._refunds: Refunds | None = None
+        #: Payments Telegram confirmed while the ledger could not record them.
+        self._held_payments: list[NewPayment] = []
         self._reconciliation: Reconciliation | None = None
         self._http: httpx.AsyncClient | None = None
         self.token_watch: TokenWatch | None = None
@@ -345,7 +353,9 @@ class Runtime:
         )
         self._alerts = Alerts(ledger, messenger.alert_operators)
         alerts = self._alerts
-        self._ledger_watch = LedgerWatch(ledger, alerts, on_gone=stop_bot)
+        self._ledger_watch = LedgerWatch(
+            ledger, alerts, on_gone=stop_bot, on_writable=self.record_held_payments
+        )
 
         async def refund_refused(payment: Payment) -> None:
             # Telegram refused the refund itself: operators must look at once.
@@ -383,6 +393,35 @@ class Runtime:
         """A ledger write failed (disk full, read-only): operators hear of it once."""
         if self._ledger_watch is not None:
             self._ledger_watch.failed()
+
+    def hold_payment(self, payment: NewPayment) -> None:
+        """Stars were taken but the ledger cannot record it now: keep it in memory and
+        record it (starting its job, or owing it back) as soon as writes work again."""
+        log.warning(
+            "payment %s (%d %s from user %s) held in memory: the ledger cannot be written",
+            payment.charge_id,
+            payment.amount,
+            payment.currency,
+            payment.user_id,
+        )
+        self._held_payments.append(payment)
+        self.ledger_failed()
+
+    async def record_held_payments(self) -> None:
+        """The ledger takes writes again: record what was held, as if it came now."""
+        while self._held_payments:
+            payment = self._held_payments[0]
+            try:
+                outcome, _, job = await self.ledger.record_payment(payment)
+            except LedgerWriteFailed:
+                self.ledger_failed()
+                return
+            self._held_payments.pop(0)
+            log.info("payment %s recorded after the ledger recovered", payment.charge_id)
+            if outcome is PaymentOutcome.STARTED and job is not None:
+                self.tracker.track(job.id)
+            elif outcome is PaymentOutcome.REFUND_DUE:
+                self.refunds.poke()
 
     @property
     def ledger_gone(self) -> str | None:
