@@ -24,7 +24,7 @@ from ..core.limits import Limits
 from ..core.payments import NewPayment, Payment, PaymentOutcome
 from ..core.ports import Ledger
 from ..core.refunds import Reconciliation, Refunds
-from ..core.tasks import cancel_and_wait
+from ..core.tasks import Background, cancel_and_wait
 from ..core.tracker import HISTORY_LOOKUP_SECONDS, Tracker, TrackerConfig
 from ..i18n import texts
 from ..segmind import SegmindClient
@@ -71,7 +71,7 @@ CONFLICT_STOP_LINE = (
 )
 
 
-class TokenWatch:
+class TokenWatch(Background):
     """Stops the bot when Telegram no longer accepts its token.
 
     A token revoked while the bot runs ends PTB's getUpdates loop with one log line and
@@ -81,25 +81,20 @@ class TokenWatch:
     Unfinished jobs stay in the ledger and resume at the next start.
     """
 
+    task_name = "token-watch"
+
     def __init__(self, bot: Bot, *, on_rejected: Callable[[], None] | None = None) -> None:
+        super().__init__()
         self._bot = bot
         self._poke = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.rejected = False
         #: Called once when the token is found rejected (the application's stop).
         self._on_rejected = on_rejected
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._watch(), name="token-watch")
-
     def check_now(self) -> None:
         self._poke.set()
 
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
-
-    async def _watch(self) -> None:
+    async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), TOKEN_CHECK_SECONDS)
