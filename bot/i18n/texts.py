@@ -15,6 +15,23 @@ from ..core.payments import Payment, PreCheckout, RefundReason, RefundState
 from ..core.stats import Stats
 from ..core.tracker import HISTORY_LOOKUP_SECONDS
 
+#: The language a text is rendered in when nobody chose one (a language tag: en, pt_BR…).
+FALLBACK_LANGUAGE = "en"
+
+
+def _(lang: str, message: str) -> str:
+    """The translation of ``message`` into ``lang`` (extracted by Babel as keyword ``_:2``).
+
+    Until the gettext catalogues land this returns the English message unchanged.
+    """
+    return message
+
+
+def _n(lang: str, singular: str, plural: str, count: int) -> str:
+    """The plural form of a message for ``count`` (Babel keyword ``_n:2,3``)."""
+    return singular if count == 1 else plural
+
+
 START = (
     "Send me a photo of one or more people and I'll turn it into a short video of "
     'Jesus embracing them ("Warmth of Jesus").\n\n'
