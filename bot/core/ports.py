@@ -22,6 +22,7 @@ from .payments import NewPayment, Payment, PaymentOutcome, PreCheckout
 __all__ = [
     "Ledger",
     "Messenger",
+    "PhotoFile",
     "Progress",
     "RunSeconds",
     "StarCharge",
@@ -229,14 +230,23 @@ class Progress(StrEnum):
     DONE = "done"
 
 
+@dataclass(frozen=True)
+class PhotoFile:
+    """A photo ready for the video service, and its media type."""
+
+    data: bytes
+    mime_type: str
+
+
 class Messenger(Protocol):
     """What the tracker needs from a chat platform, without knowing which one."""
 
     #: Largest video the platform accepts as an upload; above it the link is sent.
     max_upload_bytes: int
 
-    async def fetch_photo(self, job: Job) -> bytes:
-        """The photo's bytes (for re-hosting)."""
+    async def fetch_photo(self, job: Job) -> PhotoFile:
+        """The photo prepared for the video service (for re-hosting): PhotoUnusable when
+        it is no image a video can be made from."""
 
     async def photo_link(self, job: Job) -> str:
         """A URL of the photo that a third party can fetch (may embed a secret)."""

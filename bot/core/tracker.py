@@ -49,6 +49,7 @@ from .errors import (
     OperatorError,
     OutOfCredits,
     PhotoUnavailable,
+    PhotoUnusable,
     SegmindError,
     SendFailed,
     TemporaryError,
@@ -329,8 +330,8 @@ class Tracker:
     async def _image_url(self, job: Job) -> str:
         if self._config.image_url_mode == "telegram":
             return await self._messenger.photo_link(job)
-        data = await self._messenger.fetch_photo(job)
-        return await self._segmind.upload(data, job.mime_type)
+        photo = await self._messenger.fetch_photo(job)
+        return await self._segmind.upload(photo.data, photo.mime_type)
 
     async def _prepare_and_submit(self, job: Job) -> float | None:
         now = self._clock()
@@ -344,6 +345,8 @@ class Tracker:
         except PhotoUnavailable as exc:
             reason = Reason.PHOTO_TOO_BIG if exc.too_big else Reason.PHOTO_UNAVAILABLE
             return await self._end(job, JobState.REJECTED, reason)
+        except PhotoUnusable:
+            return await self._end(job, JobState.REJECTED, Reason.PHOTO_UNUSABLE)
         except ChatUnreachable:
             return await self._chat_gone(job)
         except SendFailed as exc:

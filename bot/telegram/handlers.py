@@ -27,7 +27,7 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, Conflict, TelegramError
 from telegram.ext import ContextTypes
 
-from ..core.errors import LedgerWriteFailed
+from ..core.errors import LedgerWriteFailed, PhotoUnavailable, SendFailed
 from ..core.jobs import Job, JobState, NewJob
 from ..core.limits import DAY_SECONDS, StartOutcome, StartResult, utc_day_start
 from ..core.options import VideoOptions, choose, with_next_style
@@ -41,6 +41,7 @@ from ..core.payments import (
 )
 from ..core.stats import summarize
 from ..i18n import texts
+from ..images import MIN_SHORT_SIDE, ImageRefused, Refusal, draft_box
 from .keyboards import Action, Press, awaiting_payment_keyboard, options_keyboard, parse
 from .runtime import Runtime
 
@@ -62,6 +63,9 @@ class ImageRef:
     file_unique_id: str
     file_size: int | None
     mime_type: str
+    #: Known for photos (Telegram made them); an image sent as a file must be opened.
+    width: int | None = None
+    height: int | None = None
 
 
 class NotAnImage(Exception):
@@ -76,7 +80,13 @@ def find_image(message: Message) -> ImageRef | None:
     if message.photo:
         largest = message.photo[-1]
         return ImageRef(
-            message, largest.file_id, largest.file_unique_id, largest.file_size, "image/jpeg"
+            message,
+            largest.file_id,
+            largest.file_unique_id,
+            largest.file_size,
+            "image/jpeg",
+            largest.width,
+            largest.height,
         )
     document = message.document
     if document is not None:
@@ -316,6 +326,11 @@ class Handlers:
         if image.file_size is not None and image.file_size > MAX_IMAGE_BYTES:
             await self._reply(trigger, texts.IMAGE_TOO_LARGE)
             return
+        refusal = await self._unusable(image)
+        if refusal is not None:
+            log.info("photo in chat %s refused: %s", trigger.chat_id, refusal)
+            await self._reply(trigger, refusal)
+            return
         photo = image.message
         job, created = await self.rt.ledger.create_draft(
             NewJob(
@@ -347,6 +362,31 @@ class Handlers:
             do_quote=False,
         )
         await self.rt.ledger.set_keyboard_message(job.id, sent.message_id)
+
+    async def _unusable(self, image: ImageRef) -> str | None:
+        """Why no video can be made from this image, or None: checked before the keyboard,
+        so nothing is ever invoiced or submitted for it.
+
+        A photo's size is in the update (Telegram made it, so it decodes). An image sent
+        as a file is downloaded and prepared now; the job reuses what was prepared.
+        """
+        lang = texts.FALLBACK_LANGUAGE  # i18n: lang
+        if image.width is not None and image.height is not None:
+            too_small = min(draft_box(image.width, image.height)) < MIN_SHORT_SIDE
+            return texts.image_too_small(lang) if too_small else None
+        try:
+            await self.rt.photos.prepared(image.file_id, image.file_unique_id)
+        except ImageRefused as exc:
+            return {
+                Refusal.TOO_SMALL: texts.image_too_small,
+                Refusal.TOO_LARGE: texts.image_too_many_pixels,
+                Refusal.UNREADABLE: texts.image_unreadable,
+            }[exc.refusal](lang)
+        except PhotoUnavailable as exc:
+            return texts.IMAGE_TOO_LARGE if exc.too_big else texts.photo_download_failed(lang)
+        except SendFailed:
+            return texts.photo_download_failed(lang)
+        return None
 
     # -- buttons ---------------------------------------------------------------------
 

@@ -31,7 +31,8 @@ from ..segmind import SegmindClient
 from ..settings import Settings
 from ..storage import LedgerUnusable, SqliteLedger
 from .messenger import TelegramMessenger
-from .pacing import ChatPacer, Priority, PriorityRateLimiter
+from .pacing import Priority, PriorityRateLimiter
+from .photos import Photos
 
 __all__ = [
     "CONFLICT_GAP_SECONDS",
@@ -289,6 +290,7 @@ class Runtime:
         self._held_payments: list[NewPayment] = []
         self._reconciliation: Reconciliation | None = None
         self._http: httpx.AsyncClient | None = None
+        self._photos: Photos | None = None
         self.token_watch: TokenWatch | None = None
         self.conflict_watch: ConflictWatch | None = None
         self._ledger_watch: LedgerWatch | None = None
@@ -304,6 +306,12 @@ class Runtime:
         if self._refunds is None:
             raise RuntimeError("runtime not started")
         return self._refunds
+
+    @property
+    def photos(self) -> Photos:
+        if self._photos is None:
+            raise RuntimeError("runtime not started")
+        return self._photos
 
     @property
     def tracker(self) -> Tracker:
@@ -339,11 +347,21 @@ class Runtime:
             history_url=self.settings.segmind_history_url,
         )
         self.token_watch = TokenWatch(bot, on_rejected=stop_bot)
+        # Prepared photos live beside the ledger: the one folder every deployment keeps
+        # writable (the systemd unit's ReadWritePaths, the container's volume).
+        self._photos = Photos(
+            bot,
+            self._http,
+            self.settings.database_path.parent / "photos",
+            on_unauthorized=self.token_watch.check_now,
+        )
+        self._photos.open()
         limiter = self.limiter
         messenger = TelegramMessenger(
             bot,
             self.settings.admin_ids,
-            ChatPacer(backlog=lambda: limiter.backlog),
+            limiter.pacer,
+            photos=self._photos,
             on_unauthorized=self.token_watch.check_now,
         )
         self._alerts = Alerts(ledger, messenger.alert_operators)

@@ -55,8 +55,10 @@ import asyncio
 import bisect
 import contextlib
 import copy
+import functools
 import hashlib
 import html
+import io
 import itertools
 import json
 import math
@@ -64,6 +66,7 @@ import re
 import secrets
 import string
 import time
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, field
@@ -71,6 +74,7 @@ from typing import Any
 
 import httpx
 from aiohttp import BodyPartReader, web
+from PIL import Image, ImageDraw
 
 __all__ = [
     "BOT_ID",
@@ -585,6 +589,39 @@ def _file_bytes(head: bytes, tail: bytes, size: int, seed: int) -> bytes:
     return head + _filler(size - len(head) - len(tail), seed) + tail
 
 
+@functools.cache
+def _picture(width: int, height: int, image_format: str) -> bytes:
+    """A small real picture (a face-coloured oval on a plain ground), encoded once."""
+    image = Image.new("RGB", (width, height), (90, 120, 160))
+    ImageDraw.Draw(image).ellipse(
+        (width // 4, height // 5, width * 3 // 4, height * 4 // 5), fill=(225, 190, 160)
+    )
+    out = io.BytesIO()
+    image.save(out, image_format, **({"quality": 80} if image_format == "JPEG" else {}))
+    return out.getvalue()
+
+
+def _padded_picture(image_format: str, width: int, height: int, size: int, seed: int) -> bytes:
+    """A real JPEG or PNG of ``width`` × ``height`` grown to ``size`` bytes (when it is
+    smaller) with segments every decoder skips: JPEG comments, a private PNG chunk."""
+    data = _picture(width, height, image_format)
+    missing = size - len(data)
+    if image_format == "JPEG":
+        segments: list[bytes] = []
+        while missing > 4:
+            body = _filler(min(missing - 4, 65533), seed + len(segments))
+            segments.append(b"\xff\xfe" + (len(body) + 2).to_bytes(2, "big") + body)
+            missing -= len(body) + 4
+        return data[:2] + b"".join(segments) + data[2:]
+    if missing > 12:
+        body = _filler(missing - 12, seed)
+        kind = b"fiLl"
+        chunk = len(body).to_bytes(4, "big") + kind + body
+        chunk += zlib.crc32(kind + body).to_bytes(4, "big")
+        return data[:-12] + chunk + data[-12:]  # before IEND
+    return data
+
+
 def _as_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
@@ -1025,27 +1062,32 @@ class FakeTelegram:
         *,
         caption: str | None = None,
         size_bytes: int = 50_000,
+        width: int = 1280,
+        height: int = 1707,
         reply_to: int | None = None,
         thread_id: int | None = None,
     ) -> dict[str, Any]:
-        """A user sends a photo: three sizes, ascending; the largest is ``size_bytes``."""
-        dimensions = [(90, 120, max(1, size_bytes // 40)), (320, 427, max(1, size_bytes // 6))]
-        dimensions.append((1280, 1707, size_bytes))
+        """A user sends a photo: three sizes, ascending, each a real JPEG; the largest is
+        ``width`` × ``height`` and ``size_bytes`` long (longer if the picture needs it)."""
         sizes: list[JSON] = []
-        for width, height, size in dimensions:
-            stored = self._new_file("photo", size, _JPEG_HEAD, _JPEG_TAIL, mime_type="image/jpeg")
-            sizes.append(
-                {
-                    "file_id": stored.file_id,
-                    "file_unique_id": stored.file_unique_id,
-                    "width": width,
-                    "height": height,
-                    "file_size": size,
-                }
-            )
+        for factor, size in ((90 / 1280, size_bytes // 40), (320 / 1280, size_bytes // 6)):
+            small = (max(1, round(width * factor)), max(1, round(height * factor)))
+            sizes.append(self._photo_size(small, max(1, size)))
+        sizes.append(self._photo_size((width, height), size_bytes))
         content: JSON = {"photo": sizes}
         self._add_caption(content, caption)
         return self._user_message(chat_id, user_id, content, reply_to, thread_id)
+
+    def _photo_size(self, dimensions: tuple[int, int], size: int) -> JSON:
+        width, height = dimensions
+        stored = self._new_picture("photo", "JPEG", width, height, size, "image/jpeg", None)
+        return {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "width": width,
+            "height": height,
+            "file_size": stored.size,
+        }
 
     def send_document(
         self,
@@ -1055,25 +1097,36 @@ class FakeTelegram:
         mime_type: str = "image/jpeg",
         file_name: str = "photo.jpg",
         size_bytes: int = 80_000,
+        data: bytes | None = None,
         caption: str | None = None,
         reply_to: int | None = None,
         thread_id: int | None = None,
     ) -> dict[str, Any]:
-        """A user sends a file; over 20 MB only its size is stored (getFile refuses it)."""
-        head, tail = {
-            "image/jpeg": (_JPEG_HEAD, _JPEG_TAIL),
-            "image/png": (_PNG_HEAD, b""),
-            "video/mp4": (_MP4_HEAD, b""),
-        }.get(mime_type, (b"", b""))
-        stored = self._new_file(
-            "document", size_bytes, head, tail, mime_type=mime_type, file_name=file_name
-        )
+        """A user sends a file: ``data`` as given, else a real 1200×900 picture for
+        image/jpeg and image/png and stand-in bytes for the rest, ``size_bytes`` long;
+        over 20 MB only its size is stored (getFile refuses it)."""
+        if data is not None:
+            stored = self._store_bytes("document", data, mime_type, file_name)
+        elif mime_type in ("image/jpeg", "image/png") and size_bytes <= MAX_DOWNLOAD_BYTES:
+            image_format = "JPEG" if mime_type == "image/jpeg" else "PNG"
+            stored = self._new_picture(
+                "document", image_format, 1200, 900, size_bytes, mime_type, file_name
+            )
+        else:
+            head, tail = {
+                "image/jpeg": (_JPEG_HEAD, _JPEG_TAIL),
+                "image/png": (_PNG_HEAD, b""),
+                "video/mp4": (_MP4_HEAD, b""),
+            }.get(mime_type, (b"", b""))
+            stored = self._new_file(
+                "document", size_bytes, head, tail, mime_type=mime_type, file_name=file_name
+            )
         document: JSON = {
             "file_id": stored.file_id,
             "file_unique_id": stored.file_unique_id,
             "file_name": file_name,
             "mime_type": mime_type,
-            "file_size": size_bytes,
+            "file_size": stored.size,
         }
         content: JSON = {"document": document}
         self._add_caption(content, caption)
@@ -1573,6 +1626,32 @@ class FakeTelegram:
         data = _file_bytes(head, tail, size, number) if size <= MAX_DOWNLOAD_BYTES else None
         sha = hashlib.sha256(data).hexdigest() if data is not None else None
         return self._store(number, kind, size, data, sha, mime_type, file_name)
+
+    def _new_picture(
+        self,
+        kind: str,
+        image_format: str,
+        width: int,
+        height: int,
+        size: int,
+        mime_type: str,
+        file_name: str | None,
+    ) -> _StoredFile:
+        """A user's picture: real bytes a decoder reads (none above 20 MB)."""
+        if size > MAX_DOWNLOAD_BYTES:
+            return self._new_file(kind, size, b"", b"", mime_type=mime_type, file_name=file_name)
+        number = next(self._file_counter)
+        data = _padded_picture(image_format, width, height, size, number)
+        sha = hashlib.sha256(data).hexdigest()
+        return self._store(number, kind, len(data), data, sha, mime_type, file_name)
+
+    def _store_bytes(
+        self, kind: str, data: bytes, mime_type: str | None, file_name: str | None
+    ) -> _StoredFile:
+        """A user's file with exactly these bytes."""
+        number = next(self._file_counter)
+        sha = hashlib.sha256(data).hexdigest()
+        return self._store(number, kind, len(data), data, sha, mime_type, file_name)
 
     def _store(
         self,
