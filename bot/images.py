@@ -135,9 +135,14 @@ def _prepare(image: Image.Image) -> PreparedImage:
     if decoded > MAX_DECODED_PIXELS:
         raise ImageRefused(Refusal.TOO_LARGE, f"{image.size[0]}x{image.size[1]} {image.format}")
     icc_profile = image.info.get("icc_profile") if image.mode in ("RGB", "RGBA", "P") else None
+    source = image
     image.load()  # the first frame of an animation; truncated bytes raise here
     image = _resizable(image)
-    image.thumbnail(target, Image.Resampling.LANCZOS)
+    if image.size != target:
+        # reducing_gap: a fast box reduction first, then Lanczos over the last ×3.
+        image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if image is not source:
+        source.close()  # the decoded full-size pixels go now, not when the caller is done
     ImageOps.exif_transpose(image, in_place=True)
     rgb = _flattened(image)
     out = io.BytesIO()

@@ -45,7 +45,8 @@ positive"; only the wording for a too long title or description is the fake's ow
 
 Deliberate simplifications: parse_mode HTML is rendered by dropping the tags (no entities),
 Markdown is stored as sent; uploaded files over ``keep_uploads_up_to`` bytes are hashed, not
-kept, so their download URL answers 404; there is no per-chat limit for private chats; only
+kept, so their download URL answers 404; with ``flood_limits`` a private chat takes a burst
+of ``PRIVATE_BURST`` messages, then about one a second (sends and edits count); only
 Stars invoices exist (any other currency is refused as PAYMENT_PROVIDER_INVALID).
 """
 
@@ -116,6 +117,10 @@ MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 #: Flood limits applied when ``flood_limits=True`` (Bot FAQ figures).
 GROUP_SENDS_PER_MINUTE = 20
 SENDS_PER_SECOND = 30
+#: A private chat takes about one message a second: a short burst of this many passes,
+#: then each further one needs the second its predecessor in the burst had (the FAQ's
+#: "short bursts ... eventually you'll begin receiving 429 errors").
+PRIVATE_BURST = 3
 #: The currency code of Telegram Stars.
 STARS = "XTR"
 #: The most Stars one invoice may ask for.
@@ -1532,6 +1537,12 @@ class FakeTelegram:
             if len(window) >= GROUP_SENDS_PER_MINUTE:
                 oldest = window[-GROUP_SENDS_PER_MINUTE]
                 wait = max(1, math.ceil(oldest + 60.0 - now))
+                raise ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
+        else:
+            times = self._chat_sends.get(chat_id, [])
+            window = times[bisect.bisect_right(times, now - PRIVATE_BURST) :]
+            if len(window) >= PRIVATE_BURST:
+                wait = max(1, math.ceil(window[-PRIVATE_BURST] + PRIVATE_BURST - now))
                 raise ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
 
     def _record_send(self, chat_id: int, now: float) -> None:
