@@ -47,8 +47,10 @@ def opened(data: bytes) -> Image.Image:
     return image
 
 
-def near(pixel: tuple[int, ...], colour: tuple[int, int, int]) -> bool:
-    return all(abs(a - b) <= 12 for a, b in zip(pixel, colour, strict=False))
+def near(pixel: object, colour: tuple[int, int, int]) -> bool:
+    """A pixel read back from a JPEG is within a few levels of ``colour``."""
+    values = pixel if isinstance(pixel, tuple) else (pixel,) * 3
+    return all(abs(a - b) <= 12 for a, b in zip(values, colour, strict=False))
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -128,7 +130,7 @@ def test_an_animation_gives_its_first_frame(tmp_path, image_format):
     source = tmp_path / f"moving.{image_format.lower()}"
     frames[0].save(source, image_format, save_all=True, append_images=frames[1:], duration=100)
     with Image.open(source) as check:
-        assert check.n_frames == 3  # really animated (APNG for PNG)
+        assert getattr(check, "n_frames", 1) == 3  # really animated (APNG for PNG)
     out = opened(prepare_image(source).data)
     assert out.size == (300, 300)
     assert near(out.getpixel((150, 150)), RED)
@@ -153,7 +155,7 @@ def test_a_palette_image_with_transparency_is_flattened_too(tmp_path):
 def test_sixteen_bit_greyscale_is_not_clipped_to_white(tmp_path):
     image = Image.new("I;16", (300, 300), 128 * 256)
     out = opened(prepare_image(write(tmp_path / "deep.png", image, "PNG")).data)
-    assert 115 <= out.getpixel((5, 5))[0] <= 140
+    assert near(out.getpixel((5, 5)), (128, 128, 128))
 
 
 def test_cmyk_becomes_rgb(tmp_path):

@@ -1069,17 +1069,21 @@ class FakeTelegram:
         size_bytes: int = 50_000,
         width: int = 1280,
         height: int = 1707,
+        media_group_id: str | None = None,
         reply_to: int | None = None,
         thread_id: int | None = None,
     ) -> dict[str, Any]:
         """A user sends a photo: three sizes, ascending, each a real JPEG; the largest is
-        ``width`` × ``height`` and ``size_bytes`` long (longer if the picture needs it)."""
+        ``width`` × ``height`` and ``size_bytes`` long (longer if the picture needs it).
+        Photos of one album share a ``media_group_id``."""
         sizes: list[JSON] = []
         for factor, size in ((90 / 1280, size_bytes // 40), (320 / 1280, size_bytes // 6)):
             small = (max(1, round(width * factor)), max(1, round(height * factor)))
             sizes.append(self._photo_size(small, max(1, size)))
         sizes.append(self._photo_size((width, height), size_bytes))
         content: JSON = {"photo": sizes}
+        if media_group_id is not None:
+            content["media_group_id"] = media_group_id
         self._add_caption(content, caption)
         return self._user_message(chat_id, user_id, content, reply_to, thread_id)
 
