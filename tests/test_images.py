@@ -13,6 +13,7 @@ from PIL import Image
 
 from bot import images
 from bot.images import (
+    DRAFT_LONG_SIDE,
     MAX_DECODED_PIXELS,
     MAX_IMAGE_PIXELS,
     MAX_LONG_SIDE,
@@ -89,6 +90,24 @@ def test_a_huge_jpeg_is_decoded_at_reduced_scale_and_capped(tmp_path, monkeypatc
     assert seen == [(2250, 1500)]
     assert near(out.getpixel((10, 10)), RED)
     assert near(out.getpixel((2040, 10)), BLUE)
+
+
+def test_a_jpeg_whose_eighth_is_long_enough_is_decoded_at_an_eighth(tmp_path, monkeypatch):
+    """12000 px: 1/8 gives 1500 px (at least DRAFT_LONG_SIDE), 9 MB of pixels instead of
+    the 36 MB of 1/4; it is sent at 1500 px rather than enlarged."""
+    resized: list[tuple[int, int]] = []
+    original = Image.Image.resize
+
+    def spy(self, size, *args, **kwargs):
+        resized.append(size)
+        return original(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    source = write(tmp_path / "huge.jpg", Image.new("RGB", (12000, 9000), RED), "JPEG")
+    prepared = prepare_image(source)
+    assert (prepared.width, prepared.height) == (1500, 1125)
+    assert DRAFT_LONG_SIDE <= 1500 < MAX_LONG_SIDE
+    assert resized == []  # nothing to scale: the decoder did it
 
 
 def test_a_panorama_is_drafted_for_its_own_shape_not_a_square():

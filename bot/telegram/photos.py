@@ -9,22 +9,26 @@ and so before an invoice), and the job's submit, its retries and "Try again" rea
 same JPEG instead of downloading and decoding again. The folder keeps the newest
 ``CACHE_FILES`` photos; a photo no longer there is simply prepared again.
 
-Memory: the download never is in memory whole, and one image is decoded at a time
-(``PREPARE_CONCURRENCY``): decoding is CPU-bound, the bot's machine may have two cores
-and the event loop needs one, and a burst of big images then costs one image's pixels,
-not ten.
+Memory: the download never is in memory whole, and images are decoded one at a time in
+one worker thread: decoding is CPU-bound, the bot's machine may have two cores and the
+event loop needs one, and a burst of big images then costs one image's pixels, not ten.
+After each image the worker hands freed memory back to the system (glibc's
+``malloc_trim``): image buffers are large and short-lived, and glibc would otherwise
+keep them for the process (docs/benchmarks.md, "Ten 20 MB photos at once").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import io
 import logging
 import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -42,14 +46,34 @@ log = logging.getLogger(__name__)
 
 #: Telegram hands bots files up to 20 MB.
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
-#: Images decoded at once (see the module docstring).
-PREPARE_CONCURRENCY = 1
 #: Downloads at once: each may put 20 MB on disk until it is decoded.
 DOWNLOAD_CONCURRENCY = 4
 #: Prepared photos kept; about 0.2–2 MB each.
 CACHE_FILES = 500
 _CHUNK = 64 * 1024
 _PART_PREFIX = ".part-"
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None elsewhere (musl, macOS): then nothing is trimmed."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    trim: Callable[[int], int] | None = getattr(libc, "malloc_trim", None)
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def _prepare_and_give_back(source: Path) -> PreparedImage:
+    """Runs in the worker: prepare, then return the image's freed buffers to the system."""
+    try:
+        return prepare_image(source)
+    finally:
+        if _TRIM is not None:
+            _TRIM(0)
 
 
 class Photos:
@@ -67,7 +91,8 @@ class Photos:
         self._http = http
         self._folder = folder
         self._on_unauthorized = on_unauthorized
-        self._decoding = asyncio.Semaphore(PREPARE_CONCURRENCY)
+        #: The one thread images are decoded in (see the module docstring).
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="photo")
         self._downloading = asyncio.Semaphore(DOWNLOAD_CONCURRENCY)
         #: One preparation per photo at a time (a second caller then finds it cached):
         #: each photo's lock and how many callers hold or wait for it.
@@ -80,6 +105,10 @@ class Photos:
         self._folder.mkdir(parents=True, exist_ok=True)
         for leftover in self._folder.glob(f"{_PART_PREFIX}*"):
             leftover.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Stop the worker once the image it is on (if any) is done."""
+        self._worker.shutdown(wait=False, cancel_futures=True)
 
     def _cached_path(self, file_unique_id: str) -> Path:
         digest = hashlib.sha256(file_unique_id.encode()).hexdigest()[:40]
@@ -145,8 +174,8 @@ class Photos:
         try:
             async with self._downloading:
                 size = await self._download(file_id, part)
-            async with self._decoding:
-                image = await asyncio.to_thread(prepare_image, part)
+            loop = asyncio.get_running_loop()
+            image = await loop.run_in_executor(self._worker, _prepare_and_give_back, part)
         except ImageRefused as exc:
             log.info("photo refused (%d bytes): %s", part.stat().st_size, exc)
             raise

@@ -461,6 +461,8 @@ class Runtime:
 
     async def close(self) -> None:
         await self.stop_jobs()
+        if self._photos is not None:
+            self._photos.close()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
