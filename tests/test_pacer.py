@@ -36,15 +36,15 @@ class Clock:
 async def test_a_chat_is_free_again_a_gap_after_its_answer_not_before():
     clock = Clock()
     pacer = ChatPacer(clock)
-    assert pacer.optional(1)
+    assert pacer.free(1)
     async with pacer.turn(1):
         assert not pacer.free(1)  # a message on its way
         clock.now += 5.0  # however long its answer takes
-    assert not pacer.optional(1)  # a status edit right after it is dropped
+    assert not pacer.free(1)
     assert pacer.wait_needed(1) == PRIVATE_CHAT_GAP  # counted from the answer
-    assert pacer.optional(2)  # other chats are independent
+    assert pacer.free(2)  # other chats are independent
     clock.now += PRIVATE_CHAT_GAP
-    assert pacer.optional(1)
+    assert pacer.free(1)
 
 
 async def test_groups_get_a_wider_gap():
@@ -53,8 +53,28 @@ async def test_groups_get_a_wider_gap():
     async with pacer.turn(-100):
         pass
     clock.now += PRIVATE_CHAT_GAP
-    assert not pacer.optional(-100)
+    assert not pacer.free(-100)
     assert pacer.wait_needed(-100) == GROUP_CHAT_GAP - PRIVATE_CHAT_GAP
+
+
+async def test_a_status_edit_is_dropped_only_while_other_messages_wait_for_the_chat(
+    monkeypatch,
+):
+    monkeypatch.setattr(pacing, "PRIVATE_CHAT_GAP", 0.05)
+    pacer = ChatPacer()
+
+    async def keyboard() -> None:
+        async with pacer.turn(1):
+            pass
+
+    async with pacer.turn(1):
+        assert pacer.optional(1)  # in the chat's gap it waits its turn, not dropped
+        waiting = asyncio.create_task(keyboard())
+        await asyncio.sleep(0)
+        assert not pacer.optional(1)  # a keyboard waits: the status edit gives way
+    await waiting
+    assert pacer.optional(1)  # nobody waits any more
+    assert pacer.optional(2)
 
 
 async def test_waiters_in_one_chat_go_most_urgent_first_and_one_at_a_time(monkeypatch):

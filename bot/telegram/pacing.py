@@ -423,9 +423,10 @@ class ChatPacer:
         return self._backlog() == 0
 
     def optional(self, chat_id: int) -> bool:
-        """Whether a nice-to-have message (a status edit) may go now: the chat is free and
-        the bot's queue short. Skipped otherwise; the rate limiter takes the turn."""
-        return self.free(chat_id) and self._backlog() < STATUS_EDIT_MAX_BACKLOG
+        """Whether a nice-to-have message (a status edit) should be sent at all: not while
+        other messages wait for this chat (they matter more) or the bot's queue is long.
+        Sent, it waits for the chat's turn like any other (the caller bounds the wait)."""
+        return not self._queues.get(chat_id) and self._backlog() < STATUS_EDIT_MAX_BACKLOG
 
 
 def _as_int(value: object) -> int | None:
