@@ -623,7 +623,10 @@ def test_memory_deny_write_execute_suits_this_python():
     plain foreign call: no callback, so no libffi closure that could want such pages."""
     assert sys.version_info[:2] >= (3, 11)
     # Every CFUNCTYPE (the only way to a callback) lands in this cache.
-    code = "import bot.__main__, bot.app, bot.telegram.photos, ctypes; print(len(ctypes._c_functype_cache))"
+    code = (
+        "import bot.__main__, bot.app, bot.telegram.photos, ctypes;"
+        " print(len(ctypes._c_functype_cache))"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
     )
