@@ -85,8 +85,9 @@ class PhotoRound:
                 "| images | each | RSS before MB | peak RSS MB (rise) | RSS after MB"
                 " | all keyboards s | videos |",
                 "|--:|--:|--:|--:|--:|--:|--:|",
-                f"| {self.images} | {self.image_bytes / 2**20:.1f} MiB, {self.side}×{self.side} JPEG"
-                f" | {self.rss_before_mb:.1f} | {max(self.peak_sampled_mb, self.hwm_after_mb):.1f}"
+                f"| {self.images} | {self.image_bytes / 2**20:.1f} MiB,"
+                f" {self.side}×{self.side} JPEG | {self.rss_before_mb:.1f}"
+                f" | {max(self.peak_sampled_mb, self.hwm_after_mb):.1f}"
                 f" (+{self.peak_rise_mb:.1f}) | {self.rss_after_mb:.1f}"
                 f" | {self.keyboards_s:.1f} | {self.videos} |",
             ]
