@@ -12,6 +12,7 @@ from PIL import Image
 
 from bot.core.errors import PhotoUnavailable
 from bot.i18n import texts
+from bot.telegram import photos as photos_module
 from bot.telegram.photos import Photos
 from tests.conftest import ledger, running, settled
 from tests.test_private_flow import button_data, reply_target, send_photo_get_keyboard
@@ -287,3 +288,29 @@ async def test_a_download_past_20_mb_is_cut_off_without_reading_it_all(tmp_path,
     assert caught.value.too_big
     assert len(served) <= 21  # not the 40 MB on offer
     assert [p.name for p in (tmp_path / "photos").iterdir()] == []  # no part file left
+
+
+async def test_the_folder_keeps_the_newest_prepared_photos_and_remakes_the_rest(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(photos_module, "CACHE_FILES", 2)
+    downloads: list[str] = []
+    jpeg = encoded(Image.new("RGB", (400, 300), RED), "JPEG")
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        downloads.append(request.url.path)
+        return httpx.Response(200, content=jpeg)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        photos = Photos(FileBot(), http, tmp_path / "photos")  # type: ignore[arg-type]
+        photos.open()
+        try:
+            for name in ("a", "b", "a", "c"):
+                image = await photos.prepared(f"file-{name}", f"unique-{name}")
+                assert (image.width, image.height) == (400, 300)
+            assert downloads == ["/file-a", "/file-b", "/file-c"]  # "a" came from the folder
+            assert len(list((tmp_path / "photos").glob("*.jpg"))) == 2
+            await photos.prepared("file-b", "unique-b")  # the oldest: it went
+            assert downloads[-1] == "/file-b"
+        finally:
+            photos.close()

@@ -143,20 +143,27 @@ class Photos:
             data = path.read_bytes()
         except FileNotFoundError:
             return None
-        with contextlib.suppress(OSError):
+        try:
+            with Image.open(io.BytesIO(data)) as header:  # reads the header only
+                width, height = header.size
             os.utime(path)  # recently used: evicted last
-        with Image.open(io.BytesIO(data)) as header:  # reads the header only
-            width, height = header.size
+        except OSError:  # not ours after all (a disk error, a stray file): made again
+            path.unlink(missing_ok=True)
+            return None
         return PreparedImage(data, width, height)
 
     def _store(self, file_unique_id: str, image: PreparedImage) -> None:
+        """Keep it for the job and its retries; a full disk only costs a later re-make."""
         path = self._cached_path(file_unique_id)
-        with tempfile.NamedTemporaryFile(
-            dir=self._folder, prefix=_PART_PREFIX, delete=False
-        ) as handle:
-            handle.write(image.data)
-        os.replace(handle.name, path)
-        self._evict()
+        try:
+            with tempfile.NamedTemporaryFile(
+                dir=self._folder, prefix=_PART_PREFIX, delete=False
+            ) as handle:
+                handle.write(image.data)
+            os.replace(handle.name, path)
+            self._evict()
+        except OSError as exc:
+            log.warning("could not keep a prepared photo in %s: %s", self._folder, exc)
 
     def _evict(self) -> None:
         entries = [entry for entry in os.scandir(self._folder) if entry.name.endswith(".jpg")]
@@ -168,12 +175,18 @@ class Photos:
                 os.unlink(entry.path)
 
     async def _download_and_prepare(self, file_id: str) -> PreparedImage:
-        handle, name = tempfile.mkstemp(dir=self._folder, prefix=_PART_PREFIX)
+        try:
+            handle, name = tempfile.mkstemp(dir=self._folder, prefix=_PART_PREFIX)
+        except OSError as exc:  # a full or read-only disk: worth a retry later
+            raise SendFailed(f"no room for the download: {exc.strerror}") from exc
         os.close(handle)
         part = Path(name)
         try:
             async with self._downloading:
-                size = await self._download(file_id, part)
+                try:
+                    size = await self._download(file_id, part)
+                except OSError as exc:
+                    raise SendFailed(f"could not write the download: {exc.strerror}") from exc
             loop = asyncio.get_running_loop()
             image = await loop.run_in_executor(self._worker, _prepare_and_give_back, part)
         except ImageRefused as exc:
