@@ -73,7 +73,7 @@ FLOOD_ATTEMPTS = 3
 #: A flood wait this long is no passing hiccup: operators hear about it.
 LONG_FLOOD_WAIT_SECONDS = 30.0
 #: Telegram's per-chat pace: about one message a second in a private chat, twenty a
-#: minute in a group. Status edits that would break it are skipped; outcomes wait.
+#: minute in a group, counted from the previous message's answer (:class:`ChatPacer`).
 PRIVATE_CHAT_GAP = 1.0
 GROUP_CHAT_GAP = 3.0
 _PACER_MAX_CHATS = 10_000

@@ -16,6 +16,10 @@ sendChatAction, editMessageText, editMessageCaption, editMessageReplyMarkup, del
 answerCallbackQuery, answerPreCheckoutQuery, refundStarPayment, getStarTransactions, getFile,
 close, logOut. Anything else is 404, as Telegram answers.
 
+Users' photos and image files are real pictures a decoder reads (``send_photo`` makes
+JPEGs of the given ``width`` × ``height``, padded to ``size_bytes`` with comment segments;
+``send_document`` makes a JPEG or PNG, or sends the ``data`` a test built itself).
+
 The test plays the users (``send_text``, ``send_photo``, ``press_button``, ``pay_invoice``, ...),
 each of which queues an Update; it injects failures (``fail_next``, ``lose_answer_next``,
 ``block_chat``, ``flood_limits``) and inspects what the bot did (``calls``, ``wait_for_call``,
