@@ -85,7 +85,14 @@ def main(argv: list[str]) -> int:
     application = build_application(settings)
     log.info("starting; jobs ledger at %s", settings.database_path)
     try:
-        application.run_polling(allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False)
+        if settings.webhook_mode:
+            from .web import run_webhook  # aiohttp is loaded only when it serves
+
+            log.info("webhook mode: updates come to %s", settings.webhook_path)
+            run_webhook(application)
+        else:
+            # PTB deletes any webhook first, so switching back to polling just works.
+            application.run_polling(allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False)
     except (TelegramError, LedgerUnusable, LedgerLocked, OSError) as exc:
         return _fail(_why_not_started(exc, settings))
     stopped = _why_stopped(application.bot_data["runtime"], settings)

@@ -25,13 +25,13 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 from pydantic import (
     AfterValidator,
-    model_validator,
     BeforeValidator,
     Field,
     PlainValidator,
     SecretStr,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
