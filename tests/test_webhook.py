@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -289,3 +291,21 @@ async def test_sigterm_in_webhook_mode_stops_within_seconds(env, spawn, telegram
     _, stderr = await process.output()
     assert SECRET not in stderr
     assert "Traceback" not in stderr
+
+
+def test_a_polling_bot_without_http_listen_loads_no_server_or_metrics_library(tmp_path):
+    """Polling's memory does not grow: aiohttp and prometheus_client stay unimported."""
+    script = (
+        "import sys\n"
+        "from bot.__main__ import main\n"  # what python -m bot imports
+        "from bot.app import build_application\n"
+        "from bot.settings import load_settings\n"
+        "env = {'TELEGRAM_BOT_TOKEN': '123456:TEST-token_abcdefghijklmnopqrstuvwxyz',\n"
+        "       'SEGMIND_API_KEY': 'k', 'DATABASE_PATH': 'x.sqlite3'}\n"
+        "build_application(load_settings(env, env_file=None))\n"
+        "print(sorted(m for m in ('aiohttp', 'prometheus_client') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
