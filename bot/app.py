@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from telegram import Update
+from telegram.error import BadRequest
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -17,7 +18,7 @@ from .settings import Settings
 from .telegram.handlers import COMMAND, Handlers
 from .telegram.runtime import Runtime
 
-__all__ = ["build_application", "ALLOWED_UPDATES"]
+__all__ = ["build_application", "ALLOWED_UPDATES", "ListenFailed", "WebhookRefused"]
 
 #: Only what the bot handles; nothing else is fetched (or confirmed) for nothing.
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.PRE_CHECKOUT_QUERY]
@@ -27,6 +28,14 @@ ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.PRE_CHECKOUT_QU
 #: small coroutine: with 512 slots and 1,000 photos at once, Generate was answered
 #: 14 s late (p95); with 4096, 0.11-0.13 s (docs/benchmarks.md).
 CONCURRENT_UPDATES = 4096
+
+
+class ListenFailed(RuntimeError):
+    """The HTTP server cannot listen on ``HTTP_LISTEN``; ``str()`` says why, for an operator."""
+
+
+class WebhookRefused(RuntimeError):
+    """Telegram refused ``setWebhook``; ``str()`` is Telegram's reason (it holds no secret)."""
 
 
 def build_application(settings: Settings) -> Application:  # type: ignore[type-arg]
@@ -47,7 +56,12 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     root = settings.telegram_api_url
 
     async def post_init(application: Application) -> None:  # type: ignore[type-arg]
-        await runtime.start(application.bot, stop_bot=application.stop_running)
+        def stop_bot() -> None:
+            # Remembered: a stop asked for while starting must not be lost (run_webhook).
+            application.bot_data["stop_asked"] = True
+            application.stop_running()
+
+        await runtime.start(application.bot, stop_bot=stop_bot)
         if metrics is None:
             return
         from .web import WebServer
@@ -57,12 +71,15 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         await server.start()
         if settings.webhook_mode:
             assert settings.webhook_secret is not None
-            await application.bot.set_webhook(
-                url=settings.webhook_url,
-                secret_token=settings.webhook_secret.get_secret_value(),
-                allowed_updates=ALLOWED_UPDATES,
-                drop_pending_updates=False,
-            )
+            try:
+                await application.bot.set_webhook(
+                    url=settings.webhook_url,
+                    secret_token=settings.webhook_secret.get_secret_value(),
+                    allowed_updates=ALLOWED_UPDATES,
+                    drop_pending_updates=False,
+                )
+            except BadRequest as exc:  # Telegram's reason names what is wrong with the URL
+                raise WebhookRefused(exc.message) from exc
 
     async def post_stop(application: Application) -> None:  # type: ignore[type-arg]
         server = application.bot_data.pop("web", None)

@@ -21,7 +21,9 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -29,6 +31,7 @@ from aiohttp import web
 from telegram import Update
 from telegram.ext import Application
 
+from .app import ListenFailed
 from .core.errors import LedgerWriteFailed
 from .metrics import CONTENT_TYPE, Metrics
 from .settings import HEALTH_PATH, METRICS_PATH, Settings
@@ -78,6 +81,10 @@ class WebServer:
         site = web.TCPSite(runner, address[0], address[1], reuse_address=True)
         try:
             await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            # asyncio words it "error while attempting to bind on …": the errno says enough.
+            raise ListenFailed(os.strerror(exc.errno) if exc.errno else str(exc)) from exc
         except BaseException:
             await runner.cleanup()
             raise
@@ -160,12 +167,15 @@ def run_webhook(application: Application) -> None:  # type: ignore[type-arg]
     """
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, loop.stop)
+    if threading.current_thread() is threading.main_thread():  # signals reach it only
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, loop.stop)
     try:
         loop.run_until_complete(application.initialize())
         if application.post_init is not None:
             loop.run_until_complete(application.post_init(application))
+        if application.bot_data.get("stop_asked"):
+            return  # stopped while starting (token refused, ledger gone): no run at all
         loop.run_until_complete(application.start())
         loop.run_forever()
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 
@@ -17,7 +18,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.app import build_application
 from bot.telegram import runtime as runtime_module
+from bot.telegram.runtime import Runtime
+from bot.web import run_webhook
 from tests.conftest import (
     free_port,
     ledger,
@@ -309,3 +313,58 @@ def test_a_polling_bot_without_http_listen_loads_no_server_or_metrics_library(tm
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+async def test_a_taken_http_listen_port_stops_the_bot_with_one_line(env, spawn, telegram, port):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        process = await spawn({**env, "HTTP_LISTEN": f"127.0.0.1:{port}"})
+        assert await process.wait(timeout=15) == 1
+    _, stderr = await process.output()
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert lines == [f"error: HTTP_LISTEN 127.0.0.1:{port} cannot be used: Address already in use"]
+    assert "Traceback" not in stderr
+
+
+async def test_a_webhook_telegram_refuses_stops_the_bot_with_its_reason(
+    env, spawn, telegram, port
+):
+    telegram.fail_next(
+        "setWebhook",
+        error_code=400,
+        description="Bad Request: bad webhook: Failed to resolve host: Name or service not known",
+    )
+    process = await spawn(
+        {
+            **env,
+            "WEBHOOK_URL": PUBLIC_URL,
+            "WEBHOOK_SECRET": SECRET,
+            "HTTP_LISTEN": f"127.0.0.1:{port}",
+        }
+    )
+    assert await process.wait(timeout=15) == 1
+    _, stderr = await process.output()
+    assert stderr.splitlines()[-1] == (
+        "error: Telegram refused WEBHOOK_URL: Bad webhook: failed to resolve host:"
+        " name or service not known"
+    )
+    assert SECRET not in stderr
+
+
+async def test_a_stop_asked_for_while_starting_in_webhook_mode_ends_the_run(
+    webhook_settings, monkeypatch
+):
+    """The token watch or the ledger watch may stop the bot during post_init, before
+    the loop runs: run_webhook must return, not serve for ever."""
+    original = Runtime.start
+
+    async def start_then_stop(self, bot, stop_bot):
+        await original(self, bot, stop_bot)
+        stop_bot()  # as the token watch does when Telegram refuses the token
+
+    monkeypatch.setattr(Runtime, "start", start_then_stop)
+    application = build_application(webhook_settings)
+    # In a thread: run_webhook runs its own event loop, as python -m bot does.
+    await asyncio.wait_for(asyncio.to_thread(run_webhook, application), timeout=20)
+    assert not application.running
