@@ -230,6 +230,26 @@ async def test_metrics_count_a_delivery(telegram, segmind, hook_bot, http):
     assert ("warmth_telegram_errors_total", (("code", "429"),)) in after
 
 
+async def test_metrics_count_segmind_errors_by_kind_and_telegram_refusals(
+    telegram, segmind, hook_bot, http
+):
+    telegram.private_chat(USER)
+    segmind.fail_next_status(500, error="Internal Server Error")  # a retry, then on
+    await generate(telegram, USER)
+    await telegram.wait_for_call("sendVideo", chat_id=USER)
+    await settled(hook_bot, telegram)
+    blocked = 4343
+    telegram.private_chat(blocked)
+    telegram.block_chat(blocked)
+    telegram.send_text(blocked, blocked, "hi")  # the reply meets 403
+    await wait_until(lambda: telegram.calls_of("sendMessage", chat_id=blocked), what="403")
+    await settled(hook_bot, telegram)
+    found = samples((await http.get("/metrics")).text)
+    assert found[("warmth_segmind_errors_total", (("kind", "TemporaryError"),))] == 1
+    assert found[("warmth_telegram_errors_total", (("code", "403"),))] == 1
+    assert found[("warmth_telegram_errors_total", (("code", "429"),))] == 0
+
+
 async def test_polling_with_http_listen_serves_health_and_metrics(make_settings, telegram, port):
     settings = make_settings(HTTP_LISTEN=f"127.0.0.1:{port}")
     async with (
@@ -368,3 +388,32 @@ async def test_a_stop_asked_for_while_starting_in_webhook_mode_ends_the_run(
     # In a thread: run_webhook runs its own event loop, as python -m bot does.
     await asyncio.wait_for(asyncio.to_thread(run_webhook, application), timeout=20)
     assert not application.running
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_telegram_reach_follows_the_last_answer():
+    from telegram.error import BadRequest, Forbidden, NetworkError, TimedOut
+
+    clock = Clock()
+    reach = runtime_module.TelegramReach(clock)
+    assert reach.problem() is None  # just started: not yet stale
+    clock.now += runtime_module.TELEGRAM_STALE_SECONDS + 1
+    assert reach.problem() == "no answer from Telegram for 181 s"
+    reach.answered(None)
+    assert reach.problem() is None
+    clock.now += 5
+    reach.answered(TimedOut())
+    assert reach.problem() == "Telegram unreachable (no answer for 5 s)"
+    reach.answered(Forbidden("bot was blocked"))  # an answer: Telegram is there
+    assert reach.problem() is None
+    reach.answered(NetworkError("connection refused"))
+    assert reach.problem() is not None
+    reach.answered(BadRequest("message not found"))  # BadRequest is a NetworkError in PTB
+    assert reach.problem() is None

@@ -92,25 +92,24 @@ class TelegramReach:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._started = clock()
-        self._answered_at: float | None = None
-        self._unreachable_at: float | None = None
+        #: The last answer (or the start, before any): what "recently" counts from.
+        self._answered_at = clock()
+        #: The last call failed on the network (and none answered since).
+        self._unreachable = False
 
     def answered(self, error: TelegramError | None) -> None:
-        unreachable = isinstance(error, NetworkError) and not isinstance(error, BadRequest)
-        if unreachable:
-            self._unreachable_at = self._clock()
-        else:
+        # A BadRequest is an answer: PTB derives it from NetworkError.
+        self._unreachable = isinstance(error, NetworkError) and not isinstance(error, BadRequest)
+        if not self._unreachable:
             self._answered_at = self._clock()
 
     def problem(self) -> str | None:
         """None when Telegram answered recently; otherwise why not, in one line."""
-        now = self._clock()
-        since = self._answered_at if self._answered_at is not None else self._started
-        if self._unreachable_at is not None and self._unreachable_at >= since:
-            return f"Telegram unreachable (no answer for {now - since:.0f} s)"
-        if now - since > TELEGRAM_STALE_SECONDS:
-            return f"no answer from Telegram for {now - since:.0f} s"
+        silent = self._clock() - self._answered_at
+        if self._unreachable:
+            return f"Telegram unreachable (no answer for {silent:.0f} s)"
+        if silent > TELEGRAM_STALE_SECONDS:
+            return f"no answer from Telegram for {silent:.0f} s"
         return None
 
 
