@@ -417,3 +417,44 @@ def test_telegram_reach_follows_the_last_answer():
     assert reach.problem() is not None
     reach.answered(BadRequest("message not found"))  # BadRequest is a NetworkError in PTB
     assert reach.problem() is None
+
+
+async def test_the_fake_pushes_with_the_secret_and_retries_until_2xx(telegram):
+    """Telegram's side of a webhook, as the fake plays it (no bot: a bare receiver)."""
+    from aiohttp import web
+
+    received: list[tuple[str | None, dict]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        received.append(
+            (request.headers.get("X-Telegram-Bot-Api-Secret-Token"), await request.json())
+        )
+        return web.Response(status=500 if len(received) == 1 else 200)
+
+    app = web.Application()
+    app.router.add_post("/telegram/hook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        telegram.webhook_proxy = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        await telegram._set_webhook({"url": PUBLIC_URL, "secret_token": SECRET})
+        telegram.private_chat(USER)
+        update_id = telegram.push_update({"message": a_text_update(0)["message"]})
+        await wait_until(lambda: telegram.pending_updates() == 0, what="the update taken")
+        assert [(uid, status) for uid, status in telegram.webhook_posts] == [
+            (update_id, 500),
+            (update_id, 200),
+        ]
+        assert [secret for secret, _ in received] == [SECRET, SECRET]
+        assert received[1][1]["update_id"] == update_id
+        info = await telegram._get_webhook_info({})
+        assert (
+            info["last_error_message"]
+            == "Wrong response from the webhook: 500 Internal Server Error"
+        )
+        assert info["pending_update_count"] == 0
+    finally:
+        await telegram._delete_webhook({})
+        await runner.cleanup()

@@ -43,10 +43,21 @@ Error wordings follow the Bot API server (tdlib/telegram-bot-api) and TDLib sour
 empty payload is 'parameter "payload" is required' and a zero amount "total price must be
 positive"; only the wording for a too long title or description is the fake's own.
 
+Webhooks: ``setWebhook`` (an https URL, a ``secret_token`` of ``A-Za-z0-9_-``, as Telegram
+checks) switches the fake from getUpdates (now answered 409 Conflict) to pushing: each
+pending update is POSTed as JSON with ``X-Telegram-Bot-Api-Secret-Token`` to the webhook URL,
+whose scheme and host are replaced by ``webhook_proxy`` when set (the TLS reverse proxy in
+front of a bot listening on plain HTTP). An update is done when the bot answers 2xx;
+otherwise (or on a failed connection) it is tried again after ``webhook_retry_seconds`` and
+``getWebhookInfo`` reports ``last_error_message``. ``webhook_posts`` lists every post.
+``deleteWebhook`` (or ``setWebhook`` with an empty URL) switches back to getUpdates.
+
 Deliberate simplifications: parse_mode HTML is rendered by dropping the tags (no entities),
 Markdown is stored as sent; uploaded files over ``keep_uploads_up_to`` bytes are hashed, not
-kept, so their download URL answers 404; there is no per-chat limit for private chats; only
-Stars invoices exist (any other currency is refused as PAYMENT_PROVIDER_INVALID).
+kept, so their download URL answers 404; there is no per-chat limit for private chats;
+webhook updates are posted one at a time (Telegram: up to ``max_connections`` at once) and
+retried quickly; only Stars invoices exist (any other currency is refused as
+PAYMENT_PROVIDER_INVALID).
 """
 
 from __future__ import annotations
