@@ -81,9 +81,11 @@ class Metrics:
             "warmth_status_polls", "Status polls sent to Segmind", registry=registry
         )
         self.telegram_errors = Counter(
-            "warmth_telegram_errors", "429 and 403 answers from Telegram", ["code"],
+            "warmth_telegram_errors",
+            "429 and 403 answers from Telegram",
+            ["code"],
             registry=registry,
-        )  # fmt: skip
+        )
         self.segmind_errors = Counter(
             "warmth_segmind_errors", "Segmind errors by kind", ["kind"], registry=registry
         )

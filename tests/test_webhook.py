@@ -9,6 +9,7 @@ on plain HTTP on 127.0.0.1).
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 import subprocess
@@ -458,3 +459,19 @@ async def test_the_fake_pushes_with_the_secret_and_retries_until_2xx(telegram):
     finally:
         await telegram._delete_webhook({})
         await runner.cleanup()
+
+
+def test_a_short_webhook_secret_is_redacted_from_ptbs_debug_line():
+    """Secrets under 6 characters are not replaced everywhere (they would mangle lines),
+    but PTB's DEBUG line of setWebhook's parameters never shows one."""
+    from bot.logs import RedactingFormatter
+
+    record = logging.LogRecord(
+        "telegram.Bot", logging.DEBUG, __file__, 1,
+        "Calling Bot API endpoint `%s` with parameters `%s`",
+        ("setWebhook", {"url": PUBLIC_URL, "secret_token": "Zq9_x", "max_connections": 40}),
+        None,
+    )  # fmt: skip
+    line = RedactingFormatter(["Zq9_x"]).format(record)
+    assert "Zq9_x" not in line
+    assert "'secret_token': '***'" in line
