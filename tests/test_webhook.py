@@ -467,11 +467,14 @@ def test_a_short_webhook_secret_is_redacted_from_ptbs_debug_line():
     from bot.logs import RedactingFormatter
 
     record = logging.LogRecord(
-        "telegram.Bot", logging.DEBUG, __file__, 1,
+        "telegram.Bot",
+        logging.DEBUG,
+        __file__,
+        1,
         "Calling Bot API endpoint `%s` with parameters `%s`",
         ("setWebhook", {"url": PUBLIC_URL, "secret_token": "Zq9_x", "max_connections": 40}),
         None,
-    )  # fmt: skip
+    )
     line = RedactingFormatter(["Zq9_x"]).format(record)
     assert "Zq9_x" not in line
     assert "'secret_token': '***'" in line
