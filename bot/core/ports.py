@@ -20,6 +20,7 @@ from .options import VideoOptions
 from .payments import NewPayment, Payment, PaymentOutcome, PreCheckout
 
 __all__ = [
+    "UPDATE_CLAIM_SECONDS",
     "Ledger",
     "Messenger",
     "Progress",
@@ -32,6 +33,9 @@ __all__ = [
 
 
 # -- the ledger -----------------------------------------------------------------------
+
+#: How long a claimed update id is remembered: Telegram gives up retrying long before.
+UPDATE_CLAIM_SECONDS = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,16 @@ class Ledger(Protocol):
 
     async def refunds_due_before(self, before: float) -> list[Payment]:
         """Refunds still due that became due before ``before`` (stuck ones)."""
+
+    # Webhook mode and operations
+
+    async def claim_update(self, update_id: int, now: float) -> bool:
+        """True the first time this Telegram ``update_id`` is claimed (by any instance
+        sharing the ledger); False for a retried or re-routed copy. Claims older than
+        :data:`UPDATE_CLAIM_SECONDS` may be forgotten."""
+
+    async def jobs_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state (states with none may be left out)."""
 
 
 # -- the video service ----------------------------------------------------------------

@@ -45,7 +45,7 @@ from ..core.payments import (
     RefundState,
     parse_payload,
 )
-from ..core.ports import RunSeconds
+from ..core.ports import UPDATE_CLAIM_SECONDS, RunSeconds
 from .migrations import load_migrations
 
 __all__ = ["LedgerLocked", "LedgerUnusable", "SqliteLedger", "SCHEMA_VERSION"]
@@ -188,6 +188,8 @@ class SqliteLedger:
         self._write_lock = asyncio.Lock()
         #: (device, inode) of the file opened: the path must still name it.
         self._identity: tuple[int, int] | None = None
+        #: When old update claims were last pruned (at most once an hour).
+        self._claims_pruned_at = float("-inf")
 
     def _take_lock(self) -> None:
         handle = Path(f"{self.path}.lock").open("ab")  # noqa: SIM115 (held while open)
@@ -939,3 +941,28 @@ class SqliteLedger:
             "last_sent_at=excluded.last_sent_at",
             (kind, int(active), last_sent_at),
         )
+
+    # -- updates (webhook mode) and operations ----------------------------------------
+
+    async def claim_update(self, update_id: int, now: float) -> bool:
+        """One insert; old claims are pruned along with it about once an hour."""
+        prune = now - self._claims_pruned_at >= 3600.0
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "INSERT INTO updates (update_id, received_at) VALUES (?,?) "
+                "ON CONFLICT(update_id) DO NOTHING",
+                (update_id, now),
+            )
+            claimed = cursor.rowcount == 1
+            if prune:
+                await db.execute(
+                    "DELETE FROM updates WHERE received_at < ?", (now - UPDATE_CLAIM_SECONDS,)
+                )
+        if prune:
+            self._claims_pruned_at = now
+        return claimed
+
+    async def jobs_by_state(self) -> dict[JobState, int]:
+        async with self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state") as cursor:
+            rows = await cursor.fetchall()
+        return {JobState(row[0]): int(row[1]) for row in rows}

@@ -43,10 +43,21 @@ Error wordings follow the Bot API server (tdlib/telegram-bot-api) and TDLib sour
 empty payload is 'parameter "payload" is required' and a zero amount "total price must be
 positive"; only the wording for a too long title or description is the fake's own.
 
+Webhooks: ``setWebhook`` (an https URL, a ``secret_token`` of ``A-Za-z0-9_-``, as Telegram
+checks) switches the fake from getUpdates (now answered 409 Conflict) to pushing: each
+pending update is POSTed as JSON with ``X-Telegram-Bot-Api-Secret-Token`` to the webhook URL,
+whose scheme and host are replaced by ``webhook_proxy`` when set (the TLS reverse proxy in
+front of a bot listening on plain HTTP). An update is done when the bot answers 2xx;
+otherwise (or on a failed connection) it is tried again after ``webhook_retry_seconds`` and
+``getWebhookInfo`` reports ``last_error_message``. ``webhook_posts`` lists every post.
+``deleteWebhook`` (or ``setWebhook`` with an empty URL) switches back to getUpdates.
+
 Deliberate simplifications: parse_mode HTML is rendered by dropping the tags (no entities),
 Markdown is stored as sent; uploaded files over ``keep_uploads_up_to`` bytes are hashed, not
-kept, so their download URL answers 404; there is no per-chat limit for private chats; only
-Stars invoices exist (any other currency is refused as PAYMENT_PROVIDER_INVALID).
+kept, so their download URL answers 404; there is no per-chat limit for private chats;
+webhook updates are posted one at a time (Telegram: up to ``max_connections`` at once) and
+retried quickly; only Stars invoices exist (any other currency is refused as
+PAYMENT_PROVIDER_INVALID).
 """
 
 from __future__ import annotations
@@ -706,6 +717,17 @@ class FakeTelegram:
         #: The commands of the last setMyCommands (default scope), as getMyCommands returns.
         self.commands: list[JSON] = []
         self.webhook_url = ""
+        #: Where the fake really posts webhook updates: the scheme and host of
+        #: ``webhook_url`` are replaced by this (the TLS reverse proxy in front of the bot).
+        self.webhook_proxy = ""
+        #: Seconds between tries of an update the webhook did not take (Telegram: longer).
+        self.webhook_retry_seconds = 0.05
+        #: Every webhook post: (update_id, HTTP status, or 0 when the connection failed).
+        self.webhook_posts: list[tuple[int, int]] = []
+        self._webhook_secret: str | None = None
+        self._webhook_error: tuple[int, str] | None = None
+        self._webhook_wake = asyncio.Event()
+        self._pusher: asyncio.Task[None] | None = None
 
         self._users: dict[int, JSON] = {}
         self._chats: dict[int, _Chat] = {}
@@ -804,6 +826,7 @@ class FakeTelegram:
     async def stop(self) -> None:
         """Answer any pending long poll with [] at once, then close the server."""
         self._stopping = True
+        await self._stop_pusher()
         if self._poll is not None:
             self._poll.wake.set()
         runner, self._runner = self._runner, None
@@ -1487,6 +1510,7 @@ class FakeTelegram:
         self._recent_sends.append(now)
 
     def _wake_poll(self) -> None:
+        self._webhook_wake.set()
         poll = self._poll
         if poll is None:
             return
@@ -1762,22 +1786,112 @@ class FakeTelegram:
 
     async def _delete_webhook(self, params: JSON) -> bool:
         self.webhook_url = ""
+        self._webhook_secret = None
+        await self._stop_pusher()
         if _as_bool(params.get("drop_pending_updates", False)):
             self._pending.clear()
         return True
 
     async def _set_webhook(self, params: JSON) -> bool:
-        self.webhook_url = str(params.get("url") or "")
+        url = str(params.get("url") or "")
+        if not url:  # an empty URL removes the webhook, as on Telegram
+            return await self._delete_webhook(params)
+        if not url.startswith("https://"):
+            raise _bad("bad webhook: An HTTPS URL must be provided for webhook")
+        secret = params.get("secret_token")
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(secret)):
+            raise _bad("secret token contains unallowed characters")
+        allowed = params.get("allowed_updates")
+        if isinstance(allowed, list):
+            self._allowed_updates = [str(kind) for kind in allowed] or None
+        self.webhook_url = url
+        self._webhook_secret = None if secret is None else str(secret)
+        self._webhook_error = None
         if _as_bool(params.get("drop_pending_updates", False)):
             self._pending.clear()
+        for entry in self._pending:  # handed out by getUpdates, never confirmed: again
+            entry.delivered = False
+        if self._pusher is None or self._pusher.done():
+            self._pusher = asyncio.create_task(self._push_updates(), name="fake-webhook")
+        self._webhook_wake.set()
         return True
 
     async def _get_webhook_info(self, params: JSON) -> JSON:
-        return {
+        info: JSON = {
             "url": self.webhook_url,
             "has_custom_certificate": False,
             "pending_update_count": len(self._pending),
         }
+        if self.webhook_url:
+            info["max_connections"] = 40
+            if self._allowed_updates is not None:
+                info["allowed_updates"] = list(self._allowed_updates)
+        if self._webhook_error is not None:
+            info["last_error_date"], info["last_error_message"] = self._webhook_error
+        return info
+
+    # ------------------------------------------------------------------ webhook delivery
+
+    async def _stop_pusher(self) -> None:
+        pusher, self._pusher = self._pusher, None
+        if pusher is not None and pusher is not asyncio.current_task():
+            pusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pusher
+
+    def _webhook_target(self) -> str:
+        if not self.webhook_proxy:
+            return self.webhook_url
+        rest = self.webhook_url.split("://", 1)[1]
+        path = rest[rest.find("/") :] if "/" in rest else "/"
+        return self.webhook_proxy.rstrip("/") + path
+
+    async def _push_updates(self) -> None:
+        """Telegram's side of a webhook: POST each update in order, with the secret
+        header, until the bot answers 2xx; an update not taken is tried again later and
+        holds back the ones after it (the fake posts one at a time; Telegram up to
+        ``max_connections`` at once)."""
+        while self.webhook_url and not self._stopping:
+            self._webhook_wake.clear()
+            allowed = self._allowed_updates
+            if allowed is not None:
+                self._pending = [
+                    e for e in self._pending if any(kind in e.update for kind in allowed)
+                ]
+            entry = next((e for e in self._pending if not e.delivered), None)
+            if entry is None:
+                await self._webhook_wake.wait()
+                continue
+            status = await self._post_update(entry)
+            if 200 <= status < 300:
+                entry.delivered = True
+                with contextlib.suppress(ValueError):
+                    self._pending.remove(entry)
+                continue
+            await asyncio.sleep(self.webhook_retry_seconds)
+
+    async def _post_update(self, entry: _Pending) -> int:
+        assert self._http is not None
+        headers = {"Content-Type": "application/json"}
+        if self._webhook_secret is not None:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = self._webhook_secret
+        query = entry.update.get("pre_checkout_query")
+        if isinstance(query, dict):
+            attempt = self._precheckouts.get(str(query.get("id")))
+            if attempt is not None and attempt.fetched_at is None:
+                attempt.fetched_at = time.monotonic()
+        try:
+            response = await self._http.post(
+                self._webhook_target(), content=json.dumps(entry.update), headers=headers
+            )
+            status = response.status_code
+            message = f"Wrong response from the webhook: {status} {response.reason_phrase}"
+        except httpx.HTTPError as exc:
+            status, message = 0, f"Connection failed: {type(exc).__name__}"
+        self.webhook_posts.append((entry.update_id, status))
+        if not 200 <= status < 300:
+            self._webhook_error = (_now(), message)
+        return status
 
     async def _set_my_commands(self, params: JSON) -> bool:
         commands = params.get("commands")
