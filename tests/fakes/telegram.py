@@ -1000,6 +1000,10 @@ class FakeTelegram:
             return list(self._all_sends)
         return list(self._chat_sends.get(chat_id, ()))
 
+    def forget_file(self, file_id: str) -> None:
+        """Telegram no longer knows this file id: sends naming it get "wrong file identifier"."""
+        self._files.pop(file_id, None)
+
     def file_data(self, file_id: str) -> bytes | None:
         """The bytes behind a file id (None when not kept, e.g. big uploads)."""
         stored = self._files.get(file_id)
