@@ -51,6 +51,7 @@ def share_button(query: str = "#1") -> InlineKeyboardMarkup:
 async def a_video(bot: Bot, fake: FakeTelegram) -> str:
     fake.private_chat(USER)
     sent = await bot.send_video(USER, InputFile(io.BytesIO(b"\0" * 1000), filename="v.mp4"))
+    assert sent.video is not None
     return sent.video.file_id
 
 

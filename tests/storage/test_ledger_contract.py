@@ -5,6 +5,7 @@ pragmas, migrations) live beside each backend's own tests.
 """
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -395,7 +396,7 @@ async def delivered(
     chat = user_id if chat_id is None else chat_id
     job, _ = await ledger.create_draft(new_job(message_id, user_id, chat), VideoOptions())
     assert (await ledger.start(job.id, user_id, NO_CAP)).outcome is StartOutcome.STARTED
-    steps = [
+    steps: list[tuple[JobState, JobState, dict[str, Any]]] = [
         (JobState.PREPARING, JobState.SUBMITTING, {"seed": 5, "image_url": f"https://i/{job.id}"}),
         (JobState.SUBMITTING, JobState.QUEUED, {"request_id": f"req-{job.id}"}),
         (JobState.QUEUED, JobState.COMPLETED, {"output_url": "https://v"}),
@@ -498,12 +499,13 @@ async def test_delivered_videos_are_the_users_own_with_a_file_id_newest_first(le
     await delivered(ledger, message_id=4, user_id=2)
     link_only, _ = await ledger.create_draft(new_job(5), VideoOptions())
     await ledger.start(link_only.id, 1, LIMITS)
-    for source, target, fields in [
+    link_steps: list[tuple[JobState, JobState, dict[str, Any]]] = [
         (JobState.PREPARING, JobState.SUBMITTING, {}),
         (JobState.SUBMITTING, JobState.QUEUED, {"request_id": "req-link"}),
         (JobState.QUEUED, JobState.COMPLETED, {"output_url": "https://v"}),
         (JobState.COMPLETED, JobState.DELIVERED, {"video_file_id": None}),  # sent as a link
-    ]:
+    ]
+    for source, target, fields in link_steps:
         await ledger.transition(link_only.id, source, target, **fields)
 
     videos = await ledger.delivered_videos(1)
