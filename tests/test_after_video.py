@@ -227,6 +227,16 @@ async def test_again_with_a_price_sends_an_invoice_and_submits_only_after_paymen
         assert invoice.ok
         assert invoice.params["currency"] == "XTR"
         assert reply_target(invoice.params) == photo["message_id"]
+        # Its status message replies to the photo: the way back to the options.
+        status = await telegram.wait_for_call(
+            "sendMessage",
+            chat_id=USER,
+            where=lambda c: (
+                c.params.get("reply_markup") is not None
+                and texts.CHANGE_OPTIONS_LABEL in str(c.params["reply_markup"])
+            ),
+        )
+        assert reply_target(status[-1].params) == photo["message_id"]
         # Pressed again while the invoice is out: the same invoice is the answer.
         again = await press(telegram, USER, USER, video, "Again")
         assert again.get("text") == texts.ANSWER_AWAITING_PAYMENT
@@ -244,6 +254,25 @@ async def test_again_with_a_price_sends_an_invoice_and_submits_only_after_paymen
     assert paid["state"] == "delivered"
     assert paid["charge_id"] == telegram.payments[0].charge_id
     assert paid["price_stars"] == 50
+
+
+async def test_an_again_invoice_that_could_not_be_sent_goes_out_at_the_next_press(
+    telegram, segmind, make_settings, database
+):
+    telegram.private_chat(USER)
+    async with running(make_settings(PRICE_STARS="50", FREE_VIDEOS_PER_USER="1")) as app:
+        handled = Handled(app)
+        _, video = await make_video(telegram)
+        telegram.fail_next("sendInvoice", error_code=400, description="Bad Request: oops")
+        failed = await press(telegram, USER, USER, video, "Again")
+        assert failed.get("text") == texts.answer_again_invoice_failed(LANG)
+        assert failed.get("show_alert") is True
+        sent = await press(telegram, USER, USER, video, "Again")
+        assert sent.get("text") == texts.ANSWER_INVOICE_SENT
+        await settle(telegram, handled, database)
+    assert [c.ok for c in telegram.calls_of("sendInvoice")] == [False, True]
+    assert [job["state"] for job in ledger(database)] == ["delivered", "awaiting_payment"]
+    assert len(segmind.submits) == 1
 
 
 # -- Options ------------------------------------------------------------------------------
@@ -553,6 +582,7 @@ async def test_callback_answers_of_this_feature_fit_telegrams_200_characters():
         texts.answer_again_started(LANG),
         texts.answer_again_before(LANG),
         texts.answer_again_gone(LANG),
+        texts.answer_again_invoice_failed(LANG),
         texts.answer_options_shown(LANG),
         texts.answer_options_used(LANG),
         texts.answer_resent(LANG),

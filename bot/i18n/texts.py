@@ -454,6 +454,10 @@ def answer_again_gone(lang: str) -> str:
     return _(lang, "This button has expired. Please send the photo again.")
 
 
+def answer_again_invoice_failed(lang: str) -> str:
+    return _(lang, "Sorry, I couldn't send the invoice just now. Please press Again once more.")
+
+
 def answer_options_shown(lang: str) -> str:
     return _(lang, "Choose the options for this photo.")
 

@@ -589,7 +589,8 @@ class Handlers:
             await self._send_invoice(job, bot)
         except TelegramError as exc:
             log.warning("job %s: the invoice could not be sent: %s", job.short_id, exc)
-            await self._answer(query, texts.ANSWER_INVOICE_FAILED, alert=True)
+            lang = texts.FALLBACK_LANGUAGE  # i18n: lang
+            await self._answer(query, texts.answer_again_invoice_failed(lang), alert=True)
             return
         log.info("job %s: invoice %d for %d Stars", job.short_id, job.invoice_no, job.price_stars)
         await self._answer(query, texts.ANSWER_INVOICE_SENT)
