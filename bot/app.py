@@ -9,6 +9,7 @@ from telegram.ext import (
     ApplicationBuilder,
     CallbackQueryHandler,
     CommandHandler,
+    InlineQueryHandler,
     MessageHandler,
     PreCheckoutQueryHandler,
     filters,
@@ -21,7 +22,12 @@ from .telegram.runtime import Runtime
 __all__ = ["build_application", "ALLOWED_UPDATES", "ListenFailed", "WebhookRefused"]
 
 #: Only what the bot handles; nothing else is fetched (or confirmed) for nothing.
-ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.PRE_CHECKOUT_QUERY]
+ALLOWED_UPDATES = [
+    Update.MESSAGE,
+    Update.CALLBACK_QUERY,
+    Update.PRE_CHECKOUT_QUERY,
+    Update.INLINE_QUERY,  # Share: the user's own videos, offered in any chat
+]
 #: Updates handled at once. Handlers wait on Telegram's flood limits (a keyboard may
 #: queue for seconds when many photos arrive together); with too few slots that queue
 #: would hold up even the instant answers to button presses. A waiting handler is a
@@ -114,6 +120,8 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     application.add_handler(CommandHandler("refund", handlers.refund))
     application.add_handler(CommandHandler("paysupport", handlers.paysupport))
     application.add_handler(CommandHandler("terms", handlers.terms))
+    application.add_handler(CommandHandler("history", handlers.history))
+    application.add_handler(InlineQueryHandler(handlers.inline_query))
     # Before any other message handler: a payment must never be taken for a photo hint.
     application.add_handler(PreCheckoutQueryHandler(handlers.pre_checkout))
     application.add_handler(

@@ -173,6 +173,9 @@ class MeteredVideoService:
     async def download(self, url: str, destination: Path, *, max_bytes: int) -> int:
         return await self._counted(self._inner.download(url, destination, max_bytes=max_bytes))
 
+    async def still_serves(self, url: str) -> bool:
+        return await self._inner.still_serves(url)  # never raises: nothing to count
+
 
 class MeteredMessenger:
     """The messenger, counting deliveries (and how long after COMPLETED) and refunds."""

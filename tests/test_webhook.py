@@ -86,6 +86,7 @@ async def test_generate_to_video_over_the_webhook(telegram, segmind, hook_bot, d
     assert call.params["secret_token"] == SECRET
     assert sorted(call.params["allowed_updates"]) == [
         "callback_query",
+        "inline_query",
         "message",
         "pre_checkout_query",
     ]

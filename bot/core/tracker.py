@@ -332,6 +332,11 @@ class Tracker:
     async def _image_url(self, job: Job) -> str:
         if self._config.image_url_mode == "telegram":
             return await self._messenger.photo_link(job)
+        # "Again" (or a submit that never left) carries the photo's earlier upload:
+        # reused while Segmind still serves it, which spares a download and an upload.
+        if job.image_url is not None and await self._segmind.still_serves(job.image_url):
+            log.info("job %s: re-using the photo uploaded before", job.short_id)
+            return job.image_url
         data = await self._messenger.fetch_photo(job)
         return await self._segmind.upload(data, job.mime_type)
 

@@ -48,7 +48,7 @@ from ..core.jobs import Job, offers_retry
 from ..core.payments import Payment
 from ..core.ports import Progress, StarCharge
 from ..i18n import texts
-from .keyboards import retry_keyboard
+from .keyboards import after_video_keyboard, retry_keyboard
 from .pacing import ChatPacer, Priority, retry_after_seconds
 
 __all__ = ["TelegramMessenger", "is_reply_missing", "is_chat_gone"]
@@ -232,6 +232,7 @@ class TelegramMessenger:
                     InputFile(handle, filename="warmth-of-jesus.mp4", read_file_handle=False),
                     caption=texts.VIDEO_CAPTION,
                     supports_streaming=True,
+                    reply_markup=after_video_keyboard(job.id, share=self.can_share()),
                     reply_parameters=reply,
                     message_thread_id=job.thread_id,
                     write_timeout=_UPLOAD_WRITE_TIMEOUT,
@@ -275,7 +276,17 @@ class TelegramMessenger:
             )
 
     async def send_video_link(self, job: Job, url: str, expires_at: float) -> None:
-        await self._send_text(job, texts.video_link(url, expires_at))
+        # No Share: inline results need a Telegram file id, and a link has none.
+        markup = after_video_keyboard(job.id, share=False)
+        await self._send_text(job, texts.video_link(url, expires_at), markup)
+
+    def can_share(self) -> bool:
+        """Whether the bot has inline mode (BotFather /setinline), as getMe said at start:
+        without it a Share button would open nothing."""
+        try:
+            return bool(self._bot.supports_inline_queries)
+        except RuntimeError:  # getMe not called yet (the bot is not initialised)
+            return False
 
     async def send_outcome(self, job: Job) -> None:
         markup = retry_keyboard(job.id) if offers_retry(job) else None

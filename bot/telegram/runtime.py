@@ -298,13 +298,14 @@ class LedgerWatch:
 async def _publish_commands(bot: Bot, *, paid: bool) -> None:
     """The command menus users see; nice to have, so a refusal is only logged. With a
     price, /paysupport and /terms are in the menu (Telegram requires them for sales)."""
-    private = [("start", texts.COMMAND_START), ("help", texts.COMMAND_HELP)]
+    history = ("history", texts.command_history(texts.FALLBACK_LANGUAGE))  # i18n: lang
+    private = [("start", texts.COMMAND_START), ("help", texts.COMMAND_HELP), history]
     if paid:
         private += [("paysupport", texts.COMMAND_PAYSUPPORT), ("terms", texts.COMMAND_TERMS)]
     try:
         await bot.set_my_commands(private, scope=BotCommandScopeAllPrivateChats())
         await bot.set_my_commands(
-            [("warmth", texts.COMMAND_WARMTH), ("help", texts.COMMAND_HELP)],
+            [("warmth", texts.COMMAND_WARMTH), ("help", texts.COMMAND_HELP), history],
             scope=BotCommandScopeAllGroupChats(),
         )
     except TelegramError as exc:

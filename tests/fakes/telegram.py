@@ -13,8 +13,19 @@ Routes::
 Methods: getMe, getUpdates, deleteWebhook, setWebhook, getWebhookInfo, setMyCommands,
 deleteMyCommands, getMyCommands, sendMessage, sendPhoto, sendVideo, sendDocument, sendInvoice,
 sendChatAction, editMessageText, editMessageCaption, editMessageReplyMarkup, deleteMessage,
-answerCallbackQuery, answerPreCheckoutQuery, refundStarPayment, getStarTransactions, getFile,
-close, logOut. Anything else is 404, as Telegram answers.
+answerCallbackQuery, answerPreCheckoutQuery, answerInlineQuery, refundStarPayment,
+getStarTransactions, getFile, close, logOut. Anything else is 404, as Telegram answers.
+
+Inline mode: ``inline_mode`` (off by default, as for a new bot until BotFather /setinline) is
+what getMe reports as ``supports_inline_queries``; ``send_inline_query`` plays a user typing
+``@bot <query>`` (an ``inline_query`` update, delivered only when ``allowed_updates`` let it
+through). ``answerInlineQuery`` is checked like the Bot API checks it: a known, unanswered
+query; at most 50 results with unique ids of 1-64 bytes; a cached video's file id must name a
+video the fake knows; ``button.start_parameter`` 1-64 of ``A-Za-z0-9_-``. ``inline_answers``
+holds each answer; ``choose_inline_result`` plays the user picking a result: the video is
+posted in the chosen chat ``via_bot`` (no update: the bot is not told). Every inline-keyboard
+button must carry exactly one action; a ``switch_inline_query*`` button from a bot without
+inline mode is refused (BUTTON_TYPE_INVALID; the fake's own strictness).
 
 The test plays the users (``send_text``, ``send_photo``, ``press_button``, ``pay_invoice``, ...),
 each of which queues an Update; it injects failures (``fail_next``, ``lose_answer_next``,
@@ -89,6 +100,7 @@ __all__ = [
     "BOT_USERNAME",
     "MAX_DOWNLOAD_BYTES",
     "MAX_STARS_PER_INVOICE",
+    "MAX_INLINE_RESULTS",
     "MAX_UPLOAD_BYTES",
     "PRECHECKOUT_TIMEOUT",
     "SEND_METHODS",
@@ -194,6 +206,8 @@ _STRING_PARAMS = frozenset(
 _OBJECT_PARAMS = frozenset(
     {
         "allowed_updates",
+        "button",
+        "results",
         "caption_entities",
         "commands",
         "entities",
@@ -641,7 +655,49 @@ def _render(text: str, parse_mode: Any) -> str:
     return text
 
 
-def _inline_markup(value: Any) -> JSON | None:
+#: What an inline-keyboard button may do; each button does exactly one of these.
+_BUTTON_ACTIONS = (
+    "callback_data",
+    "url",
+    "switch_inline_query",
+    "switch_inline_query_current_chat",
+    "switch_inline_query_chosen_chat",
+    "login_url",
+    "web_app",
+    "callback_game",
+    "pay",
+    "copy_text",
+)
+_INLINE_SWITCHES = frozenset(
+    {"switch_inline_query", "switch_inline_query_current_chat", "switch_inline_query_chosen_chat"}
+)
+#: Inline answers: results per answer, result id bytes, next_offset bytes, start parameter.
+MAX_INLINE_RESULTS = 50
+MAX_INLINE_RESULT_ID_BYTES = 64
+MAX_NEXT_OFFSET_BYTES = 64
+_START_PARAMETER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _check_button(button: JSON, inline_mode: bool) -> None:
+    actions = [name for name in _BUTTON_ACTIONS if button.get(name) is not None]
+    if len(actions) != 1:
+        raise _bad("can't parse inline keyboard button: Text buttons are unallowed")
+    action = actions[0]
+    if action in _INLINE_SWITCHES and not inline_mode:
+        raise _bad("BUTTON_TYPE_INVALID")
+    if action == "switch_inline_query_chosen_chat":
+        chosen = button[action]
+        if not isinstance(chosen, dict):
+            raise _bad(
+                'can\'t parse inline keyboard button: Field "switch_inline_query_chosen_chat" '
+                "must be of type Object"
+            )
+        query = chosen.get("query", "")
+        if not isinstance(query, str) or len(query) > 256:
+            raise _bad("can't parse inline keyboard button: query is too long")
+
+
+def _inline_markup(value: Any, *, inline_mode: bool = True) -> JSON | None:
     """The inline keyboard a message keeps (other markups are not stored on messages)."""
     if not isinstance(value, dict):
         return None
@@ -659,6 +715,7 @@ def _inline_markup(value: Any) -> JSON | None:
             data = button.get("callback_data")
             if data is not None and not 1 <= len(str(data).encode()) <= 64:
                 raise _bad("BUTTON_DATA_INVALID")
+            _check_button(button, inline_mode)
     return copy.deepcopy(value)
 
 
@@ -714,6 +771,10 @@ class FakeTelegram:
         self.downloads: list[str] = []
         #: The URLs the fake fetched for media sent by URL.
         self.fetched_urls: list[str] = []
+        #: getMe's ``supports_inline_queries``: BotFather /setinline (read at the bot's start).
+        self.inline_mode = False
+        #: Inline query id -> the params of its answerInlineQuery (results decoded).
+        self.inline_answers: dict[str, dict[str, Any]] = {}
         #: The commands of the last setMyCommands (default scope), as getMyCommands returns.
         self.commands: list[JSON] = []
         self.webhook_url = ""
@@ -734,6 +795,8 @@ class FakeTelegram:
         self._files: dict[str, _StoredFile] = {}
         self._paths: dict[str, _StoredFile] = {}
         self._queries: dict[str, _Query] = {}
+        self._inline_queries: dict[str, _Query] = {}
+        self._inline_counter = itertools.count(1)
         self._injected: list[_Injected] = []
         self._lost: list[_Lost] = []
 
@@ -788,6 +851,7 @@ class FakeTelegram:
             "deletemessage": self._delete_message,
             "answercallbackquery": self._answer_callback_query,
             "answerprecheckoutquery": self._answer_pre_checkout_query,
+            "answerinlinequery": self._answer_inline_query,
             "refundstarpayment": self._refund_star_payment,
             "getstartransactions": self._get_star_transactions,
             "getfile": self._get_file,
@@ -935,6 +999,10 @@ class FakeTelegram:
         if chat_id is None:
             return list(self._all_sends)
         return list(self._chat_sends.get(chat_id, ()))
+
+    def forget_file(self, file_id: str) -> None:
+        """Telegram no longer knows this file id: sends naming it get "wrong file identifier"."""
+        self._files.pop(file_id, None)
 
     def file_data(self, file_id: str) -> bytes | None:
         """The bytes behind a file id (None when not kept, e.g. big uploads)."""
@@ -1163,6 +1231,51 @@ class FakeTelegram:
         }
         self.push_update({"callback_query": query})
         return query_id
+
+    def send_inline_query(
+        self, user_id: int, query: str = "", *, chat_type: str = "sender"
+    ) -> str:
+        """A user types ``@bot <query>`` (or a Share button opened it); returns the query id."""
+        user = self._ensure_user(user_id)
+        query_id = str(7_000_000_000_000_000 + next(self._inline_counter))
+        self._inline_queries[query_id] = _Query(0, user_id, 0)
+        self.push_update(
+            {
+                "inline_query": {
+                    "id": query_id,
+                    "from": copy.deepcopy(user),
+                    "query": query,
+                    "offset": "",
+                    "chat_type": chat_type,
+                }
+            }
+        )
+        return query_id
+
+    def choose_inline_result(self, query_id: str, result_id: str, chat_id: int) -> dict[str, Any]:
+        """The user picks one of the bot's answers to their inline query: it is posted in
+        ``chat_id`` as their message, ``via_bot`` (the bot gets no update for it)."""
+        answer = self.inline_answers.get(query_id)
+        query = self._inline_queries.get(query_id)
+        if answer is None or query is None:
+            raise ValueError(f"inline query {query_id} was not answered")
+        result = next((r for r in answer["results"] if r.get("id") == result_id), None)
+        if result is None:
+            raise ValueError(f"no result {result_id!r} in the answer to {query_id}")
+        stored = self._files[result["video_file_id"]]
+        chat = self._ensure_chat(chat_id)
+        message: JSON = {
+            "message_id": self._next_message_id(chat),
+            "from": copy.deepcopy(self._ensure_user(query.user_id)),
+            "chat": copy.deepcopy(chat.info),
+            "date": _now(),
+            "via_bot": self._bot_user(),
+            "video": self._video_object(stored, 720, 1280, 5),
+        }
+        if result.get("caption"):
+            message["caption"] = result["caption"]
+        chat.messages[message["message_id"]] = message
+        return copy.deepcopy(message)
 
     def pay_invoice(
         self,
@@ -1771,6 +1884,9 @@ class FakeTelegram:
             video["file_name"] = stored.file_name
         return video
 
+    def _markup(self, params: JSON) -> JSON | None:
+        return _inline_markup(params.get("reply_markup"), inline_mode=self.inline_mode)
+
     # ------------------------------------------------------------------ methods: bot & updates
 
     async def _true(self, params: JSON) -> bool:
@@ -1781,7 +1897,7 @@ class FakeTelegram:
             **self._bot_user(),
             "can_join_groups": True,
             "can_read_all_group_messages": False,
-            "supports_inline_queries": False,
+            "supports_inline_queries": self.inline_mode,
         }
 
     async def _delete_webhook(self, params: JSON) -> bool:
@@ -2041,7 +2157,7 @@ class FakeTelegram:
     def _bot_message(self, chat: _Chat, params: JSON, content: JSON) -> JSON:
         """Store and return a message the bot sent (after all checks passed)."""
         reply = self._reply_target(chat, params)
-        markup = _inline_markup(params.get("reply_markup"))
+        markup = self._markup(params)
         message: JSON = {
             "message_id": self._next_message_id(chat),
             "from": self._bot_user(),
@@ -2061,7 +2177,7 @@ class FakeTelegram:
         self._check_blocked(chat)
         text, entities = self._checked_text(params)
         self._reply_target(chat, params)
-        _inline_markup(params.get("reply_markup"))
+        self._markup(params)
         content: JSON = {"text": text}
         if entities:
             content["entities"] = entities
@@ -2072,7 +2188,7 @@ class FakeTelegram:
         self._check_blocked(chat)
         caption, caption_entities = self._checked_caption(params)
         self._reply_target(chat, params)
-        _inline_markup(params.get("reply_markup"))
+        self._markup(params)
         stored = await self._media(params, kind)
         content: JSON = {}
         if kind == "video":
@@ -2217,7 +2333,7 @@ class FakeTelegram:
         return chat, message
 
     def _commit_edit(self, chat: _Chat, old: JSON, new: JSON, params: JSON) -> JSON:
-        markup = _inline_markup(params.get("reply_markup"))
+        markup = self._markup(params)
         if markup is None:
             new.pop("reply_markup", None)
         else:
@@ -2283,6 +2399,49 @@ class FakeTelegram:
         self.callback_answers[query_id] = dict(params)
         return True
 
+    async def _answer_inline_query(self, params: JSON) -> bool:
+        query_id = str(params.get("inline_query_id") or "")
+        query = self._inline_queries.get(query_id)
+        if query is None or query.answered:
+            raise _bad(_QUERY_TOO_OLD)
+        results = params.get("results")
+        if not isinstance(results, list):
+            raise _bad("can't parse inline query results JSON object")
+        if len(results) > MAX_INLINE_RESULTS:
+            raise _bad("RESULTS_TOO_MUCH")
+        seen: set[str] = set()
+        for result in results:
+            if not isinstance(result, dict) or not isinstance(result.get("type"), str):
+                raise _bad("can't parse inline query result")
+            result_id = result.get("id")
+            if (
+                not isinstance(result_id, str)
+                or not 1 <= len(result_id.encode()) <= MAX_INLINE_RESULT_ID_BYTES
+            ):
+                raise _bad("RESULT_ID_INVALID")
+            if result_id in seen:
+                raise _bad("RESULT_ID_DUPLICATE")
+            seen.add(result_id)
+            if result["type"] == "video" and "video_file_id" in result:
+                stored = self._files.get(str(result["video_file_id"]))
+                if stored is None or stored.kind != "video":
+                    raise _bad("wrong file identifier/HTTP URL specified")
+                if not result.get("title"):
+                    raise _bad("RESULT_TITLE_EMPTY")
+        next_offset = params.get("next_offset")
+        if next_offset is not None and len(str(next_offset).encode()) > MAX_NEXT_OFFSET_BYTES:
+            raise _bad("NEXT_OFFSET_INVALID")
+        button = params.get("button")
+        if button is not None:
+            if not isinstance(button, dict) or not button.get("text"):
+                raise _bad("can't parse inline query results button")
+            start = button.get("start_parameter")
+            if start is not None and not _START_PARAMETER.match(str(start)):
+                raise _bad("START_PARAM_INVALID")
+        query.answered = True
+        self.inline_answers[query_id] = dict(params)
+        return True
+
     async def _get_file(self, params: JSON) -> JSON:
         file_id = params.get("file_id")
         stored = self._files.get(str(file_id)) if file_id else None
@@ -2338,7 +2497,7 @@ class FakeTelegram:
             )
         self._check_blocked(chat)
         self._reply_target(chat, params)
-        markup = _inline_markup(params.get("reply_markup"))
+        markup = self._markup(params)
         if markup is not None:
             buttons = [button for row in markup["inline_keyboard"] for button in row]
             if not buttons or buttons[0].get("pay") is not True:
