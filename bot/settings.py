@@ -36,6 +36,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .core.prices import PriceTable
+from .i18n.catalogues import LANGUAGES, match_language
 from .segmind.client import DEFAULT_HISTORY_URL
 
 __all__ = ["ImageUrlMode", "SettingsError", "Settings", "load_settings", "read_env_file"]
@@ -92,6 +93,14 @@ def _price_table(value: object) -> PriceTable:
     if not isinstance(value, str):
         raise ValueError("not text")
     return PriceTable.parse(value)
+
+
+def _language(value: object) -> str:
+    """``pt-BR``, ``pt_br`` or ``pt`` → ``pt_BR``: a language the bot has texts for."""
+    language = match_language(value) if isinstance(value, str) else None
+    if language is None:
+        raise ValueError("not a language the bot speaks")
+    return language
 
 
 _Url = Annotated[str, AfterValidator(_http_url), Field(description="must be an http(s) URL")]
@@ -161,6 +170,11 @@ class Settings(BaseSettings):
         StringConstraints(strip_whitespace=True, min_length=1, max_length=PAYSUPPORT_TEXT_MAX),
         Field(description=f"must be text of 1 to {PAYSUPPORT_TEXT_MAX} characters"),
     ] = DEFAULT_PAYSUPPORT_TEXT
+    default_language: Annotated[
+        str,
+        PlainValidator(_language),
+        Field(description=f"must be one of the bot's languages: {', '.join(LANGUAGES)}"),
+    ] = "en"
 
     @classmethod
     def settings_customise_sources(

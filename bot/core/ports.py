@@ -18,6 +18,7 @@ from .jobs import Job, JobState, NewJob
 from .limits import Limits, StartResult
 from .options import VideoOptions
 from .payments import NewPayment, Payment, PaymentOutcome, PreCheckout
+from .users import UserPreferences
 
 __all__ = [
     "Ledger",
@@ -162,6 +163,19 @@ class Ledger(Protocol):
 
     async def refunds_due_before(self, before: float) -> list[Payment]:
         """Refunds still due that became due before ``before`` (stuck ones)."""
+
+    # What the bot remembers of each user
+
+    async def user_preferences(self, user_id: int) -> UserPreferences:
+        """The user's chosen language and last options (empty for a user never seen)."""
+
+    async def set_language(self, user_id: int, language: str, now: float | None = None) -> None:
+        """Remember the language the user chose with /language."""
+
+    async def remember_options(
+        self, user_id: int, options: VideoOptions, now: float | None = None
+    ) -> None:
+        """Remember the quality, duration and style the user just chose (not the seed)."""
 
 
 # -- the video service ----------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Callback data is ``<action>:<job id>[:<value>]`` (at most 64 bytes): the job's state is
 in the ledger, the button only names it. :func:`parse` refuses anything malformed —
-old keyboards and forged data arrive too.
+old keyboards and forged data arrive too. The /language buttons carry
+``l:<language>`` (:data:`LANGUAGE_PATTERN`, :func:`parse_language`). Labels are in the
+language given, the job's (its asker's) for a job's keyboard.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from ..core.options import DURATIONS, QUALITIES, VideoOptions
 from ..i18n import texts
+from ..i18n.catalogues import LANGUAGES
 
 __all__ = [
     "Action",
@@ -22,7 +25,13 @@ __all__ = [
     "options_keyboard",
     "awaiting_payment_keyboard",
     "retry_keyboard",
+    "LANGUAGE_PATTERN",
+    "language_keyboard",
+    "parse_language",
 ]
+
+#: Callback data of a /language button (the handler that takes them is registered first).
+LANGUAGE_PATTERN = r"^l:"
 
 
 class Action(StrEnum):
@@ -80,7 +89,9 @@ def _mark(label: str, chosen: bool) -> str:
     return f"{texts.CHOSEN_MARK}{label}" if chosen else label
 
 
-def options_keyboard(job_id: int, options: VideoOptions, price: int = 0) -> InlineKeyboardMarkup:
+def options_keyboard(
+    lang: str, job_id: int, options: VideoOptions, price: int = 0
+) -> InlineKeyboardMarkup:
     """Quality row, duration row, style button, Generate (with its price, if any)."""
     qualities = [
         InlineKeyboardButton(
@@ -97,35 +108,59 @@ def options_keyboard(job_id: int, options: VideoOptions, price: int = 0) -> Inli
         for duration in DURATIONS
     ]
     style = InlineKeyboardButton(
-        texts.STYLE_LABEL_PREFIX + texts.style_name(options.style),
+        texts.style_label(lang, options.style),
         callback_data=Press(Action.STYLE, job_id).data(),
     )
     generate = InlineKeyboardButton(
-        texts.generate_label(price), callback_data=Press(Action.GENERATE, job_id).data()
+        texts.generate_label(lang, price), callback_data=Press(Action.GENERATE, job_id).data()
     )
     return InlineKeyboardMarkup([qualities, durations, [style], [generate]])
 
 
-def awaiting_payment_keyboard(job_id: int) -> InlineKeyboardMarkup:
+def awaiting_payment_keyboard(lang: str, job_id: int) -> InlineKeyboardMarkup:
     """Under an unpaid invoice: go back and change the options (voids the invoice)."""
     return InlineKeyboardMarkup(
         [
             [
                 InlineKeyboardButton(
-                    texts.CHANGE_OPTIONS_LABEL, callback_data=Press(Action.CHANGE, job_id).data()
+                    texts.change_options_label(lang),
+                    callback_data=Press(Action.CHANGE, job_id).data(),
                 )
             ]
         ]
     )
 
 
-def retry_keyboard(job_id: int) -> InlineKeyboardMarkup:
+def retry_keyboard(lang: str, job_id: int) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
             [
                 InlineKeyboardButton(
-                    texts.RETRY_LABEL, callback_data=Press(Action.RETRY, job_id).data()
+                    texts.retry_label(lang), callback_data=Press(Action.RETRY, job_id).data()
                 )
             ]
         ]
     )
+
+
+def language_keyboard(current: str) -> InlineKeyboardMarkup:
+    """One button per language, each in its own name; the current one marked."""
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    _mark(texts.language_name(language), language == current),
+                    callback_data=f"l:{language}",
+                )
+            ]
+            for language in LANGUAGES
+        ]
+    )
+
+
+def parse_language(data: str | None) -> str | None:
+    """The language a /language button names; None for one the bot does not speak."""
+    if not data or not data.startswith("l:"):
+        return None
+    language = data[2:]
+    return language if language in LANGUAGES else None
