@@ -84,6 +84,8 @@ def test_malformed_token_is_named_without_echoing_it():
         ("FREE_VIDEOS_PER_USER", "1.5"),
         ("FREE_VIDEOS_PER_USER", "three"),
         ("PAYSUPPORT_TEXT", "x" * 1001),
+        ("DEFAULT_LANGUAGE", "xx"),
+        ("DEFAULT_LANGUAGE", "Klingon"),
     ],
 )
 def test_each_malformed_setting_is_named(name, value):
@@ -397,3 +399,15 @@ def test_the_history_url_is_the_contracts_default_unless_given():
     assert elsewhere.segmind_history_url == HISTORY_URL
     example = load({**read_env_file(REPO / ".env.example"), **secrets})
     assert example.segmind_history_url == HISTORY_URL
+
+
+@pytest.mark.parametrize(
+    ("value", "language"),
+    [("en", "en"), ("pt-BR", "pt_BR"), ("pt", "pt_BR"), ("es-419", "es"), ("RU", "ru")],
+)
+def test_default_language_takes_any_tag_the_bot_has_texts_for(value, language):
+    settings = load(
+        {"TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY, "DEFAULT_LANGUAGE": value}
+    )
+    assert settings.default_language == language
+    assert load({"TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY}).default_language == "en"

@@ -158,11 +158,14 @@ _loading = threading.Lock()
 
 
 def compile_po(po: bytes, language: str) -> bytes:
-    """A ``.po`` file's bytes as ``.mo`` bytes (Babel); fuzzy entries are left out."""
+    """A ``.po`` file's bytes as ``.mo`` bytes (Babel); fuzzy entries are left out.
+
+    A malformed file raises (Babel's PoFileError) instead of being guessed at.
+    """
     from babel.messages.mofile import write_mo
     from babel.messages.pofile import read_po
 
-    catalog = read_po(io.BytesIO(po), locale=language, domain=DOMAIN)
+    catalog = read_po(io.BytesIO(po), locale=language, domain=DOMAIN, abort_invalid=True)
     compiled = io.BytesIO()
     write_mo(compiled, catalog, use_fuzzy=False)
     return compiled.getvalue()
