@@ -42,7 +42,12 @@ def read(path: Path, language: str | None = None) -> Catalog:
 
 
 def messages(catalog: Catalog) -> dict[str | tuple[str, ...], Message]:
-    return {message.id: message for message in catalog if message.id}
+    """Each message by its id: a text, or (singular, plural)."""
+    return {
+        (message.id if isinstance(message.id, str) else tuple(message.id)): message
+        for message in catalog
+        if message.id
+    }
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +81,14 @@ def test_every_catalogue_translates_every_message_with_the_same_placeholders(lan
     assert catalog.num_plurals == expected_forms, "Plural-Forms header"
     for msgid, message in translated.items():
         assert not message.fuzzy, f"{language}: fuzzy {msgid!r}"
+        forms = message.string
         if isinstance(msgid, tuple):
-            forms = message.string
             assert isinstance(forms, tuple), (language, msgid)
             assert len(forms) == expected_forms, (language, msgid)
             wanted = placeholders(msgid[1])
         else:
-            forms = (message.string,)
+            assert isinstance(forms, str), (language, msgid)
+            forms = (forms,)
             wanted = placeholders(msgid)
         for form in forms:
             assert form, f"{language}: empty translation of {msgid!r}"
