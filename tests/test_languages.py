@@ -108,7 +108,7 @@ async def test_language_command_switch_persists_across_a_restart(
             what="confirmation",
         )
         assert "español" in texts.language_chosen("es")
-    assert users_row(database, USER)["language"] == "es"
+    assert (users_row(database, USER) or {}).get("language") == "es"
 
     telegram.clear_calls()
     async with running(make_settings()):
@@ -182,8 +182,8 @@ async def test_tracker_messages_keep_the_jobs_language_after_a_switch(
     )
     menu_id = menu.response["result"]["message_id"]
     query = telegram.press_button(USER, USER, menu_id, "l:ru")
-    await wait_until(lambda: users_row(database, USER), what="language stored")
-    assert query in telegram.callback_answers
+    await wait_until(lambda: query in telegram.callback_answers, what="answered")
+    assert (users_row(database, USER) or {}).get("language") == "ru"
     telegram.press_button(USER, USER, keyboard["message_id"], button_data(keyboard, "Générer"))
     (video,) = await telegram.wait_for_call("sendVideo", chat_id=USER, timeout=15)
     assert video.params["caption"] == texts.video_caption("fr")
@@ -203,7 +203,7 @@ async def test_the_last_options_are_the_next_keyboards_defaults(telegram, segmin
     assert rows[0] == ["360p", "540p", "✅ 720p", "1080p"]
     assert rows[1] == ["5 s", "✅ 8 s"]
     assert rows[2] == [texts.style_label("en", "anime")]
-    row = users_row(database, USER)
+    row = users_row(database, USER) or {}
     assert (row["quality"], row["duration"], row["style"]) == ("720p", 8, "anime")
 
 
