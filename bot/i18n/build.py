@@ -5,19 +5,33 @@ builds a wheel; this ``build_py`` writes ``bot.mo`` beside each ``bot.po`` in it
 installed bot reads its translations with the standard library alone (Babel is needed
 only to build: it is in ``[build-system] requires``). Named in pyproject.toml's
 ``[tool.setuptools.cmdclass]``; never imported by the running bot.
+
+setuptools loads this file on its own, not as part of the ``bot`` package, so it
+imports nothing from ``bot`` (the compile is Babel's, as in :func:`catalogues.compile_po`).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
 from setuptools.command.build_py import build_py
-
-from .catalogues import DOMAIN, compile_po
 
 __all__ = ["BuildWithCatalogues"]
 
 _LOCALE = Path(__file__).resolve().parent / "locale"
+DOMAIN = "bot"
+
+
+def _compile(po: Path, language: str) -> bytes:
+    """Malformed catalogues fail the build (abort_invalid); fuzzy entries are left out."""
+    with po.open("rb") as handle:
+        catalog = read_po(handle, locale=language, domain=DOMAIN, abort_invalid=True)
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog, use_fuzzy=False)
+    return compiled.getvalue()
 
 
 class BuildWithCatalogues(build_py):
@@ -32,4 +46,4 @@ class BuildWithCatalogues(build_py):
             language = po.parent.parent.name
             mo = target / language / "LC_MESSAGES" / f"{DOMAIN}.mo"
             mo.parent.mkdir(parents=True, exist_ok=True)
-            mo.write_bytes(compile_po(po.read_bytes(), language))
+            mo.write_bytes(_compile(po, language))
