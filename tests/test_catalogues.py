@@ -65,6 +65,13 @@ def test_the_template_holds_exactly_the_messages_of_the_source(template):
     assert found == set(messages(template)), "run `make i18n` and translate what is new"
 
 
+def test_every_catalogue_in_the_tree_is_a_language_the_bot_offers():
+    """A .po without its LANGUAGE_NAMES entry would never be offered nor tested."""
+    found = {po.parent.parent.name for po in LOCALE.glob("*/LC_MESSAGES/bot.po")}
+    assert found == set(TRANSLATED)
+    assert SOURCE_LANGUAGE == texts.FALLBACK_LANGUAGE == LANGUAGES[0]
+
+
 def test_english_texts_use_the_same_placeholders_in_singular_and_plural(template):
     for msgid in messages(template):
         if isinstance(msgid, tuple):

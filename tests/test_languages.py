@@ -230,3 +230,33 @@ async def test_operators_read_stats_in_default_language(telegram, segmind, make_
         (answer,) = await telegram.wait_for_call("sendMessage", chat_id=ADMIN_ID)
     assert answer.params["text"].startswith("📊 Trabalhos")
     assert "Últimas 24 h" in answer.params["text"]
+
+
+async def test_a_paid_video_in_portuguese_invoice_outcome_and_refund(
+    telegram, segmind, make_settings, database
+):
+    """Everything about a paid job the tracker and refunds send later speaks its asker's
+    language: the invoice, the outcome, the refund notice."""
+    telegram.user(USER, language_code="pt-BR")
+    telegram.private_chat(USER)
+    segmind.fail_next_job()
+    async with running(make_settings(PRICE_STARS="50")) as application:
+        _, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
+        assert keyboard_labels(keyboard)[-1] == ["🎬 Gerar · ⭐ 50"]
+        query = telegram.press_button(
+            USER, USER, keyboard["message_id"], button_data(keyboard, "Gerar")
+        )
+        (invoice,) = await telegram.wait_for_call("sendInvoice", chat_id=USER)
+        assert invoice.params["title"] == "Vídeo: O abraço de Jesus"
+        assert invoice.params["description"] == texts.invoice_description("pt_BR", VideoOptions())
+        await wait_until(lambda: query in telegram.callback_answers, what="answer")
+        assert telegram.callback_answers[query]["text"] == texts.answer_invoice_sent("pt_BR")
+        result = await telegram.pay_invoice(USER, invoice.result)
+        assert result.paid
+        (notice,) = await telegram.wait_for_call(
+            "sendMessage", chat_id=USER, where=lambda c: c.params["text"].startswith("⭐ 50")
+        )
+        await settled(application, telegram)
+    assert notice.params["text"].startswith("⭐ 50 devolvidas")
+    sent = [c.params["text"] for c in telegram.calls_of("sendMessage", chat_id=USER)]
+    assert texts.outcome("pt_BR", job_row(JobState.FAILED)) in sent
