@@ -43,19 +43,35 @@ def _n(lang: str, singular: str, plural: str, count: int) -> str:
 
 
 def start(lang: str) -> str:
-    return _(
-        lang,
-        "Send me a photo of one or more people and I'll turn it into a short video of "
-        'Jesus embracing them ("Warmth of Jesus").\n\n'
-        "Then pick the quality and length and press Generate. A video takes about a minute.",
+    return "\n\n".join(
+        [
+            _(
+                lang,
+                "Send me a photo of one or more people and I'll turn it into a short video of "
+                'Jesus embracing them ("Warmth of Jesus").\n\n'
+                "Then pick the quality and length and press Generate. A video takes about a "
+                "minute.",
+            ),
+            language_hint(lang),
+        ]
     )
 
 
+def language_hint(lang: str) -> str:
+    """Under /start and /help: how to change the language (in the current one)."""
+    return _(lang, "🌐 /language changes the language I speak.")
+
+
 def group_help(lang: str) -> str:
-    return _(
-        lang,
-        "In a group, send a photo with the caption /warmth, or reply /warmth to a photo. "
-        "Only the person who asked can use the buttons.",
+    return "\n\n".join(
+        [
+            _(
+                lang,
+                "In a group, send a photo with the caption /warmth, or reply /warmth to a "
+                "photo. Only the person who asked can use the buttons.",
+            ),
+            language_hint(lang),
+        ]
     )
 
 
