@@ -260,3 +260,12 @@ async def test_a_paid_video_in_portuguese_invoice_outcome_and_refund(
     assert notice.params["text"].startswith("⭐ 50 devolvidas")
     sent = [c.params["text"] for c in telegram.calls_of("sendMessage", chat_id=USER)]
     assert texts.outcome("pt_BR", job_row(JobState.FAILED)) in sent
+
+
+async def test_an_unknown_default_language_stops_the_bot_with_one_line(spawn, env):
+    process = await spawn({**env, "DEFAULT_LANGUAGE": "tlh"})
+    assert await process.wait() == 2
+    _, stderr = await process.output()
+    assert stderr.strip().splitlines() == [
+        "error: DEFAULT_LANGUAGE must be one of the bot's languages: en, pt_BR, es, fr, ru"
+    ]
