@@ -17,6 +17,7 @@ from telegram.ext import (
 
 from .settings import Settings
 from .telegram.handlers import COMMAND, Handlers
+from .telegram.keyboards import LANGUAGE_PATTERN
 from .telegram.runtime import Runtime
 
 __all__ = ["build_application", "ALLOWED_UPDATES", "ListenFailed", "WebhookRefused"]
@@ -116,6 +117,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     private = filters.ChatType.PRIVATE
     groups = filters.ChatType.GROUPS
     application.add_handler(CommandHandler(["start", "help"], handlers.start))
+    application.add_handler(CommandHandler("language", handlers.language))
     application.add_handler(CommandHandler(["stats", "jobs"], handlers.admin))
     application.add_handler(CommandHandler("refund", handlers.refund))
     application.add_handler(CommandHandler("paysupport", handlers.paysupport))
@@ -135,6 +137,9 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     )
     application.add_handler(
         MessageHandler(private & ~filters.StatusUpdate.ALL, handlers.private_message)
+    )
+    application.add_handler(
+        CallbackQueryHandler(handlers.language_button, pattern=LANGUAGE_PATTERN)
     )
     application.add_handler(CallbackQueryHandler(handlers.button))
     application.add_error_handler(handlers.error)

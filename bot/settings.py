@@ -37,6 +37,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .core.prices import PriceTable
+from .i18n.catalogues import LANGUAGES, match_language
 from .segmind.client import DEFAULT_HISTORY_URL
 
 __all__ = [
@@ -143,6 +144,14 @@ def _price_table(value: object) -> PriceTable:
     return PriceTable.parse(value)
 
 
+def _language(value: object) -> str:
+    """``pt-BR``, ``pt_br`` or ``pt`` → ``pt_BR``: a language the bot has texts for."""
+    language = match_language(value) if isinstance(value, str) else None
+    if language is None:
+        raise ValueError("not a language the bot speaks")
+    return language
+
+
 _Url = Annotated[str, AfterValidator(_http_url), Field(description="must be an http(s) URL")]
 _Ids = Annotated[
     frozenset[int],
@@ -236,6 +245,12 @@ class Settings(BaseSettings):
                 f" ({Settings.model_fields['webhook_secret'].description})"
             )
         return self
+
+    default_language: Annotated[
+        str,
+        PlainValidator(_language),
+        Field(description=f"must be one of the bot's languages: {', '.join(LANGUAGES)}"),
+    ] = "en"
 
     @classmethod
     def settings_customise_sources(

@@ -222,7 +222,7 @@ async def test_again_with_a_price_sends_an_invoice_and_submits_only_after_paymen
         handled = Handled(app)
         photo, video = await make_video(telegram)  # the free one
         answer = await press(telegram, USER, USER, video, "Again")
-        assert answer.get("text") == texts.ANSWER_INVOICE_SENT
+        assert answer.get("text") == texts.answer_invoice_sent(LANG)
         (invoice,) = await telegram.wait_for_call("sendInvoice", chat_id=USER)
         assert invoice.ok
         assert invoice.params["currency"] == "XTR"
@@ -233,13 +233,13 @@ async def test_again_with_a_price_sends_an_invoice_and_submits_only_after_paymen
             chat_id=USER,
             where=lambda c: (
                 c.params.get("reply_markup") is not None
-                and texts.CHANGE_OPTIONS_LABEL in str(c.params["reply_markup"])
+                and texts.change_options_label(LANG) in str(c.params["reply_markup"])
             ),
         )
         assert reply_target(status[-1].params) == photo["message_id"]
         # Pressed again while the invoice is out: the same invoice is the answer.
         again = await press(telegram, USER, USER, video, "Again")
-        assert again.get("text") == texts.ANSWER_AWAITING_PAYMENT
+        assert again.get("text") == texts.answer_awaiting_payment(LANG)
         await settle(telegram, handled, database)  # an invoice out is not "unsettled" here
         assert len(segmind.submits) == 1  # nothing before the payment
         assert len(telegram.calls_of("sendInvoice")) == 1
@@ -268,7 +268,7 @@ async def test_an_again_invoice_that_could_not_be_sent_goes_out_at_the_next_pres
         assert failed.get("text") == texts.answer_again_invoice_failed(LANG)
         assert failed.get("show_alert") is True
         sent = await press(telegram, USER, USER, video, "Again")
-        assert sent.get("text") == texts.ANSWER_INVOICE_SENT
+        assert sent.get("text") == texts.answer_invoice_sent(LANG)
         await settle(telegram, handled, database)
     assert [c.ok for c in telegram.calls_of("sendInvoice")] == [False, True]
     assert [job["state"] for job in ledger(database)] == ["delivered", "awaiting_payment"]
@@ -323,7 +323,7 @@ async def test_in_a_forum_topic_only_the_asker_may_press_again_and_it_stays_in_t
     photo, video = await make_video(telegram, GROUP, USER, caption="/warmth", thread_id=topic)
     for label in ("Again", "Options"):
         refused = await press(telegram, GROUP, OTHER, video, label)
-        assert refused.get("text") == texts.ANSWER_NOT_YOURS
+        assert refused.get("text") == texts.answer_not_yours(LANG)
         assert refused.get("show_alert") is True
     await settled(bot, telegram)
     assert len(ledger(database)) == 1
@@ -359,21 +359,21 @@ async def test_stale_forged_and_garbled_buttons_are_answered_and_change_nothing(
     draft = ledger(database)[2]
     presses = {
         "a:999999": texts.answer_again_gone(LANG),  # no such job
-        f"a:{theirs['id']}": texts.ANSWER_STALE,  # another user's job, from another chat
-        f"o:{theirs['id']}": texts.ANSWER_STALE,
+        f"a:{theirs['id']}": texts.answer_stale(LANG),  # another user's job, from another chat
+        f"o:{theirs['id']}": texts.answer_stale(LANG),
         f"a:{draft['id']}": texts.answer_again_gone(LANG),  # no video to repeat
         f"o:{draft['id']}": texts.answer_again_gone(LANG),
-        f"v:{theirs['id']}": texts.ANSWER_NOT_YOURS,  # another user's video
-        f"h:{theirs['id']}": texts.ANSWER_NOT_YOURS,  # another user's history
+        f"v:{theirs['id']}": texts.answer_not_yours(LANG),  # another user's video
+        f"h:{theirs['id']}": texts.answer_not_yours(LANG),  # another user's history
         f"v:{draft['id']}": texts.answer_resend_gone(LANG),
         "v:999999": texts.answer_history_gone(LANG),
         "n:999999": texts.answer_history_gone(LANG),
-        "a:": texts.ANSWER_INVALID,
-        "a:12:extra": texts.ANSWER_INVALID,
-        "a:-5": texts.ANSWER_INVALID,
-        "v:abc": texts.ANSWER_INVALID,
-        "zz:1": texts.ANSWER_INVALID,
-        "💥": texts.ANSWER_INVALID,
+        "a:": texts.answer_invalid(LANG),
+        "a:12:extra": texts.answer_invalid(LANG),
+        "a:-5": texts.answer_invalid(LANG),
+        "v:abc": texts.answer_invalid(LANG),
+        "zz:1": texts.answer_invalid(LANG),
+        "💥": texts.answer_invalid(LANG),
     }
     queries = {
         data: telegram.press_button(USER, USER, video["message_id"], data) for data in presses
@@ -503,7 +503,7 @@ async def test_history_in_a_group_lists_only_the_askers_videos_made_there(
     assert "in this group" in reply.params["text"]
     # Bob may not press Ann's list; Ann may, and the video comes in the group.
     refused = await press(telegram, GROUP, OTHER, reply.result, texts.resend_label(LANG, 1))
-    assert refused.get("text") == texts.ANSWER_NOT_YOURS
+    assert refused.get("text") == texts.answer_not_yours(LANG)
     await press(telegram, GROUP, USER, reply.result, texts.resend_label(LANG, 1))
     resent = (await videos(telegram, GROUP, 3))[-1]
     assert resent.params["video"] == group_video["video"]["file_id"]
@@ -561,7 +561,7 @@ async def test_an_inline_query_from_a_user_without_videos_invites_them_to_make_o
     telegram.private_chat(OTHER)
     telegram.send_text(OTHER, OTHER, f"/start {INLINE_START_PARAMETER}")
     (reply,) = await telegram.wait_for_call("sendMessage", chat_id=OTHER)
-    assert reply.params["text"] == texts.START
+    assert reply.params["text"] == texts.start(LANG)
 
 
 async def test_a_forged_share_query_shows_no_one_elses_video(

@@ -20,7 +20,7 @@ def all_buttons(markup):
 
 
 def test_after_video_buttons_parse_back_and_share_names_the_job():
-    markup = after_video_keyboard(BIG_ID, share=True)
+    markup = after_video_keyboard("en", BIG_ID, share=True)
     again, options, share = all_buttons(markup)
     presses = [parse(again.callback_data), parse(options.callback_data)]
     assert [(p.action, p.job_id) if p else None for p in presses] == [
@@ -29,18 +29,18 @@ def test_after_video_buttons_parse_back_and_share_names_the_job():
     ]
     assert share.callback_data is None
     assert parse_share_query(share.switch_inline_query_chosen_chat.query) == BIG_ID
-    assert [b.text for b in all_buttons(after_video_keyboard(1, share=False))] == [
+    assert [b.text for b in all_buttons(after_video_keyboard("en", 1, share=False))] == [
         again.text,
         options.text,
     ]
-    assert all_buttons(after_video_keyboard(1, share=True, again=False)) == [
-        all_buttons(after_video_keyboard(1, share=True))[2]
+    assert all_buttons(after_video_keyboard("en", 1, share=True, again=False)) == [
+        all_buttons(after_video_keyboard("en", 1, share=True))[2]
     ]
 
 
 def test_history_buttons_fit_64_bytes_and_parse_back():
     markup = history_keyboard(
-        [(n, BIG_ID - n) for n in range(1, 11)], older_than=BIG_ID, newer_than=BIG_ID
+        "en", [(n, BIG_ID - n) for n in range(1, 11)], older_than=BIG_ID, newer_than=BIG_ID
     )
     actions = []
     for button in all_buttons(markup):
@@ -49,7 +49,7 @@ def test_history_buttons_fit_64_bytes_and_parse_back():
         assert press is not None
         actions.append(press.action)
     assert actions == [Action.RESEND] * 10 + [Action.OLDER, Action.NEWER]
-    assert history_keyboard([], older_than=None, newer_than=None) is None
+    assert history_keyboard("en", [], older_than=None, newer_than=None) is None
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,8 @@ def test_malformed_token_is_named_without_echoing_it():
         ("HTTP_LISTEN", "0.0.0.0:http"),
         ("HTTP_LISTEN", "0.0.0.0:70000"),
         ("HTTP_LISTEN", ":8080"),
+        ("DEFAULT_LANGUAGE", "xx"),
+        ("DEFAULT_LANGUAGE", "Klingon"),
     ],
 )
 def test_each_malformed_setting_is_named(name, value):
@@ -457,3 +459,15 @@ def test_the_webhook_secret_is_a_secret():
     )
     assert "x" * 256 in settings.secrets  # so the log filter redacts it
     assert "x" * 256 not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("value", "language"),
+    [("en", "en"), ("pt-BR", "pt_BR"), ("pt", "pt_BR"), ("es-419", "es"), ("RU", "ru")],
+)
+def test_default_language_takes_any_tag_the_bot_has_texts_for(value, language):
+    settings = load(
+        {"TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY, "DEFAULT_LANGUAGE": value}
+    )
+    assert settings.default_language == language
+    assert load({"TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY}).default_language == "en"

@@ -18,6 +18,7 @@ from .jobs import Job, JobState, NewJob
 from .limits import Limits, StartResult
 from .options import VideoOptions
 from .payments import NewPayment, Payment, PaymentOutcome, PreCheckout
+from .users import UserPreferences
 
 __all__ = [
     "HistoryPage",
@@ -217,6 +218,19 @@ class Ledger(Protocol):
 
     async def jobs_by_state(self) -> dict[JobState, int]:
         """How many jobs are in each state (states with none may be left out)."""
+
+    # What the bot remembers of each user
+
+    async def user_preferences(self, user_id: int) -> UserPreferences:
+        """The user's chosen language and last options (empty for a user never seen)."""
+
+    async def set_language(self, user_id: int, language: str, now: float | None = None) -> None:
+        """Remember the language the user chose with /language."""
+
+    async def remember_options(
+        self, user_id: int, options: VideoOptions, now: float | None = None
+    ) -> None:
+        """Remember the quality, duration and style the user just chose (not the seed)."""
 
 
 # -- the video service ----------------------------------------------------------------

@@ -46,6 +46,7 @@ from ..core.payments import (
     parse_payload,
 )
 from ..core.ports import UPDATE_CLAIM_SECONDS, HistoryPage, RunSeconds
+from ..core.users import UserPreferences
 from .migrations import load_migrations
 
 __all__ = ["LedgerLocked", "LedgerUnusable", "SqliteLedger", "SCHEMA_VERSION"]
@@ -125,6 +126,7 @@ def row_to_job(row: Row) -> Job:
         charge_id=row["charge_id"],
         image_url=row["image_url"],
         submit_sent_at=row["submit_sent_at"],
+        language=row["language"],
     )
 
 
@@ -398,8 +400,8 @@ class SqliteLedger:
             cursor = await db.execute(
                 "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
                 "photo_message_id, thread_id, file_id, file_unique_id, file_size, "
-                "mime_type, quality, duration, style, seed, state, created_at, updated_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "mime_type, quality, duration, style, seed, state, language, created_at, "
+                "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     new.chat_id,
                     new.user_id,
@@ -416,6 +418,7 @@ class SqliteLedger:
                     options.style,
                     options.seed,
                     JobState.DRAFT.value,
+                    new.language,
                     now,
                     now,
                 ),
@@ -559,10 +562,10 @@ class SqliteLedger:
                 "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
                 "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
                 "quality, duration, style, seed, state, keyboard_message_id, retry_of, "
-                "price_stars, invoice_no, created_at, generate_at, updated_at) "
+                "price_stars, invoice_no, created_at, generate_at, updated_at, language) "
                 "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
                 "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
-                "style, NULL, ?, ?, id, ?, ?, ?, ?, ? FROM jobs WHERE id=?",
+                "style, NULL, ?, ?, id, ?, ?, ?, ?, ?, language FROM jobs WHERE id=?",
                 (
                     state.value,
                     status_message_id,
@@ -616,10 +619,10 @@ class SqliteLedger:
                 "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
                 "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
                 "quality, duration, style, seed, image_url, state, retry_of, price_stars, "
-                "invoice_no, created_at, generate_at, updated_at) "
+                "invoice_no, created_at, generate_at, updated_at, language) "
                 "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
                 "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
-                "style, NULL, image_url, ?, id, ?, ?, ?, ?, ? FROM jobs WHERE id=?",
+                "style, NULL, image_url, ?, id, ?, ?, ?, ?, ?, language FROM jobs WHERE id=?",
                 (
                     state.value,
                     price if priced else 0,
@@ -1028,6 +1031,47 @@ class SqliteLedger:
         ) as cursor:
             rows = await cursor.fetchall()
         return [row_to_payment(row) for row in rows]
+
+    # -- users -----------------------------------------------------------------------
+
+    async def user_preferences(self, user_id: int) -> UserPreferences:
+        """The user's chosen language and last options (empty for a user never seen)."""
+        async with self.db.execute(
+            "SELECT language, quality, duration, style FROM users WHERE user_id=?", (user_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return UserPreferences()
+        options = None
+        if row["quality"] is not None and row["duration"] is not None:
+            options = VideoOptions(row["quality"], row["duration"], row["style"])
+        return UserPreferences(language=row["language"], options=options)
+
+    async def set_language(self, user_id: int, language: str, now: float | None = None) -> None:
+        """Remember the language the user chose with /language."""
+        await self._write(
+            "INSERT INTO users (user_id, language, updated_at) VALUES (?,?,?) "
+            "ON CONFLICT(user_id) DO UPDATE SET language=excluded.language, "
+            "updated_at=excluded.updated_at",
+            (user_id, language, self._clock() if now is None else now),
+        )
+
+    async def remember_options(
+        self, user_id: int, options: VideoOptions, now: float | None = None
+    ) -> None:
+        """Remember the quality, duration and style the user just chose (not the seed)."""
+        await self._write(
+            "INSERT INTO users (user_id, quality, duration, style, updated_at) "
+            "VALUES (?,?,?,?,?) ON CONFLICT(user_id) DO UPDATE SET quality=excluded.quality, "
+            "duration=excluded.duration, style=excluded.style, updated_at=excluded.updated_at",
+            (
+                user_id,
+                options.quality,
+                options.duration,
+                options.style,
+                self._clock() if now is None else now,
+            ),
+        )
 
     # -- operator alerts -------------------------------------------------------------
 

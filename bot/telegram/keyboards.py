@@ -3,7 +3,9 @@
 Callback data is ``<action>:<job id>[:<value>]`` (at most 64 bytes): the job's state is
 in the ledger, the button only names it. :func:`parse` refuses anything malformed —
 old keyboards and forged data arrive too. The history's page buttons name a job too:
-the one the page continues from (older than it, or newer).
+the one the page continues from (older than it, or newer). The /language buttons carry
+``l:<language>`` (:data:`LANGUAGE_PATTERN`, :func:`parse_language`). Labels are in the
+language given, the job's (its asker's) for a job's keyboard.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, SwitchInlineQue
 
 from ..core.options import DURATIONS, QUALITIES, VideoOptions
 from ..i18n import texts
+from ..i18n.catalogues import LANGUAGES
 
 __all__ = [
     "Action",
@@ -28,7 +31,13 @@ __all__ = [
     "HISTORY_ACTIONS",
     "share_query",
     "parse_share_query",
+    "LANGUAGE_PATTERN",
+    "language_keyboard",
+    "parse_language",
 ]
+
+#: Callback data of a /language button (the handler that takes them is registered first).
+LANGUAGE_PATTERN = r"^l:"
 
 
 class Action(StrEnum):
@@ -95,7 +104,9 @@ def _mark(label: str, chosen: bool) -> str:
     return f"{texts.CHOSEN_MARK}{label}" if chosen else label
 
 
-def options_keyboard(job_id: int, options: VideoOptions, price: int = 0) -> InlineKeyboardMarkup:
+def options_keyboard(
+    lang: str, job_id: int, options: VideoOptions, price: int = 0
+) -> InlineKeyboardMarkup:
     """Quality row, duration row, style button, Generate (with its price, if any)."""
     qualities = [
         InlineKeyboardButton(
@@ -112,41 +123,44 @@ def options_keyboard(job_id: int, options: VideoOptions, price: int = 0) -> Inli
         for duration in DURATIONS
     ]
     style = InlineKeyboardButton(
-        texts.STYLE_LABEL_PREFIX + texts.style_name(options.style),
+        texts.style_label(lang, options.style),
         callback_data=Press(Action.STYLE, job_id).data(),
     )
     generate = InlineKeyboardButton(
-        texts.generate_label(price), callback_data=Press(Action.GENERATE, job_id).data()
+        texts.generate_label(lang, price), callback_data=Press(Action.GENERATE, job_id).data()
     )
     return InlineKeyboardMarkup([qualities, durations, [style], [generate]])
 
 
-def awaiting_payment_keyboard(job_id: int) -> InlineKeyboardMarkup:
+def awaiting_payment_keyboard(lang: str, job_id: int) -> InlineKeyboardMarkup:
     """Under an unpaid invoice: go back and change the options (voids the invoice)."""
     return InlineKeyboardMarkup(
         [
             [
                 InlineKeyboardButton(
-                    texts.CHANGE_OPTIONS_LABEL, callback_data=Press(Action.CHANGE, job_id).data()
+                    texts.change_options_label(lang),
+                    callback_data=Press(Action.CHANGE, job_id).data(),
                 )
             ]
         ]
     )
 
 
-def retry_keyboard(job_id: int) -> InlineKeyboardMarkup:
+def retry_keyboard(lang: str, job_id: int) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
             [
                 InlineKeyboardButton(
-                    texts.RETRY_LABEL, callback_data=Press(Action.RETRY, job_id).data()
+                    texts.retry_label(lang), callback_data=Press(Action.RETRY, job_id).data()
                 )
             ]
         ]
     )
 
 
-def after_video_keyboard(job_id: int, *, share: bool, again: bool = True) -> InlineKeyboardMarkup:
+def after_video_keyboard(
+    lang: str, job_id: int, *, share: bool, again: bool = True
+) -> InlineKeyboardMarkup:
     """Under a delivered video: Again and Options (``again``: in the job's own chat), and
     Share when the bot has inline mode (the chat picker, then the user's own videos)."""
     rows: list[list[InlineKeyboardButton]] = []
@@ -154,11 +168,11 @@ def after_video_keyboard(job_id: int, *, share: bool, again: bool = True) -> Inl
         rows.append(
             [
                 InlineKeyboardButton(
-                    texts.again_label(texts.FALLBACK_LANGUAGE),  # i18n: lang
+                    texts.again_label(lang),
                     callback_data=Press(Action.AGAIN, job_id).data(),
                 ),
                 InlineKeyboardButton(
-                    texts.options_label(texts.FALLBACK_LANGUAGE),  # i18n: lang
+                    texts.options_label(lang),
                     callback_data=Press(Action.OPTIONS, job_id).data(),
                 ),
             ]
@@ -167,7 +181,7 @@ def after_video_keyboard(job_id: int, *, share: bool, again: bool = True) -> Inl
         rows.append(
             [
                 InlineKeyboardButton(
-                    texts.share_label(texts.FALLBACK_LANGUAGE),  # i18n: lang
+                    texts.share_label(lang),
                     switch_inline_query_chosen_chat=SwitchInlineQueryChosenChat(
                         query=share_query(job_id),
                         allow_user_chats=True,
@@ -194,14 +208,18 @@ def parse_share_query(query: str) -> int | None:
 
 
 def history_keyboard(
-    resendable: list[tuple[int, int]], *, older_than: int | None, newer_than: int | None
+    lang: str,
+    resendable: list[tuple[int, int]],
+    *,
+    older_than: int | None,
+    newer_than: int | None,
 ) -> InlineKeyboardMarkup | None:
     """One "send again" button per delivered video ((line number, job id)), and the
     page buttons; None when there is nothing to press."""
     rows: list[list[InlineKeyboardButton]] = []
     buttons = [
         InlineKeyboardButton(
-            texts.resend_label(texts.FALLBACK_LANGUAGE, number),  # i18n: lang
+            texts.resend_label(lang, number),
             callback_data=Press(Action.RESEND, job_id).data(),
         )
         for number, job_id in resendable
@@ -211,17 +229,40 @@ def history_keyboard(
     if older_than is not None:
         pages.append(
             InlineKeyboardButton(
-                texts.older_label(texts.FALLBACK_LANGUAGE),  # i18n: lang
+                texts.older_label(lang),
                 callback_data=Press(Action.OLDER, older_than).data(),
             )
         )
     if newer_than is not None:
         pages.append(
             InlineKeyboardButton(
-                texts.newer_label(texts.FALLBACK_LANGUAGE),  # i18n: lang
+                texts.newer_label(lang),
                 callback_data=Press(Action.NEWER, newer_than).data(),
             )
         )
     if pages:
         rows.append(pages)
     return InlineKeyboardMarkup(rows) if rows else None
+
+
+def language_keyboard(current: str) -> InlineKeyboardMarkup:
+    """One button per language, each in its own name; the current one marked."""
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    _mark(texts.language_name(language), language == current),
+                    callback_data=f"l:{language}",
+                )
+            ]
+            for language in LANGUAGES
+        ]
+    )
+
+
+def parse_language(data: str | None) -> str | None:
+    """The language a /language button names; None for one the bot does not speak."""
+    if not data or not data.startswith("l:"):
+        return None
+    language = data[2:]
+    return language if language in LANGUAGES else None

@@ -29,6 +29,7 @@ from ..core.refunds import Reconciliation, Refunds
 from ..core.tasks import Background, cancel_and_wait
 from ..core.tracker import HISTORY_LOOKUP_SECONDS, Tracker, TrackerConfig
 from ..i18n import texts
+from ..i18n.catalogues import LANGUAGES
 from ..segmind import SegmindClient
 from ..settings import Settings
 from ..storage import LedgerUnusable, SqliteLedger
@@ -295,21 +296,48 @@ class LedgerWatch:
         await self._alerts.cleared(AlertKind.LEDGER_FAILING)
 
 
-async def _publish_commands(bot: Bot, *, paid: bool) -> None:
-    """The command menus users see; nice to have, so a refusal is only logged. With a
-    price, /paysupport and /terms are in the menu (Telegram requires them for sales)."""
-    history = ("history", texts.command_history(texts.FALLBACK_LANGUAGE))  # i18n: lang
-    private = [("start", texts.COMMAND_START), ("help", texts.COMMAND_HELP), history]
+def telegram_language_code(language: str) -> str:
+    """Telegram's ``language_code`` for menus is two letters (ISO 639-1): ``pt_BR`` → ``pt``."""
+    return language.split("_", 1)[0]
+
+
+async def _publish_profile(bot: Bot, lang: str, code: str | None, *, paid: bool) -> None:
+    """One language's command menus, description and short description; ``code`` None
+    is what users of a language without its own get."""
+    private = [("start", texts.command_start(lang)), ("help", texts.command_help(lang))]
     if paid:
-        private += [("paysupport", texts.COMMAND_PAYSUPPORT), ("terms", texts.COMMAND_TERMS)]
-    try:
-        await bot.set_my_commands(private, scope=BotCommandScopeAllPrivateChats())
-        await bot.set_my_commands(
-            [("warmth", texts.COMMAND_WARMTH), ("help", texts.COMMAND_HELP), history],
-            scope=BotCommandScopeAllGroupChats(),
-        )
-    except TelegramError as exc:
-        log.warning("could not publish the command menu: %s", exc)
+        private += [
+            ("paysupport", texts.command_paysupport(lang)),
+            ("terms", texts.command_terms(lang)),
+        ]
+    history = ("history", texts.command_history(lang))
+    language = ("language", texts.command_language(lang))
+    private += [history, language]
+    group = [("warmth", texts.command_warmth(lang)), ("help", texts.command_help(lang))]
+    group += [history, language]
+    await bot.set_my_commands(private, scope=BotCommandScopeAllPrivateChats(), language_code=code)
+    await bot.set_my_commands(group, scope=BotCommandScopeAllGroupChats(), language_code=code)
+    await bot.set_my_description(texts.bot_description(lang), language_code=code)
+    await bot.set_my_short_description(texts.bot_short_description(lang), language_code=code)
+
+
+async def _publish_commands(bot: Bot, *, paid: bool, default_language: str) -> None:
+    """The command menus, description and short description users see, in every
+    language (Telegram shows each user theirs) and, without a language code, in
+    ``DEFAULT_LANGUAGE``. Nice to have, so a refusal is only logged. With a price,
+    /paysupport and /terms are in the menu (Telegram requires them for sales)."""
+    profiles = [(default_language, None)] + [
+        (language, telegram_language_code(language)) for language in LANGUAGES
+    ]
+    results = await asyncio.gather(
+        *(_publish_profile(bot, lang, code, paid=paid) for lang, code in profiles),
+        return_exceptions=True,
+    )
+    for (lang, _code), result in zip(profiles, results, strict=True):
+        if isinstance(result, TelegramError):
+            log.warning("could not publish the command menu (%s): %s", lang, result)
+        elif isinstance(result, BaseException):
+            raise result
 
 
 class Runtime:
@@ -398,6 +426,7 @@ class Runtime:
             self.settings.admin_ids,
             ChatPacer(backlog=lambda: limiter.backlog),
             on_unauthorized=self.token_watch.check_now,
+            language=self.settings.default_language,
         )
         self._alerts = Alerts(ledger, messenger.alert_operators)
         metered: Messenger = messenger
@@ -439,7 +468,11 @@ class Runtime:
         self._refunds.start()
         if not self.settings.price_stars.is_free:
             self._reconciliation.start()
-        await _publish_commands(bot, paid=not self.settings.price_stars.is_free)
+        await _publish_commands(
+            bot,
+            paid=not self.settings.price_stars.is_free,
+            default_language=self.settings.default_language,
+        )
         self.token_watch.start()
         self._ledger_watch.start()
 

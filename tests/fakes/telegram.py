@@ -11,7 +11,8 @@ Routes::
     GET      /file/bot{token}/{path}     a file's bytes, after getFile gave its path
 
 Methods: getMe, getUpdates, deleteWebhook, setWebhook, getWebhookInfo, setMyCommands,
-deleteMyCommands, getMyCommands, sendMessage, sendPhoto, sendVideo, sendDocument, sendInvoice,
+deleteMyCommands, getMyCommands, setMyDescription, getMyDescription, setMyShortDescription,
+getMyShortDescription, sendMessage, sendPhoto, sendVideo, sendDocument, sendInvoice,
 sendChatAction, editMessageText, editMessageCaption, editMessageReplyMarkup, deleteMessage,
 answerCallbackQuery, answerPreCheckoutQuery, answerInlineQuery, refundStarPayment,
 getStarTransactions, getFile, close, logOut. Anything else is 404, as Telegram answers.
@@ -62,6 +63,11 @@ front of a bot listening on plain HTTP). An update is done when the bot answers 
 otherwise (or on a failed connection) it is tried again after ``webhook_retry_seconds`` and
 ``getWebhookInfo`` reports ``last_error_message``. ``webhook_posts`` lists every post.
 ``deleteWebhook`` (or ``setWebhook`` with an empty URL) switches back to getUpdates.
+Command menus, descriptions and short descriptions are kept per ``language_code`` (two
+letters or none) and, for menus, per scope (``menus``, ``descriptions``,
+``short_descriptions``), refused beyond the Bot API's limits: 100 commands of 1-32
+characters (a-z, 0-9, _) with 1-256 character descriptions, descriptions up to 512
+characters and short ones up to 120 (those wordings are the fake's own).
 
 Deliberate simplifications: parse_mode HTML is rendered by dropping the tags (no entities),
 Markdown is stored as sent; uploaded files over ``keep_uploads_up_to`` bytes are hashed, not
@@ -145,6 +151,13 @@ PRECHECKOUT_TIMEOUT = 10.0
 MAX_INVOICE_TITLE = 32
 MAX_INVOICE_DESCRIPTION = 255
 MAX_INVOICE_PAYLOAD_BYTES = 128
+#: setMyCommands, setMyDescription, setMyShortDescription.
+MAX_COMMANDS = 100
+MAX_COMMAND_DESCRIPTION = 256
+MAX_BOT_DESCRIPTION = 512
+MAX_BOT_SHORT_DESCRIPTION = 120
+_COMMAND_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+_LANGUAGE_CODE_RE = re.compile(r"^[a-z]{2}$")
 
 JSON = dict[str, Any]
 
@@ -777,6 +790,11 @@ class FakeTelegram:
         self.inline_answers: dict[str, dict[str, Any]] = {}
         #: The commands of the last setMyCommands (default scope), as getMyCommands returns.
         self.commands: list[JSON] = []
+        #: Command menus by (scope type, language code; "" for none).
+        self.menus: dict[tuple[str, str], list[JSON]] = {}
+        #: setMyDescription / setMyShortDescription by language code ("" for none).
+        self.descriptions: dict[str, str] = {}
+        self.short_descriptions: dict[str, str] = {}
         self.webhook_url = ""
         #: Where the fake really posts webhook updates: the scheme and host of
         #: ``webhook_url`` are replaced by this (the TLS reverse proxy in front of the bot).
@@ -839,6 +857,10 @@ class FakeTelegram:
             "setmycommands": self._set_my_commands,
             "deletemycommands": self._delete_my_commands,
             "getmycommands": self._get_my_commands,
+            "setmydescription": self._set_my_description,
+            "getmydescription": self._get_my_description,
+            "setmyshortdescription": self._set_my_short_description,
+            "getmyshortdescription": self._get_my_short_description,
             "sendmessage": self._send_message,
             "sendphoto": self._send_photo,
             "sendvideo": self._send_video,
@@ -1037,15 +1059,18 @@ class FakeTelegram:
     # ------------------------------------------------------------------ the world
 
     def user(
-        self, user_id: int, first_name: str = "Ann", username: str | None = None
+        self,
+        user_id: int,
+        first_name: str = "Ann",
+        username: str | None = None,
+        *,
+        language_code: str | None = "en",
     ) -> dict[str, Any]:
-        """Register (or rename) a user; return the User object."""
-        info: JSON = {
-            "id": user_id,
-            "is_bot": False,
-            "first_name": first_name,
-            "language_code": "en",
-        }
+        """Register (or rename) a user; return the User object. ``language_code`` is the
+        IETF tag of the user's app (``pt-br``, ``es-419``…), or None for none at all."""
+        info: JSON = {"id": user_id, "is_bot": False, "first_name": first_name}
+        if language_code is not None:
+            info["language_code"] = language_code
         if username is not None:
             info["username"] = username
         self._users[user_id] = info
@@ -2009,21 +2034,63 @@ class FakeTelegram:
             self._webhook_error = (_now(), message)
         return status
 
+    @staticmethod
+    def _menu_key(params: JSON) -> tuple[str, str]:
+        scope = params.get("scope")
+        kind = scope.get("type") if isinstance(scope, dict) else None
+        return str(kind or "default"), _language_code(params)
+
     async def _set_my_commands(self, params: JSON) -> bool:
         commands = params.get("commands")
         if not isinstance(commands, list):
             raise _bad('parameter "commands" is required')
-        if params.get("scope") is None and params.get("language_code") in (None, ""):
+        if len(commands) > MAX_COMMANDS:
+            raise _bad("too many commands")
+        for command in commands:
+            name = command.get("command") if isinstance(command, dict) else None
+            text = command.get("description") if isinstance(command, dict) else None
+            if not isinstance(name, str) or not _COMMAND_RE.match(name):
+                raise _bad("BOT_COMMAND_INVALID")
+            if not isinstance(text, str) or not 1 <= len(text) <= MAX_COMMAND_DESCRIPTION:
+                raise _bad("command description must be 1-256 characters long")
+        key = self._menu_key(params)
+        self.menus[key] = copy.deepcopy(commands)
+        if key == ("default", ""):
             self.commands = copy.deepcopy(commands)
         return True
 
     async def _delete_my_commands(self, params: JSON) -> bool:
-        if params.get("scope") is None and params.get("language_code") in (None, ""):
+        key = self._menu_key(params)
+        self.menus.pop(key, None)
+        if key == ("default", ""):
             self.commands = []
         return True
 
     async def _get_my_commands(self, params: JSON) -> list[JSON]:
-        return copy.deepcopy(self.commands)
+        return copy.deepcopy(self.menus.get(self._menu_key(params), []))
+
+    async def _set_my_description(self, params: JSON) -> bool:
+        text = str(params.get("description") or "")
+        if len(text) > MAX_BOT_DESCRIPTION:
+            raise _bad("description is too long")
+        self.descriptions[_language_code(params)] = text
+        return True
+
+    async def _get_my_description(self, params: JSON) -> JSON:
+        code = _language_code(params)
+        return {"description": self.descriptions.get(code, self.descriptions.get("", ""))}
+
+    async def _set_my_short_description(self, params: JSON) -> bool:
+        text = str(params.get("short_description") or "")
+        if len(text) > MAX_BOT_SHORT_DESCRIPTION:
+            raise _bad("short description is too long")
+        self.short_descriptions[_language_code(params)] = text
+        return True
+
+    async def _get_my_short_description(self, params: JSON) -> JSON:
+        code = _language_code(params)
+        short = self.short_descriptions.get(code, self.short_descriptions.get("", ""))
+        return {"short_description": short}
 
     async def _get_updates(self, params: JSON) -> list[JSON]:
         if self.webhook_url:
@@ -2703,6 +2770,16 @@ def _checked_prices(params: JSON) -> list[tuple[str, int]]:
     if not prices:
         raise _bad("there must be at least one price")
     return prices
+
+
+def _language_code(params: JSON) -> str:
+    """A menu's or description's language: two lowercase letters, or "" for all others."""
+    code = params.get("language_code")
+    if code in (None, ""):
+        return ""
+    if not isinstance(code, str) or not _LANGUAGE_CODE_RE.match(code):
+        raise _bad("LANGUAGE_CODE_INVALID")
+    return code
 
 
 def _required(params: JSON, name: str) -> str:
