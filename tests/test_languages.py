@@ -213,10 +213,11 @@ async def test_menus_and_descriptions_are_published_per_language(telegram, bot):
     for code in codes | {""}:
         language = {"": "en", "pt": "pt_BR"}.get(code, code)
         private = telegram.menus[("all_private_chats", code)]
-        assert [c["command"] for c in private] == ["start", "help", "language"]
+        assert [c["command"] for c in private] == ["start", "help", "history", "language"]
         assert private[0]["description"] == texts.command_start(language)
         group = telegram.menus[("all_group_chats", code)]
-        assert [c["command"] for c in group] == ["warmth", "help", "language"]
+        assert [c["command"] for c in group] == ["warmth", "help", "history", "language"]
+        assert group[2]["description"] == texts.command_history(language)
         assert telegram.descriptions[code] == texts.bot_description(language)
         assert telegram.short_descriptions[code] == texts.bot_short_description(language)
     assert telegram.descriptions["pt"].startswith("Mande uma foto")
