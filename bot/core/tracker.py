@@ -26,7 +26,6 @@ crash loses it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import tempfile
@@ -57,7 +56,8 @@ from .errors import (
 )
 from .jobs import ACTIVE_STATES, Job, JobState, Reason
 from .options import SEED_RANGE
-from .ports import Ledger, Messenger, Progress, VideoService
+from .ports import Ledger, Messenger, VideoService
+from .progress import Progress, Status, status_for, usual_seconds
 
 __all__ = ["HISTORY_LOOKUP_SECONDS", "Tracker", "TrackerConfig"]
 
@@ -141,6 +141,11 @@ class Tracker:
         self._lookups: dict[int, tuple[float, int]] = {}
         #: (quality, duration) → (learnt, when it was learnt): a cache of the ledger.
         self._learnt: dict[tuple[str, int], tuple[schedule.Learnt, float]] = {}
+        #: The status each job's message shows now (edited only when it changes).
+        self._shown: dict[int, Status] = {}
+        #: What each job's status says such videos usually take, fixed at its first
+        #: status so that a newly learnt figure costs no extra edit.
+        self._usual: dict[int, int | None] = {}
         self._closing = False
         self._critical: set[asyncio.Task[Any]] = set()
 
@@ -249,6 +254,8 @@ class Tracker:
             self._polls.pop(job_id, None)
             self._seen_queued.pop(job_id, None)
             self._lookups.pop(job_id, None)
+            self._shown.pop(job_id, None)
+            self._usual.pop(job_id, None)
             current = self._tasks.get(job_id)
             if current is asyncio.current_task():
                 self._tasks.pop(job_id, None)
@@ -313,16 +320,49 @@ class Tracker:
         await self._ledger.mark_notified(job.id)
         return None
 
+    async def _status(self, job: Job, progress: Progress) -> Status | None:
+        """What the job's status message should say now (None: this stage is not shown)."""
+        now = self._clock()
+        group = job.chat_type != "private"
+        if progress is Progress.DONE:
+            since = job.generate_at or job.submitted_at
+            return status_for(
+                progress, elapsed=None if since is None else now - since, usual=None, group=group
+            )
+        if job.id not in self._usual:
+            self._usual[job.id] = (await self._learn(job)).usual
+        elapsed = None if job.submitted_at is None else now - job.submitted_at
+        return status_for(progress, elapsed=elapsed, usual=self._usual[job.id], group=group)
+
+    async def _show_status(self, job: Job, progress: Progress) -> None:
+        """Edit the status message if what it should say changed; a skipped edit (the
+        chat's pace) is tried again at the next step. Raises what the messenger raises."""
+        status = await self._status(job, progress)
+        if status is None or self._shown.get(job.id) == status:
+            return
+        if await self._messenger.show_progress(job, status):
+            self._shown[job.id] = status
+
     async def _progress(self, job: Job, progress: Progress) -> bool:
         """Update the status message; False if the chat is gone (job ended)."""
         try:
-            await self._messenger.show_progress(job, progress)
+            await self._show_status(job, progress)
         except ChatUnreachable:
             await self._chat_gone(job)
             return False
         except SendFailed:
             pass  # a status line is not worth a retry
         return True
+
+    async def _progress_quietly(self, job: Job, progress: Progress) -> None:
+        """A status edit beside a delivery: whatever happens to it, the delivery goes on
+        (a chat gone is found by the video's own send)."""
+        try:
+            await self._show_status(job, progress)
+        except (ChatUnreachable, SendFailed):
+            pass
+        except Exception:
+            log.exception("job %s: status %s failed", job.short_id, progress)
 
     # -- PREPARING → SUBMITTING → QUEUED ---------------------------------------------
 
@@ -545,6 +585,7 @@ class Tracker:
         learnt = schedule.Learnt(
             earliest_finish=schedule.expected_earliest_finish(history.total),
             earliest_processing=schedule.expected_earliest_finish(history.processing),
+            usual=usual_seconds(history.total),
         )
         self._learnt[key] = (learnt, now)
         return learnt
@@ -625,9 +666,10 @@ class Tracker:
             )
             if processing is None:
                 return 0.0
-            if not await self._progress(processing, Progress.PROCESSING):
-                return None
             job = processing
+        stage = Progress.PROCESSING if job.state is JobState.PROCESSING else Progress.QUEUED
+        if not await self._progress(job, stage):  # unchanged text: no edit
+            return None
         return await self._next_poll(job, queued=report.status == "QUEUED")
 
     # -- COMPLETED → DELIVERED -------------------------------------------------------
@@ -638,6 +680,10 @@ class Tracker:
         expires_at = (job.completed_at or now) + RESULT_RETENTION_SECONDS
         if now > expires_at:
             return await self._end(job, JobState.EXPIRED, Reason.RESULT_EXPIRED)
+        # "Sending" goes beside the download, never ahead of it: the video does not wait
+        # for a status edit's turn at Telegram.
+        sending = asyncio.create_task(self._progress_quietly(job, Progress.SENDING))
+        await asyncio.sleep(0)  # let it take the chat's slot now, before the video does
         try:
             with tempfile.TemporaryDirectory(prefix="warmth-") as folder:
                 path: Path | None = Path(folder) / f"{job.short_id}.mp4"
@@ -648,7 +694,9 @@ class Tracker:
                     )
                 except TooLarge:
                     path = None  # too big to upload: its link goes instead
-                return await self._finish_paid_step(self._send_and_record(job, path, expires_at))
+                delivered = await self._finish_paid_step(
+                    self._send_and_record(job, path, expires_at)
+                )
         except ChatUnreachable:
             return await self._chat_gone(job)
         except SendFailed as exc:
@@ -659,8 +707,14 @@ class Tracker:
         except SegmindError as exc:
             log.warning("job %s: video download failed, will retry: %s", job.short_id, exc)
             return self._backoff(job.id, getattr(exc, "retry_after", None))
+        finally:
+            await sending  # its edit comes before the summary's (cancelled with us)
+        if delivered is not None:
+            # The video is there: the status message becomes its one-line summary.
+            await self._progress_quietly(delivered, Progress.DONE)
+        return None
 
-    async def _send_and_record(self, job: Job, path: Path | None, expires_at: float) -> None:
+    async def _send_and_record(self, job: Job, path: Path | None, expires_at: float) -> Job | None:
         """Send the video (or, too big for an upload, its link) and record DELIVERED at once."""
         assert job.output_url is not None
         file_id: str | None = None
@@ -672,16 +726,13 @@ class Tracker:
             except VideoRefused as exc:
                 log.warning("job %s: video refused (%s), sending its link", job.short_id, exc)
                 await self._messenger.send_video_link(job, job.output_url, expires_at)
-        delivered = await self._ledger.transition(
+        return await self._ledger.transition(
             job.id,
             JobState.COMPLETED,
             JobState.DELIVERED,
             video_file_id=file_id,
             notified_at=self._clock(),
         )
-        if delivered is not None:
-            with contextlib.suppress(ChatUnreachable, SendFailed):
-                await self._messenger.show_progress(delivered, Progress.DONE)
 
     # -- telling the user how it ended ----------------------------------------------
 
