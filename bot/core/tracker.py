@@ -329,6 +329,9 @@ class Tracker:
             return status_for(
                 progress, elapsed=None if since is None else now - since, usual=None, group=group
             )
+        if progress is Progress.SENDING:
+            # Shows no figures: no ledger read, so it leaves before the download does.
+            return status_for(progress, elapsed=None, usual=None, group=group)
         if job.id not in self._usual:
             self._usual[job.id] = (await self._learn(job)).usual
         elapsed = None if job.submitted_at is None else now - job.submitted_at

@@ -12,6 +12,7 @@ from ..core.alerts import AlertKind
 from ..core.jobs import Job, JobState, Reason
 from ..core.options import Adjustment, VideoOptions
 from ..core.payments import Payment, PreCheckout, RefundReason, RefundState
+from ..core.progress import Progress, Status
 from ..core.stats import Stats
 from ..core.tracker import HISTORY_LOOKUP_SECONDS
 
@@ -85,10 +86,6 @@ PAYMENT_HELD = (
     "⭐ Payment received. I can't save it this very moment; your video starts as soon as I "
     "can (or the Stars come back). No need to pay again."
 )
-
-PROGRESS_QUEUED = "⏳ Starting your video — it usually takes about a minute."
-PROGRESS_PROCESSING = "🎬 Generating your video — usually about a minute."
-PROGRESS_GROUP = "🎬 Generating the video — usually about a minute."
 
 VIDEO_CAPTION = "✨ Warmth of Jesus"
 
@@ -389,3 +386,50 @@ def jobs_list(jobs: Sequence[Job]) -> str:
             f"{job.options.duration}s {job.state.value}{reason}"
         )
     return "\n".join(lines)
+
+
+# -- progress --
+
+
+def _so_far(lang: str, seconds: int) -> str:
+    """The status message's clock (already coarse: 10 s steps, then whole minutes)."""
+    if seconds < 60:
+        return _n(lang, "{n} s so far", "{n} s so far", seconds).format(n=seconds)
+    minutes = seconds // 60
+    return _n(lang, "{n} min so far", "{n} min so far", minutes).format(n=minutes)
+
+
+def _usually(lang: str, seconds: int) -> str:
+    if seconds < 90:
+        return _n(lang, "usually about {n} s", "usually about {n} s", seconds).format(n=seconds)
+    minutes = round(seconds / 60)
+    return _n(lang, "usually about {n} min", "usually about {n} min", minutes).format(n=minutes)
+
+
+def _took(lang: str, seconds: int) -> str:
+    if seconds < 90:
+        return _n(lang, "made in {n} s", "made in {n} s", seconds).format(n=seconds)
+    minutes = round(seconds / 60)
+    return _n(lang, "made in {n} min", "made in {n} min", minutes).format(n=minutes)
+
+
+def progress(lang: str, status: Status, options: VideoOptions) -> str:
+    """The job's status message, one line: what is happening, the time so far, what
+    such a video usually takes; once the video is there, a summary of it."""
+    if status.progress is Progress.DONE:
+        ready = _(lang, "✅ Ready: {quality}, {duration}")
+        parts = [ready.format(quality=options.quality, duration=duration_label(options.duration))]
+        if status.elapsed is not None:
+            parts.append(_took(lang, status.elapsed))
+        return " · ".join(parts)
+    if status.progress is Progress.SENDING:
+        return _(lang, "📤 Sending your video…")
+    if status.progress is Progress.QUEUED:
+        parts = [_(lang, "⏳ Waiting for its turn")]
+    else:
+        parts = [_(lang, "🎬 Making your video")]
+    if status.elapsed:
+        parts.append(_so_far(lang, status.elapsed))
+    if status.usual:
+        parts.append(_usually(lang, status.usual))
+    return " · ".join(parts)

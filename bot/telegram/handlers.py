@@ -42,6 +42,7 @@ from ..core.payments import (
 from ..core.stats import summarize
 from ..i18n import texts
 from .keyboards import Action, Press, awaiting_payment_keyboard, options_keyboard, parse
+from .reactions import Reactions
 from .runtime import Runtime
 
 __all__ = ["Handlers", "ImageRef", "find_image", "MAX_IMAGE_BYTES", "COMMAND"]
@@ -117,6 +118,7 @@ class Handlers:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self._reactions = Reactions(backlog=lambda: runtime.limiter.backlog)
 
     # -- access rules ----------------------------------------------------------------
 
@@ -347,6 +349,8 @@ class Handlers:
             do_quote=False,
         )
         await self.rt.ledger.set_keyboard_message(job.id, sent.message_id)
+        # 👀 on the photo once the keyboard is out: never before it, never an error.
+        await self._reactions.seen(photo.get_bot(), photo.chat_id, photo.message_id)
 
     # -- buttons ---------------------------------------------------------------------
 

@@ -46,8 +46,10 @@ from ..core.errors import (
 )
 from ..core.jobs import Job, offers_retry
 from ..core.payments import Payment
-from ..core.ports import Progress, StarCharge
+from ..core.ports import StarCharge
+from ..core.progress import Progress, Status
 from ..i18n import texts
+from ..mp4 import VideoInfo, read_video_info
 from .keyboards import retry_keyboard
 from .pacing import ChatPacer, Priority, retry_after_seconds
 
@@ -84,6 +86,24 @@ def is_chat_gone(error: TelegramError) -> bool:
 
 def _is_not_modified(error: BadRequest) -> bool:
     return "not modified" in error.message.lower()
+
+
+def _video_shape(job: Job, path: Path) -> VideoInfo | None:
+    """The video's size and length for sendVideo, from the MP4's header; None when it
+    cannot be read (the video goes all the same, without them)."""
+    info = read_video_info(path)
+    if info is None:
+        log.info("job %s: video header unreadable, sent without its size", job.short_id)
+        return None
+    log.info(
+        "job %s: video %dx%d, %d s, %s",
+        job.short_id,
+        info.width,
+        info.height,
+        info.duration,
+        "with sound" if info.has_audio else "no sound track",
+    )
+    return info
 
 
 class TelegramMessenger:
@@ -169,26 +189,28 @@ class TelegramMessenger:
 
     # -- status message --------------------------------------------------------------
 
-    def _progress_text(self, job: Job, progress: Progress) -> str:
-        if job.chat_type != "private":
-            # Groups get one status line: fewer edits, no flood.
-            return texts.PROGRESS_GROUP
-        return {
-            Progress.QUEUED: texts.PROGRESS_QUEUED,
-            Progress.PROCESSING: texts.PROGRESS_PROCESSING,
-        }[progress]
+    async def show_progress(self, job: Job, status: Status) -> bool:
+        """Edit the status message (the one that showed the keyboard) to ``status``.
 
-    async def show_progress(self, job: Job, progress: Progress) -> None:
+        Only when its text changes, and only in the chat's free slot: a status edit never
+        waits for one, except the final summary, which waits for the slot the video just
+        took (at most ``STATUS_EDIT_PATIENCE``). A message that is gone, or already says
+        this, is fine as it is.
+        """
         message_id = job.keyboard_message_id
         if message_id is None:
-            return
-        if progress is Progress.DONE:
+            return True
+        lang = texts.FALLBACK_LANGUAGE  # i18n: lang
+        text = texts.progress(lang, status, job.options)
+        final = status.progress is Progress.DONE
+        if self._shown.get(job.id) == text:
+            return True
+        if final:
             self._shown.pop(job.id, None)
-            await self._delete(job.chat_id, message_id)
-            return
-        text = self._progress_text(job, progress)
-        if self._shown.get(job.id) == text or not self._pacer.optional(job.chat_id):
-            return
+            if not await self._pacer.patient(job.chat_id, STATUS_EDIT_PATIENCE):
+                return False
+        elif not self._pacer.optional(job.chat_id):
+            return False
         try:
             await asyncio.wait_for(
                 self._call(
@@ -202,11 +224,15 @@ class TelegramMessenger:
                 STATUS_EDIT_PATIENCE,
             )
         except TimeoutError:
-            return  # Telegram's budget went to videos and keyboards; the next change retries
+            return False  # the budget went to videos and keyboards; the next step retries
         except BadRequest as exc:
+            # "message is not modified" (a restart forgot what it showed) or "message to
+            # edit not found" (the user deleted it): either way nothing is left to do.
             if not _is_not_modified(exc):
                 log.info("job %s: status edit refused: %s", job.short_id, exc.message)
-        self._shown[job.id] = text
+        if not final:
+            self._shown[job.id] = text
+        return True
 
     async def _delete(self, chat_id: int, message_id: int) -> None:
         with contextlib.suppress(TelegramError, SendFailed, ChatUnreachable):
@@ -222,6 +248,8 @@ class TelegramMessenger:
         # behind every other video would hold this one up (benchmark, N = 1000).
         if self._pacer.idle():
             await self._chat_action(job)
+        # Its size and length let clients lay it out before it downloads.
+        shape = _video_shape(job, path)
         with path.open("rb") as handle:
 
             async def send(reply: ReplyParameters | None) -> Message:
@@ -232,6 +260,9 @@ class TelegramMessenger:
                     InputFile(handle, filename="warmth-of-jesus.mp4", read_file_handle=False),
                     caption=texts.VIDEO_CAPTION,
                     supports_streaming=True,
+                    width=shape.width if shape else None,
+                    height=shape.height if shape else None,
+                    duration=shape.duration if shape and shape.duration else None,
                     reply_parameters=reply,
                     message_thread_id=job.thread_id,
                     write_timeout=_UPLOAD_WRITE_TIMEOUT,

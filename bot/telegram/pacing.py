@@ -328,6 +328,16 @@ class ChatPacer:
         self.sent(chat_id)
         return True
 
+    async def patient(self, chat_id: int, patience: float) -> bool:
+        """Like :meth:`optional`, but wait up to ``patience`` seconds for the chat's slot
+        (a last status edit, right after the video took the slot)."""
+        wait = self.wait_needed(chat_id)
+        if wait > patience:
+            return False
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return self.optional(chat_id)
+
 
 def _as_int(value: object) -> int | None:
     if isinstance(value, int):

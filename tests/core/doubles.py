@@ -33,7 +33,7 @@ from bot.core.alerts import AlertKind
 from bot.core.errors import MessengerError
 from bot.core.jobs import Job, JobState
 from bot.core.payments import Payment
-from bot.core.ports import Messenger, Progress, StarCharge
+from bot.core.ports import Messenger, Progress, StarCharge, Status
 from bot.storage.sqlite import SqliteLedger
 
 API_URL = "https://api.segmind.test"
@@ -423,6 +423,8 @@ class RecordingMessenger:
         self.told: list[tuple[str, int | None]] = []
         #: What the platform lists as incoming Stars payments (for reconciliation).
         self.star_charges: list[StarCharge] = []
+        #: The next this many show_progress calls are skipped for the chat's pace.
+        self.paced_out = 0
 
     def fail(self, method: str, *errors: MessengerError) -> None:
         """The next calls of ``method`` raise ``errors``, in order; then they work."""
@@ -447,8 +449,23 @@ class RecordingMessenger:
         self._enter("photo_link", job)
         return f"https://telegram.test/file/botTOKEN/photos/{job.file_id}.jpg"
 
-    async def show_progress(self, job: Job, progress: Progress) -> None:
-        self._enter("show_progress", job, progress)
+    async def show_progress(self, job: Job, status: Status) -> bool:
+        self._enter("show_progress", job, status)
+        if self.paced_out:
+            self.paced_out -= 1
+            return False  # the chat's slot was taken: not shown
+        return True
+
+    def statuses(self, job_id: int | None = None) -> list[Status]:
+        """The statuses passed to show_progress (of one job), in order."""
+        return [
+            call.args[0]
+            for call in self.calls_to("show_progress")
+            if job_id is None or call.job_id == job_id
+        ]
+
+    def stages(self, job_id: int | None = None) -> list[Progress]:
+        return [status.progress for status in self.statuses(job_id)]
 
     async def send_video(self, job: Job, path: Path) -> str:
         self._enter("send_video", job, path.stat().st_size)
