@@ -99,6 +99,7 @@ async def test_a_refused_reaction_changes_nothing_else(
 async def test_the_status_goes_queued_making_sending_then_a_summary(telegram, segmind, bot):
     telegram.private_chat(USER)
     segmind.processing_seconds = 0.5  # a few polls while it is made
+    segmind.video_chunk_delay = 0.5  # and a slow download: "sending" is worth saying
     photo, keyboard = await send_photo_get_keyboard(telegram)
     await generate(telegram, keyboard)
     (video,) = await telegram.wait_for_call("sendVideo", chat_id=USER)

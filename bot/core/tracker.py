@@ -80,6 +80,9 @@ LOOKUP_MAX_DELAY = 30.0
 RESUME_POLLS_PER_SECOND = 40.0
 #: A polled job's step comes this soon after its deadline, whatever it waited for.
 DEADLINE_SLACK_SECONDS = 0.05
+#: A video still downloading this long after it was made gets the "sending" status (one
+#: chat gap: see :class:`_SendingStatus`).
+SENDING_STATUS_AFTER_SECONDS = 1.0
 #: At shutdown, how long a submit or upload already under way may take to finish. The
 #: contract allows a few seconds for SIGTERM; whatever is still running after this is
 #: recovered from the ledger at the next start.
@@ -103,6 +106,53 @@ class TrackerConfig:
     #: 0 turns request-history lookups off (no history URL): a lost answer is UNCERTAIN
     #: at once, as it was before the lookups existed.
     history_lookup_seconds: float = HISTORY_LOOKUP_SECONDS
+    #: The status says "sending" only for a video still downloading this long after it
+    #: was made (0: at once). See :class:`_SendingStatus`.
+    sending_status_after: float = SENDING_STATUS_AFTER_SECONDS
+
+
+class _SendingStatus:
+    """The "sending" status of one delivery, shown only when the download is slow.
+
+    Every message takes the chat's slot for a second (three in a group), and the video
+    waits for it. A fast download would let a "sending" edit hold up the very video it
+    announces, so the edit is made only when the download is still running after
+    ``after`` seconds (a big video, a slow link: when the user is waiting for it anyway),
+    and never once the download is done. 0 shows it at once, before the download.
+    """
+
+    def __init__(self, tracker: Tracker, job: Job, after: float) -> None:
+        self._tracker = tracker
+        self._job = job
+        self._after = after
+        self._editing = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._after <= 0:
+            await self._show()
+        else:
+            self._task = asyncio.create_task(self._later(), name=f"sending-{self._job.id}")
+
+    async def _later(self) -> None:
+        await asyncio.sleep(self._after)
+        await self._show()
+
+    async def _show(self) -> None:
+        self._editing = True
+        await self._tracker._progress_quietly(self._job, Progress.SENDING)
+
+    def not_needed(self) -> None:
+        """The download is done: a "sending" edit not yet started would only delay it."""
+        if self._task is not None and not self._editing:
+            self._task.cancel()
+
+    async def finished(self) -> None:
+        """Wait for an edit under way (so the summary comes after it); cancel the rest."""
+        if self._task is None:
+            return
+        self.not_needed()
+        await asyncio.wait([self._task])
 
 
 class Tracker:
@@ -683,10 +733,8 @@ class Tracker:
         expires_at = (job.completed_at or now) + RESULT_RETENTION_SECONDS
         if now > expires_at:
             return await self._end(job, JobState.EXPIRED, Reason.RESULT_EXPIRED)
-        # "Sending" goes beside the download, never ahead of it: the video does not wait
-        # for a status edit's turn at Telegram.
-        sending = asyncio.create_task(self._progress_quietly(job, Progress.SENDING))
-        await asyncio.sleep(0)  # let it take the chat's slot now, before the video does
+        sending = _SendingStatus(self, job, self._config.sending_status_after)
+        await sending.start()
         try:
             with tempfile.TemporaryDirectory(prefix="warmth-") as folder:
                 path: Path | None = Path(folder) / f"{job.short_id}.mp4"
@@ -697,6 +745,7 @@ class Tracker:
                     )
                 except TooLarge:
                     path = None  # too big to upload: its link goes instead
+                sending.not_needed()
                 delivered = await self._finish_paid_step(
                     self._send_and_record(job, path, expires_at)
                 )
@@ -711,7 +760,7 @@ class Tracker:
             log.warning("job %s: video download failed, will retry: %s", job.short_id, exc)
             return self._backoff(job.id, getattr(exc, "retry_after", None))
         finally:
-            await sending  # its edit comes before the summary's (cancelled with us)
+            await sending.finished()  # its edit comes before the summary's
         if delivered is not None:
             # The video is there: the status message becomes its one-line summary.
             await self._progress_quietly(delivered, Progress.DONE)

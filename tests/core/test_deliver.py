@@ -32,8 +32,8 @@ async def test_the_video_is_sent_and_delivered_recorded_at_once(h: Harness):
     assert delivered.video_file_id == f"video-file-{job.id}"
     assert delivered.notified_at == h.clock.now
     assert h.moved(job.id) == [(S.COMPLETED, S.DELIVERED)]
-    assert h.messenger.methods() == ["show_progress", "send_video", "show_progress"]
-    assert h.messenger.stages() == [Progress.SENDING, Progress.DONE]
+    assert h.messenger.methods() == ["send_video", "show_progress"]
+    assert h.messenger.stages() == [Progress.DONE]  # a fast download: no "sending"
     assert h.messenger.videos == [request.video]
     # The CDN gets no API key.
     (download,) = h.segmind.seen("video")
@@ -41,7 +41,7 @@ async def test_the_video_is_sent_and_delivered_recorded_at_once(h: Harness):
     assert "x-api-key" not in download.headers
     # Done: a later step does nothing at all.
     assert await h.step(job.id) is None
-    assert len(h.messenger.calls) == 3
+    assert len(h.messenger.calls) == 2
     assert len(h.segmind.requests) == 1
 
 
@@ -60,16 +60,16 @@ async def test_a_video_over_the_upload_limit_goes_as_its_link(h: Harness, chunke
     delivered = await h.job(job.id)
     assert delivered.state is S.DELIVERED
     assert delivered.video_file_id is None
-    assert h.messenger.methods() == ["show_progress", "send_video_link", "show_progress"]
+    assert h.messenger.methods() == ["send_video_link", "show_progress"]
     expires_at = job.completed_at + RESULT_RETENTION_SECONDS  # type: ignore[operator]
-    assert h.messenger.calls_to("send_video_link")[0].args == (request.video_url, expires_at)
+    assert h.messenger.calls[0].args == (request.video_url, expires_at)
 
 
 async def test_a_video_exactly_at_the_upload_limit_is_uploaded(h: Harness):
     job, request = await h.completed_job(chunked_video=True)
     h.messenger.max_upload_bytes = len(request.video)
     await h.step(job.id)
-    assert h.messenger.methods() == ["show_progress", "send_video", "show_progress"]
+    assert h.messenger.methods() == ["send_video", "show_progress"]
     assert h.messenger.videos == [request.video]
 
 
@@ -80,12 +80,7 @@ async def test_a_refused_video_goes_as_its_link(h: Harness):
     delivered = await h.job(job.id)
     assert delivered.state is S.DELIVERED
     assert delivered.video_file_id is None
-    assert h.messenger.methods() == [
-        "show_progress",
-        "send_video",
-        "send_video_link",
-        "show_progress",
-    ]
+    assert h.messenger.methods() == ["send_video", "send_video_link", "show_progress"]
     assert h.messenger.calls_to("send_video_link")[0].args[0] == request.video_url
 
 
@@ -98,7 +93,7 @@ async def test_an_unreachable_chat_ends_undeliverable_without_retries(h: Harness
     assert ended.notified_at == h.clock.now
     h.clock.advance(60)
     assert await h.step(job.id) is None
-    assert h.messenger.methods() == ["show_progress", "send_video"]
+    assert h.messenger.methods() == ["send_video"]
     assert h.segmind.count("video") == 1
 
 
@@ -115,12 +110,7 @@ async def test_a_failed_send_backs_off_past_retry_after_then_delivers_once(h: Ha
     assert await h.step(job.id) is None
     assert (await h.job(job.id)).state is S.DELIVERED
     assert h.messenger.videos == [request.video]
-    assert h.messenger.methods() == [
-        "show_progress",  # sending: shown once, not again for the retry
-        "send_video",
-        "send_video",
-        "show_progress",
-    ]
+    assert h.messenger.methods() == ["send_video", "send_video", "show_progress"]
 
 
 @pytest.mark.parametrize("streamed", BODIES)
@@ -131,7 +121,7 @@ async def test_an_expired_video_ends_expired(h: Harness, streamed: bool):
     assert await h.step(job.id) == 0.0
     expired = await h.job(job.id)
     assert (expired.state, expired.reason) == (S.EXPIRED, Reason.RESULT_EXPIRED)
-    assert h.messenger.stages() == [Progress.SENDING]  # nothing was sent
+    assert h.messenger.calls == []
 
 
 @pytest.mark.parametrize("streamed", BODIES)
@@ -159,7 +149,7 @@ async def test_a_broken_download_backs_off(h: Harness, outcome):
     assert delay is not None
     assert delay >= INTERVAL
     assert (await h.job(job.id)).state is S.COMPLETED
-    assert h.messenger.stages() == [Progress.SENDING]  # nothing was sent
+    assert h.messenger.calls == []
     h.clock.advance(delay)
     await h.step(job.id)
     assert h.messenger.videos == [request.video]

@@ -103,7 +103,6 @@ async def test_a_whole_job_from_generate_to_video(h: Harness):
     assert h.messenger.stages() == [
         Progress.QUEUED,
         Progress.PROCESSING,
-        Progress.SENDING,
         Progress.DONE,
     ]
     assert h.messenger.videos == [h.segmind.jobs["req-1"].video]

@@ -4,6 +4,7 @@ only when it changes, and a bounded number of times whatever the polls do."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -20,6 +21,7 @@ from bot.core.progress import (
 )
 from bot.core.tracker import TrackerConfig
 from tests.core.conftest import INTERVAL, Harness, run_until_settled
+from tests.core.doubles import GatedBody
 from tests.core.test_schedule_learning import RUN_SECONDS, learn_from_history
 
 S = JobState
@@ -46,7 +48,8 @@ async def drive(h: Harness, job_id: int, timeline: dict[float, str]) -> float:
 
 async def test_a_learnt_job_says_queued_then_its_clock_then_sending_then_a_summary(h: Harness):
     await learn_from_history(h)  # ~50 s jobs: "usually about 50 s"
-    h.configure(poll_interval=INTERVAL)  # a fresh tracker: nothing cached
+    # A fresh tracker (nothing cached) that says "sending" at once, as for a slow download.
+    h.configure(sending_status_after=0.0)
     job = await h.new_job()
     h.clock.advance(1.5)  # the user pressed Generate 1.5 s before the submit
     await drive(h, job.id, {0: "QUEUED", 8: "PROCESSING", 53: "COMPLETED"})
@@ -71,13 +74,8 @@ async def test_without_history_it_does_not_guess_how_long(h: Harness):
     await drive(h, job.id, {0: "PROCESSING", 25: "COMPLETED"})
     statuses = h.messenger.statuses(job.id)
     assert all(status.usual is None for status in statuses)
-    assert [s.progress for s in statuses] == [
-        P.QUEUED,
-        P.PROCESSING,
-        *[P.PROCESSING] * 2,
-        P.SENDING,
-        P.DONE,
-    ]
+    # The download was quick: no "sending" line to hold the video up.
+    assert [s.progress for s in statuses] == [P.QUEUED, *[P.PROCESSING] * 3, P.DONE]
     assert [s.elapsed for s in statuses[1:4]] == [None, 10, 20]
 
 
@@ -185,7 +183,25 @@ async def test_a_failing_summary_does_not_touch_the_delivery(h: Harness):
     h.messenger.fail("show_progress", SendFailed("network"), SendFailed("network"))
     assert await h.step(job.id) is None
     assert (await h.job(job.id)).state is S.DELIVERED
+    assert h.messenger.methods() == ["send_video", "show_progress"]
+
+
+async def test_a_slow_download_says_sending_while_a_quick_one_does_not(h: Harness):
+    """The "sending" edit takes the chat's slot, and the video would wait for it: it is
+    made only while a download is still running after ``sending_status_after``."""
+    h.configure(sending_status_after=0.01)
+    job, request = await h.completed_job()
+    gate = asyncio.Event()
+    request.video_body = GatedBody(request.video, gate)
+    step = asyncio.create_task(h.step(job.id))
+    await request.video_body.started.wait()
+    await h.messenger.called("show_progress")  # the download hangs: the edit comes
+    assert h.messenger.stages() == [P.SENDING]
+    gate.set()
+    assert await step is None
     assert h.messenger.methods() == ["show_progress", "send_video", "show_progress"]
+    assert h.messenger.stages() == [P.SENDING, P.DONE]
+    assert h.messenger.videos == [request.video]
 
 
 # -- the pure rules ---------------------------------------------------------------------

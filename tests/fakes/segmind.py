@@ -31,7 +31,8 @@ Failures are injected through small queues (``fail_next_submit``, ``fail_next_st
 ``fail_next_upload``), ``fail_next_job``, ``accept_then_drop_next_submit`` (the submit is
 accepted and charged, then the connection closes without an answer),
 ``hold_submit_answers`` (accepted submits wait for ``release_submit_answers``),
-``fail_next_history``, ``history_lag_seconds``, ``submit_delay``, ``credits`` and
+``fail_next_history``, ``history_lag_seconds``, ``submit_delay``, ``video_kind`` (a real MP4
+header, a damaged one, or none), ``video_chunk_delay`` (a slow CDN), ``credits`` and
 ``expire()``.
 """
 
@@ -281,6 +282,8 @@ class FakeSegmind:
         self.video_size = video_size
         #: What the videos look like (see :data:`VideoKind`).
         self.video_kind: VideoKind = "mp4"
+        #: A slow CDN: seconds of silence before each chunk of a video after the first.
+        self.video_chunk_delay = 0.0
         self.output_shape: OutputShape = output_shape
         self.credits = None
         self.submit_delay = 0.0
@@ -624,7 +627,9 @@ class FakeSegmind:
         await response.prepare(request)
         if request.method != "HEAD":
             header = self.video_header(job.request_id)
-            for chunk in video_chunks(size, header=header):
+            for index, chunk in enumerate(video_chunks(size, header=header)):
+                if index and self.video_chunk_delay:
+                    await asyncio.sleep(self.video_chunk_delay)  # a slow link, on purpose
                 await response.write(chunk)
         await response.write_eof()
         return response
