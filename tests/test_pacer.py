@@ -8,6 +8,7 @@ from bot.core.progress import Progress, Status
 from bot.i18n import texts
 from bot.storage import SqliteLedger
 from bot.telegram import messenger as telegram_messenger
+from bot.telegram import pacing
 from bot.telegram.messenger import TelegramMessenger
 from bot.telegram.pacing import (
     GROUP_CHAT_GAP,
@@ -113,3 +114,14 @@ async def test_a_status_edit_that_cannot_get_a_slot_in_time_is_given_up(
         await store.close()
         await bot.shutdown()
         await limiter.shutdown()
+
+
+async def test_a_summary_waits_for_the_chat_slot_but_not_forever(monkeypatch):
+    monkeypatch.setattr(pacing, "PRIVATE_CHAT_GAP", 0.05)
+    pacer = ChatPacer(backlog=lambda: STATUS_EDIT_MAX_BACKLOG)  # a long queue: no matter
+    pacer.sent(1)  # the video just went
+    assert not await pacer.patient(1, 0.01)  # its slot frees too late: given up at once
+    started = time.monotonic()
+    assert await pacer.patient(1, 1.0)
+    assert time.monotonic() - started >= 0.04  # it waited for the slot...
+    assert not pacer.optional(1)  # ...and took it

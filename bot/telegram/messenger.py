@@ -64,6 +64,10 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 #: A status edit waits this long for its turn at most: it waits behind keyboards and
 #: videos, and the job's next poll waits for it.
 STATUS_EDIT_PATIENCE = 5.0
+#: The status message's summary, once the video is there, waits longer: it goes once,
+#: holds up nothing (the job is recorded delivered) and would otherwise leave a stale
+#: "making your video" above the video.
+SUMMARY_PATIENCE = 30.0
 _UPLOAD_WRITE_TIMEOUT = 300.0
 #: getStarTransactions pages (Telegram's maximum) and how many are read at most.
 _PAGE = 100
@@ -194,8 +198,8 @@ class TelegramMessenger:
 
         Only when its text changes, and only in the chat's free slot: a status edit never
         waits for one, except the final summary, which waits for the slot the video just
-        took (at most ``STATUS_EDIT_PATIENCE``). A message that is gone, or already says
-        this, is fine as it is.
+        took (at most ``SUMMARY_PATIENCE``). A message that is gone, or already says this,
+        is fine as it is.
         """
         message_id = job.keyboard_message_id
         if message_id is None:
@@ -205,9 +209,10 @@ class TelegramMessenger:
         final = status.progress is Progress.DONE
         if self._shown.get(job.id) == text:
             return True
+        patience = SUMMARY_PATIENCE if final else STATUS_EDIT_PATIENCE
         if final:
             self._shown.pop(job.id, None)
-            if not await self._pacer.patient(job.chat_id, STATUS_EDIT_PATIENCE):
+            if not await self._pacer.patient(job.chat_id, patience):
                 return False
         elif not self._pacer.optional(job.chat_id):
             return False
@@ -221,7 +226,7 @@ class TelegramMessenger:
                         rate_limit_args=Priority.LOW,
                     )
                 ),
-                STATUS_EDIT_PATIENCE,
+                patience,
             )
         except TimeoutError:
             return False  # the budget went to videos and keyboards; the next step retries
