@@ -364,4 +364,7 @@ async def test_the_command_menus_are_published_at_start(telegram, bot):
     menus = {
         c.params["scope"]["type"]: [cmd["command"] for cmd in c.params["commands"]] for c in calls
     }
-    assert menus == {"all_private_chats": ["start", "help"], "all_group_chats": ["warmth", "help"]}
+    assert menus == {
+        "all_private_chats": ["start", "help", "history"],
+        "all_group_chats": ["warmth", "help", "history"],
+    }

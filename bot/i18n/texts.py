@@ -388,6 +388,186 @@ def jobs_list(jobs: Sequence[Job]) -> str:
     return "\n".join(lines)
 
 
+# -- after the video: Again, Options, /history, Share --
+
+
+def command_history(lang: str) -> str:
+    return _(lang, "Your recent videos")
+
+
+def again_label(lang: str) -> str:
+    return _(lang, "🔁 Again")
+
+
+def options_label(lang: str) -> str:
+    return _(lang, "⚙️ Options")
+
+
+def share_label(lang: str) -> str:
+    return _(lang, "📤 Share")
+
+
+def older_label(lang: str) -> str:
+    return _(lang, "« Older")
+
+
+def newer_label(lang: str) -> str:
+    return _(lang, "Newer »")
+
+
+def resend_label(lang: str, number: int) -> str:
+    """The /history button that sends the video of line ``number`` again."""
+    return _(lang, "▶️ {number}").format(number=number)
+
+
+def options_words(lang: str, options: VideoOptions) -> str:
+    """Options in a few words: "540p · 5 s", with the style when there is one."""
+    words = f"{options.quality} · {duration_label(options.duration)}"
+    if options.style is not None:
+        words += " · " + style_name(options.style)
+    return words
+
+
+def again_status(lang: str, options: VideoOptions) -> str:
+    """The status message of an "Again" job, replying to the photo (then edited)."""
+    return _(lang, "🔁 Another video from this photo ({options}).").format(
+        options=options_words(lang, options)
+    )
+
+
+def answer_again_started(lang: str) -> str:
+    return _(lang, "Making another video from the same photo…")
+
+
+def answer_again_before(lang: str) -> str:
+    return _(
+        lang,
+        "You already asked for another video from this one. Press Again under the newest "
+        "video for one more.",
+    )
+
+
+def answer_again_gone(lang: str) -> str:
+    return _(lang, "This button has expired. Please send the photo again.")
+
+
+def answer_again_invoice_failed(lang: str) -> str:
+    return _(lang, "Sorry, I couldn't send the invoice just now. Please press Again once more.")
+
+
+def answer_options_shown(lang: str) -> str:
+    return _(lang, "Choose the options for this photo.")
+
+
+def answer_options_used(lang: str) -> str:
+    return _(
+        lang,
+        "You already made a video from this one with new options. Use the buttons under "
+        "that video.",
+    )
+
+
+def answer_resent(lang: str) -> str:
+    return _(lang, "Here it is again.")
+
+
+def answer_resend_gone(lang: str) -> str:
+    return _(
+        lang,
+        "That video can't be sent again from here. If you still have the photo, send it "
+        "and I'll make a new one.",
+    )
+
+
+def answer_history_gone(lang: str) -> str:
+    return _(lang, "This list is out of date. Send /history again.")
+
+
+_HISTORY_MARKS: dict[JobState, str] = {
+    JobState.DELIVERED: "✅",
+    JobState.FAILED: "❌",
+    JobState.EXPIRED: "❌",
+    JobState.TIMED_OUT: "❌",
+    JobState.REJECTED: "❌",
+    JobState.UNCERTAIN: "❌",
+    JobState.UNDELIVERABLE: "❌",
+}
+
+
+def history_state(lang: str, state: JobState) -> str:
+    """A job's state in plain words (each literal marked, so Babel extracts it)."""
+    making = _(lang, "being made")
+    failed = _(lang, "couldn't be made")
+    return {
+        JobState.DRAFT: _(lang, "not started"),
+        JobState.AWAITING_PAYMENT: _(lang, "waiting for payment"),
+        JobState.PREPARING: making,
+        JobState.SUBMITTING: making,
+        JobState.QUEUED: making,
+        JobState.PROCESSING: making,
+        JobState.COMPLETED: _(lang, "being sent"),
+        JobState.DELIVERED: _(lang, "sent"),
+        JobState.FAILED: failed,
+        JobState.EXPIRED: _(lang, "not sent in time"),
+        JobState.TIMED_OUT: _(lang, "took too long"),
+        JobState.REJECTED: failed,
+        JobState.UNCERTAIN: _(lang, "lost on the way"),
+        JobState.UNDELIVERABLE: _(lang, "couldn't be sent"),
+    }[state]
+
+
+def history_when(lang: str, timestamp: float, now: float) -> str:
+    """When a job started, as people say it: "5 min ago", "3 h ago", else the UTC date."""
+    seconds = max(0, int(now - timestamp))
+    if seconds < 60:
+        return _(lang, "just now")
+    if seconds < 3600:
+        minutes = seconds // 60
+        return _n(lang, "{n} min ago", "{n} min ago", minutes).format(n=minutes)
+    if seconds < 86_400:
+        hours = seconds // 3600
+        return _n(lang, "{n} hour ago", "{n} hours ago", hours).format(n=hours)
+    return _(lang, "{date} UTC").format(date=time.strftime("%d %b %H:%M", time.gmtime(timestamp)))
+
+
+def history(lang: str, jobs: Sequence[Job], now: float, *, in_group: bool) -> str:
+    """/history: one numbered line per job, newest first; the buttons match the numbers."""
+    if not jobs:
+        if in_group:
+            return _(lang, "You haven't made any videos in this group yet.")
+        return _(lang, "You haven't made any videos yet. Send me a photo to make your first.")
+    if in_group:
+        title = _(lang, "Your videos in this group (for all of them, send me /history privately):")
+    else:
+        title = _(lang, "Your videos, newest first:")
+    lines = [title]
+    for number, job in enumerate(jobs, start=1):
+        mark = _HISTORY_MARKS.get(job.state, "⏳")
+        when = history_when(lang, job.generate_at or job.created_at, now)
+        lines.append(
+            f"{number}. {mark} {history_state(lang, job.state)} · "
+            f"{options_words(lang, job.options)} · {when}"
+        )
+    if any(job.state is JobState.DELIVERED and job.video_file_id for job in jobs):
+        lines.append("")
+        lines.append(_(lang, "Press a number to get that video again (free)."))
+    return "\n".join(lines)
+
+
+def share_title(lang: str, options: VideoOptions) -> str:
+    """An inline result's title: what the video is."""
+    return _(lang, "Warmth of Jesus · {options}").format(options=options_words(lang, options))
+
+
+def share_description(lang: str, timestamp: float, now: float) -> str:
+    return _(lang, "Made {when}").format(when=history_when(lang, timestamp, now))
+
+
+def share_none(lang: str) -> str:
+    """Above the empty inline results: opens the private chat to make a first video."""
+    return _(lang, "No videos yet: make one from a photo")
+
+
 # -- progress --
 
 

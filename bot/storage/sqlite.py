@@ -45,7 +45,7 @@ from ..core.payments import (
     RefundState,
     parse_payload,
 )
-from ..core.ports import RunSeconds
+from ..core.ports import UPDATE_CLAIM_SECONDS, HistoryPage, RunSeconds
 from .migrations import load_migrations
 
 __all__ = ["LedgerLocked", "LedgerUnusable", "SqliteLedger", "SCHEMA_VERSION"]
@@ -188,6 +188,8 @@ class SqliteLedger:
         self._write_lock = asyncio.Lock()
         #: (device, inode) of the file opened: the path must still name it.
         self._identity: tuple[int, int] | None = None
+        #: When old update claims were last pruned (at most once an hour).
+        self._claims_pruned_at = float("-inf")
 
     def _take_lock(self) -> None:
         handle = Path(f"{self.path}.lock").open("ab")  # noqa: SIM115 (held while open)
@@ -576,6 +578,62 @@ class SqliteLedger:
             outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
             return StartResult(outcome, new)
 
+    async def start_again(
+        self,
+        old_job_id: int,
+        user_id: int,
+        limits: Limits,
+        now: float | None = None,
+        *,
+        price: int = 0,
+        free_videos: int = 0,
+    ) -> StartResult:
+        """ "Again" under a delivered video: one new job per video, however often pressed.
+
+        ``retry_of`` (unique) names the delivered job, as for "Try again" (which only ever
+        follows jobs that made no video, so the two never meet). The new job copies the
+        photo, the options and the re-hosted ``image_url`` (the tracker checks that it is
+        still served before using it) and gets a seed of its own at its submit.
+        """
+        now = self._clock() if now is None else now
+        async with self._transaction() as db:
+            old = await self.get(old_job_id)
+            if old is None or old.state is not JobState.DELIVERED:
+                return StartResult(StartOutcome.NOT_FOUND)
+            if old.user_id != user_id:
+                return StartResult(StartOutcome.NOT_OWNER, old)
+            existing = await self._fetch_one(f"{_JOB} WHERE retry_of=?", (old_job_id,))
+            if existing is not None:
+                if existing.state is JobState.AWAITING_PAYMENT:
+                    return StartResult(StartOutcome.AWAITING_PAYMENT, existing)
+                return StartResult(StartOutcome.ALREADY_STARTED, existing)
+            refused = await self._limit_outcome(user_id, limits, now)
+            if refused is not None:
+                return StartResult(refused, old)
+            priced = await self._needs_payment(user_id, price, free_videos)
+            state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
+            cursor = await db.execute(
+                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
+                "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
+                "quality, duration, style, seed, image_url, state, retry_of, price_stars, "
+                "invoice_no, created_at, generate_at, updated_at) "
+                "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
+                "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
+                "style, NULL, image_url, ?, id, ?, ?, ?, ?, ? FROM jobs WHERE id=?",
+                (
+                    state.value,
+                    price if priced else 0,
+                    1 if priced else 0,
+                    now,
+                    None if priced else now,
+                    now,
+                    old_job_id,
+                ),
+            )
+            new = await self._fetch_one(f"{_JOB} WHERE id=?", (cursor.lastrowid,))
+            outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
+            return StartResult(outcome, new)
+
     # -- transitions -----------------------------------------------------------------
 
     async def transition(
@@ -666,6 +724,54 @@ class SqliteLedger:
             f"SELECT COUNT(*) FROM jobs WHERE state IN ({_placeholders(_ACTIVE)})", _ACTIVE
         )
         return int(value or 0)
+
+    async def history(
+        self,
+        user_id: int,
+        limit: int = 10,
+        *,
+        before_id: int | None = None,
+        after_id: int | None = None,
+        chat_id: int | None = None,
+    ) -> HistoryPage:
+        """A user's started jobs, newest first, a page at a time (ids are the cursor:
+        they only grow, so a page does not shift when a new job starts)."""
+        where = "user_id=? AND generate_at IS NOT NULL"
+        params: list[Any] = [user_id]
+        if chat_id is not None:
+            where += " AND chat_id=?"
+            params.append(chat_id)
+        if after_id is not None:
+            jobs = await self._fetch_all(
+                f"{_JOB} WHERE {where} AND id>? ORDER BY id LIMIT ?",
+                (*params, after_id, limit),
+            )
+            jobs.reverse()
+        else:
+            bound = "" if before_id is None else " AND id<?"
+            bound_params = () if before_id is None else (before_id,)
+            jobs = await self._fetch_all(
+                f"{_JOB} WHERE {where}{bound} ORDER BY id DESC LIMIT ?",
+                (*params, *bound_params, limit),
+            )
+        if not jobs:
+            return HistoryPage([], has_older=False, has_newer=False)
+        older = await self._scalar(
+            f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where} AND id<?)",
+            (*params, jobs[-1].id),
+        )
+        newer = await self._scalar(
+            f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where} AND id>?)", (*params, jobs[0].id)
+        )
+        return HistoryPage(jobs, has_older=bool(older), has_newer=bool(newer))
+
+    async def delivered_videos(self, user_id: int, limit: int = 20) -> list[Job]:
+        """A user's delivered videos that Telegram holds (a file id), newest first."""
+        return await self._fetch_all(
+            f"{_JOB} WHERE user_id=? AND state=? AND video_file_id IS NOT NULL "
+            "AND video_file_id<>'' ORDER BY id DESC LIMIT ?",
+            (user_id, JobState.DELIVERED.value, limit),
+        )
 
     async def started_since(self, since: float) -> list[Job]:
         """Jobs started (Generate pressed) since ``since``, for statistics."""
@@ -939,3 +1045,28 @@ class SqliteLedger:
             "last_sent_at=excluded.last_sent_at",
             (kind, int(active), last_sent_at),
         )
+
+    # -- updates (webhook mode) and operations ----------------------------------------
+
+    async def claim_update(self, update_id: int, now: float) -> bool:
+        """One insert; old claims are pruned along with it about once an hour."""
+        prune = now - self._claims_pruned_at >= 3600.0
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "INSERT INTO updates (update_id, received_at) VALUES (?,?) "
+                "ON CONFLICT(update_id) DO NOTHING",
+                (update_id, now),
+            )
+            claimed = cursor.rowcount == 1
+            if prune:
+                await db.execute(
+                    "DELETE FROM updates WHERE received_at < ?", (now - UPDATE_CLAIM_SECONDS,)
+                )
+        if prune:
+            self._claims_pruned_at = now
+        return claimed
+
+    async def jobs_by_state(self) -> dict[JobState, int]:
+        async with self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state") as cursor:
+            rows = await cursor.fetchall()
+        return {JobState(row[0]): int(row[1]) for row in rows}

@@ -8,6 +8,7 @@ wait on a reply is waited out by the rate limiter (:mod:`bot.telegram.pacing`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sqlite3
 import time
@@ -17,6 +18,8 @@ from telegram import (
     Bot,
     CallbackQuery,
     InlineKeyboardMarkup,
+    InlineQueryResultCachedVideo,
+    InlineQueryResultsButton,
     LabeledPrice,
     Message,
     MessageEntity,
@@ -39,9 +42,20 @@ from ..core.payments import (
     RefundState,
     invoice_payload,
 )
+from ..core.ports import HistoryPage
 from ..core.stats import summarize
 from ..i18n import texts
-from .keyboards import Action, Press, awaiting_payment_keyboard, options_keyboard, parse
+from .keyboards import (
+    HISTORY_ACTIONS,
+    Action,
+    Press,
+    after_video_keyboard,
+    awaiting_payment_keyboard,
+    history_keyboard,
+    options_keyboard,
+    parse,
+    parse_share_query,
+)
 from .reactions import Reactions
 from .runtime import Runtime
 
@@ -52,6 +66,14 @@ log = logging.getLogger(__name__)
 #: Telegram hands bots files up to 20 MB.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 COMMAND = "warmth"
+#: Jobs on one /history page.
+HISTORY_PAGE = 10
+#: Videos offered in answer to an inline query (Telegram allows 50 results).
+INLINE_RESULTS = 20
+#: Seconds Telegram may cache an inline answer: short, so a new video shows up soon.
+INLINE_CACHE_SECONDS = 10
+#: Where the "make one" button under empty inline results leads (/start <this>).
+INLINE_START_PARAMETER = "share"
 
 Context = ContextTypes.DEFAULT_TYPE
 
@@ -97,6 +119,14 @@ def _is_group(message: Message) -> bool:
 def _thread_id(message: Message) -> int | None:
     """The forum topic to stay in (only topic messages carry a usable thread id)."""
     return message.message_thread_id if message.is_topic_message else None
+
+
+def _can_share(bot: Bot) -> bool:
+    """Whether the bot has inline mode (getMe at start): Share opens nothing without it."""
+    try:
+        return bool(bot.supports_inline_queries)
+    except RuntimeError:  # not initialised
+        return False
 
 
 def _asks_for_warmth(message: Message, bot_username: str) -> bool:
@@ -364,6 +394,9 @@ class Handlers:
         if press is None or not isinstance(message, Message):
             await self._answer(query, texts.ANSWER_INVALID)
             return
+        if press.action in HISTORY_ACTIONS:
+            await self._history_press(query, press, message, context.bot)
+            return
         job = await self.rt.ledger.get(press.job_id)
         if job is None or job.chat_id != message.chat_id:
             await self._answer(query, texts.ANSWER_STALE)
@@ -380,6 +413,10 @@ class Handlers:
             await self._reopen(query, job, message, context.bot)
         elif press.action is Action.RETRY:
             await self._retry(query, job, message, context.bot)
+        elif press.action is Action.AGAIN:
+            await self._again(query, job, message, context.bot)
+        elif press.action is Action.OPTIONS:
+            await self._options(query, job, message, context.bot)
         else:
             await self._change_option(query, job, press, message)
 
@@ -514,6 +551,253 @@ class Handlers:
             await self._answer(query, texts.ANSWER_NOT_YOURS, alert=True)
         else:
             await self._answer(query, texts.ANSWER_STALE)
+
+    # -- after the video: Again and Options ------------------------------------------
+
+    async def _again(self, query: CallbackQuery, job: Job, message: Message, bot: Bot) -> None:
+        """One new job from a delivered one (same photo and options, a new seed), paid
+        like any other; a second press or a re-delivered update finds the first's job."""
+        lang = texts.FALLBACK_LANGUAGE  # i18n: lang
+        result = await self.rt.ledger.start_again(
+            job.id,
+            query.from_user.id,
+            self.rt.limits,
+            price=self._price(job.options),
+            free_videos=self.rt.settings.free_videos_per_user,
+        )
+        new, outcome = result.job, result.outcome
+        if outcome is StartOutcome.NOT_FOUND:
+            await self._answer(query, texts.answer_again_gone(lang))
+        elif new is None or new.retry_of != job.id:
+            await self._after_start(query, result, message, bot)  # limits, not owner
+        elif outcome is StartOutcome.STARTED:
+            await self._answer(query, texts.answer_again_started(lang))
+            log.info("job %s: Again of %s by user %s", new.short_id, job.short_id, new.user_id)
+            try:
+                await self._status_message(bot, new, texts.again_status(lang, new.options), None)
+            finally:
+                self.rt.tracker.track(new.id)
+        elif outcome is StartOutcome.INVOICE or (
+            outcome is StartOutcome.AWAITING_PAYMENT and new.invoice_message_id is None
+        ):
+            await self._again_invoice(query, new, bot)
+        elif outcome is StartOutcome.AWAITING_PAYMENT:
+            await self._answer(query, texts.ANSWER_AWAITING_PAYMENT)
+        else:
+            await self._answer(query, texts.answer_again_before(lang))
+
+    async def _again_invoice(self, query: CallbackQuery, job: Job, bot: Bot) -> None:
+        """The Again job's invoice, then (once it is out) its status message with
+        "Change options"; a failed send leaves Again to press once more."""
+        try:
+            await self._send_invoice(job, bot)
+        except TelegramError as exc:
+            log.warning("job %s: the invoice could not be sent: %s", job.short_id, exc)
+            lang = texts.FALLBACK_LANGUAGE  # i18n: lang
+            await self._answer(query, texts.answer_again_invoice_failed(lang), alert=True)
+            return
+        log.info("job %s: invoice %d for %d Stars", job.short_id, job.invoice_no, job.price_stars)
+        await self._answer(query, texts.ANSWER_INVOICE_SENT)
+        if job.keyboard_message_id is None:
+            await self._status_message(
+                bot,
+                job,
+                texts.awaiting_payment(job.options, job.price_stars),
+                awaiting_payment_keyboard(job.id),
+            )
+
+    async def _status_message(
+        self, bot: Bot, job: Job, text: str, markup: InlineKeyboardMarkup | None
+    ) -> None:
+        """A message replying to the job's photo that the tracker then keeps up to date
+        (as the keyboard of a Generate job is); best effort."""
+        try:
+            sent = await bot.send_message(
+                job.chat_id,
+                text,
+                reply_markup=markup,
+                reply_parameters=ReplyParameters(
+                    job.photo_message_id, allow_sending_without_reply=True
+                ),
+                message_thread_id=job.thread_id,
+            )
+        except TelegramError as exc:
+            log.info("job %s: no status message (%s)", job.short_id, exc)
+            return
+        await self.rt.ledger.set_keyboard_message(job.id, sent.message_id)
+
+    async def _options(self, query: CallbackQuery, job: Job, message: Message, bot: Bot) -> None:
+        """A fresh options keyboard for the video's photo, replying to the photo: one
+        draft per video message (it is the draft's asking message), so a double press or
+        a re-delivered update shows one keyboard."""
+        lang = texts.FALLBACK_LANGUAGE  # i18n: lang
+        if job.state is not JobState.DELIVERED:
+            await self._answer(query, texts.answer_again_gone(lang))
+            return
+        draft, created = await self.rt.ledger.create_draft(
+            NewJob(
+                chat_id=job.chat_id,
+                user_id=job.user_id,
+                chat_type=job.chat_type,
+                trigger_message_id=message.message_id,
+                photo_message_id=job.photo_message_id,
+                thread_id=job.thread_id,
+                file_id=job.file_id,
+                file_unique_id=job.file_unique_id,
+                file_size=job.file_size,
+                mime_type=job.mime_type,
+            ),
+            dataclasses.replace(job.options, seed=None),
+        )
+        if not created and draft.state is not JobState.DRAFT:
+            await self._answer(query, texts.answer_options_used(lang))
+            return
+        await self._answer(query, texts.answer_options_shown(lang))
+        if not created and draft.keyboard_message_id is not None:
+            return  # shown already (a double press): the keyboard is just above
+        sent = await bot.send_message(
+            draft.chat_id,
+            texts.keyboard_caption(draft.options),
+            reply_markup=options_keyboard(
+                draft.id, draft.options, await self._shown_price(draft.user_id, draft.options)
+            ),
+            reply_parameters=ReplyParameters(
+                draft.photo_message_id, allow_sending_without_reply=True
+            ),
+            message_thread_id=draft.thread_id,
+        )
+        await self.rt.ledger.set_keyboard_message(draft.id, sent.message_id)
+
+    # -- /history ----------------------------------------------------------------------
+
+    async def history(self, update: Update, context: Context) -> None:
+        """/history: the user's last jobs, newest first. In a group only those made in
+        that group: the list is read by everyone there, and the user's private chat may
+        not be open to the bot (it cannot write first)."""
+        message = update.effective_message
+        user = update.effective_user
+        if message is None or user is None:
+            return
+        in_group = _is_group(message)
+        page = await self.rt.ledger.history(
+            user.id, HISTORY_PAGE, chat_id=message.chat_id if in_group else None
+        )
+        text, markup = self._history_view(page, in_group)
+        await message.reply_text(
+            text,
+            reply_markup=markup,
+            reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
+            message_thread_id=_thread_id(message),
+            do_quote=False,
+        )
+
+    @staticmethod
+    def _history_view(
+        page: HistoryPage, in_group: bool
+    ) -> tuple[str, InlineKeyboardMarkup | None]:
+        lang = texts.FALLBACK_LANGUAGE  # i18n: lang
+        text = texts.history(lang, page.jobs, time.time(), in_group=in_group)
+        resendable = [
+            (number, job.id)
+            for number, job in enumerate(page.jobs, start=1)
+            if job.state is JobState.DELIVERED and job.video_file_id
+        ]
+        markup = history_keyboard(
+            resendable,
+            older_than=page.jobs[-1].id if page.has_older else None,
+            newer_than=page.jobs[0].id if page.has_newer else None,
+        )
+        return text, markup
+
+    async def _history_press(
+        self, query: CallbackQuery, press: Press, message: Message, bot: Bot
+    ) -> None:
+        """A /history button: send a video again (free: by its file id, no job, no
+        Segmind call), or turn the page. Only the user whose history it is may press."""
+        lang = texts.FALLBACK_LANGUAGE  # i18n: lang
+        in_group = _is_group(message)
+        job = await self.rt.ledger.get(press.job_id)
+        if job is None or (in_group and job.chat_id != message.chat_id):
+            await self._answer(query, texts.answer_history_gone(lang))
+            return
+        if job.user_id != query.from_user.id:
+            await self._answer(query, texts.ANSWER_NOT_YOURS, alert=True)
+            return
+        if press.action is Action.RESEND:
+            await self._resend(query, job, message, bot)
+            return
+        page = await self.rt.ledger.history(
+            job.user_id,
+            HISTORY_PAGE,
+            before_id=job.id if press.action is Action.OLDER else None,
+            after_id=job.id if press.action is Action.NEWER else None,
+            chat_id=message.chat_id if in_group else None,
+        )
+        if not page.jobs:
+            await self._answer(query, texts.answer_history_gone(lang))
+            return
+        await self._answer(query, None)
+        text, markup = self._history_view(page, in_group)
+        with contextlib.suppress(BadRequest):  # "message is not modified" on a double tap
+            await message.edit_text(text, reply_markup=markup)
+
+    async def _resend(self, query: CallbackQuery, job: Job, message: Message, bot: Bot) -> None:
+        lang = texts.FALLBACK_LANGUAGE  # i18n: lang
+        if job.state is not JobState.DELIVERED or not job.video_file_id:
+            await self._answer(query, texts.answer_resend_gone(lang))
+            return
+        try:
+            await bot.send_video(
+                message.chat_id,
+                job.video_file_id,
+                caption=texts.VIDEO_CAPTION,
+                supports_streaming=True,
+                message_thread_id=_thread_id(message),
+                # Again and Options act in the job's own chat (they reply to its photo).
+                reply_markup=after_video_keyboard(
+                    job.id, share=_can_share(bot), again=job.chat_id == message.chat_id
+                ),
+            )
+        except BadRequest as exc:
+            log.info("job %s: video not sent again: %s", job.short_id, exc.message)
+            await self._answer(query, texts.answer_resend_gone(lang))
+            return
+        await self._answer(query, texts.answer_resent(lang))
+
+    # -- sharing: inline queries -------------------------------------------------------
+
+    async def inline_query(self, update: Update, context: Context) -> None:
+        """@bot in any chat (the Share button opens it): the asker's OWN delivered videos
+        by file id, the one a Share button names first; none: a button to make one."""
+        query = update.inline_query
+        if query is None:
+            return
+        lang = texts.FALLBACK_LANGUAGE  # i18n: lang
+        videos = await self.rt.ledger.delivered_videos(query.from_user.id, INLINE_RESULTS)
+        wanted = parse_share_query(query.query)
+        videos.sort(key=lambda job: job.id != wanted)  # stable: newest first otherwise
+        now = time.time()
+        results = [
+            InlineQueryResultCachedVideo(
+                id=f"v{job.id}",
+                video_file_id=job.video_file_id or "",
+                title=texts.share_title(lang, job.options),
+                description=texts.share_description(lang, job.generate_at or job.created_at, now),
+                caption=texts.VIDEO_CAPTION,
+            )
+            for job in videos
+        ]
+        button = None
+        if not results:
+            button = InlineQueryResultsButton(
+                text=texts.share_none(lang), start_parameter=INLINE_START_PARAMETER
+            )
+        try:
+            await query.answer(
+                results, cache_time=INLINE_CACHE_SECONDS, is_personal=True, button=button
+            )
+        except BadRequest as exc:  # e.g. "query is too old": the user typed on
+            log.info("inline query not answered: %s", exc.message)
 
     # -- rendering helpers -----------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Callback data is ``<action>:<job id>[:<value>]`` (at most 64 bytes): the job's state is
 in the ledger, the button only names it. :func:`parse` refuses anything malformed —
-old keyboards and forged data arrive too.
+old keyboards and forged data arrive too. The history's page buttons name a job too:
+the one the page continues from (older than it, or newer).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, SwitchInlineQueryChosenChat
 
 from ..core.options import DURATIONS, QUALITIES, VideoOptions
 from ..i18n import texts
@@ -22,6 +23,11 @@ __all__ = [
     "options_keyboard",
     "awaiting_payment_keyboard",
     "retry_keyboard",
+    "after_video_keyboard",
+    "history_keyboard",
+    "HISTORY_ACTIONS",
+    "share_query",
+    "parse_share_query",
 ]
 
 
@@ -32,6 +38,15 @@ class Action(StrEnum):
     GENERATE = "g"
     RETRY = "r"
     CHANGE = "c"  #: back from an unpaid invoice to the options
+    AGAIN = "a"  #: under a video: the same photo and options, a new seed
+    OPTIONS = "o"  #: under a video: a fresh options keyboard for the same photo
+    RESEND = "v"  #: in /history: send that video again by its file id
+    OLDER = "h"  #: in /history: the page of jobs older than this one
+    NEWER = "n"  #: in /history: the page of jobs newer than this one
+
+
+#: Buttons of a /history message: their job may live in another chat than the message.
+HISTORY_ACTIONS = frozenset({Action.RESEND, Action.OLDER, Action.NEWER})
 
 
 @dataclass(frozen=True)
@@ -129,3 +144,84 @@ def retry_keyboard(job_id: int) -> InlineKeyboardMarkup:
             ]
         ]
     )
+
+
+def after_video_keyboard(job_id: int, *, share: bool, again: bool = True) -> InlineKeyboardMarkup:
+    """Under a delivered video: Again and Options (``again``: in the job's own chat), and
+    Share when the bot has inline mode (the chat picker, then the user's own videos)."""
+    rows: list[list[InlineKeyboardButton]] = []
+    if again:
+        rows.append(
+            [
+                InlineKeyboardButton(
+                    texts.again_label(texts.FALLBACK_LANGUAGE),  # i18n: lang
+                    callback_data=Press(Action.AGAIN, job_id).data(),
+                ),
+                InlineKeyboardButton(
+                    texts.options_label(texts.FALLBACK_LANGUAGE),  # i18n: lang
+                    callback_data=Press(Action.OPTIONS, job_id).data(),
+                ),
+            ]
+        )
+    if share:
+        rows.append(
+            [
+                InlineKeyboardButton(
+                    texts.share_label(texts.FALLBACK_LANGUAGE),  # i18n: lang
+                    switch_inline_query_chosen_chat=SwitchInlineQueryChosenChat(
+                        query=share_query(job_id),
+                        allow_user_chats=True,
+                        allow_group_chats=True,
+                        allow_channel_chats=True,
+                    ),
+                )
+            ]
+        )
+    return InlineKeyboardMarkup(rows)
+
+
+def share_query(job_id: int) -> str:
+    """The inline query a Share button starts with: it names the video to offer first."""
+    return f"#{job_id}"
+
+
+def parse_share_query(query: str) -> int | None:
+    """The job a Share button's query names (``#12``), or None for anything else."""
+    text = query.strip()
+    if not text.startswith("#") or not text[1:].isdigit() or not 0 < int(text[1:]) < _MAX_JOB_ID:
+        return None
+    return int(text[1:])
+
+
+def history_keyboard(
+    resendable: list[tuple[int, int]], *, older_than: int | None, newer_than: int | None
+) -> InlineKeyboardMarkup | None:
+    """One "send again" button per delivered video ((line number, job id)), and the
+    page buttons; None when there is nothing to press."""
+    rows: list[list[InlineKeyboardButton]] = []
+    buttons = [
+        InlineKeyboardButton(
+            texts.resend_label(texts.FALLBACK_LANGUAGE, number),  # i18n: lang
+            callback_data=Press(Action.RESEND, job_id).data(),
+        )
+        for number, job_id in resendable
+    ]
+    rows.extend(buttons[i : i + 5] for i in range(0, len(buttons), 5))
+    pages: list[InlineKeyboardButton] = []
+    if older_than is not None:
+        pages.append(
+            InlineKeyboardButton(
+                texts.older_label(texts.FALLBACK_LANGUAGE),  # i18n: lang
+                callback_data=Press(Action.OLDER, older_than).data(),
+            )
+        )
+    if newer_than is not None:
+        pages.append(
+            InlineKeyboardButton(
+                texts.newer_label(texts.FALLBACK_LANGUAGE),  # i18n: lang
+                callback_data=Press(Action.NEWER, newer_than).data(),
+            )
+        )
+    if pages:
+        rows.append(pages)
+    return InlineKeyboardMarkup(rows) if rows else None

@@ -50,7 +50,7 @@ from ..core.ports import StarCharge
 from ..core.progress import Progress, Status
 from ..i18n import texts
 from ..mp4 import VideoInfo, read_video_info
-from .keyboards import retry_keyboard
+from .keyboards import after_video_keyboard, retry_keyboard
 from .pacing import ChatPacer, Priority, retry_after_seconds
 
 __all__ = ["TelegramMessenger", "is_reply_missing", "is_chat_gone"]
@@ -268,6 +268,7 @@ class TelegramMessenger:
                     width=shape.width if shape else None,
                     height=shape.height if shape else None,
                     duration=shape.duration if shape and shape.duration else None,
+                    reply_markup=after_video_keyboard(job.id, share=self.can_share()),
                     reply_parameters=reply,
                     message_thread_id=job.thread_id,
                     write_timeout=_UPLOAD_WRITE_TIMEOUT,
@@ -311,7 +312,17 @@ class TelegramMessenger:
             )
 
     async def send_video_link(self, job: Job, url: str, expires_at: float) -> None:
-        await self._send_text(job, texts.video_link(url, expires_at))
+        # No Share: inline results need a Telegram file id, and a link has none.
+        markup = after_video_keyboard(job.id, share=False)
+        await self._send_text(job, texts.video_link(url, expires_at), markup)
+
+    def can_share(self) -> bool:
+        """Whether the bot has inline mode (BotFather /setinline), as getMe said at start:
+        without it a Share button would open nothing."""
+        try:
+            return bool(self._bot.supports_inline_queries)
+        except RuntimeError:  # getMe not called yet (the bot is not initialised)
+            return False
 
     async def send_outcome(self, job: Job) -> None:
         markup = retry_keyboard(job.id) if offers_retry(job) else None
