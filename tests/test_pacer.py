@@ -6,7 +6,7 @@ import httpx
 from telegram.ext import ExtBot
 
 from bot.core.options import VideoOptions
-from bot.core.ports import Progress
+from bot.core.progress import Progress, Status
 from bot.i18n import texts
 from bot.storage import SqliteLedger
 from bot.telegram import messenger as telegram_messenger
@@ -211,7 +211,7 @@ async def test_a_status_edit_that_cannot_get_a_slot_in_time_is_given_up(
         messenger = TelegramMessenger(bot, frozenset(), limiter.pacer, photos=photos)
 
         started = time.monotonic()
-        await messenger.show_progress(job, Progress.QUEUED)
+        assert not await messenger.show_progress(job, Status(Progress.QUEUED))
         assert time.monotonic() - started < 0.8  # it did not wait for the place
         assert telegram.calls_of("editMessageText") == []
         assert limiter.backlog == 0  # and left nothing behind in the queue
@@ -219,12 +219,25 @@ async def test_a_status_edit_that_cannot_get_a_slot_in_time_is_given_up(
         # The scenario, on the real clock: the chat's gap and the budget's second pass.
         # Not a wait for "nothing happened" (what follows must happen).
         await asyncio.sleep(PRIVATE_CHAT_GAP + 0.1)
-        await messenger.show_progress(job, Progress.QUEUED)
+        assert await messenger.show_progress(job, Status(Progress.QUEUED))
         [edit] = telegram.calls_of("editMessageText")
-        assert edit.params["text"] == texts.PROGRESS_QUEUED
-        assert telegram.message(user, keyboard.message_id)["text"] == texts.PROGRESS_QUEUED
+        queued = texts.progress(texts.FALLBACK_LANGUAGE, Status(Progress.QUEUED), job.options)
+        assert edit.params["text"] == queued == "⏳ Waiting for its turn"
+        assert telegram.message(user, keyboard.message_id)["text"] == queued
     finally:
         await http.aclose()
         await store.close()
         await bot.shutdown()
         await limiter.shutdown()
+
+
+async def test_a_summary_waits_for_the_chat_turn_but_not_forever(monkeypatch):
+    monkeypatch.setattr(pacing, "PRIVATE_CHAT_GAP", 0.05)
+    pacer = ChatPacer(backlog=lambda: STATUS_EDIT_MAX_BACKLOG)  # a long queue: no matter
+    async with pacer.turn(1):  # the video goes
+        pass
+    assert not await pacer.patient(1, 0.01)  # its turn comes too late: given up at once
+    assert await pacer.patient(1, 1.0)  # it comes in time: the rate limiter waits for it
+    started = time.monotonic()
+    async with pacer.turn(1, Priority.LOW):
+        assert time.monotonic() - started >= 0.04  # ...a gap after the video's answer

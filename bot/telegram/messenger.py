@@ -1,5 +1,8 @@
 """The tracker's :class:`~bot.core.ports.Messenger`, on python-telegram-bot.
 
+Every text is in the job's language (its asker's, stored with it); operator alerts and a
+refund without a job are in ``language`` (``DEFAULT_LANGUAGE``).
+
 Telegram's answers become the things the tracker acts on: ``ChatUnreachable`` (403:
 never retried), ``SendFailed`` (a flood wait too long for the rate limiter to wait out,
 network), ``PhotoUnavailable``, ``VideoRefused``. Short flood waits never reach here:
@@ -47,10 +50,12 @@ from ..core.errors import (
 )
 from ..core.jobs import Job, offers_retry
 from ..core.payments import Payment
-from ..core.ports import PhotoFile, Progress, StarCharge
+from ..core.ports import PhotoFile, StarCharge
+from ..core.progress import Progress, Status
 from ..i18n import texts
 from ..images import ImageRefused
-from .keyboards import retry_keyboard
+from ..mp4 import VideoInfo, read_video_info
+from .keyboards import after_video_keyboard, retry_keyboard
 from .pacing import ChatPacer, Priority, retry_after_seconds
 from .photos import Photos
 
@@ -65,6 +70,10 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 #: A status edit waits this long for its turn at most: it waits behind keyboards and
 #: videos, and the job's next poll waits for it.
 STATUS_EDIT_PATIENCE = 5.0
+#: The status message's summary, once the video is there, waits longer: it goes once,
+#: holds up nothing (the job is recorded delivered) and would otherwise leave a stale
+#: "making your video" above the video.
+SUMMARY_PATIENCE = 30.0
 _UPLOAD_WRITE_TIMEOUT = 300.0
 #: getStarTransactions pages (Telegram's maximum) and how many are read at most.
 _PAGE = 100
@@ -89,6 +98,24 @@ def _is_not_modified(error: BadRequest) -> bool:
     return "not modified" in error.message.lower()
 
 
+def _video_shape(job: Job, path: Path) -> VideoInfo | None:
+    """The video's size and length for sendVideo, from the MP4's header; None when it
+    cannot be read (the video goes all the same, without them)."""
+    info = read_video_info(path)
+    if info is None:
+        log.info("job %s: video header unreadable, sent without its size", job.short_id)
+        return None
+    log.info(
+        "job %s: video %dx%d, %d s, %s",
+        job.short_id,
+        info.width,
+        info.height,
+        info.duration,
+        "with sound" if info.has_audio else "no sound track",
+    )
+    return info
+
+
 class TelegramMessenger:
     max_upload_bytes = MAX_UPLOAD_BYTES
 
@@ -98,12 +125,15 @@ class TelegramMessenger:
         admin_ids: frozenset[int],
         pacer: ChatPacer | None = None,
         *,
-        photos: Photos,
+        photos: Photos | None = None,
         on_unauthorized: Callable[[], None] | None = None,
+        language: str = texts.FALLBACK_LANGUAGE,
     ) -> None:
         self._bot = bot
         self._photos = photos
         self._admin_ids = admin_ids
+        #: The operators' language, and the one of a message not about a job.
+        self._language = language
         self._pacer = pacer or ChatPacer()
         #: Told when a call is refused as unauthorised: the token may have been revoked.
         self._on_unauthorized = on_unauthorized
@@ -158,6 +188,8 @@ class TelegramMessenger:
 
     async def fetch_photo(self, job: Job) -> PhotoFile:
         """Prepared once per photo (:mod:`bot.telegram.photos`): retries read it back."""
+        if self._photos is None:  # a messenger built for alerts or refunds only
+            raise PhotoUnavailable("no photo store")
         try:
             image = await self._photos.prepared(job.file_id, job.file_unique_id)
         except ImageRefused as exc:
@@ -169,26 +201,28 @@ class TelegramMessenger:
 
     # -- status message --------------------------------------------------------------
 
-    def _progress_text(self, job: Job, progress: Progress) -> str:
-        if job.chat_type != "private":
-            # Groups get one status line: fewer edits, no flood.
-            return texts.PROGRESS_GROUP
-        return {
-            Progress.QUEUED: texts.PROGRESS_QUEUED,
-            Progress.PROCESSING: texts.PROGRESS_PROCESSING,
-        }[progress]
+    async def show_progress(self, job: Job, status: Status) -> bool:
+        """Edit the status message (the one that showed the keyboard) to ``status``.
 
-    async def show_progress(self, job: Job, progress: Progress) -> None:
+        Only when its text changes, and only in the chat's free slot: a status edit never
+        waits for one, except the final summary, which waits for the slot the video just
+        took (at most ``SUMMARY_PATIENCE``). A message that is gone, or already says this,
+        is fine as it is.
+        """
         message_id = job.keyboard_message_id
         if message_id is None:
-            return
-        if progress is Progress.DONE:
+            return True
+        text = texts.progress(job.language, status, job.options)
+        final = status.progress is Progress.DONE
+        if self._shown.get(job.id) == text:
+            return True
+        patience = SUMMARY_PATIENCE if final else STATUS_EDIT_PATIENCE
+        if final:
             self._shown.pop(job.id, None)
-            await self._delete(job.chat_id, message_id)
-            return
-        text = self._progress_text(job, progress)
-        if self._shown.get(job.id) == text or not self._pacer.optional(job.chat_id):
-            return
+            if not await self._pacer.patient(job.chat_id, patience):
+                return False
+        elif not self._pacer.optional(job.chat_id):
+            return False
         try:
             await asyncio.wait_for(
                 self._call(
@@ -199,14 +233,18 @@ class TelegramMessenger:
                         rate_limit_args=Priority.LOW,
                     )
                 ),
-                STATUS_EDIT_PATIENCE,
+                patience,
             )
         except TimeoutError:
-            return  # Telegram's budget went to videos and keyboards; the next change retries
+            return False  # the budget went to videos and keyboards; the next step retries
         except BadRequest as exc:
+            # "message is not modified" (a restart forgot what it showed) or "message to
+            # edit not found" (the user deleted it): either way nothing is left to do.
             if not _is_not_modified(exc):
                 log.info("job %s: status edit refused: %s", job.short_id, exc.message)
-        self._shown[job.id] = text
+        if not final:
+            self._shown[job.id] = text
+        return True
 
     async def _delete(self, chat_id: int, message_id: int) -> None:
         with contextlib.suppress(TelegramError, SendFailed, ChatUnreachable):
@@ -222,6 +260,8 @@ class TelegramMessenger:
         # behind every other video would hold this one up (benchmark, N = 1000).
         if self._pacer.idle():
             await self._chat_action(job)
+        # Its size and length let clients lay it out before it downloads.
+        shape = _video_shape(job, path)
         with path.open("rb") as handle:
 
             async def send(reply: ReplyParameters | None) -> Message:
@@ -230,8 +270,14 @@ class TelegramMessenger:
                     job.chat_id,
                     # read_file_handle=False streams the file instead of reading it whole.
                     InputFile(handle, filename="warmth-of-jesus.mp4", read_file_handle=False),
-                    caption=texts.VIDEO_CAPTION,
+                    caption=texts.video_caption(job.language),
                     supports_streaming=True,
+                    width=shape.width if shape else None,
+                    height=shape.height if shape else None,
+                    duration=shape.duration if shape and shape.duration else None,
+                    reply_markup=after_video_keyboard(
+                        job.language, job.id, share=self.can_share()
+                    ),
                     reply_parameters=reply,
                     message_thread_id=job.thread_id,
                     write_timeout=_UPLOAD_WRITE_TIMEOUT,
@@ -275,11 +321,21 @@ class TelegramMessenger:
             )
 
     async def send_video_link(self, job: Job, url: str, expires_at: float) -> None:
-        await self._send_text(job, texts.video_link(url, expires_at))
+        # No Share: inline results need a Telegram file id, and a link has none.
+        markup = after_video_keyboard(job.language, job.id, share=False)
+        await self._send_text(job, texts.video_link(job.language, url, expires_at), markup)
+
+    def can_share(self) -> bool:
+        """Whether the bot has inline mode (BotFather /setinline), as getMe said at start:
+        without it a Share button would open nothing."""
+        try:
+            return bool(self._bot.supports_inline_queries)
+        except RuntimeError:  # getMe not called yet (the bot is not initialised)
+            return False
 
     async def send_outcome(self, job: Job) -> None:
-        markup = retry_keyboard(job.id) if offers_retry(job) else None
-        await self._send_text(job, texts.outcome(job), markup)
+        markup = retry_keyboard(job.language, job.id) if offers_retry(job) else None
+        await self._send_text(job, texts.outcome(job.language, job), markup)
         self._shown.pop(job.id, None)
         if job.keyboard_message_id is not None:
             await self._delete(job.chat_id, job.keyboard_message_id)
@@ -297,7 +353,7 @@ class TelegramMessenger:
 
     async def tell_refund(self, payment: Payment, job: Job | None) -> None:
         """In the job's chat and topic, replying to its photo; else the payer's chat."""
-        text = texts.refunded(payment)
+        text = texts.refunded(job.language if job is not None else self._language, payment)
         try:
             if job is not None:
                 await self._send_text(job, text)
@@ -335,7 +391,7 @@ class TelegramMessenger:
 
     async def alert_operators(self, kind: AlertKind, resolved: bool) -> None:
         """Best effort: a private message to every operator (the alerts' sender)."""
-        text = texts.alert(kind, resolved=resolved)
+        text = texts.alert(self._language, kind, resolved=resolved)
         for admin_id in sorted(self._admin_ids):
             try:
                 await self._call(partial(self._bot.send_message, admin_id, text))

@@ -45,7 +45,7 @@ from datetime import timedelta
 from enum import IntEnum
 from typing import Any
 
-from telegram.error import RetryAfter
+from telegram.error import RetryAfter, TelegramError
 from telegram.ext import BaseRateLimiter
 from telegram.warnings import PTBDeprecationWarning
 
@@ -180,11 +180,14 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         clock: Callable[[], float] = time.monotonic,
         *,
         on_flood: FloodListener | None = None,
+        on_answer: Callable[[TelegramError | None], None] | None = None,
     ) -> None:
         self._clock = clock
         #: Every chat's pace; the messenger asks it whether a status edit may go now.
         self.pacer = ChatPacer(clock, backlog=lambda: self.backlog)
         self._on_flood = on_flood
+        #: Told of every answer from Telegram, None for success (health and metrics).
+        self._on_answer = on_answer
         self._flooded = False
         self._global = _Budget(per_second, 1.0, clock)
         self._group_per_minute = group_per_minute
@@ -228,7 +231,11 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
                         )
                 else:
                     result = await self._within_budget(callback, args, kwargs, chat_id, priority)
-            except RetryAfter as exc:
+            except TelegramError as exc:
+                if self._on_answer is not None:
+                    self._on_answer(exc)
+                if not isinstance(exc, RetryAfter):
+                    raise
                 wait = retry_after_seconds(exc)
                 if wait >= LONG_FLOOD_WAIT_SECONDS:
                     await self._flood_changed(True, wait)
@@ -237,6 +244,8 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
                 log.info("telegram flood control on %s: waiting %.0fs", endpoint, wait)
                 await asyncio.sleep(wait)
                 continue
+            if self._on_answer is not None:
+                self._on_answer(None)
             if self._flooded:
                 await self._flood_changed(False, 0.0)
             return result
@@ -421,6 +430,14 @@ class ChatPacer:
     def idle(self) -> bool:
         """Nothing is waiting for Telegram: room for a call that holds up a video."""
         return self._backlog() == 0
+
+    async def patient(self, chat_id: int, patience: float) -> bool:
+        """Whether the chat's turn can come within ``patience`` seconds, for a message that
+        should go once but after the ones that matter (a status message's summary, right
+        after the video): the rate limiter then waits for the turn, at LOW priority behind
+        every delivery, and the caller bounds that wait by ``patience``. The bot's backlog
+        does not matter here: the summary goes once."""
+        return self.wait_needed(chat_id) <= patience
 
     def optional(self, chat_id: int) -> bool:
         """Whether a nice-to-have message (a status edit) should be sent at all: not while
