@@ -821,7 +821,9 @@ def history_when(lang: str, timestamp: float, now: float) -> str:
     if seconds < 86_400:
         hours = seconds // 3600
         return _n(lang, "{n} hour ago", "{n} hours ago", hours).format(n=hours)
-    return _(lang, "{date} UTC").format(date=time.strftime("%d %b %H:%M", time.gmtime(timestamp)))
+    # Numbers only: month names would stay English in every language.
+    date = time.strftime("%Y-%m-%d %H:%M", time.gmtime(timestamp))
+    return _(lang, "{date} UTC").format(date=date)
 
 
 def history(lang: str, jobs: Sequence[Job], now: float, *, in_group: bool) -> str:
