@@ -164,6 +164,9 @@ class Handlers:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        #: Drafts whose keyboard is being sent now: a second press that comes while the
+        #: first one waits for the chat's turn must not send another.
+        self._keyboards_on_the_way: set[int] = set()
         self._reactions = Reactions(backlog=lambda: runtime.limiter.backlog)
 
     # -- access rules ----------------------------------------------------------------
@@ -811,23 +814,29 @@ class Handlers:
             await self._answer(query, texts.answer_options_used(lang))
             return
         await self._answer(query, texts.answer_options_shown(lang))
-        if not created and draft.keyboard_message_id is not None:
-            return  # shown already (a double press): the keyboard is just above
-        sent = await bot.send_message(
-            draft.chat_id,
-            texts.keyboard_caption(draft.language, draft.options),
-            reply_markup=options_keyboard(
-                draft.language,
-                draft.id,
-                draft.options,
-                await self._shown_price(draft.user_id, draft.options),
-            ),
-            reply_parameters=ReplyParameters(
-                draft.photo_message_id, allow_sending_without_reply=True
-            ),
-            message_thread_id=draft.thread_id,
-        )
-        await self.rt.ledger.set_keyboard_message(draft.id, sent.message_id)
+        if not created and (
+            draft.keyboard_message_id is not None or draft.id in self._keyboards_on_the_way
+        ):
+            return  # shown already, or on its way (a double press): one keyboard
+        self._keyboards_on_the_way.add(draft.id)
+        try:
+            sent = await bot.send_message(
+                draft.chat_id,
+                texts.keyboard_caption(draft.language, draft.options),
+                reply_markup=options_keyboard(
+                    draft.language,
+                    draft.id,
+                    draft.options,
+                    await self._shown_price(draft.user_id, draft.options),
+                ),
+                reply_parameters=ReplyParameters(
+                    draft.photo_message_id, allow_sending_without_reply=True
+                ),
+                message_thread_id=draft.thread_id,
+            )
+            await self.rt.ledger.set_keyboard_message(draft.id, sent.message_id)
+        finally:
+            self._keyboards_on_the_way.discard(draft.id)
 
     # -- /history ----------------------------------------------------------------------
 
