@@ -76,11 +76,28 @@ case "$health" in
 *) say "the image has no HEALTHCHECK"; exit 1 ;;
 esac
 
+# The image's configuration, as the Dockerfile and compose rely on it.
+config=$($B inspect --type image --format \
+    '{{.Docker.Config.User}}|{{.Docker.Config.WorkingDir}}|{{.Docker.Config.StopSignal}}|{{.Docker.Config.Cmd}}|{{.Docker.Config.Volumes}}|{{.Docker.Config.Env}}' "$TAG")
+say "config: $config"
+case "$config" in
+0\|* | root\|* | \|*) say "the image runs as root"; exit 1 ;;
+esac
+for needed in "|/app|" "|SIGTERM|" "[python -m bot]" "/data" "DATABASE_PATH=/data/bot.sqlite3"; do
+    case "$config" in
+    *"$needed"*) ;;
+    *) say "the image's configuration lacks $needed"; exit 1 ;;
+    esac
+done
+
 ctr=$($B from --quiet "$TAG")
 trap '$B rm "$ctr" >/dev/null 2>&1 || true' EXIT
 # The installed package runs, not a copy of the source.
 $B run --user 10001:10001 --workingdir /app "$ctr" -- \
     python -c 'import bot, os; print("bot from", os.path.dirname(bot.__file__)); print("/app holds", os.listdir("/app"))'
+# The data volume is writable by the bot's own (non-root) user.
+$B run --user 10001:10001 --workingdir /app "$ctr" -- \
+    python -c 'import os, pathlib; pathlib.Path(os.environ["DATABASE_PATH"]).write_text("x"); print("/data writable by uid", os.getuid())'
 # Unconfigured, the check names the missing secrets and exits 2, without the network.
 set +e
 $B run --user 10001:10001 --workingdir /app "$ctr" -- python -m bot check
