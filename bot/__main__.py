@@ -35,7 +35,7 @@ def _why_not_started(exc: BaseException, settings: Settings) -> str:
     if isinstance(exc, TelegramError):
         return f"Telegram refused to start the bot: {type(exc).__name__}"
     if isinstance(exc, LedgerUnusable):
-        return f"DATABASE_PATH {path} {exc}"
+        return f"{settings.ledger_where} {exc}"
     if isinstance(exc, LedgerLocked):
         return f"another bot is running on this ledger (DATABASE_PATH {path}); stop it first"
     assert isinstance(exc, OSError)
@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
         return asyncio.run(run_check(settings))
 
     application = build_application(settings)
-    log.info("starting; jobs ledger at %s", settings.database_path)
+    log.info("starting; jobs ledger at %s", settings.ledger_where)
     try:
         application.run_polling(allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False)
     except (TelegramError, LedgerUnusable, LedgerLocked, OSError) as exc:

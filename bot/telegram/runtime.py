@@ -29,7 +29,7 @@ from ..core.tracker import HISTORY_LOOKUP_SECONDS, Tracker, TrackerConfig
 from ..i18n import texts
 from ..segmind import SegmindClient
 from ..settings import Settings
-from ..storage import LedgerUnusable, SqliteLedger
+from ..storage import LedgerUnusable, StoredLedger, make_ledger
 from .messenger import TelegramMessenger
 from .pacing import ChatPacer, Priority, PriorityRateLimiter
 
@@ -168,7 +168,7 @@ class LedgerWatch:
 
     def __init__(
         self,
-        ledger: SqliteLedger,
+        ledger: StoredLedger,
         alerts: Alerts,
         *,
         on_gone: Callable[[], None] | None = None,
@@ -206,7 +206,7 @@ class LedgerWatch:
         log.error(
             "the ledger %s %s while the bot ran: stopping rather than write into a file"
             " no path names",
-            self._ledger.path,
+            self._ledger.where,
             problem,
         )
         with contextlib.suppress(Exception):
@@ -236,7 +236,7 @@ class LedgerWatch:
         log.error(
             "the ledger %s cannot be written: users are asked to try again; trying a"
             " write every %.0f s",
-            self._ledger.path,
+            self._ledger.where,
             LEDGER_PROBE_SECONDS,
         )
         await self._alerts.trouble(AlertKind.LEDGER_FAILING)
@@ -247,7 +247,7 @@ class LedgerWatch:
             except LedgerUnusable:
                 continue
             break
-        log.info("the ledger %s takes writes again", self._ledger.path)
+        log.info("the ledger %s takes writes again", self._ledger.where)
         if self._on_writable is not None:
             await self._on_writable()
         await self._alerts.cleared(AlertKind.LEDGER_FAILING)
@@ -327,7 +327,11 @@ class Runtime:
         ledger file is deleted or replaced.
         """
         self.conflict_watch = ConflictWatch(on_persistent=stop_bot)
-        ledger = SqliteLedger(self.settings.database_path, exclusive=True)
+        ledger = make_ledger(
+            database_url=self.settings.ledger_url,
+            database_path=self.settings.database_path,
+            exclusive=True,
+        )
         await ledger.open()
         self._ledger = ledger
         self._http = httpx.AsyncClient(timeout=_HTTP_TIMEOUT, limits=_HTTP_LIMITS)
