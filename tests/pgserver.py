@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["PASSWORD", "PostgresServer", "USER", "find_bindir"]
+__all__ = ["PASSWORD", "PostgresServer", "USER", "closed_port", "find_bindir"]
 
 USER = "bot"
 #: A password with characters a URL must escape: the tests prove it is never shown.
@@ -56,6 +56,11 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (a connection there is refused)."""
+    return _free_port()
 
 
 class PostgresServer:
@@ -124,6 +129,17 @@ class PostgresServer:
     def restart(self) -> None:
         """``pg_ctl restart -m fast``: every open connection is cut."""
         self._pg_ctl("restart")
+
+    def pid(self) -> int:
+        """The running server's process id (it changes with each restart)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def stop_only(self) -> None:
+        """Stop the server but keep its data (``start_again`` brings it back)."""
+        self._pg_ctl("stop")
+
+    def start_again(self) -> None:
+        self._pg_ctl("start")
 
     def stop(self) -> None:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
