@@ -166,7 +166,9 @@ class PostgresLedger:
         try:
             self._pool = await asyncpg.create_pool(
                 self._url,
-                min_size=1,
+                # No floor kept: the pool would re-dial a restarting server in the
+                # background and log a traceback each time; calls open what they need.
+                min_size=0,
                 max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,

@@ -1,0 +1,152 @@
+"""The bot on PostgreSQL (``DATABASE_URL``), against the test run's own server and the
+fakes: start-up lines, ``check``, the private-chat flow, and a PostgreSQL restart while a
+job runs in a real ``python -m bot`` process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import asyncpg
+
+from bot.i18n import texts
+from bot.storage.urls import redact_database_url
+from tests.conftest import running, wait_until
+from tests.fakes.segmind import TEST_API_KEY
+from tests.fakes.telegram import TEST_TOKEN
+from tests.pgserver import PASSWORD, PostgresServer, closed_port
+from tests.test_private_flow import button_data, reply_target, send_photo_get_keyboard
+
+USER = 731
+JOB_SECONDS = 60.0
+
+
+async def pg_jobs(url: str) -> list[dict[str, Any]]:
+    """The jobs table as an operator would read it with psql."""
+    conn = await asyncpg.connect(url)
+    try:
+        return [dict(row) for row in await conn.fetch("SELECT * FROM jobs ORDER BY id")]
+    finally:
+        await conn.close()
+
+
+async def until_delivered_and_told(url: str) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + 15
+    while True:
+        jobs = await pg_jobs(url)
+        if jobs and jobs[-1]["state"] == "delivered" and jobs[-1]["notified_at"] is not None:
+            return jobs[-1]
+        assert asyncio.get_running_loop().time() < deadline, f"not delivered: {jobs}"
+        await asyncio.sleep(0.05)  # between reads of a state; never a wait in itself
+
+
+def assert_no_secret(text: str) -> None:
+    assert PASSWORD not in text
+    assert "s3cret" not in text
+    assert TEST_TOKEN not in text
+    assert TEST_API_KEY not in text
+
+
+async def test_a_malformed_database_url_is_named_in_one_line(spawn, env):
+    for url in ("mysql://bot:pg-s3cret@127.0.0.1/db", "postgresql://bot:pg-s3cret@127.0.0.1:x/db"):
+        process = await spawn({**env, "DATABASE_URL": url})
+        assert await process.wait() == 2
+        _, stderr = await process.output()
+        assert stderr.strip().splitlines() == [
+            "error: DATABASE_URL is malformed: must be "
+            "postgresql://user:password@host:port/database"
+        ]
+        assert_no_secret(stderr)
+
+
+async def test_postgres_unreachable_at_start_is_one_line_and_exit_1(
+    spawn, env, postgres_server: PostgresServer
+):
+    url = postgres_server.url("bot", port=closed_port())
+    process = await spawn({**env, "DATABASE_URL": url})
+    assert await process.wait(timeout=30) == 1
+    _, stderr = await process.output()
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: DATABASE_URL {redact_database_url(url)} cannot be reached (connection refused)"
+    ]
+    assert "Traceback" not in stderr
+    assert_no_secret(stderr)
+
+
+async def test_check_reports_the_postgres_ledger_in_one_line(
+    spawn, env, postgres_url, postgres_server: PostgresServer
+):
+    good = await spawn({**env, "DATABASE_URL": postgres_url}, "check")
+    assert await good.wait(timeout=30) == 0
+    stdout, stderr = await good.output()
+    assert (
+        f"ok: job ledger {redact_database_url(postgres_url)} is sound, writable and up to date"
+        in stdout.splitlines()
+    )
+    assert_no_secret(stdout + stderr)
+
+    url = postgres_server.url("bot", port=closed_port())
+    bad = await spawn({**env, "DATABASE_URL": url}, "check")
+    assert await bad.wait(timeout=30) == 1
+    stdout, stderr = await bad.output()
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: DATABASE_URL {redact_database_url(url)} cannot be reached (connection refused)"
+    ]
+    assert_no_secret(stdout + stderr)
+
+
+async def test_generate_makes_one_video_with_the_ledger_in_postgres(
+    telegram, segmind, make_settings, database, postgres_url
+):
+    telegram.private_chat(USER)
+    async with running(make_settings(DATABASE_URL=postgres_url)):
+        photo, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
+        query = telegram.press_button(
+            USER, USER, keyboard["message_id"], button_data(keyboard, "Generate")
+        )
+        (video,) = await telegram.wait_for_call("sendVideo", chat_id=USER)
+        assert query in telegram.callback_answers
+        assert reply_target(video.params) == photo["message_id"]
+        job = await until_delivered_and_told(postgres_url)
+    (submit,) = segmind.submits
+    assert job["request_id"] == next(iter(segmind.jobs))
+    assert (job["seed"], job["image_url"]) == (submit["seed"], submit["image_url"])
+    assert job["video_file_id"]
+    assert len(telegram.calls_of("sendVideo")) == 1
+    assert not database.exists()  # nothing went to the SQLite default
+
+
+async def test_a_postgres_restart_while_a_job_runs_loses_nothing(
+    telegram, segmind, spawn, env, postgres_url, postgres_server: PostgresServer
+):
+    """A real ``python -m bot`` on PostgreSQL: the server restarts while the job is at
+    Segmind; the bot reconnects by itself and delivers the one video."""
+    telegram.private_chat(USER)
+    segmind.processing_seconds = JOB_SECONDS
+    process = await spawn({**env, "DATABASE_URL": postgres_url})
+    _, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
+    telegram.press_button(USER, USER, keyboard["message_id"], button_data(keyboard, "Generate"))
+    await telegram.wait_for_call(
+        "editMessageText", chat_id=USER, where=lambda c: c.params["text"] == texts.PROGRESS_QUEUED
+    )
+    [job] = await pg_jobs(postgres_url)
+    assert job["state"] in ("queued", "processing")
+    polls_before = sum(segmind.status_polls())
+
+    await asyncio.to_thread(postgres_server.restart)
+    # The bot keeps polling through the restart, and records what it learns.
+    await wait_until(lambda: sum(segmind.status_polls()) > polls_before + 2, what="polls go on")
+    segmind.advance(JOB_SECONDS)
+    await telegram.wait_for_call("sendVideo", chat_id=USER, timeout=20)
+    delivered = await until_delivered_and_told(postgres_url)
+    assert delivered["id"] == job["id"]
+    assert len(segmind.submits) == 1
+    assert len(telegram.calls_of("sendVideo")) == 1
+
+    process.signal(signal.SIGTERM)
+    assert await process.wait() == 0
+    _, stderr = await process.output()
+    assert_no_secret(stderr)
