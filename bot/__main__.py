@@ -10,6 +10,7 @@ from telegram.error import InvalidToken, NetworkError, TelegramError
 
 from .app import ALLOWED_UPDATES, build_application
 from .check import run_check
+from .copy_ledger import run_copy_ledger
 from .logs import setup_logging
 from .settings import Settings, SettingsError, load_settings
 from .storage import LedgerLocked, LedgerUnusable
@@ -17,7 +18,7 @@ from .telegram.runtime import CONFLICT_STOP_LINE, Runtime
 
 log = logging.getLogger("bot")
 
-USAGE = "usage: python -m bot [check]"
+USAGE = "usage: python -m bot [check | copy-ledger]"
 
 
 def _fail(line: str) -> int:
@@ -69,7 +70,7 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
-    if argv and argv != ["check"]:
+    if argv and argv not in (["check"], ["copy-ledger"]):
         print(USAGE, file=sys.stderr)
         return 2
     try:
@@ -81,6 +82,8 @@ def main(argv: list[str]) -> int:
     setup_logging(settings.log_level, settings.secrets)
     if argv == ["check"]:
         return asyncio.run(run_check(settings))
+    if argv == ["copy-ledger"]:
+        return asyncio.run(run_copy_ledger(settings))
 
     application = build_application(settings)
     log.info("starting; jobs ledger at %s", settings.ledger_where)

@@ -249,6 +249,10 @@ class PostgresLedger:
         """A database cannot be deleted from under a path: never gone (see SQLite's)."""
         return None
 
+    async def run_in_transaction(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """``work`` in one SERIALIZABLE write transaction (``copy-ledger``'s bulk copy)."""
+        return await self._run(work, write=True, transaction=True)
+
     # -- running statements ----------------------------------------------------------
 
     async def _run(
