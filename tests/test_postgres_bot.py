@@ -10,9 +10,11 @@ from typing import Any
 
 import asyncpg
 
+from bot.core.alerts import AlertKind
 from bot.i18n import texts
 from bot.storage.urls import redact_database_url
-from tests.conftest import running, wait_until
+from bot.telegram import runtime as runtime_module
+from tests.conftest import ADMIN_ID, running, wait_until
 from tests.fakes.segmind import TEST_API_KEY
 from tests.fakes.telegram import TEST_TOKEN
 from tests.pgserver import PASSWORD, PostgresServer, closed_port
@@ -150,3 +152,54 @@ async def test_a_postgres_restart_while_a_job_runs_loses_nothing(
     assert await process.wait() == 0
     _, stderr = await process.output()
     assert_no_secret(stderr)
+
+
+async def test_while_postgres_is_down_users_are_told_to_try_again_then_it_works(
+    telegram,
+    segmind,
+    make_settings,
+    postgres_url,
+    postgres_server: PostgresServer,
+    caplog,
+    monkeypatch,
+):
+    """The Telegram layer meets PostgreSQL's faults as the core's ledger errors: a photo
+    and a button get "try again in a minute", never silence or a traceback; operators
+    hear of it once, and again when it is over."""
+    monkeypatch.setattr(runtime_module, "LEDGER_PROBE_SECONDS", 0.2)
+    telegram.private_chat(USER)
+    telegram.private_chat(ADMIN_ID)
+    async with running(make_settings(DATABASE_URL=postgres_url)):
+        _, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
+        await asyncio.to_thread(postgres_server.stop_only)
+        try:
+            telegram.send_photo(USER, USER)
+            await telegram.wait_for_call(
+                "sendMessage", chat_id=USER, where=lambda c: c.params["text"] == texts.LEDGER_BUSY
+            )
+            telegram.press_button(
+                USER, USER, keyboard["message_id"], button_data(keyboard, "720p")
+            )
+            await telegram.wait_for_call(
+                "answerCallbackQuery", where=lambda c: c.params.get("text") == texts.LEDGER_BUSY
+            )
+            alert = texts.alert(AlertKind.LEDGER_FAILING)
+            await telegram.wait_for_call(
+                "sendMessage", chat_id=ADMIN_ID, where=lambda c: c.params["text"] == alert
+            )
+        finally:
+            await asyncio.to_thread(postgres_server.start_again)
+        resolved = texts.alert(AlertKind.LEDGER_FAILING, resolved=True)
+        await telegram.wait_for_call(
+            "sendMessage", chat_id=ADMIN_ID, where=lambda c: c.params["text"] == resolved
+        )
+        photo, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
+        telegram.press_button(
+            USER, USER, keyboard["message_id"], button_data(keyboard, "Generate")
+        )
+        (video,) = await telegram.wait_for_call("sendVideo", chat_id=USER)
+        assert reply_target(video.params) == photo["message_id"]
+        await until_delivered_and_told(postgres_url)
+    assert len(segmind.submits) == 1
+    assert "Traceback" not in caplog.text
+    assert_no_secret(caplog.text)
