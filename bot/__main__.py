@@ -1,4 +1,5 @@
-"""``python -m bot`` runs the bot; ``python -m bot check`` checks its set-up."""
+"""``python -m bot`` runs the bot; ``python -m bot check`` checks its set-up;
+``python -m bot copy-ledger`` copies a SQLite ledger's unfinished work into PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from telegram.error import InvalidToken, NetworkError, TelegramError
 from .app import ALLOWED_UPDATES, build_application
 from .check import run_check
 from .copy_ledger import run_copy_ledger
+from .core.errors import LedgerError
 from .logs import setup_logging
 from .settings import Settings, SettingsError, load_settings
 from .storage import LedgerLocked, LedgerUnusable
@@ -35,7 +37,7 @@ def _why_not_started(exc: BaseException, settings: Settings) -> str:
         return f"cannot reach Telegram at TELEGRAM_API_URL ({type(exc).__name__})"
     if isinstance(exc, TelegramError):
         return f"Telegram refused to start the bot: {type(exc).__name__}"
-    if isinstance(exc, LedgerUnusable):
+    if isinstance(exc, LedgerUnusable | LedgerError):
         return f"{settings.ledger_where} {exc}"
     if isinstance(exc, LedgerLocked):
         return f"another bot is running on this ledger (DATABASE_PATH {path}); stop it first"
@@ -89,7 +91,7 @@ def main(argv: list[str]) -> int:
     log.info("starting; jobs ledger at %s", settings.ledger_where)
     try:
         application.run_polling(allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False)
-    except (TelegramError, LedgerUnusable, LedgerLocked, OSError) as exc:
+    except (TelegramError, LedgerUnusable, LedgerLocked, LedgerError, OSError) as exc:
         return _fail(_why_not_started(exc, settings))
     stopped = _why_stopped(application.bot_data["runtime"], settings)
     if stopped is not None:

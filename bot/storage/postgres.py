@@ -15,9 +15,10 @@ How the SQLite ledger's guarantees carry over:
 - Uniqueness on re-delivered updates is the same unique indexes (``jobs_trigger``,
   ``retry_of``, ``request_id``, the payment's ``charge_id``).
 - A connection lost (PostgreSQL restarted, a network blip) expires the pool's other
-  connections, and the call is made once more on a fresh one, unless the loss came at
-  ``COMMIT`` (then whether it committed is unknown, and the caller hears the failure:
-  every write is compare-and-set or keyed, so its retry finds what happened).
+  connections, and the call is made once more on a fresh one, unless the loss came at a
+  transaction's ``COMMIT`` (whether it committed is unknown: the caller hears the
+  failure, and since every write is compare-and-set or keyed, its retry finds what
+  happened). A single statement made twice is harmless for the same reason.
   A call that still fails raises :class:`LedgerWriteFailed` or :class:`LedgerReadFailed`,
   like SQLite's faults; nothing above the ledger knows which database it is.
 - Migrations are ``migrations/postgres/000N_*.sql`` (SQLite's numbers and names), each
