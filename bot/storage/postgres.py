@@ -1,8 +1,8 @@
 """The job ledger on PostgreSQL (``DATABASE_URL``): the same promises as the SQLite one.
 
-The driver is asyncpg: an asyncio-native driver with its own connection pool, no libpq
-to install, and fast binary encoding; psycopg 3 would add a C library (or a slower pure
-Python path) for nothing this bot needs. This module is imported only when
+The driver is asyncpg: asyncio-native, with its own connection pool, fast binary
+encoding, and no libpq (psycopg 3 is built on libpq, from the system or bundled in its
+binary wheels, for features this bot does not need). This module is imported only when
 ``DATABASE_URL`` is set, so the SQLite default never loads asyncpg.
 
 How the SQLite ledger's guarantees carry over:
@@ -117,6 +117,8 @@ def _why(error: BaseException) -> str:
         return "refused the user name or password"
     if isinstance(error, asyncpg.InvalidCatalogNameError):
         return "has no such database"
+    if isinstance(error, asyncpg.ClientConfigurationError):
+        return f"has options the driver refuses ({error})"  # never quotes the password
     if isinstance(error, asyncpg.ReadOnlySQLTransactionError):
         return "cannot be written (the database is read-only)"
     if isinstance(error, asyncpg.DiskFullError):
@@ -176,7 +178,7 @@ class PostgresLedger:
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise LedgerUnusable(_why(exc)) from None
-        except ValueError:  # asyncpg could not parse the URL
+        except ValueError:  # the URL did not parse (its text may hold the password)
             raise LedgerUnusable("is not a usable postgresql:// URL") from None
         try:
             await self._migrate()

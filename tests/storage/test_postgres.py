@@ -193,3 +193,12 @@ def test_the_sqlite_default_never_imports_the_postgresql_driver(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "False"
+
+
+async def test_options_the_driver_refuses_are_named_without_the_password(
+    postgres_server: PostgresServer,
+):
+    with pytest.raises(LedgerUnusable) as refused:
+        await PostgresLedger(postgres_server.url() + "?sslmode=bogus").open()
+    assert str(refused.value).startswith("has options the driver refuses (`sslmode`")
+    assert PASSWORD not in str(refused.value)
