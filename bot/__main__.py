@@ -30,7 +30,6 @@ def _fail(line: str) -> int:
 
 
 def _why_not_started(exc: BaseException, settings: Settings) -> str:
-    path = settings.database_path
     if isinstance(exc, InvalidToken):
         return "TELEGRAM_BOT_TOKEN was rejected by Telegram"
     if isinstance(exc, NetworkError):
@@ -40,7 +39,7 @@ def _why_not_started(exc: BaseException, settings: Settings) -> str:
     if isinstance(exc, LedgerUnusable | LedgerError):
         return f"{settings.ledger_where} {exc}"
     if isinstance(exc, LedgerLocked):
-        return f"another bot is running on this ledger (DATABASE_PATH {path}); stop it first"
+        return f"another bot is running on this ledger ({settings.ledger_where}); stop it first"
     assert isinstance(exc, OSError)
     return f"DATABASE_PATH cannot be used: {exc.strerror or exc}"
 
@@ -48,6 +47,8 @@ def _why_not_started(exc: BaseException, settings: Settings) -> str:
 def _why_stopped(runtime: Runtime, settings: Settings) -> str | None:
     """Why a bot that ran stopped on its own (None: it was asked to stop)."""
     gone = runtime.ledger_gone
+    if gone is not None and settings.database_url is not None:
+        return f"{settings.ledger_where} {gone}; this bot stopped"
     if gone is not None:
         advice = (
             "restore it from a backup before starting again, or its unfinished jobs are forgotten"

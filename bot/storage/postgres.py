@@ -64,6 +64,7 @@ from .sqlite import (
     _SETTABLE,
     _TERMINAL,
     _UNDELIVERED,
+    LedgerLocked,
     LedgerUnusable,
     row_to_job,
     row_to_payment,
@@ -85,6 +86,10 @@ POSTGRES_SCHEMA_VERSION = len(_MIGRATIONS)
 
 #: Key of the advisory lock held while migrating: bots starting together migrate once.
 _MIGRATION_LOCK = 0x5741524D  # "WARM"
+#: Key of the advisory lock a running bot holds (``exclusive``): one bot per database.
+RUNNING_LOCK_KEY = 0x57424F54  # "WBOT"
+#: How often a running bot makes sure it still holds that lock.
+LOCK_CHECK_SECONDS = 5.0
 #: A serialization failure is retried this often before the call counts as failed.
 _SERIALIZATION_RETRIES = 20
 #: Seconds to connect before PostgreSQL counts as unreachable.
@@ -143,8 +148,13 @@ def _values(values: Sequence[Any]) -> list[Any]:
 class PostgresLedger:
     """The :class:`~bot.core.ports.Ledger` in one PostgreSQL database. Open, use, close.
 
-    Several bots may share one database (the ledger's rules hold across connections);
-    which of them drives which job is not this class's business.
+    The ledger's rules hold across connections and processes. Until jobs are leased to
+    one instance each, a running bot opens it ``exclusive``: it holds a session advisory
+    lock on a connection of its own, so a second bot on the same database stops at start
+    (:class:`LedgerLocked`), as with SQLite's file lock. A restart of PostgreSQL drops
+    that lock with the connection: it is taken again within ``LOCK_CHECK_SECONDS``, and
+    if another bot took it meanwhile, :meth:`gone` says so and the running bot stops.
+    ``check`` and ``copy-ledger`` open without it.
     """
 
     def __init__(
@@ -153,13 +163,20 @@ class PostgresLedger:
         *,
         clock: Callable[[], float] = time.time,
         pool_size: int = POOL_MAX_SIZE,
+        exclusive: bool = False,
     ) -> None:
         self._url = url
         self._clock = clock
         self._pool_size = pool_size
+        self._exclusive = exclusive
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         #: Where the ledger is, without the password: for log lines and errors.
         self.where = redact_database_url(url)
+        #: The connection holding the running bot's advisory lock (``exclusive``).
+        self._lock_conn: asyncpg.Connection[asyncpg.Record] | None = None
+        self._lock_watch: asyncio.Task[None] | None = None
+        #: Set when another bot took the lock after this one's lapsed.
+        self._lost: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -182,14 +199,66 @@ class PostgresLedger:
             raise LedgerUnusable("is not a usable postgresql:// URL") from None
         try:
             await self._migrate()
-        except LedgerUnusable:
+            if self._exclusive:
+                if not await self._take_running_lock():
+                    raise LedgerLocked(f"another bot holds the ledger {self.where}")
+                self._lock_watch = asyncio.create_task(
+                    self._keep_running_lock(), name="ledger-lock-watch"
+                )
+        except (LedgerUnusable, LedgerLocked):
             await self.close()
             raise
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             await self.close()
             raise LedgerUnusable(_why(exc)) from None
 
+    async def _take_running_lock(self) -> bool:
+        """Hold the running bot's lock on a connection of its own; False if another has it."""
+        conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(
+            self._url, timeout=CONNECT_TIMEOUT
+        )
+        try:
+            held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", RUNNING_LOCK_KEY))
+        except BaseException:
+            await conn.close(timeout=CONNECT_TIMEOUT)
+            raise
+        if not held:
+            await conn.close(timeout=CONNECT_TIMEOUT)
+            return False
+        self._lock_conn = conn
+        return True
+
+    async def _keep_running_lock(self) -> None:
+        """Take the lock again when its connection was lost (PostgreSQL restarted)."""
+        while True:
+            await asyncio.sleep(LOCK_CHECK_SECONDS)
+            if self._lock_conn is not None and not self._lock_conn.is_closed():
+                continue
+            self._lock_conn = None
+            try:
+                if await self._take_running_lock():
+                    log.info("ledger %s: the running bot's lock is held again", self.where)
+                    continue
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                continue  # PostgreSQL still away: try again shortly
+            self._lost = (
+                "was taken by another bot while PostgreSQL was unreachable (two bots must"
+                " not drive the same jobs)"
+            )
+            log.error("ledger %s %s", self.where, self._lost)
+            return
+
     async def close(self) -> None:
+        if self._lock_watch is not None:
+            self._lock_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lock_watch
+            self._lock_watch = None
+        if self._lock_conn is not None:
+            conn, self._lock_conn = self._lock_conn, None
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=CONNECT_TIMEOUT)
+            conn.terminate()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             with contextlib.suppress(Exception):
@@ -249,8 +318,10 @@ class PostgresLedger:
             raise LedgerUnusable(str(exc)) from exc
 
     def gone(self) -> str | None:
-        """A database cannot be deleted from under a path: never gone (see SQLite's)."""
-        return None
+        """None while this bot may drive the ledger's jobs; what happened otherwise
+        (another bot took the running bot's lock). A database cannot be deleted from
+        under a path as SQLite's file can."""
+        return self._lost
 
     async def run_in_transaction(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         """``work`` in one SERIALIZABLE write transaction (``copy-ledger``'s bulk copy)."""

@@ -203,12 +203,7 @@ class LedgerWatch:
         if problem is None:
             return False
         self.gone = problem
-        log.error(
-            "the ledger %s %s while the bot ran: stopping rather than write into a file"
-            " no path names",
-            self._ledger.where,
-            problem,
-        )
+        log.error("the ledger %s %s while the bot ran: stopping", self._ledger.where, problem)
         with contextlib.suppress(Exception):
             await self._alerts.trouble(AlertKind.LEDGER_FAILING)
         if self._on_gone is not None:

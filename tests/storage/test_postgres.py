@@ -15,11 +15,20 @@ from bot.core.jobs import JobState
 from bot.core.limits import Limits, StartOutcome
 from bot.core.options import VideoOptions
 from bot.core.payments import NewPayment, PaymentOutcome, invoice_payload
-from bot.storage import SCHEMA_VERSION, LedgerUnusable
+from bot.storage import SCHEMA_VERSION, LedgerLocked, LedgerUnusable
+from bot.storage import postgres as postgres_module
 from bot.storage.migrations import load_migrations
-from bot.storage.postgres import POSTGRES_SCHEMA_VERSION, PostgresLedger
+from bot.storage.postgres import POSTGRES_SCHEMA_VERSION, RUNNING_LOCK_KEY, PostgresLedger
 from tests.builders import new_job
-from tests.pgserver import PASSWORD, PostgresServer, closed_port
+from tests.pgserver import (
+    PASSWORD,
+    PostgresServer,
+    closed_port,
+    holder_of_the_running_lock,
+    lock_waiters,
+    terminate,
+    wait_until_async,
+)
 
 LIMITS = Limits(max_active_per_user=2, daily_per_user=10)
 
@@ -202,3 +211,51 @@ async def test_options_the_driver_refuses_are_named_without_the_password(
         await PostgresLedger(postgres_server.url() + "?sslmode=bogus").open()
     assert str(refused.value).startswith("has options the driver refuses (`sslmode`")
     assert PASSWORD not in str(refused.value)
+
+
+async def test_one_running_bot_per_database_until_it_closes(postgres_url):
+    first = PostgresLedger(postgres_url, exclusive=True)
+    await first.open()
+    second = PostgresLedger(postgres_url, exclusive=True)
+    with pytest.raises(LedgerLocked, match="another bot holds the ledger postgresql://bot@"):
+        await second.open()
+    reader = PostgresLedger(postgres_url)  # check's and copy-ledger's way: no lock
+    await reader.open()
+    await reader.close()
+    await first.close()
+    await second.open()  # free again once the first closed
+    assert second.gone() is None
+    await second.close()
+
+
+async def test_a_lapsed_lock_is_taken_again_or_the_bot_hears_it_was_taken(
+    postgres_url, monkeypatch
+):
+    monkeypatch.setattr(postgres_module, "LOCK_CHECK_SECONDS", 0.05)
+    ledger = PostgresLedger(postgres_url, exclusive=True)
+    await ledger.open()
+    try:
+        # Its lock connection is cut (as by a restart) and nobody else wants it: taken again.
+        first = await holder_of_the_running_lock(postgres_url)
+        assert first is not None
+        await terminate(postgres_url, first)
+        await wait_until_async(
+            lambda: holder_of_the_running_lock(postgres_url), lambda pid: pid not in (None, first)
+        )
+        assert ledger.gone() is None
+        # Another bot waits for the lock; cut again: it takes the lock first, and this
+        # one hears it was taken.
+        other = await asyncpg.connect(postgres_url)
+        try:
+            waiting = asyncio.create_task(
+                other.execute("SELECT pg_advisory_lock($1)", RUNNING_LOCK_KEY)
+            )
+            await wait_until_async(lambda: lock_waiters(postgres_url), bool)
+            await terminate(postgres_url, await holder_of_the_running_lock(postgres_url))
+            await waiting
+            await wait_until_async(lambda: asyncio.sleep(0, ledger.gone()), bool)
+            assert "taken by another bot" in (ledger.gone() or "")
+        finally:
+            await other.close()
+    finally:
+        await ledger.close()
