@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run check test lint bench clean
+.PHONY: run check test lint bench clean i18n
 
 $(BIN)/activate: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11+ or run make PYTHON=python3"; exit 1; }
@@ -30,6 +30,15 @@ lint: $(BIN)/activate
 # 4 would starve the ones that count polls or measure the rate limiter's windows.
 test: lint
 	$(BIN)/pytest -q -n 4
+
+# After changing texts: extract every _()/_n() message of bot/ into the template and merge
+# it into each language's catalogue (new messages come empty, changed ones fuzzy: make
+# test fails until they are translated). See README, "Languages".
+LOCALE := bot/i18n/locale
+i18n: $(BIN)/activate
+	$(BIN)/pybabel extract -F babel.cfg --no-default-keywords -k _:2 -k _n:2,3 \
+		--no-location --omit-header --width 99 -o $(LOCALE)/bot.pot bot
+	$(BIN)/pybabel update -i $(LOCALE)/bot.pot -d $(LOCALE) -D bot --width 99 --ignore-obsolete
 
 bench: $(BIN)/activate
 	$(BIN)/python -m bench

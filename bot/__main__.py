@@ -9,7 +9,7 @@ import sys
 
 from telegram.error import InvalidToken, NetworkError, TelegramError
 
-from .app import ALLOWED_UPDATES, build_application
+from .app import ALLOWED_UPDATES, ListenFailed, WebhookRefused, build_application
 from .check import run_check
 from .copy_ledger import run_copy_ledger
 from .core.errors import LedgerError
@@ -30,6 +30,11 @@ def _fail(line: str) -> int:
 
 
 def _why_not_started(exc: BaseException, settings: Settings) -> str:
+    if isinstance(exc, ListenFailed):
+        host, port = settings.http_address or ("", 0)
+        return f"HTTP_LISTEN {host}:{port} cannot be used: {exc}"
+    if isinstance(exc, WebhookRefused):
+        return f"Telegram refused WEBHOOK_URL: {exc}"
     if isinstance(exc, InvalidToken):
         return "TELEGRAM_BOT_TOKEN was rejected by Telegram"
     if isinstance(exc, NetworkError):
@@ -91,8 +96,23 @@ def main(argv: list[str]) -> int:
     application = build_application(settings)
     log.info("starting; jobs ledger at %s", settings.ledger_where)
     try:
-        application.run_polling(allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False)
-    except (TelegramError, LedgerUnusable, LedgerLocked, LedgerError, OSError) as exc:
+        if settings.webhook_mode:
+            from .web import run_webhook  # aiohttp is loaded only when it serves
+
+            log.info("webhook mode: updates come to %s", settings.webhook_path)
+            run_webhook(application)
+        else:
+            # PTB deletes any webhook first, so switching back to polling just works.
+            application.run_polling(allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False)
+    except (
+        TelegramError,
+        LedgerUnusable,
+        LedgerLocked,
+        LedgerError,
+        OSError,
+        ListenFailed,
+        WebhookRefused,
+    ) as exc:
         return _fail(_why_not_started(exc, settings))
     stopped = _why_stopped(application.bot_data["runtime"], settings)
     if stopped is not None:

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 __all__ = ["RedactingFormatter", "setup_logging", "redact"]
 
 _TOKEN_SHAPE = re.compile(r"\d{5,20}:[A-Za-z0-9_-]{30,}")
+#: PTB logs setWebhook's parameters at DEBUG: the webhook secret goes whatever its length.
+_SECRET_TOKEN_PARAM = re.compile(r"""(['"]secret_token['"]:\s*['"])[A-Za-z0-9_-]+""")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -23,6 +25,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
+    text = _SECRET_TOKEN_PARAM.sub(r"\1***", text)
     return _TOKEN_SHAPE.sub("***", text)
 
 

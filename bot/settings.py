@@ -31,15 +31,20 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .core.prices import PriceTable
+from .i18n.catalogues import LANGUAGES, match_language
 from .segmind.client import DEFAULT_HISTORY_URL
 from .storage.urls import redact_database_url
 
 __all__ = [
+    "DEFAULT_WEBHOOK_LISTEN",
+    "HEALTH_PATH",
+    "METRICS_PATH",
     "ImageUrlMode",
     "SettingsError",
     "Settings",
@@ -51,7 +56,14 @@ ImageUrlMode = Literal["upload", "telegram"]
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
 _TOKEN_RE = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{20,}$")
-_SECRETS = ("telegram_bot_token", "segmind_api_key", "database_url")
+_WEBHOOK_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_SECRETS = ("telegram_bot_token", "segmind_api_key", "webhook_secret", "database_url")
+#: Ports Telegram delivers webhooks to (Bot API ``setWebhook``).
+WEBHOOK_PORTS = (443, 80, 88, 8443)
+#: Where the HTTP server listens in webhook mode when ``HTTP_LISTEN`` is not set.
+DEFAULT_WEBHOOK_LISTEN = "0.0.0.0:8080"
+#: Paths the HTTP server answers itself; the webhook's path must be another one.
+HEALTH_PATH, METRICS_PATH = "/healthz", "/metrics"
 # Their validator's reason follows the rule: it quotes at most the offending piece.
 _EXPLAINED = ("price_stars",)
 PAYSUPPORT_TEXT_MAX = 1000
@@ -105,6 +117,38 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _webhook_url(value: str) -> str:
+    """Telegram posts only to HTTPS on a few ports; the path is where the bot listens."""
+    if not value:
+        return value  # long polling
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("bad port") from None
+    if parts.scheme != "https" or not parts.hostname or (port or 443) not in WEBHOOK_PORTS:
+        raise ValueError("not an https URL on a port Telegram posts to")
+    if parts.path.rstrip("/") in (HEALTH_PATH, METRICS_PATH):
+        raise ValueError("path taken by /healthz or /metrics")
+    return value
+
+
+def _webhook_secret(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and not _WEBHOOK_SECRET_RE.match(value.get_secret_value()):
+        raise ValueError("malformed")  # never the value: it is the secret
+    return value
+
+
+def _listen_address(value: str) -> str:
+    """``host:port`` (``[::]:8080`` for IPv6); checked here, split by ``http_address``."""
+    if not value:
+        return value  # the default for the mode
+    host, _, port = value.rpartition(":")
+    if not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("not host:port")
+    return value
+
+
 def _id_list(value: object) -> object:
     """``" 1, 2 ,"`` → ``["1", "2"]``; pydantic then makes each an int."""
     if isinstance(value, str):
@@ -121,6 +165,14 @@ def _price_table(value: object) -> PriceTable:
     if not isinstance(value, str):
         raise ValueError("not text")
     return PriceTable.parse(value)
+
+
+def _language(value: object) -> str:
+    """``pt-BR``, ``pt_br`` or ``pt`` → ``pt_BR``: a language the bot has texts for."""
+    language = match_language(value) if isinstance(value, str) else None
+    if language is None:
+        raise ValueError("not a language the bot speaks")
+    return language
 
 
 _Url = Annotated[str, AfterValidator(_http_url), Field(description="must be an http(s) URL")]
@@ -193,6 +245,38 @@ class Settings(BaseSettings):
         StringConstraints(strip_whitespace=True, min_length=1, max_length=PAYSUPPORT_TEXT_MAX),
         Field(description=f"must be text of 1 to {PAYSUPPORT_TEXT_MAX} characters"),
     ] = DEFAULT_PAYSUPPORT_TEXT
+    webhook_url: Annotated[
+        str,
+        AfterValidator(_webhook_url),
+        Field(
+            description="must be an https URL on port 443, 80, 88 or 8443 (Telegram posts"
+            " nowhere else) whose path is not /healthz or /metrics"
+        ),
+    ] = ""
+    webhook_secret: Annotated[SecretStr | None, AfterValidator(_webhook_secret)] = Field(
+        default=None, description="must be 1 to 256 characters of A-Z, a-z, 0-9, _ and -"
+    )
+    http_listen: Annotated[
+        str,
+        AfterValidator(_listen_address),
+        Field(description="must be host:port, like 0.0.0.0:8080 or 127.0.0.1:8080"),
+    ] = ""
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> Settings:
+        """Without a secret anyone who learns the URL could post forged updates."""
+        if self.webhook_url and self.webhook_secret is None:
+            raise ValueError(
+                "WEBHOOK_SECRET is missing: it is required with WEBHOOK_URL"
+                f" ({Settings.model_fields['webhook_secret'].description})"
+            )
+        return self
+
+    default_language: Annotated[
+        str,
+        PlainValidator(_language),
+        Field(description=f"must be one of the bot's languages: {', '.join(LANGUAGES)}"),
+    ] = "en"
 
     @classmethod
     def settings_customise_sources(
@@ -213,6 +297,8 @@ class Settings(BaseSettings):
             self.telegram_bot_token.get_secret_value(),
             self.segmind_api_key.get_secret_value(),
         ]
+        if self.webhook_secret:
+            found.append(self.webhook_secret.get_secret_value())
         if self.database_url is not None:
             url = self.database_url.get_secret_value()
             password = urlsplit(url).password
@@ -233,6 +319,25 @@ class Settings(BaseSettings):
         return f"DATABASE_URL {redact_database_url(self.database_url.get_secret_value())}"
 
     @property
+    def webhook_mode(self) -> bool:
+        """Updates come by webhook (``WEBHOOK_URL`` set) instead of long polling."""
+        return bool(self.webhook_url)
+
+    @property
+    def webhook_path(self) -> str:
+        """The path the webhook is served at: ``WEBHOOK_URL``'s (a proxy passes it on)."""
+        return urlsplit(self.webhook_url).path or "/"
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """(host, port) of the HTTP server; None when none runs (polling, no HTTP_LISTEN)."""
+        listen = self.http_listen or (DEFAULT_WEBHOOK_LISTEN if self.webhook_mode else "")
+        if not listen:
+            return None
+        host, _, port = listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
     def job_deadline_seconds(self) -> float:
         return self.job_deadline_minutes * 60.0
 
@@ -248,6 +353,8 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def _problem(error: ErrorDetails) -> str:
     """One line built from where and what went wrong, never from the input (maybe a secret)."""
+    if not error["loc"]:  # a check across settings: its own words name them
+        return str(error.get("ctx", {}).get("error", error["msg"]))
     field = str(error["loc"][0])
     name, rule = field.upper(), Settings.model_fields[field].description
     if field in _SECRETS:
@@ -279,5 +386,6 @@ def load_settings(
     except ValidationError as exc:
         problems: dict[str, str] = {}  # one line per setting, in field order
         for error in exc.errors(include_url=False, include_input=False):
-            problems.setdefault(str(error["loc"][0]), _problem(error))
+            where = str(error["loc"][0]) if error["loc"] else ""
+            problems.setdefault(where, _problem(error))
         raise SettingsError(list(problems.values())) from None

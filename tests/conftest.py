@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sqlite3
 import ssl
 import time
@@ -176,6 +177,35 @@ async def running(settings: Settings) -> AsyncIterator[Application]:
         await application.shutdown()
         assert application.post_shutdown is not None
         await application.post_shutdown(application)
+
+
+@contextlib.asynccontextmanager
+async def running_webhook(settings: Settings) -> AsyncIterator[Application]:
+    """Run the real Application as ``bot.web.run_webhook`` does, minus the signals."""
+    application = build_application(settings)
+    await application.initialize()
+    assert application.post_init is not None
+    await application.post_init(application)
+    await application.start()
+    try:
+        yield application
+    finally:
+        server = application.bot_data.get("web")
+        if server is not None:
+            await server.stop()
+        await application.stop()
+        assert application.post_stop is not None
+        await application.post_stop(application)
+        await application.shutdown()
+        assert application.post_shutdown is not None
+        await application.post_shutdown(application)
+
+
+def free_port() -> int:
+    """A port nobody listens on now (the bot binds it a moment later)."""
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -51,7 +51,9 @@ async def start_a_job(telegram, segmind, spawn, env, database) -> BotProcess:
     process = await spawn(env)
     await press_generate(telegram)
     await telegram.wait_for_call(
-        "editMessageText", chat_id=USER, where=lambda c: c.params["text"] == texts.PROGRESS_QUEUED
+        "editMessageText",
+        chat_id=USER,
+        where=lambda c: c.params["text"] == texts.progress_queued("en"),
     )
     assert ledger(database)[0]["state"] in ("queued", "processing")
     return process
@@ -233,7 +235,7 @@ async def test_sigkill_right_after_the_submit_left_never_submits_twice(
     keyboards = [
         c
         for c in telegram.calls_of("sendMessage", chat_id=USER)
-        if c.params["text"].startswith(texts.KEYBOARD_PROMPT)
+        if c.params["text"].startswith(texts.keyboard_prompt("en"))
     ]
     assert len(keyboards) == 1  # the re-delivered photo found its draft
 
@@ -349,5 +351,5 @@ async def test_a_ledger_file_deleted_while_running_stops_the_bot_with_one_line(
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert errors == [stderr.strip().splitlines()[-1]]
     assert errors[0].startswith(f"error: DATABASE_PATH {database} was deleted while the bot ran")
-    alert = texts.alert(AlertKind.LEDGER_FAILING)
+    alert = texts.alert("en", AlertKind.LEDGER_FAILING)
     assert [c for c in telegram.calls_of("sendMessage", ADMIN_ID) if c.params["text"] == alert]

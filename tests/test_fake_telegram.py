@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from telegram import (
     Bot,
+    BotCommandScopeAllPrivateChats,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputFile,
@@ -104,6 +105,61 @@ async def test_get_me_and_bot_setup(fake, bot):
     assert await bot.delete_my_commands()
     assert await bot.get_my_commands() == ()
     assert [c.method for c in fake.calls][:2] == ["getMe", "getMe"]
+
+
+async def test_menus_and_descriptions_are_kept_per_language_and_scope(fake, bot):
+    private = BotCommandScopeAllPrivateChats()
+    assert await bot.set_my_commands([("start", "Start")])
+    assert await bot.set_my_commands([("start", "Começar")], scope=private, language_code="pt")
+    assert await bot.set_my_commands([("start", "Empezar")], scope=private, language_code="es")
+    pt = await bot.get_my_commands(scope=private, language_code="pt")
+    assert [(c.command, c.description) for c in pt] == [("start", "Começar")]
+    assert [c.description for c in await bot.get_my_commands()] == ["Start"]
+    assert await bot.get_my_commands(scope=private) == ()  # no menu without a language there
+    assert fake.menus[("all_private_chats", "es")][0]["description"] == "Empezar"
+    assert await bot.delete_my_commands(scope=private, language_code="es")
+    assert ("all_private_chats", "es") not in fake.menus
+
+    assert await bot.set_my_description("Hello")
+    assert await bot.set_my_description("Olá", language_code="pt")
+    assert await bot.set_my_short_description("Oi", language_code="pt")
+    assert (await bot.get_my_description(language_code="pt")).description == "Olá"
+    assert (await bot.get_my_description(language_code="ru")).description == "Hello"
+    assert (await bot.get_my_short_description(language_code="pt")).short_description == "Oi"
+    assert (fake.descriptions, fake.short_descriptions) == (
+        {"": "Hello", "pt": "Olá"},
+        {"pt": "Oi"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda bot: bot.set_my_description("x" * 513), "description is too long"),
+        (lambda bot: bot.set_my_short_description("x" * 121), "short description is too long"),
+        (lambda bot: bot.set_my_commands([("start", "x" * 257)]), "must be 1-256 characters"),
+        (lambda bot: bot.set_my_commands([("start", "")]), "must be 1-256 characters"),
+        (lambda bot: bot.set_my_commands([("Start", "Start")]), "BOT_COMMAND_INVALID"),
+        (lambda bot: bot.set_my_commands([("s" * 33, "Start")]), "BOT_COMMAND_INVALID"),
+        (lambda bot: bot.set_my_commands([(f"c{i}", "x") for i in range(101)]), "too many"),
+        (
+            lambda bot: bot.set_my_commands([("start", "Start")], language_code="pt_BR"),
+            "LANGUAGE_CODE_INVALID",
+        ),
+        (lambda bot: bot.set_my_description("Olá", language_code="pt-br"), "LANGUAGE_CODE"),
+    ],
+)
+async def test_menus_and_descriptions_beyond_the_bot_apis_limits_are_refused(
+    fake, bot, call, message
+):
+    with pytest.raises(BadRequest, match=f"(?i){message}"):  # PTB capitalises it
+        await call(bot)
+    assert fake.menus == {}
+    assert fake.descriptions == fake.short_descriptions == {}
+    description = "x" * 512
+    assert await bot.set_my_description(description)  # exactly at the limits is fine
+    assert await bot.set_my_short_description("x" * 120)
+    assert await bot.set_my_commands([("s" * 32, "x" * 256)])
 
 
 async def test_wrong_token_is_unauthorized_and_unknown_method_not_found(fake):

@@ -38,7 +38,7 @@ async def test_plain_photos_and_chatter_are_ignored(telegram, segmind, bot, grou
     # A marker the bot does answer, so we know it has seen everything before it.
     telegram.send_text(GROUP, ASKER, "/help")
     (call,) = await telegram.wait_for_call("sendMessage", chat_id=GROUP)
-    assert call.params["text"] == texts.GROUP_HELP
+    assert call.params["text"] == texts.group_help("en")
     await settled(bot, telegram)  # every update handled: an answer would have been sent
     assert len(telegram.calls_of("sendMessage", chat_id=GROUP)) == 1
     assert ledger(database) == []
@@ -78,7 +78,7 @@ async def test_warmth_without_a_photo_gets_a_one_line_hint(
 ):
     message = telegram.send_text(GROUP, ASKER, "/warmth")
     (call,) = await telegram.wait_for_call("sendMessage", chat_id=GROUP)
-    assert call.params["text"] == texts.GROUP_NEEDS_PHOTO
+    assert call.params["text"] == texts.group_needs_photo("en")
     assert reply_target(call.params) == message["message_id"]
     assert ledger(database) == []
 
@@ -93,7 +93,7 @@ async def test_only_the_asker_may_press_the_buttons(telegram, segmind, bot, grou
     ]
     await wait_until(lambda: all(q in telegram.callback_answers for q in queries))
     for query in queries:
-        assert telegram.callback_answers[query]["text"] == texts.ANSWER_NOT_YOURS
+        assert telegram.callback_answers[query]["text"] == texts.answer_not_yours("en")
     assert telegram.message(GROUP, keyboard["message_id"]) == before
     assert telegram.calls_of("editMessageText", chat_id=GROUP) == []
     assert segmind.submits == []
@@ -128,7 +128,7 @@ async def test_in_a_forum_topic_every_message_stays_in_the_topic(
         await telegram.wait_for_call(
             "sendMessage",
             chat_id=forum,
-            where=lambda c: c.params["text"] == texts.GROUP_NEEDS_PHOTO,
+            where=lambda c: c.params["text"] == texts.group_needs_photo("en"),
         )
     sends = [
         c

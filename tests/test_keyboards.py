@@ -10,14 +10,14 @@ def labels(markup):
 
 
 def test_keyboard_marks_the_defaults_and_has_every_contract_label():
-    rows = labels(options_keyboard(7, VideoOptions()))
+    rows = labels(options_keyboard("en", 7, VideoOptions()))
     assert rows[0] == ["360p", "✅ 540p", "720p", "1080p"]
     assert rows[1] == ["✅ 5 s", "8 s"]
     assert any("Generate" in label for row in rows for label in row)
 
 
 def test_every_button_data_parses_back_and_fits_64_bytes():
-    markup = options_keyboard(10**12, VideoOptions(quality="1080p", style="clay"))
+    markup = options_keyboard("en", 10**12, VideoOptions(quality="1080p", style="clay"))
     for row in markup.inline_keyboard:
         for button in row:
             data = button.callback_data
@@ -29,8 +29,8 @@ def test_every_button_data_parses_back_and_fits_64_bytes():
 
 
 def test_retry_keyboard():
-    (button,) = retry_keyboard(3).inline_keyboard[0]
-    assert button.text == texts.RETRY_LABEL
+    (button,) = retry_keyboard("en", 3).inline_keyboard[0]
+    assert button.text == texts.retry_label("en")
     assert parse(str(button.callback_data)) == Press(Action.RETRY, 3)
 
 

@@ -91,14 +91,16 @@ async def test_the_user_is_told_to_try_again_and_work_resumes_when_writable(
         # A photo: a plain reply, not silence.
         telegram.send_photo(USER, USER)
         (busy,) = await telegram.wait_for_call(
-            "sendMessage", chat_id=USER, where=lambda c: c.params["text"] == texts.LEDGER_BUSY
+            "sendMessage",
+            chat_id=USER,
+            where=lambda c: c.params["text"] == texts.ledger_busy("en"),
         )
         # A button: the callback answer says it.
         telegram.press_button(
             USER, USER, keyboard["message_id"], button_data(keyboard, "Generate")
         )
         (answer,) = await telegram.wait_for_call(
-            "answerCallbackQuery", where=lambda c: c.params.get("text") == texts.LEDGER_BUSY
+            "answerCallbackQuery", where=lambda c: c.params.get("text") == texts.ledger_busy("en")
         )
         # Operators: one alert, however many failures.
         telegram.send_photo(USER, USER)
@@ -106,15 +108,15 @@ async def test_the_user_is_told_to_try_again_and_work_resumes_when_writable(
             "sendMessage",
             chat_id=USER,
             count=2,
-            where=lambda c: c.params["text"] == texts.LEDGER_BUSY,
+            where=lambda c: c.params["text"] == texts.ledger_busy("en"),
         )
-        alert = texts.alert(AlertKind.LEDGER_FAILING)
+        alert = texts.alert("en", AlertKind.LEDGER_FAILING)
         await telegram.wait_for_call(
             "sendMessage", chat_id=ADMIN_ID, where=lambda c: c.params["text"] == alert
         )
 
         await runtime.ledger.db.execute("PRAGMA query_only=OFF")
-        resolved = texts.alert(AlertKind.LEDGER_FAILING, resolved=True)
+        resolved = texts.alert("en", AlertKind.LEDGER_FAILING, resolved=True)
         await telegram.wait_for_call(
             "sendMessage", chat_id=ADMIN_ID, where=lambda c: c.params["text"] == resolved
         )
@@ -163,7 +165,9 @@ async def test_a_payment_the_ledger_cannot_record_is_held_and_starts_its_job_onc
         result = await telegram.pay_invoice(USER, invoice.result)
         assert result.paid
         await telegram.wait_for_call(
-            "sendMessage", chat_id=USER, where=lambda c: c.params["text"] == texts.PAYMENT_HELD
+            "sendMessage",
+            chat_id=USER,
+            where=lambda c: c.params["text"] == texts.payment_held("en"),
         )
         assert segmind.submits == []  # nothing recorded, nothing started yet
 

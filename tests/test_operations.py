@@ -47,7 +47,7 @@ async def test_too_many_active_jobs_is_refused_with_the_limit_named(
         await wait_until(lambda: segmind.jobs, what="first submit")
         query = await press_generate(telegram)
         answer = await answer_of(telegram, query)
-        assert answer["text"] == texts.too_many_active(1)
+        assert answer["text"] == texts.too_many_active("en", 1)
         assert str(answer.get("show_alert")).lower() == "true"
         segmind.advance(60)  # the first job finishes; a wrongly started second would go on
         await settled(application, telegram)
@@ -76,7 +76,7 @@ async def test_users_outside_allowed_user_ids_cannot_start_jobs(
     async with running(make_settings(ALLOWED_USER_IDS="42,43")):
         photo = telegram.send_photo(USER, USER)
         (call,) = await telegram.wait_for_call("sendMessage", chat_id=USER)
-    assert call.params["text"] == texts.not_allowed_user()
+    assert call.params["text"] == texts.not_allowed_user("en")
     assert photo["message_id"]
     assert ledger(database) == []
 
@@ -88,7 +88,7 @@ async def test_groups_outside_allowed_chat_ids_are_told_and_nothing_starts(
     async with running(make_settings(ALLOWED_CHAT_IDS="-100999")):
         telegram.send_photo(GROUP, USER, caption="/warmth")
         (call,) = await telegram.wait_for_call("sendMessage", chat_id=GROUP)
-    assert call.params["text"] == texts.ANSWER_CHAT_NOT_ALLOWED
+    assert call.params["text"] == texts.answer_chat_not_allowed("en")
     assert ledger(database) == []
 
 
@@ -127,7 +127,7 @@ async def test_non_operators_get_no_reply_to_operator_commands(telegram, segmind
     telegram.send_text(USER, USER, command)
     telegram.send_text(USER, USER, "/help")  # answered, so we know the first was seen
     (call,) = await telegram.wait_for_call("sendMessage", chat_id=USER)
-    assert call.params["text"] == texts.START
+    assert call.params["text"] == texts.start("en")
     await settled(bot, telegram)  # the operator command handled too, and silent
     assert len(telegram.calls_of("sendMessage", chat_id=USER)) == 1
 
@@ -147,7 +147,7 @@ def collector(sent: list[str]):
     """An operator's inbox: the alert sender appends each message to ``sent``."""
 
     async def send(kind: AlertKind, resolved: bool) -> None:
-        sent.append(texts.alert(kind, resolved=resolved))
+        sent.append(texts.alert("en", kind, resolved=resolved))
 
     return send
 

@@ -12,6 +12,7 @@ from bot.core.options import (
     is_allowed,
     with_next_style,
 )
+from bot.core.users import UserPreferences
 
 
 def test_defaults_are_540p_5s():
@@ -64,3 +65,11 @@ def test_style_button_cycles_through_every_style_and_back():
         options = with_next_style(options)
     assert seen == list(STYLES)
     assert options.style is None
+
+
+def test_remembered_options_are_the_next_defaults_only_while_allowed():
+    assert UserPreferences().next_options() == VideoOptions()
+    kept = UserPreferences(options=VideoOptions("720p", 8, "clay", seed=5))
+    assert kept.next_options() == VideoOptions("720p", 8, "clay")  # never the old seed
+    for stale in (VideoOptions("1080p", 8), VideoOptions("4k", 5), VideoOptions(style="oil")):
+        assert UserPreferences(options=stale).next_options() == VideoOptions()

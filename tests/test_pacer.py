@@ -106,8 +106,8 @@ async def test_a_status_edit_that_cannot_get_a_slot_in_time_is_given_up(
         await asyncio.sleep(PRIVATE_CHAT_GAP + 0.1)
         await messenger.show_progress(job, Progress.QUEUED)
         [edit] = telegram.calls_of("editMessageText")
-        assert edit.params["text"] == texts.PROGRESS_QUEUED
-        assert telegram.message(user, keyboard.message_id)["text"] == texts.PROGRESS_QUEUED
+        assert edit.params["text"] == texts.progress_queued("en")
+        assert telegram.message(user, keyboard.message_id)["text"] == texts.progress_queued("en")
     finally:
         await store.close()
         await bot.shutdown()

@@ -178,14 +178,14 @@ async def invoice_for(
     """Press Generate on a priced keyboard; the one sendInvoice it made."""
     before = len(telegram.calls_of("sendInvoice", chat_id))
     answer = await press(telegram, chat_id, user_id, keyboard["message_id"], "Generate")
-    assert answer == texts.ANSWER_INVOICE_SENT
+    assert answer == texts.answer_invoice_sent("en")
     calls = await telegram.wait_for_call("sendInvoice", chat_id=chat_id, count=before + 1)
     assert calls[-1].ok, calls[-1].response
 
     # Once the invoice is out, the keyboard becomes the way back to the options.
     def changed() -> bool:
         shown = telegram.message(chat_id, keyboard["message_id"])
-        return shown is not None and keyboard_labels(shown) == [[texts.CHANGE_OPTIONS_LABEL]]
+        return shown is not None and keyboard_labels(shown) == [[texts.change_options_label("en")]]
 
     await wait_until(changed, what="the Change options keyboard")
     return calls[-1]
@@ -202,7 +202,7 @@ async def refused(attempt: PaymentAttempt, verdict: PreCheckout) -> PaymentResul
     result = await attempt
     assert not result.paid
     assert not result.timed_out, "the pre-checkout query was never answered"
-    assert result.error_message == texts.precheckout_refusal(verdict)
+    assert result.error_message == texts.precheckout_refusal("en", verdict)
     assert len(result.error_message) <= 80
     assert_plain(result.error_message)
     return result
@@ -225,9 +225,9 @@ async def test_free_by_default_generate_submits_at_once_without_an_invoice(
     async with running(make_settings()) as application:
         handled = Handled(application)
         _, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
-        assert generate_label(keyboard) == texts.GENERATE_LABEL  # no price shown
+        assert generate_label(keyboard) == texts.generate_label("en", 0)  # no price shown
         answer = await press(telegram, USER, USER, keyboard["message_id"], "Generate")
-        assert answer == texts.ANSWER_STARTED
+        assert answer == texts.answer_started("en")
         await telegram.wait_for_call("sendVideo", chat_id=USER)
         await settle(telegram, handled, database)
 
@@ -252,7 +252,7 @@ async def test_a_priced_generate_sends_one_invoice_and_the_payment_starts_one_jo
         USER, USER, keyboard["message_id"], button_data(keyboard, "Generate")
     )
     await settle(telegram, priced, database)
-    assert telegram.callback_answers[again]["text"] == texts.ANSWER_AWAITING_PAYMENT
+    assert telegram.callback_answers[again]["text"] == texts.answer_awaiting_payment("en")
 
     (job,) = ledger(database)
     assert len(telegram.calls_of("sendInvoice")) == 1
@@ -266,8 +266,8 @@ async def test_a_priced_generate_sends_one_invoice_and_the_payment_starts_one_jo
     assert job["invoice_message_id"] == invoice.result["message_id"]
     # The keyboard became the way back: Change options (it voids the invoice).
     waiting = telegram.message(USER, keyboard["message_id"])
-    assert keyboard_labels(waiting) == [[texts.CHANGE_OPTIONS_LABEL]]
-    assert waiting["text"] == texts.awaiting_payment(VideoOptions(), PRICE)
+    assert keyboard_labels(waiting) == [[texts.change_options_label("en")]]
+    assert waiting["text"] == texts.awaiting_payment("en", VideoOptions(), PRICE)
     assert (len(telegram.payments), len(segmind.submits)) == (0, 0)  # nothing before paying
 
     result = await paid(telegram.pay_invoice(USER, invoice.result))
@@ -290,7 +290,7 @@ async def test_a_priced_generate_sends_one_invoice_and_the_payment_starts_one_jo
     (job,) = ledger(database)
     assert (job["state"], job["charge_id"]) == ("delivered", result.charge_id)
     edits = [c.params["text"] for c in telegram.calls_of("editMessageText", USER) if c.ok]
-    assert texts.PAYMENT_RECEIVED in edits
+    assert texts.payment_received("en") in edits
     assert refund_notices(telegram, USER) == []
 
 
@@ -340,9 +340,9 @@ async def test_the_free_videos_need_no_invoice_and_the_next_one_does(
     async with running(make_settings(PRICE_STARS="50", FREE_VIDEOS_PER_USER="1")) as app:
         handled = Handled(app)
         _, first = await send_photo_get_keyboard(telegram, USER, USER)
-        assert generate_label(first) == texts.GENERATE_LABEL  # free: no price shown
+        assert generate_label(first) == texts.generate_label("en", 0)  # free: no price shown
         answer = await press(telegram, USER, USER, first["message_id"], "Generate")
-        assert answer == texts.ANSWER_STARTED
+        assert answer == texts.answer_started("en")
         await telegram.wait_for_call("sendVideo", chat_id=USER)
         await settle(telegram, handled, database)
         assert telegram.calls_of("sendInvoice") == []
@@ -374,7 +374,7 @@ async def test_an_invoice_that_could_not_be_sent_leaves_generate_to_press_again(
     _, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
     telegram.fail_next("sendInvoice", error_code=500, description="Internal Server Error")
     answer = await press(telegram, USER, USER, keyboard["message_id"], "Generate")
-    assert answer == texts.ANSWER_INVOICE_FAILED
+    assert answer == texts.answer_invoice_failed("en")
     # The keyboard still offers Generate (not a Change options with no invoice under it).
     assert generate_label(telegram.message(USER, keyboard["message_id"])) == "🎬 Generate · ⭐ 50"
     invoice = await invoice_for(telegram, keyboard)
@@ -438,7 +438,7 @@ async def test_an_invoice_voided_by_change_options_is_refused_as_stale(
         chat_id=USER,
     )
     answer = await press(telegram, USER, USER, message_id, "Change options")
-    assert answer == texts.ANSWER_OPTIONS_AGAIN
+    assert answer == texts.answer_options_again("en")
     (delete,) = await telegram.wait_for_call("deleteMessage", chat_id=USER)
     assert int(delete.params["message_id"]) == old.result["message_id"]
     reopened = telegram.message(USER, message_id)
@@ -832,11 +832,11 @@ async def test_an_operator_refunds_a_charge_once_and_others_cannot(
     assert telegram.refunds == []
 
     (queued,) = await _command(telegram, priced, ADMIN_ID, ADMIN_ID, f"/refund {charge}")
-    assert queued == texts.refund_command("queued", charge)
+    assert queued == texts.refund_command("en", "queued", charge)
     await wait_until(lambda: telegram.refunds, what="the operator's refund")
     await settle(telegram, priced, database)
     (again,) = await _command(telegram, priced, ADMIN_ID, ADMIN_ID, f"/refund {charge}")
-    assert again == texts.refund_command("done", charge)
+    assert again == texts.refund_command("en", "done", charge)
     (stats,) = await _command(telegram, priced, ADMIN_ID, ADMIN_ID, "/stats")
     await settle(telegram, priced, database)
 

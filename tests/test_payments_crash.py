@@ -128,7 +128,9 @@ async def test_sigkill_after_the_payment_was_recorded_and_before_the_submit(
     (job,) = ledger(database)
     assert (job["state"], job["charge_id"]) == ("delivered", result.charge_id)
     assert refund_notices(telegram, USER) == []
-    keyboards = [text for text in sent_texts(telegram, USER) if texts.KEYBOARD_PROMPT in text]
+    keyboards = [
+        text for text in sent_texts(telegram, USER) if texts.keyboard_prompt("en") in text
+    ]
     assert len(keyboards) == 1  # the re-delivered photo got no second keyboard
     assert len(telegram.calls_of("sendInvoice")) == 1
     # Reconciliation at start found every Telegram charge in the ledger: no alert.

@@ -16,7 +16,7 @@ from bot.storage.postgres import LOCK_CHECK_SECONDS, RUNNING_LOCK_KEY
 from bot.storage.urls import redact_database_url
 from bot.telegram import runtime as runtime_module
 from bot.telegram.runtime import LEDGER_CHECK_SECONDS
-from tests.conftest import ADMIN_ID, running, wait_until
+from tests.conftest import ADMIN_ID, free_port, running, running_webhook, wait_until
 from tests.fakes.segmind import TEST_API_KEY
 from tests.fakes.telegram import TEST_TOKEN
 from tests.pgserver import (
@@ -142,7 +142,9 @@ async def test_a_postgres_restart_while_a_job_runs_loses_nothing(
     _, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
     telegram.press_button(USER, USER, keyboard["message_id"], button_data(keyboard, "Generate"))
     await telegram.wait_for_call(
-        "editMessageText", chat_id=USER, where=lambda c: c.params["text"] == texts.PROGRESS_QUEUED
+        "editMessageText",
+        chat_id=USER,
+        where=lambda c: c.params["text"] == texts.progress_queued("en"),
     )
     [job] = await pg_jobs(postgres_url)
     assert job["state"] in ("queued", "processing")
@@ -185,21 +187,24 @@ async def test_while_postgres_is_down_users_are_told_to_try_again_then_it_works(
         try:
             telegram.send_photo(USER, USER)
             await telegram.wait_for_call(
-                "sendMessage", chat_id=USER, where=lambda c: c.params["text"] == texts.LEDGER_BUSY
+                "sendMessage",
+                chat_id=USER,
+                where=lambda c: c.params["text"] == texts.ledger_busy("en"),
             )
             telegram.press_button(
                 USER, USER, keyboard["message_id"], button_data(keyboard, "720p")
             )
             await telegram.wait_for_call(
-                "answerCallbackQuery", where=lambda c: c.params.get("text") == texts.LEDGER_BUSY
+                "answerCallbackQuery",
+                where=lambda c: c.params.get("text") == texts.ledger_busy("en"),
             )
-            alert = texts.alert(AlertKind.LEDGER_FAILING)
+            alert = texts.alert("en", AlertKind.LEDGER_FAILING)
             await telegram.wait_for_call(
                 "sendMessage", chat_id=ADMIN_ID, where=lambda c: c.params["text"] == alert
             )
         finally:
             await asyncio.to_thread(postgres_server.start_again)
-        resolved = texts.alert(AlertKind.LEDGER_FAILING, resolved=True)
+        resolved = texts.alert("en", AlertKind.LEDGER_FAILING, resolved=True)
         await telegram.wait_for_call(
             "sendMessage", chat_id=ADMIN_ID, where=lambda c: c.params["text"] == resolved
         )
@@ -261,3 +266,47 @@ async def test_a_bot_whose_lock_another_bot_took_stops_with_one_line(
         " this bot stopped"
     ]
     assert_no_secret(stderr)
+
+
+async def test_webhook_mode_on_postgres_handles_each_update_once(
+    telegram, segmind, make_settings, postgres_url
+):
+    """Webhook mode with the ledger in PostgreSQL: Generate -> one video, and an update
+    Telegram posts again is claimed in PostgreSQL and handled once."""
+    port = free_port()
+    telegram.webhook_proxy = f"http://127.0.0.1:{port}"
+    settings = make_settings(
+        DATABASE_URL=postgres_url,
+        WEBHOOK_URL="https://bot.example.test/telegram/hook",
+        WEBHOOK_SECRET="s3cret_Webhook-token",
+        HTTP_LISTEN=f"127.0.0.1:{port}",
+    )
+    telegram.private_chat(USER)
+    async with running_webhook(settings):
+        photo, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
+        telegram.press_button(
+            USER, USER, keyboard["message_id"], button_data(keyboard, "Generate")
+        )
+        (video,) = await telegram.wait_for_call("sendVideo", chat_id=USER)
+        assert reply_target(video.params) == photo["message_id"]
+        await until_delivered_and_told(postgres_url)
+        replies = len(telegram.calls_of("sendMessage", chat_id=USER))
+        photo_update = telegram.webhook_posts[0][0]
+        for copies in (2, 3):  # Telegram posts it again, twice (its answers lost, say)
+            telegram.redeliver_update(photo_update)
+            await wait_until(
+                lambda n=copies: (
+                    [uid for uid, _ in telegram.webhook_posts].count(photo_update) == n
+                ),
+                what="the copy posted",
+            )
+        telegram.send_text(USER, USER, "/help")  # handled after the copies: a marker
+        await telegram.wait_for_call("sendMessage", chat_id=USER, count=replies + 1)
+    assert len(telegram.calls_of("sendMessage", chat_id=USER)) == replies + 1
+    assert len(segmind.submits) == 1
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        assert await conn.fetchval("SELECT COUNT(*) FROM updates") >= 3
+        assert await conn.fetchval("SELECT COUNT(*) FROM jobs") == 1
+    finally:
+        await conn.close()

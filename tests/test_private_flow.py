@@ -59,7 +59,7 @@ async def test_start_and_help_say_what_to_do(telegram, bot):
     for command in ("/start", "/help"):
         telegram.send_text(USER, USER, command)
     calls = await telegram.wait_for_call("sendMessage", chat_id=USER, count=2)
-    assert all(c.params["text"] == texts.START for c in calls)
+    assert all(c.params["text"] == texts.start("en") for c in calls)
 
 
 async def test_photo_gets_a_keyboard_with_the_contract_labels_and_defaults(
@@ -158,7 +158,7 @@ async def test_generate_uploads_submits_once_and_replies_with_the_video(
     assert job["notified_at"] is not None
     # The keyboard became a status message on the way.
     edits = [c.params["text"] for c in telegram.calls_of("editMessageText", chat_id=USER)]
-    assert texts.PROGRESS_QUEUED in edits
+    assert texts.progress_queued("en") in edits
     assert any("about a minute" in text for text in edits)
 
 
@@ -191,16 +191,16 @@ async def test_an_image_sent_as_a_file_works_like_a_photo(telegram, segmind, bot
 @pytest.mark.parametrize(
     ("send", "expected"),
     [
-        (lambda t: t.send_text(USER, USER, "hello"), texts.NOT_A_PHOTO),
-        (lambda t: t.send_sticker(USER, USER), texts.NOT_A_PHOTO),
-        (lambda t: t.send_video_message(USER, USER), texts.NOT_A_PHOTO),
+        (lambda t: t.send_text(USER, USER, "hello"), texts.not_a_photo("en")),
+        (lambda t: t.send_sticker(USER, USER), texts.not_a_photo("en")),
+        (lambda t: t.send_video_message(USER, USER), texts.not_a_photo("en")),
         (
             lambda t: t.send_document(USER, USER, mime_type="application/pdf", file_name="a.pdf"),
-            texts.NOT_AN_IMAGE_FILE,
+            texts.not_an_image_file("en"),
         ),
         (
             lambda t: t.send_document(USER, USER, size_bytes=MAX_IMAGE_BYTES + 1),
-            texts.IMAGE_TOO_LARGE,
+            texts.image_too_large("en"),
         ),
     ],
     ids=["text", "sticker", "video", "pdf", "image-over-20MB"],
@@ -221,10 +221,10 @@ async def test_things_that_are_not_usable_photos_get_a_short_hint(
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ("garbage", texts.ANSWER_INVALID),
-        ("g:abc", texts.ANSWER_INVALID),
-        ("q:1:4k", texts.ANSWER_INVALID),
-        ("g:424242", texts.ANSWER_STALE),  # a keyboard the ledger does not know
+        ("garbage", texts.answer_invalid("en")),
+        ("g:abc", texts.answer_invalid("en")),
+        ("q:1:4k", texts.answer_invalid("en")),
+        ("g:424242", texts.answer_stale("en")),  # a keyboard the ledger does not know
     ],
 )
 async def test_garbage_forged_or_unknown_buttons_are_answered(
@@ -251,7 +251,7 @@ async def test_a_keyboard_from_a_reset_database_is_answered(
             USER, USER, keyboard["message_id"], button_data(keyboard, "Generate")
         )
         await wait_until(lambda: query in telegram.callback_answers, what="callback answer")
-    assert telegram.callback_answers[query]["text"] == texts.ANSWER_STALE
+    assert telegram.callback_answers[query]["text"] == texts.answer_stale("en")
     assert segmind.submits == []
 
 
@@ -269,7 +269,7 @@ async def test_generate_pressed_twice_quickly_submits_once_and_sends_one_video(
     assert len(telegram.calls_of("sendVideo")) == 1
     assert [job["state"] for job in ledger(database)] == ["delivered"]
     answers = sorted(telegram.callback_answers[q]["text"] for q in queries)
-    assert answers.count(texts.ANSWER_STARTED) == 1
+    assert answers.count(texts.answer_started("en")) == 1
 
 
 @pytest.mark.parametrize(
@@ -356,8 +356,13 @@ async def test_many_users_at_once_and_one_failure_holds_up_nobody(
 
 
 async def test_the_command_menus_are_published_at_start(telegram, bot):
-    calls = await telegram.wait_for_call("setMyCommands", count=2)
+    """Without a language code (every language has its own too: tests/test_languages.py)."""
     menus = {
-        c.params["scope"]["type"]: [cmd["command"] for cmd in c.params["commands"]] for c in calls
+        scope: [command["command"] for command in commands]
+        for (scope, code), commands in telegram.menus.items()
+        if code == ""
     }
-    assert menus == {"all_private_chats": ["start", "help"], "all_group_chats": ["warmth", "help"]}
+    assert menus == {
+        "all_private_chats": ["start", "help", "history", "language"],
+        "all_group_chats": ["warmth", "help", "history", "language"],
+    }

@@ -41,6 +41,10 @@ def test_two_secrets_are_enough_and_defaults_match_the_contract():
     assert settings.paysupport_text.startswith("Questions about a payment?")
     assert "refunded" in settings.paysupport_text
     assert len(settings.paysupport_text) <= 1000
+    assert settings.webhook_url == ""
+    assert not settings.webhook_mode
+    assert settings.webhook_secret is None
+    assert settings.http_address is None  # polling without HTTP_LISTEN: no server
 
 
 def test_missing_secrets_are_each_named():
@@ -84,6 +88,16 @@ def test_malformed_token_is_named_without_echoing_it():
         ("FREE_VIDEOS_PER_USER", "1.5"),
         ("FREE_VIDEOS_PER_USER", "three"),
         ("PAYSUPPORT_TEXT", "x" * 1001),
+        ("WEBHOOK_URL", "http://bot.example/hook"),
+        ("WEBHOOK_URL", "https://bot.example:8080/hook"),
+        ("WEBHOOK_URL", "https://bot.example/healthz"),
+        ("WEBHOOK_URL", "bot.example/hook"),
+        ("HTTP_LISTEN", "8080"),
+        ("HTTP_LISTEN", "0.0.0.0:http"),
+        ("HTTP_LISTEN", "0.0.0.0:70000"),
+        ("HTTP_LISTEN", ":8080"),
+        ("DEFAULT_LANGUAGE", "xx"),
+        ("DEFAULT_LANGUAGE", "Klingon"),
     ],
 )
 def test_each_malformed_setting_is_named(name, value):
@@ -434,3 +448,63 @@ def test_a_malformed_database_url_is_named_without_its_value(url):
         "DATABASE_URL is malformed: must be postgresql://user:password@host:port/database"
     ]
     assert "secretpw" not in str(raised.value)
+
+
+# -- webhook mode ----------------------------------------------------------------------
+
+SECRETS = {"TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY}
+
+
+def test_webhook_mode_listens_on_8080_by_default_and_on_http_listen_when_given():
+    hook = {
+        **SECRETS,
+        "WEBHOOK_URL": "https://bot.example:8443/tg/hook",
+        "WEBHOOK_SECRET": "a-B_9",
+    }
+    settings = load(hook)
+    assert settings.webhook_mode
+    assert settings.webhook_path == "/tg/hook"
+    assert settings.http_address == ("0.0.0.0", 8080)
+    assert load({**hook, "HTTP_LISTEN": "127.0.0.1:9000"}).http_address == ("127.0.0.1", 9000)
+    assert load({**hook, "HTTP_LISTEN": "[::]:9000"}).http_address == ("::", 9000)
+    assert load({**hook, "WEBHOOK_URL": "https://bot.example"}).webhook_path == "/"
+    # Polling with HTTP_LISTEN: health and metrics only.
+    polling = load({**SECRETS, "HTTP_LISTEN": "127.0.0.1:9100"})
+    assert (polling.webhook_mode, polling.http_address) == (False, ("127.0.0.1", 9100))
+
+
+def test_webhook_url_without_a_secret_is_one_line_naming_the_secret():
+    with pytest.raises(SettingsError) as caught:
+        load({**SECRETS, "WEBHOOK_URL": "https://bot.example/hook"})
+    [line] = caught.value.problems
+    assert line.startswith("WEBHOOK_SECRET is missing")
+    assert "WEBHOOK_URL" in line
+
+
+@pytest.mark.parametrize("secret", ["has space", "x" * 257, "ünï", "semi;colon"])
+def test_a_malformed_webhook_secret_is_named_and_never_echoed(secret):
+    with pytest.raises(SettingsError) as caught:
+        load({**SECRETS, "WEBHOOK_URL": "https://bot.example/hook", "WEBHOOK_SECRET": secret})
+    [line] = caught.value.problems
+    assert line.startswith("WEBHOOK_SECRET is malformed")
+    assert secret not in line
+
+
+def test_the_webhook_secret_is_a_secret():
+    settings = load(
+        {**SECRETS, "WEBHOOK_URL": "https://bot.example/h", "WEBHOOK_SECRET": "x" * 256}
+    )
+    assert "x" * 256 in settings.secrets  # so the log filter redacts it
+    assert "x" * 256 not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("value", "language"),
+    [("en", "en"), ("pt-BR", "pt_BR"), ("pt", "pt_BR"), ("es-419", "es"), ("RU", "ru")],
+)
+def test_default_language_takes_any_tag_the_bot_has_texts_for(value, language):
+    settings = load(
+        {"TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY, "DEFAULT_LANGUAGE": value}
+    )
+    assert settings.default_language == language
+    assert load({"TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY}).default_language == "en"

@@ -25,7 +25,7 @@ A terminal job whose user has not been told yet (``notified_at`` empty) is still
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from .options import VideoOptions
@@ -153,6 +153,9 @@ class NewJob:
     file_unique_id: str
     file_size: int | None
     mime_type: str
+    #: The asker's language tag (``pt_BR``…), kept for every message sent about the job
+    #: later. Keyword-only, so it may follow the fields without defaults.
+    language: str = field(default="en", kw_only=True)
 
 
 @dataclass(frozen=True)

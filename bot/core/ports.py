@@ -18,8 +18,11 @@ from .jobs import Job, JobState, NewJob
 from .limits import Limits, StartResult
 from .options import VideoOptions
 from .payments import NewPayment, Payment, PaymentOutcome, PreCheckout
+from .users import UserPreferences
 
 __all__ = [
+    "HistoryPage",
+    "UPDATE_CLAIM_SECONDS",
     "Ledger",
     "Messenger",
     "Progress",
@@ -33,6 +36,9 @@ __all__ = [
 
 # -- the ledger -----------------------------------------------------------------------
 
+#: How long a claimed update id is remembered: Telegram gives up retrying long before.
+UPDATE_CLAIM_SECONDS = 24 * 3600.0
+
 
 @dataclass(frozen=True)
 class RunSeconds:
@@ -40,6 +46,15 @@ class RunSeconds:
 
     total: list[float]
     processing: list[float]
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """One page of a user's started jobs, newest first, and whether more lie either side."""
+
+    jobs: list[Job]
+    has_older: bool
+    has_newer: bool
 
 
 class Ledger(Protocol):
@@ -91,6 +106,21 @@ class Ledger(Protocol):
     ) -> StartResult:
         """ "Try again" pressed: one new job copying an ended one, however often pressed."""
 
+    async def start_again(
+        self,
+        old_job_id: int,
+        user_id: int,
+        limits: Limits,
+        now: float | None = None,
+        *,
+        price: int = 0,
+        free_videos: int = 0,
+    ) -> StartResult:
+        """ "Again" under a delivered video: one new job with the same photo, options and
+        re-hosted image URL (a candidate, checked before use) and a new seed, however often
+        pressed or re-delivered; priced like any other (INVOICE). A second press finds the
+        first one's job (ALREADY_STARTED, or AWAITING_PAYMENT while its invoice is out)."""
+
     async def transition(
         self, job_id: int, source: JobState, target: JobState, **fields: Any
     ) -> Job | None:
@@ -108,6 +138,22 @@ class Ledger(Protocol):
         """The latest started jobs, newest first."""
 
     async def count_active(self) -> int: ...
+
+    async def history(
+        self,
+        user_id: int,
+        limit: int = 10,
+        *,
+        before_id: int | None = None,
+        after_id: int | None = None,
+        chat_id: int | None = None,
+    ) -> HistoryPage:
+        """A user's started jobs (Generate pressed or paid), newest first: the newest
+        ``limit``, or those just older than ``before_id`` / just newer than ``after_id``;
+        only those of ``chat_id`` when given."""
+
+    async def delivered_videos(self, user_id: int, limit: int = 20) -> list[Job]:
+        """A user's delivered jobs that have a Telegram video file id, newest first."""
 
     async def started_since(self, since: float) -> list[Job]: ...
 
@@ -163,6 +209,29 @@ class Ledger(Protocol):
     async def refunds_due_before(self, before: float) -> list[Payment]:
         """Refunds still due that became due before ``before`` (stuck ones)."""
 
+    # Webhook mode and operations
+
+    async def claim_update(self, update_id: int, now: float) -> bool:
+        """True the first time this Telegram ``update_id`` is claimed (by any instance
+        sharing the ledger); False for a retried or re-routed copy. Claims older than
+        :data:`UPDATE_CLAIM_SECONDS` may be forgotten."""
+
+    async def jobs_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state (states with none may be left out)."""
+
+    # What the bot remembers of each user
+
+    async def user_preferences(self, user_id: int) -> UserPreferences:
+        """The user's chosen language and last options (empty for a user never seen)."""
+
+    async def set_language(self, user_id: int, language: str, now: float | None = None) -> None:
+        """Remember the language the user chose with /language."""
+
+    async def remember_options(
+        self, user_id: int, options: VideoOptions, now: float | None = None
+    ) -> None:
+        """Remember the quality, duration and style the user just chose (not the seed)."""
+
 
 # -- the video service ----------------------------------------------------------------
 
@@ -205,6 +274,10 @@ class VideoService(Protocol):
 
     async def download(self, url: str, destination: Path, *, max_bytes: int) -> int:
         """Stream the video to ``destination``; its size. TooLarge past ``max_bytes``."""
+
+    async def still_serves(self, url: str) -> bool:
+        """Whether an image re-hosted earlier is still served at ``url`` (a cheap request;
+        any doubt is False, and the photo is re-hosted)."""
 
 
 # -- the chat platform ----------------------------------------------------------------

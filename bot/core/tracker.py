@@ -118,8 +118,11 @@ class Tracker:
         rng: random.Random | None = None,
         on_refund_due: Callable[[], None] | None = None,
         on_ledger_failed: Callable[[], None] | None = None,
+        on_submitted: Callable[[Job], None] | None = None,
     ) -> None:
         self._ledger = ledger
+        #: Told each time a request id is recorded (the job as it is then): for metrics.
+        self._on_submitted = on_submitted
         #: Told when a step's write failed (disk full, read-only): operators are alerted.
         self._on_ledger_failed = on_ledger_failed
         #: Told when a paid job ended without a video (the ledger made its refund due).
@@ -335,6 +338,11 @@ class Tracker:
     async def _image_url(self, job: Job) -> str:
         if self._config.image_url_mode == "telegram":
             return await self._messenger.photo_link(job)
+        # "Again" (or a submit that never left) carries the photo's earlier upload:
+        # reused while Segmind still serves it, which spares a download and an upload.
+        if job.image_url is not None and await self._segmind.still_serves(job.image_url):
+            log.info("job %s: re-using the photo uploaded before", job.short_id)
+            return job.image_url
         data = await self._messenger.fetch_photo(job)
         return await self._segmind.upload(data, job.mime_type)
 
@@ -450,6 +458,8 @@ class Tracker:
         self._answered.pop(job.id, None)
         self._lookups.pop(job.id, None)
         self._failures.pop(job.id, None)
+        if queued is not None and self._on_submitted is not None:  # metrics hook
+            self._on_submitted(queued)
         return queued if queued is not None else 0.0
 
     async def _recover(self, job: Job) -> float | None:

@@ -414,6 +414,19 @@ class SegmindClient:
             return {}
         return body if isinstance(body, dict) else {}
 
+    async def still_serves(self, url: str) -> bool:
+        """Whether an uploaded image is still served at ``url``: one HEAD, no API key
+        (the asset host is not the API). Anything but a 2xx — an expired upload's 404, a
+        host that refuses HEAD, a network error — is False: re-hosting is always safe."""
+        try:
+            response = await self._http.head(
+                url, headers={"user-agent": USER_AGENT}, follow_redirects=True, timeout=10.0
+            )
+        except httpx.HTTPError as exc:
+            log.info("re-hosted image not checked (%s): uploading again", type(exc).__name__)
+            return False
+        return response.is_success
+
     async def download(self, url: str, destination: Path, *, max_bytes: int) -> int:
         """Stream the video to ``destination`` (never whole in memory); returns its size.
 

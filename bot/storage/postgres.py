@@ -57,7 +57,8 @@ from ..core.payments import (
     parse_payload,
     payability,
 )
-from ..core.ports import RunSeconds
+from ..core.ports import UPDATE_CLAIM_SECONDS, HistoryPage, RunSeconds
+from ..core.users import UserPreferences
 from .migrations import Migration, load_migrations
 from .sqlite import (
     _ACTIVE,
@@ -177,6 +178,8 @@ class PostgresLedger:
         self._lock_watch: asyncio.Task[None] | None = None
         #: Set when another bot took the lock after this one's lapsed.
         self._lost: str | None = None
+        #: When old update claims were last pruned (at most once an hour).
+        self._claims_pruned_at = float("-inf")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -421,8 +424,9 @@ class PostgresLedger:
             row = await conn.fetchrow(
                 "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
                 "photo_message_id, thread_id, file_id, file_unique_id, file_size, "
-                "mime_type, quality, duration, style, seed, state, created_at, updated_at) "
-                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$16) "
+                "mime_type, quality, duration, style, seed, state, language, created_at, "
+                "updated_at) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$17) "
                 "ON CONFLICT (chat_id, trigger_message_id) WHERE retry_of IS NULL DO NOTHING "
                 "RETURNING *",
                 new.chat_id,
@@ -440,6 +444,7 @@ class PostgresLedger:
                 options.style,
                 options.seed,
                 JobState.DRAFT.value,
+                new.language,
                 now,
             )
             if row is not None:
@@ -616,13 +621,66 @@ class PostgresLedger:
                 "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
                 "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
                 "quality, duration, style, seed, state, keyboard_message_id, retry_of, "
-                "price_stars, invoice_no, created_at, generate_at, updated_at) "
+                "price_stars, invoice_no, created_at, generate_at, updated_at, language) "
                 "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
                 "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
-                "style, NULL, $1, $2, id, $3, $4, $5, $6, $5 FROM jobs WHERE id=$7 "
+                "style, NULL, $1, $2, id, $3, $4, $5, $6, $5, language FROM jobs WHERE id=$7 "
                 "RETURNING *",
                 state.value,
                 status_message_id,
+                price if priced else 0,
+                1 if priced else 0,
+                now,
+                None if priced else now,
+                old_job_id,
+            )
+            outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
+            return StartResult(outcome, _job(row))
+
+        return await self._run(work, write=True, transaction=True)
+
+    async def start_again(
+        self,
+        old_job_id: int,
+        user_id: int,
+        limits: Limits,
+        now: float | None = None,
+        *,
+        price: int = 0,
+        free_videos: int = 0,
+    ) -> StartResult:
+        """ "Again" under a delivered video: one new job per video, however often pressed
+        (``retry_of`` names the delivered job); it copies the photo, the options and the
+        re-hosted ``image_url`` and gets a seed of its own at its submit."""
+        now = self._clock() if now is None else now
+
+        async def work(conn: Connection) -> StartResult:
+            old = await _get(conn, old_job_id)
+            if old is None or old.state is not JobState.DELIVERED:
+                return StartResult(StartOutcome.NOT_FOUND)
+            if old.user_id != user_id:
+                return StartResult(StartOutcome.NOT_OWNER, old)
+            found = await conn.fetchrow(f"{_JOB} WHERE retry_of=$1", old_job_id)
+            if found is not None:
+                existing = row_to_job(found)
+                if existing.state is JobState.AWAITING_PAYMENT:
+                    return StartResult(StartOutcome.AWAITING_PAYMENT, existing)
+                return StartResult(StartOutcome.ALREADY_STARTED, existing)
+            refused = await self._limit_outcome(conn, user_id, limits, now)
+            if refused is not None:
+                return StartResult(refused, old)
+            priced = await self._needs_payment(conn, user_id, price, free_videos)
+            state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
+            row = await conn.fetchrow(
+                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
+                "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
+                "quality, duration, style, seed, image_url, state, retry_of, price_stars, "
+                "invoice_no, created_at, generate_at, updated_at, language) "
+                "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
+                "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
+                "style, NULL, image_url, $1, id, $2, $3, $4, $5, $4, language FROM jobs "
+                "WHERE id=$6 RETURNING *",
+                state.value,
                 price if priced else 0,
                 1 if priced else 0,
                 now,
@@ -713,6 +771,66 @@ class PostgresLedger:
             "SELECT COUNT(*) FROM jobs WHERE state = ANY($1::text[])", list(_ACTIVE)
         )
         return int(value or 0)
+
+    async def history(
+        self,
+        user_id: int,
+        limit: int = 10,
+        *,
+        before_id: int | None = None,
+        after_id: int | None = None,
+        chat_id: int | None = None,
+    ) -> HistoryPage:
+        """A user's started jobs, newest first, a page at a time (ids are the cursor:
+        they only grow, so a page does not shift when a new job starts)."""
+        where = "user_id=$1 AND generate_at IS NOT NULL"
+        params: list[Any] = [user_id]
+        if chat_id is not None:
+            params.append(chat_id)
+            where += f" AND chat_id=${len(params)}"
+        n = len(params)
+        if after_id is not None:
+            jobs = await self._fetch_all(
+                f"{_JOB} WHERE {where} AND id>${n + 1} ORDER BY id LIMIT ${n + 2}",
+                *params,
+                after_id,
+                limit,
+            )
+            jobs.reverse()
+        elif before_id is not None:
+            jobs = await self._fetch_all(
+                f"{_JOB} WHERE {where} AND id<${n + 1} ORDER BY id DESC LIMIT ${n + 2}",
+                *params,
+                before_id,
+                limit,
+            )
+        else:
+            jobs = await self._fetch_all(
+                f"{_JOB} WHERE {where} ORDER BY id DESC LIMIT ${n + 1}", *params, limit
+            )
+        if not jobs:
+            return HistoryPage([], has_older=False, has_newer=False)
+        older = await self._scalar(
+            f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where} AND id<${n + 1})",
+            *params,
+            jobs[-1].id,
+        )
+        newer = await self._scalar(
+            f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where} AND id>${n + 1})",
+            *params,
+            jobs[0].id,
+        )
+        return HistoryPage(jobs, has_older=bool(older), has_newer=bool(newer))
+
+    async def delivered_videos(self, user_id: int, limit: int = 20) -> list[Job]:
+        """A user's delivered videos that Telegram holds (a file id), newest first."""
+        return await self._fetch_all(
+            f"{_JOB} WHERE user_id=$1 AND state=$2 AND video_file_id IS NOT NULL "
+            "AND video_file_id<>'' ORDER BY id DESC LIMIT $3",
+            user_id,
+            JobState.DELIVERED,
+            limit,
+        )
 
     async def started_since(self, since: float) -> list[Job]:
         """Jobs started (Generate pressed) since ``since``, for statistics."""
@@ -969,6 +1087,50 @@ class PostgresLedger:
             before,
         )
 
+    # -- users -----------------------------------------------------------------------
+
+    async def user_preferences(self, user_id: int) -> UserPreferences:
+        """The user's chosen language and last options (empty for a user never seen)."""
+        row = await self._run(
+            lambda conn: conn.fetchrow(
+                "SELECT language, quality, duration, style FROM users WHERE user_id=$1", user_id
+            ),
+            write=False,
+        )
+        if row is None:
+            return UserPreferences()
+        options = None
+        if row["quality"] is not None and row["duration"] is not None:
+            options = VideoOptions(row["quality"], row["duration"], row["style"])
+        return UserPreferences(language=row["language"], options=options)
+
+    async def set_language(self, user_id: int, language: str, now: float | None = None) -> None:
+        """Remember the language the user chose with /language."""
+        await self._execute(
+            "INSERT INTO users (user_id, language, updated_at) VALUES ($1,$2,$3) "
+            "ON CONFLICT (user_id) DO UPDATE SET language=excluded.language, "
+            "updated_at=excluded.updated_at",
+            user_id,
+            language,
+            self._clock() if now is None else now,
+        )
+
+    async def remember_options(
+        self, user_id: int, options: VideoOptions, now: float | None = None
+    ) -> None:
+        """Remember the quality, duration and style the user just chose (not the seed)."""
+        await self._execute(
+            "INSERT INTO users (user_id, quality, duration, style, updated_at) "
+            "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (user_id) DO UPDATE SET "
+            "quality=excluded.quality, duration=excluded.duration, style=excluded.style, "
+            "updated_at=excluded.updated_at",
+            user_id,
+            options.quality,
+            options.duration,
+            options.style,
+            self._clock() if now is None else now,
+        )
+
     # -- operator alerts -------------------------------------------------------------
 
     async def alert_state(self, kind: str) -> tuple[bool, float] | None:
@@ -989,6 +1151,38 @@ class PostgresLedger:
             int(active),
             last_sent_at,
         )
+
+    # -- updates (webhook mode) and operations ----------------------------------------
+
+    async def claim_update(self, update_id: int, now: float) -> bool:
+        """Take this update id once across every instance sharing the database (one
+        insert, keyed on the id); old claims are pruned along with it about once an hour."""
+        prune = now - self._claims_pruned_at >= 3600.0
+
+        async def work(conn: Connection) -> bool:
+            status = await conn.execute(
+                "INSERT INTO updates (update_id, received_at) VALUES ($1,$2) "
+                "ON CONFLICT (update_id) DO NOTHING",
+                update_id,
+                now,
+            )
+            if prune:
+                await conn.execute(
+                    "DELETE FROM updates WHERE received_at < $1", now - UPDATE_CLAIM_SECONDS
+                )
+            return _rowcount(status) == 1
+
+        claimed = await self._run(work, write=True, transaction=True)
+        if prune:
+            self._claims_pruned_at = now
+        return claimed
+
+    async def jobs_by_state(self) -> dict[JobState, int]:
+        rows = await self._run(
+            lambda conn: conn.fetch("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"),
+            write=False,
+        )
+        return {JobState(row["state"]): int(row["n"]) for row in rows}
 
 
 def _job(row: asyncpg.Record | None) -> Job:

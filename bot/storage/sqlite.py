@@ -46,7 +46,8 @@ from ..core.payments import (
     parse_payload,
     payability,
 )
-from ..core.ports import RunSeconds
+from ..core.ports import UPDATE_CLAIM_SECONDS, HistoryPage, RunSeconds
+from ..core.users import UserPreferences
 from .migrations import load_migrations
 
 __all__ = ["LedgerLocked", "LedgerUnusable", "SqliteLedger", "SCHEMA_VERSION"]
@@ -126,6 +127,7 @@ def row_to_job(row: Row) -> Job:
         charge_id=row["charge_id"],
         image_url=row["image_url"],
         submit_sent_at=row["submit_sent_at"],
+        language=row["language"],
     )
 
 
@@ -191,6 +193,8 @@ class SqliteLedger:
         self._write_lock = asyncio.Lock()
         #: (device, inode) of the file opened: the path must still name it.
         self._identity: tuple[int, int] | None = None
+        #: When old update claims were last pruned (at most once an hour).
+        self._claims_pruned_at = float("-inf")
 
     def _take_lock(self) -> None:
         handle = Path(f"{self.path}.lock").open("ab")  # noqa: SIM115 (held while open)
@@ -412,8 +416,8 @@ class SqliteLedger:
             cursor = await db.execute(
                 "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
                 "photo_message_id, thread_id, file_id, file_unique_id, file_size, "
-                "mime_type, quality, duration, style, seed, state, created_at, updated_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "mime_type, quality, duration, style, seed, state, language, created_at, "
+                "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     new.chat_id,
                     new.user_id,
@@ -430,6 +434,7 @@ class SqliteLedger:
                     options.style,
                     options.seed,
                     JobState.DRAFT.value,
+                    new.language,
                     now,
                     now,
                 ),
@@ -573,13 +578,69 @@ class SqliteLedger:
                 "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
                 "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
                 "quality, duration, style, seed, state, keyboard_message_id, retry_of, "
-                "price_stars, invoice_no, created_at, generate_at, updated_at) "
+                "price_stars, invoice_no, created_at, generate_at, updated_at, language) "
                 "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
                 "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
-                "style, NULL, ?, ?, id, ?, ?, ?, ?, ? FROM jobs WHERE id=?",
+                "style, NULL, ?, ?, id, ?, ?, ?, ?, ?, language FROM jobs WHERE id=?",
                 (
                     state.value,
                     status_message_id,
+                    price if priced else 0,
+                    1 if priced else 0,
+                    now,
+                    None if priced else now,
+                    now,
+                    old_job_id,
+                ),
+            )
+            new = await self._fetch_one(f"{_JOB} WHERE id=?", (cursor.lastrowid,))
+            outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
+            return StartResult(outcome, new)
+
+    async def start_again(
+        self,
+        old_job_id: int,
+        user_id: int,
+        limits: Limits,
+        now: float | None = None,
+        *,
+        price: int = 0,
+        free_videos: int = 0,
+    ) -> StartResult:
+        """ "Again" under a delivered video: one new job per video, however often pressed.
+
+        ``retry_of`` (unique) names the delivered job, as for "Try again" (which only ever
+        follows jobs that made no video, so the two never meet). The new job copies the
+        photo, the options and the re-hosted ``image_url`` (the tracker checks that it is
+        still served before using it) and gets a seed of its own at its submit.
+        """
+        now = self._clock() if now is None else now
+        async with self._transaction() as db:
+            old = await self.get(old_job_id)
+            if old is None or old.state is not JobState.DELIVERED:
+                return StartResult(StartOutcome.NOT_FOUND)
+            if old.user_id != user_id:
+                return StartResult(StartOutcome.NOT_OWNER, old)
+            existing = await self._fetch_one(f"{_JOB} WHERE retry_of=?", (old_job_id,))
+            if existing is not None:
+                if existing.state is JobState.AWAITING_PAYMENT:
+                    return StartResult(StartOutcome.AWAITING_PAYMENT, existing)
+                return StartResult(StartOutcome.ALREADY_STARTED, existing)
+            refused = await self._limit_outcome(user_id, limits, now)
+            if refused is not None:
+                return StartResult(refused, old)
+            priced = await self._needs_payment(user_id, price, free_videos)
+            state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
+            cursor = await db.execute(
+                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
+                "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
+                "quality, duration, style, seed, image_url, state, retry_of, price_stars, "
+                "invoice_no, created_at, generate_at, updated_at, language) "
+                "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
+                "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
+                "style, NULL, image_url, ?, id, ?, ?, ?, ?, ?, language FROM jobs WHERE id=?",
+                (
+                    state.value,
                     price if priced else 0,
                     1 if priced else 0,
                     now,
@@ -682,6 +743,54 @@ class SqliteLedger:
             f"SELECT COUNT(*) FROM jobs WHERE state IN ({_placeholders(_ACTIVE)})", _ACTIVE
         )
         return int(value or 0)
+
+    async def history(
+        self,
+        user_id: int,
+        limit: int = 10,
+        *,
+        before_id: int | None = None,
+        after_id: int | None = None,
+        chat_id: int | None = None,
+    ) -> HistoryPage:
+        """A user's started jobs, newest first, a page at a time (ids are the cursor:
+        they only grow, so a page does not shift when a new job starts)."""
+        where = "user_id=? AND generate_at IS NOT NULL"
+        params: list[Any] = [user_id]
+        if chat_id is not None:
+            where += " AND chat_id=?"
+            params.append(chat_id)
+        if after_id is not None:
+            jobs = await self._fetch_all(
+                f"{_JOB} WHERE {where} AND id>? ORDER BY id LIMIT ?",
+                (*params, after_id, limit),
+            )
+            jobs.reverse()
+        else:
+            bound = "" if before_id is None else " AND id<?"
+            bound_params = () if before_id is None else (before_id,)
+            jobs = await self._fetch_all(
+                f"{_JOB} WHERE {where}{bound} ORDER BY id DESC LIMIT ?",
+                (*params, *bound_params, limit),
+            )
+        if not jobs:
+            return HistoryPage([], has_older=False, has_newer=False)
+        older = await self._scalar(
+            f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where} AND id<?)",
+            (*params, jobs[-1].id),
+        )
+        newer = await self._scalar(
+            f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where} AND id>?)", (*params, jobs[0].id)
+        )
+        return HistoryPage(jobs, has_older=bool(older), has_newer=bool(newer))
+
+    async def delivered_videos(self, user_id: int, limit: int = 20) -> list[Job]:
+        """A user's delivered videos that Telegram holds (a file id), newest first."""
+        return await self._fetch_all(
+            f"{_JOB} WHERE user_id=? AND state=? AND video_file_id IS NOT NULL "
+            "AND video_file_id<>'' ORDER BY id DESC LIMIT ?",
+            (user_id, JobState.DELIVERED.value, limit),
+        )
 
     async def started_since(self, since: float) -> list[Job]:
         """Jobs started (Generate pressed) since ``since``, for statistics."""
@@ -917,6 +1026,46 @@ class SqliteLedger:
         )
         return [row_to_payment(row) for row in rows]
 
+    # -- users -----------------------------------------------------------------------
+
+    async def user_preferences(self, user_id: int) -> UserPreferences:
+        """The user's chosen language and last options (empty for a user never seen)."""
+        row = await self._row(
+            "SELECT language, quality, duration, style FROM users WHERE user_id=?", (user_id,)
+        )
+        if row is None:
+            return UserPreferences()
+        options = None
+        if row["quality"] is not None and row["duration"] is not None:
+            options = VideoOptions(row["quality"], row["duration"], row["style"])
+        return UserPreferences(language=row["language"], options=options)
+
+    async def set_language(self, user_id: int, language: str, now: float | None = None) -> None:
+        """Remember the language the user chose with /language."""
+        await self._write(
+            "INSERT INTO users (user_id, language, updated_at) VALUES (?,?,?) "
+            "ON CONFLICT(user_id) DO UPDATE SET language=excluded.language, "
+            "updated_at=excluded.updated_at",
+            (user_id, language, self._clock() if now is None else now),
+        )
+
+    async def remember_options(
+        self, user_id: int, options: VideoOptions, now: float | None = None
+    ) -> None:
+        """Remember the quality, duration and style the user just chose (not the seed)."""
+        await self._write(
+            "INSERT INTO users (user_id, quality, duration, style, updated_at) "
+            "VALUES (?,?,?,?,?) ON CONFLICT(user_id) DO UPDATE SET quality=excluded.quality, "
+            "duration=excluded.duration, style=excluded.style, updated_at=excluded.updated_at",
+            (
+                user_id,
+                options.quality,
+                options.duration,
+                options.style,
+                self._clock() if now is None else now,
+            ),
+        )
+
     # -- operator alerts -------------------------------------------------------------
 
     async def alert_state(self, kind: str) -> tuple[bool, float] | None:
@@ -930,3 +1079,27 @@ class SqliteLedger:
             "last_sent_at=excluded.last_sent_at",
             (kind, int(active), last_sent_at),
         )
+
+    # -- updates (webhook mode) and operations ----------------------------------------
+
+    async def claim_update(self, update_id: int, now: float) -> bool:
+        """One insert; old claims are pruned along with it about once an hour."""
+        prune = now - self._claims_pruned_at >= 3600.0
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "INSERT INTO updates (update_id, received_at) VALUES (?,?) "
+                "ON CONFLICT(update_id) DO NOTHING",
+                (update_id, now),
+            )
+            claimed = cursor.rowcount == 1
+            if prune:
+                await db.execute(
+                    "DELETE FROM updates WHERE received_at < ?", (now - UPDATE_CLAIM_SECONDS,)
+                )
+        if prune:
+            self._claims_pruned_at = now
+        return claimed
+
+    async def jobs_by_state(self) -> dict[JobState, int]:
+        rows = await self._rows("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {JobState(row[0]): int(row[1]) for row in rows}

@@ -8,6 +8,7 @@ wait on a reply is waited out by the rate limiter (:mod:`bot.telegram.pacing`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -16,11 +17,14 @@ from telegram import (
     Bot,
     CallbackQuery,
     InlineKeyboardMarkup,
+    InlineQueryResultCachedVideo,
+    InlineQueryResultsButton,
     LabeledPrice,
     Message,
     MessageEntity,
     ReplyParameters,
     Update,
+    User,
 )
 from telegram.constants import ChatType
 from telegram.error import BadRequest, Conflict, TelegramError
@@ -38,9 +42,25 @@ from ..core.payments import (
     RefundState,
     invoice_payload,
 )
+from ..core.ports import HistoryPage
 from ..core.stats import summarize
+from ..core.users import UserPreferences
 from ..i18n import texts
-from .keyboards import Action, Press, awaiting_payment_keyboard, options_keyboard, parse
+from ..i18n.catalogues import user_language
+from ..settings import DEFAULT_PAYSUPPORT_TEXT
+from .keyboards import (
+    HISTORY_ACTIONS,
+    Action,
+    Press,
+    after_video_keyboard,
+    awaiting_payment_keyboard,
+    history_keyboard,
+    language_keyboard,
+    options_keyboard,
+    parse,
+    parse_language,
+    parse_share_query,
+)
 from .runtime import Runtime
 
 __all__ = ["Handlers", "ImageRef", "find_image", "MAX_IMAGE_BYTES", "COMMAND"]
@@ -50,6 +70,14 @@ log = logging.getLogger(__name__)
 #: Telegram hands bots files up to 20 MB.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 COMMAND = "warmth"
+#: Jobs on one /history page.
+HISTORY_PAGE = 10
+#: Videos offered in answer to an inline query (Telegram allows 50 results).
+INLINE_RESULTS = 20
+#: Seconds Telegram may cache an inline answer: short, so a new video shows up soon.
+INLINE_CACHE_SECONDS = 10
+#: Where the "make one" button under empty inline results leads (/start <this>).
+INLINE_START_PARAMETER = "share"
 
 Context = ContextTypes.DEFAULT_TYPE
 
@@ -97,6 +125,14 @@ def _thread_id(message: Message) -> int | None:
     return message.message_thread_id if message.is_topic_message else None
 
 
+def _can_share(bot: Bot) -> bool:
+    """Whether the bot has inline mode (getMe at start): Share opens nothing without it."""
+    try:
+        return bool(bot.supports_inline_queries)
+    except RuntimeError:  # not initialised
+        return False
+
+
 def _asks_for_warmth(message: Message, bot_username: str) -> bool:
     """True when the text or caption starts with /warmth or /warmth@<this bot>."""
     entities = message.entities or message.caption_entities
@@ -127,6 +163,29 @@ class Handlers:
         allowed = self.rt.settings.allowed_chat_ids
         return chat_type == ChatType.PRIVATE or not allowed or chat_id in allowed
 
+    # -- languages -------------------------------------------------------------------
+
+    @property
+    def _operator_language(self) -> str:
+        """Operators read /stats, /jobs and /refund in DEFAULT_LANGUAGE, as their alerts."""
+        return self.rt.settings.default_language
+
+    async def _user(self, user: User | None) -> tuple[str, UserPreferences]:
+        """The language to speak with this user, and what the ledger remembers of them."""
+        default = self.rt.settings.default_language
+        if user is None:
+            return default, UserPreferences()
+        preferences = await self.rt.ledger.user_preferences(user.id)
+        return user_language(preferences.language, user.language_code, default), preferences
+
+    async def _language(self, user: User | None) -> str:
+        return (await self._user(user))[0]
+
+    def _telegram_language(self, user: User | None) -> str:
+        """Without the ledger (it may be what is failing): Telegram's language only."""
+        code = user.language_code if user is not None else None
+        return user_language(None, code, self.rt.settings.default_language)
+
     # -- commands --------------------------------------------------------------------
 
     async def start(self, update: Update, context: Context) -> None:
@@ -134,8 +193,41 @@ class Handlers:
         message = update.effective_message
         if message is None:
             return
-        text = texts.GROUP_HELP if _is_group(message) else texts.START
+        lang = await self._language(update.effective_user)
+        text = texts.group_help(lang) if _is_group(message) else texts.start(lang)
         await self._reply(message, text)
+
+    async def language(self, update: Update, context: Context) -> None:
+        """/language: one button per language, each in its own name."""
+        message = update.effective_message
+        if message is None:
+            return
+        lang = await self._language(update.effective_user)
+        await message.reply_text(
+            texts.language_prompt(lang),
+            reply_markup=language_keyboard(lang),
+            reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
+            message_thread_id=_thread_id(message),
+            do_quote=False,
+        )
+
+    async def language_button(self, update: Update, context: Context) -> None:
+        """A /language button: the presser's own language is remembered (in a group too)."""
+        query = update.callback_query
+        if query is None:
+            return
+        chosen = parse_language(query.data)
+        if chosen is None:
+            lang = await self._language(query.from_user)
+            await self._answer(query, texts.answer_unknown_language(lang), alert=True)
+            return
+        await self.rt.ledger.set_language(query.from_user.id, chosen)
+        log.info("user %s speaks %s from now on", query.from_user.id, chosen)
+        await self._answer(query, None)
+        if isinstance(query.message, Message):
+            await self._edit(
+                query.message, texts.language_chosen(chosen), language_keyboard(chosen)
+            )
 
     async def admin(self, update: Update, context: Context) -> None:
         """/stats and /jobs for operators; anyone else gets silence, as for no command."""
@@ -148,13 +240,19 @@ class Handlers:
             now = time.time()
             jobs = await self.rt.ledger.started_since(now - 7 * DAY_SECONDS)
             summary = summarize(jobs, now, await self.rt.ledger.count_active())
+            lang = self._operator_language
             stars = [
-                texts.stars_line(label, *await self.rt.ledger.stars_since(now - seconds))
-                for label, seconds in (("24 h", DAY_SECONDS), ("7 days", 7 * DAY_SECONDS))
+                texts.stars_line(
+                    lang,
+                    texts.period_label(lang, days),
+                    *await self.rt.ledger.stars_since(now - days * DAY_SECONDS),
+                )
+                for days in (1, 7)
             ]
-            await self._reply(message, texts.stats(summary, stars))
+            await self._reply(message, texts.stats(lang, summary, stars))
         else:
-            await self._reply(message, texts.jobs_list(await self.rt.ledger.recent(10)))
+            jobs = await self.rt.ledger.recent(10)
+            await self._reply(message, texts.jobs_list(self._operator_language, jobs))
 
     async def paysupport(self, update: Update, context: Context) -> None:
         """/paysupport (Telegram requires it): the operator's words and the user's payments."""
@@ -163,7 +261,11 @@ class Handlers:
         if message is None or user is None:
             return
         payments = await self.rt.ledger.payments_of(user.id, 10)
-        await self._reply(message, texts.paysupport(self.rt.settings.paysupport_text, payments))
+        support: str | None = self.rt.settings.paysupport_text
+        if support == DEFAULT_PAYSUPPORT_TEXT:
+            support = None  # the default is said in the user's language
+        lang = await self._language(user)
+        await self._reply(message, texts.paysupport(lang, support, payments))
 
     async def terms(self, update: Update, context: Context) -> None:
         """/terms: what is sold, the prices, the refund rule."""
@@ -171,7 +273,8 @@ class Handlers:
         if message is None:
             return
         settings = self.rt.settings
-        text = texts.terms(settings.price_stars.describe(), settings.free_videos_per_user)
+        lang = await self._language(update.effective_user)
+        text = texts.terms(lang, settings.price_stars.describe(), settings.free_videos_per_user)
         await self._reply(message, text)
 
     async def refund(self, update: Update, context: Context) -> None:
@@ -182,20 +285,24 @@ class Handlers:
             return
         words = (message.text or "").split()
         if len(words) != 2:
-            await self._reply(message, texts.refund_command("usage", ""))
+            await self._reply(message, texts.refund_command(self._operator_language, "usage", ""))
             return
         charge_id = words[1]
         before = await self.rt.ledger.payment(charge_id)
         if before is None:
-            await self._reply(message, texts.refund_command("unknown", charge_id))
+            text = texts.refund_command(self._operator_language, "unknown", charge_id)
+            await self._reply(message, text)
             return
         if before.refund is not RefundState.NONE:
-            await self._reply(message, texts.refund_command(before.refund.value, charge_id))
+            text = texts.refund_command(self._operator_language, before.refund.value, charge_id)
+            await self._reply(message, text)
             return
         await self.rt.ledger.request_refund(charge_id)
         log.info("payment %s: refund asked by operator %s", charge_id, user.id)
         self.rt.refunds.poke()
-        await self._reply(message, texts.refund_command("queued", charge_id))
+        await self._reply(
+            message, texts.refund_command(self._operator_language, "queued", charge_id)
+        )
 
     # -- payments --------------------------------------------------------------------
 
@@ -214,7 +321,8 @@ class Handlers:
             await query.answer(ok=True)
             return
         log.info("pre-checkout refused for user %s: %s", query.from_user.id, verdict.value)
-        await query.answer(ok=False, error_message=texts.precheckout_refusal(verdict))
+        lang = await self._language(query.from_user)
+        await query.answer(ok=False, error_message=texts.precheckout_refusal(lang, verdict))
 
     async def successful_payment(self, update: Update, context: Context) -> None:
         """Stars taken: recorded once, in the transaction that starts the job."""
@@ -238,7 +346,7 @@ class Handlers:
             # The Stars are taken and the user cannot pay "again": hold it, record it
             # (start the job, or owe it back) as soon as the ledger takes writes.
             self.rt.hold_payment(new)
-            await self._reply(message, texts.PAYMENT_HELD)
+            await self._reply(message, texts.payment_held(self._telegram_language(user)))
             return
         if outcome is PaymentOutcome.REFUND_DUE:
             self.rt.refunds.poke()
@@ -248,17 +356,19 @@ class Handlers:
         if job.keyboard_message_id is not None:
             with contextlib.suppress(TelegramError):
                 await context.bot.edit_message_text(
-                    texts.PAYMENT_RECEIVED, chat_id=job.chat_id, message_id=job.keyboard_message_id
+                    texts.payment_received(job.language),
+                    chat_id=job.chat_id,
+                    message_id=job.keyboard_message_id,
                 )
 
     async def _send_invoice(self, job: Job, bot: Bot) -> None:
         message = await bot.send_invoice(
             job.chat_id,
-            texts.INVOICE_TITLE,
-            texts.invoice_description(job.options),
+            texts.invoice_title(job.language),
+            texts.invoice_description(job.language, job.options),
             invoice_payload(job.id, job.invoice_no),
             CURRENCY,
-            [LabeledPrice(texts.INVOICE_PRICE_LABEL, job.price_stars)],
+            [LabeledPrice(texts.invoice_price_label(job.language), job.price_stars)],
             message_thread_id=job.thread_id,
             reply_parameters=ReplyParameters(
                 job.photo_message_id, allow_sending_without_reply=True
@@ -274,15 +384,16 @@ class Handlers:
         user = update.effective_user
         if message is None or user is None:
             return
+        lang, preferences = await self._user(user)
         try:
             image = find_image(message)
         except NotAnImage:
-            await self._reply(message, texts.NOT_AN_IMAGE_FILE)
+            await self._reply(message, texts.not_an_image_file(lang))
             return
         if image is None:
-            await self._reply(message, texts.NOT_A_PHOTO)
+            await self._reply(message, texts.not_a_photo(lang))
             return
-        await self._offer(image, trigger=message, user_id=user.id)
+        await self._offer(image, trigger=message, user_id=user.id, lang=lang, last=preferences)
 
     async def group_command(self, update: Update, context: Context) -> None:
         """/warmth in a group: as a photo's caption, or replying to a photo."""
@@ -292,28 +403,38 @@ class Handlers:
             return
         if not _asks_for_warmth(message, context.bot.username):
             return
+        lang, preferences = await self._user(user)
         if not self._chat_allowed(message.chat_id, message.chat.type):
-            await self._reply(message, texts.ANSWER_CHAT_NOT_ALLOWED)
+            await self._reply(message, texts.answer_chat_not_allowed(lang))
             return
         try:
             image = find_image(message)
             if image is None and message.reply_to_message is not None:
                 image = find_image(message.reply_to_message)
         except NotAnImage:
-            await self._reply(message, texts.NOT_AN_IMAGE_FILE)
+            await self._reply(message, texts.not_an_image_file(lang))
             return
         if image is None:
-            await self._reply(message, texts.GROUP_NEEDS_PHOTO)
+            await self._reply(message, texts.group_needs_photo(lang))
             return
-        await self._offer(image, trigger=message, user_id=user.id)
+        await self._offer(image, trigger=message, user_id=user.id, lang=lang, last=preferences)
 
-    async def _offer(self, image: ImageRef, *, trigger: Message, user_id: int) -> None:
-        """Record a draft for the photo (once) and reply to the photo with the keyboard."""
+    async def _offer(
+        self,
+        image: ImageRef,
+        *,
+        trigger: Message,
+        user_id: int,
+        lang: str,
+        last: UserPreferences,
+    ) -> None:
+        """Record a draft for the photo (once), in the asker's language and with their
+        last options, and reply to the photo with the keyboard."""
         if not self._user_allowed(user_id):
-            await self._reply(trigger, texts.not_allowed_user())
+            await self._reply(trigger, texts.not_allowed_user(lang))
             return
         if image.file_size is not None and image.file_size > MAX_IMAGE_BYTES:
-            await self._reply(trigger, texts.IMAGE_TOO_LARGE)
+            await self._reply(trigger, texts.image_too_large(lang))
             return
         photo = image.message
         job, created = await self.rt.ledger.create_draft(
@@ -328,8 +449,9 @@ class Handlers:
                 file_unique_id=image.file_unique_id,
                 file_size=image.file_size,
                 mime_type=image.mime_type,
+                language=lang,
             ),
-            VideoOptions(),
+            last.next_options(),
         )
         if not created and (
             job.keyboard_message_id is not None or job.state is not JobState.DRAFT
@@ -337,9 +459,12 @@ class Handlers:
             log.info("job %s: photo re-delivered, keyboard already shown", job.short_id)
             return
         sent = await photo.reply_text(
-            texts.keyboard_caption(job.options),
+            texts.keyboard_caption(job.language, job.options),
             reply_markup=options_keyboard(
-                job.id, job.options, await self._shown_price(job.user_id, job.options)
+                job.language,
+                job.id,
+                job.options,
+                await self._shown_price(job.user_id, job.options),
             ),
             reply_parameters=ReplyParameters(photo.message_id, allow_sending_without_reply=True),
             message_thread_id=_thread_id(trigger),
@@ -356,33 +481,41 @@ class Handlers:
             return
         press = parse(query.data)
         message = query.message
+        lang = await self._language(query.from_user)  # answers speak to the presser
         if press is None or not isinstance(message, Message):
-            await self._answer(query, texts.ANSWER_INVALID)
+            await self._answer(query, texts.answer_invalid(lang))
+            return
+        if press.action in HISTORY_ACTIONS:
+            await self._history_press(query, press, message, context.bot)
             return
         job = await self.rt.ledger.get(press.job_id)
         if job is None or job.chat_id != message.chat_id:
-            await self._answer(query, texts.ANSWER_STALE)
+            await self._answer(query, texts.answer_stale(lang))
             return
         if query.from_user.id != job.user_id:
-            await self._answer(query, texts.ANSWER_NOT_YOURS, alert=True)
+            await self._answer(query, texts.answer_not_yours(lang), alert=True)
             return
         if not self._user_allowed(query.from_user.id):
-            await self._answer(query, texts.ANSWER_NOT_ALLOWED, alert=True)
+            await self._answer(query, texts.answer_not_allowed(lang), alert=True)
             return
         if press.action is Action.GENERATE:
-            await self._generate(query, job, message, context.bot)
+            await self._generate(query, job, message, context.bot, lang)
         elif press.action is Action.CHANGE:
-            await self._reopen(query, job, message, context.bot)
+            await self._reopen(query, job, message, context.bot, lang)
         elif press.action is Action.RETRY:
-            await self._retry(query, job, message, context.bot)
+            await self._retry(query, job, message, context.bot, lang)
+        elif press.action is Action.AGAIN:
+            await self._again(query, job, message, context.bot, lang)
+        elif press.action is Action.OPTIONS:
+            await self._options(query, job, message, context.bot, lang)
         else:
-            await self._change_option(query, job, press, message)
+            await self._change_option(query, job, press, message, lang)
 
     async def _change_option(
-        self, query: CallbackQuery, job: Job, press: Press, message: Message
+        self, query: CallbackQuery, job: Job, press: Press, message: Message, lang: str
     ) -> None:
         if job.state is not JobState.DRAFT:
-            await self._answer(query, texts.ANSWER_ALREADY_STARTED)
+            await self._answer(query, texts.answer_already_started(lang))
             return
         note = None
         if press.action is Action.STYLE:
@@ -393,16 +526,19 @@ class Handlers:
                 quality=press.value if press.action is Action.QUALITY else None,
                 duration=int(press.value or 0) if press.action is Action.DURATION else None,
             )
-            note = texts.adjustment_note(adjustment)
+            note = texts.adjustment_note(lang, adjustment)
         updated = await self.rt.ledger.update_options(job.id, options)
         if updated is None:
-            await self._answer(query, texts.ANSWER_ALREADY_STARTED)
+            await self._answer(query, texts.answer_already_started(lang))
             return
         await self._answer(query, note)
+        # The defaults of this user's next keyboard.
+        await self.rt.ledger.remember_options(updated.user_id, updated.options)
         await self._edit(
             message,
-            texts.keyboard_caption(updated.options),
+            texts.keyboard_caption(updated.language, updated.options),
             options_keyboard(
+                updated.language,
                 updated.id,
                 updated.options,
                 await self._shown_price(updated.user_id, updated.options),
@@ -420,7 +556,9 @@ class Handlers:
             return 0
         return price
 
-    async def _generate(self, query: CallbackQuery, job: Job, message: Message, bot: Bot) -> None:
+    async def _generate(
+        self, query: CallbackQuery, job: Job, message: Message, bot: Bot, lang: str
+    ) -> None:
         result = await self.rt.ledger.start(
             job.id,
             query.from_user.id,
@@ -428,9 +566,11 @@ class Handlers:
             price=self._price(job.options),
             free_videos=self.rt.settings.free_videos_per_user,
         )
-        await self._after_start(query, result, message, bot)
+        await self._after_start(query, result, message, bot, lang)
 
-    async def _retry(self, query: CallbackQuery, job: Job, message: Message, bot: Bot) -> None:
+    async def _retry(
+        self, query: CallbackQuery, job: Job, message: Message, bot: Bot, lang: str
+    ) -> None:
         result = await self.rt.ledger.start_retry(
             job.id,
             query.from_user.id,
@@ -439,20 +579,25 @@ class Handlers:
             price=self._price(job.options),
             free_videos=self.rt.settings.free_videos_per_user,
         )
-        await self._after_start(query, result, message, bot)
+        await self._after_start(query, result, message, bot, lang)
 
-    async def _reopen(self, query: CallbackQuery, job: Job, message: Message, bot: Bot) -> None:
+    async def _reopen(
+        self, query: CallbackQuery, job: Job, message: Message, bot: Bot, lang: str
+    ) -> None:
         """ "Change options" under an unpaid invoice: the options keyboard again."""
         draft = await self.rt.ledger.reopen_draft(job.id, query.from_user.id)
         if draft is None:
-            await self._answer(query, texts.ANSWER_ALREADY_STARTED)
+            await self._answer(query, texts.answer_already_started(lang))
             return
-        await self._answer(query, texts.ANSWER_OPTIONS_AGAIN)
+        await self._answer(query, texts.answer_options_again(lang))
         await self._edit(
             message,
-            texts.keyboard_caption(draft.options),
+            texts.keyboard_caption(draft.language, draft.options),
             options_keyboard(
-                draft.id, draft.options, await self._shown_price(draft.user_id, draft.options)
+                draft.language,
+                draft.id,
+                draft.options,
+                await self._shown_price(draft.user_id, draft.options),
             ),
         )
         if draft.invoice_message_id is not None:
@@ -460,55 +605,315 @@ class Handlers:
             with contextlib.suppress(TelegramError):
                 await bot.delete_message(draft.chat_id, draft.invoice_message_id)
 
-    async def _invoice(self, query: CallbackQuery, job: Job, message: Message, bot: Bot) -> None:
+    async def _invoice(
+        self, query: CallbackQuery, job: Job, message: Message, bot: Bot, lang: str
+    ) -> None:
         """Send the job's invoice first; only then swap the keyboard for "Change options",
         so a failed send leaves Generate there to press again."""
         try:
             await self._send_invoice(job, bot)
         except TelegramError as exc:
             log.warning("job %s: the invoice could not be sent: %s", job.short_id, exc)
-            await self._answer(query, texts.ANSWER_INVOICE_FAILED, alert=True)
+            await self._answer(query, texts.answer_invoice_failed(lang), alert=True)
             return
         log.info("job %s: invoice %d for %d Stars", job.short_id, job.invoice_no, job.price_stars)
-        await self._answer(query, texts.ANSWER_INVOICE_SENT)
+        await self._answer(query, texts.answer_invoice_sent(lang))
         await self._edit(
             message,
-            texts.awaiting_payment(job.options, job.price_stars),
-            awaiting_payment_keyboard(job.id),
+            texts.awaiting_payment(job.language, job.options, job.price_stars),
+            awaiting_payment_keyboard(job.language, job.id),
         )
 
     async def _after_start(
-        self, query: CallbackQuery, result: StartResult, message: Message, bot: Bot
+        self, query: CallbackQuery, result: StartResult, message: Message, bot: Bot, lang: str
     ) -> None:
         outcome = result.outcome
         if outcome is StartOutcome.INVOICE and result.job is not None:
-            await self._invoice(query, result.job, message, bot)
+            await self._invoice(query, result.job, message, bot, lang)
         elif outcome is StartOutcome.AWAITING_PAYMENT and result.job is not None:
             if result.job.invoice_message_id is None:
                 # Its invoice never went out (a crash or a failed send after Generate).
-                await self._invoice(query, result.job, message, bot)
+                await self._invoice(query, result.job, message, bot, lang)
             else:
-                await self._answer(query, texts.ANSWER_AWAITING_PAYMENT)
+                await self._answer(query, texts.answer_awaiting_payment(lang))
         elif outcome is StartOutcome.STARTED and result.job is not None:
-            await self._answer(query, texts.ANSWER_STARTED)
+            await self._answer(query, texts.answer_started(lang))
             log.info("job %s: started by user %s", result.job.short_id, result.job.user_id)
             self.rt.tracker.track(result.job.id)
         elif outcome is StartOutcome.ALREADY_STARTED:
-            await self._answer(query, texts.ANSWER_ALREADY_STARTED)
+            await self._answer(query, texts.answer_already_started(lang))
         elif outcome is StartOutcome.TOO_MANY_ACTIVE:
             await self._answer(
-                query, texts.too_many_active(self.rt.limits.max_active_per_user), alert=True
+                query, texts.too_many_active(lang, self.rt.limits.max_active_per_user), alert=True
             )
         elif outcome is StartOutcome.DAILY_LIMIT:
             now = time.time()
             resets_in = utc_day_start(now) + 86_400 - now
             await self._answer(
-                query, texts.daily_limit(self.rt.limits.daily_per_user, resets_in), alert=True
+                query,
+                texts.daily_limit(lang, self.rt.limits.daily_per_user, resets_in),
+                alert=True,
             )
         elif outcome is StartOutcome.NOT_OWNER:
-            await self._answer(query, texts.ANSWER_NOT_YOURS, alert=True)
+            await self._answer(query, texts.answer_not_yours(lang), alert=True)
         else:
-            await self._answer(query, texts.ANSWER_STALE)
+            await self._answer(query, texts.answer_stale(lang))
+
+    # -- after the video: Again and Options ------------------------------------------
+
+    async def _again(
+        self, query: CallbackQuery, job: Job, message: Message, bot: Bot, lang: str
+    ) -> None:
+        """One new job from a delivered one (same photo and options, a new seed), paid
+        like any other; a second press or a re-delivered update finds the first's job.
+        Answers speak the presser's ``lang``; messages in the chat the job's language."""
+        result = await self.rt.ledger.start_again(
+            job.id,
+            query.from_user.id,
+            self.rt.limits,
+            price=self._price(job.options),
+            free_videos=self.rt.settings.free_videos_per_user,
+        )
+        new, outcome = result.job, result.outcome
+        if outcome is StartOutcome.NOT_FOUND:
+            await self._answer(query, texts.answer_again_gone(lang))
+        elif new is None or new.retry_of != job.id:
+            await self._after_start(query, result, message, bot, lang)  # limits, not owner
+        elif outcome is StartOutcome.STARTED:
+            await self._answer(query, texts.answer_again_started(lang))
+            log.info("job %s: Again of %s by user %s", new.short_id, job.short_id, new.user_id)
+            try:
+                await self._status_message(
+                    bot, new, texts.again_status(new.language, new.options), None
+                )
+            finally:
+                self.rt.tracker.track(new.id)
+        elif outcome is StartOutcome.INVOICE or (
+            outcome is StartOutcome.AWAITING_PAYMENT and new.invoice_message_id is None
+        ):
+            await self._again_invoice(query, new, bot, lang)
+        elif outcome is StartOutcome.AWAITING_PAYMENT:
+            await self._answer(query, texts.answer_awaiting_payment(lang))
+        else:
+            await self._answer(query, texts.answer_again_before(lang))
+
+    async def _again_invoice(self, query: CallbackQuery, job: Job, bot: Bot, lang: str) -> None:
+        """The Again job's invoice, then (once it is out) its status message with
+        "Change options"; a failed send leaves Again to press once more."""
+        try:
+            await self._send_invoice(job, bot)
+        except TelegramError as exc:
+            log.warning("job %s: the invoice could not be sent: %s", job.short_id, exc)
+            await self._answer(query, texts.answer_again_invoice_failed(lang), alert=True)
+            return
+        log.info("job %s: invoice %d for %d Stars", job.short_id, job.invoice_no, job.price_stars)
+        await self._answer(query, texts.answer_invoice_sent(lang))
+        if job.keyboard_message_id is None:
+            await self._status_message(
+                bot,
+                job,
+                texts.awaiting_payment(job.language, job.options, job.price_stars),
+                awaiting_payment_keyboard(job.language, job.id),
+            )
+
+    async def _status_message(
+        self, bot: Bot, job: Job, text: str, markup: InlineKeyboardMarkup | None
+    ) -> None:
+        """A message replying to the job's photo that the tracker then keeps up to date
+        (as the keyboard of a Generate job is); best effort."""
+        try:
+            sent = await bot.send_message(
+                job.chat_id,
+                text,
+                reply_markup=markup,
+                reply_parameters=ReplyParameters(
+                    job.photo_message_id, allow_sending_without_reply=True
+                ),
+                message_thread_id=job.thread_id,
+            )
+        except TelegramError as exc:
+            log.info("job %s: no status message (%s)", job.short_id, exc)
+            return
+        await self.rt.ledger.set_keyboard_message(job.id, sent.message_id)
+
+    async def _options(
+        self, query: CallbackQuery, job: Job, message: Message, bot: Bot, lang: str
+    ) -> None:
+        """A fresh options keyboard for the video's photo, replying to the photo: one
+        draft per video message (it is the draft's asking message), so a double press or
+        a re-delivered update shows one keyboard. The draft keeps the job's language."""
+        if job.state is not JobState.DELIVERED:
+            await self._answer(query, texts.answer_again_gone(lang))
+            return
+        draft, created = await self.rt.ledger.create_draft(
+            NewJob(
+                chat_id=job.chat_id,
+                user_id=job.user_id,
+                chat_type=job.chat_type,
+                trigger_message_id=message.message_id,
+                photo_message_id=job.photo_message_id,
+                thread_id=job.thread_id,
+                file_id=job.file_id,
+                file_unique_id=job.file_unique_id,
+                file_size=job.file_size,
+                mime_type=job.mime_type,
+                language=job.language,
+            ),
+            dataclasses.replace(job.options, seed=None),
+        )
+        if not created and draft.state is not JobState.DRAFT:
+            await self._answer(query, texts.answer_options_used(lang))
+            return
+        await self._answer(query, texts.answer_options_shown(lang))
+        if not created and draft.keyboard_message_id is not None:
+            return  # shown already (a double press): the keyboard is just above
+        sent = await bot.send_message(
+            draft.chat_id,
+            texts.keyboard_caption(draft.language, draft.options),
+            reply_markup=options_keyboard(
+                draft.language,
+                draft.id,
+                draft.options,
+                await self._shown_price(draft.user_id, draft.options),
+            ),
+            reply_parameters=ReplyParameters(
+                draft.photo_message_id, allow_sending_without_reply=True
+            ),
+            message_thread_id=draft.thread_id,
+        )
+        await self.rt.ledger.set_keyboard_message(draft.id, sent.message_id)
+
+    # -- /history ----------------------------------------------------------------------
+
+    async def history(self, update: Update, context: Context) -> None:
+        """/history: the user's last jobs, newest first. In a group only those made in
+        that group: the list is read by everyone there, and the user's private chat may
+        not be open to the bot (it cannot write first)."""
+        message = update.effective_message
+        user = update.effective_user
+        if message is None or user is None:
+            return
+        in_group = _is_group(message)
+        page = await self.rt.ledger.history(
+            user.id, HISTORY_PAGE, chat_id=message.chat_id if in_group else None
+        )
+        text, markup = self._history_view(page, in_group, await self._language(user))
+        await message.reply_text(
+            text,
+            reply_markup=markup,
+            reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
+            message_thread_id=_thread_id(message),
+            do_quote=False,
+        )
+
+    @staticmethod
+    def _history_view(
+        page: HistoryPage, in_group: bool, lang: str
+    ) -> tuple[str, InlineKeyboardMarkup | None]:
+        text = texts.history(lang, page.jobs, time.time(), in_group=in_group)
+        resendable = [
+            (number, job.id)
+            for number, job in enumerate(page.jobs, start=1)
+            if job.state is JobState.DELIVERED and job.video_file_id
+        ]
+        markup = history_keyboard(
+            lang,
+            resendable,
+            older_than=page.jobs[-1].id if page.has_older else None,
+            newer_than=page.jobs[0].id if page.has_newer else None,
+        )
+        return text, markup
+
+    async def _history_press(
+        self, query: CallbackQuery, press: Press, message: Message, bot: Bot
+    ) -> None:
+        """A /history button: send a video again (free: by its file id, no job, no
+        Segmind call), or turn the page. Only the user whose history it is may press."""
+        lang = await self._language(query.from_user)
+        in_group = _is_group(message)
+        job = await self.rt.ledger.get(press.job_id)
+        if job is None or (in_group and job.chat_id != message.chat_id):
+            await self._answer(query, texts.answer_history_gone(lang))
+            return
+        if job.user_id != query.from_user.id:
+            await self._answer(query, texts.answer_not_yours(lang), alert=True)
+            return
+        if press.action is Action.RESEND:
+            await self._resend(query, job, message, bot, lang)
+            return
+        page = await self.rt.ledger.history(
+            job.user_id,
+            HISTORY_PAGE,
+            before_id=job.id if press.action is Action.OLDER else None,
+            after_id=job.id if press.action is Action.NEWER else None,
+            chat_id=message.chat_id if in_group else None,
+        )
+        if not page.jobs:
+            await self._answer(query, texts.answer_history_gone(lang))
+            return
+        await self._answer(query, None)
+        text, markup = self._history_view(page, in_group, lang)
+        with contextlib.suppress(BadRequest):  # "message is not modified" on a double tap
+            await message.edit_text(text, reply_markup=markup)
+
+    async def _resend(
+        self, query: CallbackQuery, job: Job, message: Message, bot: Bot, lang: str
+    ) -> None:
+        if job.state is not JobState.DELIVERED or not job.video_file_id:
+            await self._answer(query, texts.answer_resend_gone(lang))
+            return
+        try:
+            await bot.send_video(
+                message.chat_id,
+                job.video_file_id,
+                caption=texts.video_caption(lang),
+                supports_streaming=True,
+                message_thread_id=_thread_id(message),
+                # Again and Options act in the job's own chat (they reply to its photo).
+                reply_markup=after_video_keyboard(
+                    lang, job.id, share=_can_share(bot), again=job.chat_id == message.chat_id
+                ),
+            )
+        except BadRequest as exc:
+            log.info("job %s: video not sent again: %s", job.short_id, exc.message)
+            await self._answer(query, texts.answer_resend_gone(lang))
+            return
+        await self._answer(query, texts.answer_resent(lang))
+
+    # -- sharing: inline queries -------------------------------------------------------
+
+    async def inline_query(self, update: Update, context: Context) -> None:
+        """@bot in any chat (the Share button opens it): the asker's OWN delivered videos
+        by file id, the one a Share button names first; none: a button to make one."""
+        query = update.inline_query
+        if query is None:
+            return
+        lang = await self._language(query.from_user)
+        videos = await self.rt.ledger.delivered_videos(query.from_user.id, INLINE_RESULTS)
+        wanted = parse_share_query(query.query)
+        videos.sort(key=lambda job: job.id != wanted)  # stable: newest first otherwise
+        now = time.time()
+        results = [
+            InlineQueryResultCachedVideo(
+                id=f"v{job.id}",
+                video_file_id=job.video_file_id or "",
+                title=texts.share_title(lang, job.options),
+                description=texts.share_description(lang, job.generate_at or job.created_at, now),
+                caption=texts.video_caption(lang),
+            )
+            for job in videos
+        ]
+        button = None
+        if not results:
+            button = InlineQueryResultsButton(
+                text=texts.share_none(lang), start_parameter=INLINE_START_PARAMETER
+            )
+        try:
+            await query.answer(
+                results, cache_time=INLINE_CACHE_SECONDS, is_personal=True, button=button
+            )
+        except BadRequest as exc:  # e.g. "query is too old": the user typed on
+            log.info("inline query not answered: %s", exc.message)
 
     # -- rendering helpers -----------------------------------------------------------
 
@@ -553,12 +958,13 @@ class Handlers:
         (a failed write changed nothing)."""
         log.warning("update %s not recorded: the ledger %s", update.update_id, error)
         self.rt.ledger_failed()
+        busy = texts.ledger_busy(self._telegram_language(update.effective_user))
         try:
             if update.callback_query is not None:
-                await self._answer(update.callback_query, texts.LEDGER_BUSY, alert=True)
+                await self._answer(update.callback_query, busy, alert=True)
             elif update.pre_checkout_query is not None:
-                await update.pre_checkout_query.answer(ok=False, error_message=texts.LEDGER_BUSY)
+                await update.pre_checkout_query.answer(ok=False, error_message=busy)
             elif update.effective_message is not None:
-                await self._reply(update.effective_message, texts.LEDGER_BUSY)
+                await self._reply(update.effective_message, busy)
         except TelegramError as exc:
             log.warning("could not tell the user the ledger is failing: %s", exc)

@@ -1,5 +1,8 @@
 """The tracker's :class:`~bot.core.ports.Messenger`, on python-telegram-bot.
 
+Every text is in the job's language (its asker's, stored with it); operator alerts and a
+refund without a job are in ``language`` (``DEFAULT_LANGUAGE``).
+
 Telegram's answers become the things the tracker acts on: ``ChatUnreachable`` (403:
 never retried), ``SendFailed`` (a flood wait too long for the rate limiter to wait out,
 network), ``PhotoUnavailable``, ``VideoRefused``. Short flood waits never reach here:
@@ -48,7 +51,7 @@ from ..core.jobs import Job, offers_retry
 from ..core.payments import Payment
 from ..core.ports import Progress, StarCharge
 from ..i18n import texts
-from .keyboards import retry_keyboard
+from .keyboards import after_video_keyboard, retry_keyboard
 from .pacing import ChatPacer, Priority, retry_after_seconds
 
 __all__ = ["TelegramMessenger", "is_reply_missing", "is_chat_gone"]
@@ -96,9 +99,12 @@ class TelegramMessenger:
         pacer: ChatPacer | None = None,
         *,
         on_unauthorized: Callable[[], None] | None = None,
+        language: str = texts.FALLBACK_LANGUAGE,
     ) -> None:
         self._bot = bot
         self._admin_ids = admin_ids
+        #: The operators' language, and the one of a message not about a job.
+        self._language = language
         self._pacer = pacer or ChatPacer()
         #: Told when a call is refused as unauthorised: the token may have been revoked.
         self._on_unauthorized = on_unauthorized
@@ -172,11 +178,10 @@ class TelegramMessenger:
     def _progress_text(self, job: Job, progress: Progress) -> str:
         if job.chat_type != "private":
             # Groups get one status line: fewer edits, no flood.
-            return texts.PROGRESS_GROUP
-        return {
-            Progress.QUEUED: texts.PROGRESS_QUEUED,
-            Progress.PROCESSING: texts.PROGRESS_PROCESSING,
-        }[progress]
+            return texts.progress_group(job.language)
+        if progress is Progress.QUEUED:
+            return texts.progress_queued(job.language)
+        return texts.progress_processing(job.language)
 
     async def show_progress(self, job: Job, progress: Progress) -> None:
         message_id = job.keyboard_message_id
@@ -230,8 +235,11 @@ class TelegramMessenger:
                     job.chat_id,
                     # read_file_handle=False streams the file instead of reading it whole.
                     InputFile(handle, filename="warmth-of-jesus.mp4", read_file_handle=False),
-                    caption=texts.VIDEO_CAPTION,
+                    caption=texts.video_caption(job.language),
                     supports_streaming=True,
+                    reply_markup=after_video_keyboard(
+                        job.language, job.id, share=self.can_share()
+                    ),
                     reply_parameters=reply,
                     message_thread_id=job.thread_id,
                     write_timeout=_UPLOAD_WRITE_TIMEOUT,
@@ -275,11 +283,21 @@ class TelegramMessenger:
             )
 
     async def send_video_link(self, job: Job, url: str, expires_at: float) -> None:
-        await self._send_text(job, texts.video_link(url, expires_at))
+        # No Share: inline results need a Telegram file id, and a link has none.
+        markup = after_video_keyboard(job.language, job.id, share=False)
+        await self._send_text(job, texts.video_link(job.language, url, expires_at), markup)
+
+    def can_share(self) -> bool:
+        """Whether the bot has inline mode (BotFather /setinline), as getMe said at start:
+        without it a Share button would open nothing."""
+        try:
+            return bool(self._bot.supports_inline_queries)
+        except RuntimeError:  # getMe not called yet (the bot is not initialised)
+            return False
 
     async def send_outcome(self, job: Job) -> None:
-        markup = retry_keyboard(job.id) if offers_retry(job) else None
-        await self._send_text(job, texts.outcome(job), markup)
+        markup = retry_keyboard(job.language, job.id) if offers_retry(job) else None
+        await self._send_text(job, texts.outcome(job.language, job), markup)
         self._shown.pop(job.id, None)
         if job.keyboard_message_id is not None:
             await self._delete(job.chat_id, job.keyboard_message_id)
@@ -297,7 +315,7 @@ class TelegramMessenger:
 
     async def tell_refund(self, payment: Payment, job: Job | None) -> None:
         """In the job's chat and topic, replying to its photo; else the payer's chat."""
-        text = texts.refunded(payment)
+        text = texts.refunded(job.language if job is not None else self._language, payment)
         try:
             if job is not None:
                 await self._send_text(job, text)
@@ -335,7 +353,7 @@ class TelegramMessenger:
 
     async def alert_operators(self, kind: AlertKind, resolved: bool) -> None:
         """Best effort: a private message to every operator (the alerts' sender)."""
-        text = texts.alert(kind, resolved=resolved)
+        text = texts.alert(self._language, kind, resolved=resolved)
         for admin_id in sorted(self._admin_ids):
             try:
                 await self._call(partial(self._bot.send_message, admin_id, text))

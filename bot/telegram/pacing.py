@@ -43,7 +43,7 @@ from datetime import timedelta
 from enum import IntEnum
 from typing import Any
 
-from telegram.error import RetryAfter
+from telegram.error import RetryAfter, TelegramError
 from telegram.ext import BaseRateLimiter
 from telegram.warnings import PTBDeprecationWarning
 
@@ -147,9 +147,12 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         clock: Callable[[], float] = time.monotonic,
         *,
         on_flood: FloodListener | None = None,
+        on_answer: Callable[[TelegramError | None], None] | None = None,
     ) -> None:
         self._clock = clock
         self._on_flood = on_flood
+        #: Told of every answer from Telegram, None for success (health and metrics).
+        self._on_answer = on_answer
         self._flooded = False
         self._global = _Budget(per_second, 1.0, clock)
         self._group_per_minute = group_per_minute
@@ -186,7 +189,11 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         for attempt in itertools.count(1):
             try:
                 result = await self._within_budget(callback, args, kwargs, chat_id, priority)
-            except RetryAfter as exc:
+            except TelegramError as exc:
+                if self._on_answer is not None:
+                    self._on_answer(exc)
+                if not isinstance(exc, RetryAfter):
+                    raise
                 wait = retry_after_seconds(exc)
                 if wait >= LONG_FLOOD_WAIT_SECONDS:
                     await self._flood_changed(True, wait)
@@ -195,6 +202,8 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
                 log.info("telegram flood control on %s: waiting %.0fs", endpoint, wait)
                 await asyncio.sleep(wait)
                 continue
+            if self._on_answer is not None:
+                self._on_answer(None)
             if self._flooded:
                 await self._flood_changed(False, 0.0)
             return result

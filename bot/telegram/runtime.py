@@ -12,26 +12,32 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import httpx
 from telegram import Bot, BotCommandScopeAllGroupChats, BotCommandScopeAllPrivateChats
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import ExtBot
 
 from ..core.alerts import AlertKind, Alerts
 from ..core.errors import LedgerWriteFailed
+from ..core.jobs import Job
 from ..core.limits import Limits
 from ..core.payments import NewPayment, Payment, PaymentOutcome
-from ..core.ports import Ledger
+from ..core.ports import Ledger, Messenger, VideoService
 from ..core.refunds import Reconciliation, Refunds
 from ..core.tasks import Background, cancel_and_wait
 from ..core.tracker import HISTORY_LOOKUP_SECONDS, Tracker, TrackerConfig
 from ..i18n import texts
+from ..i18n.catalogues import LANGUAGES
 from ..segmind import SegmindClient
 from ..settings import Settings
 from ..storage import LedgerUnusable, StoredLedger, make_ledger
 from .messenger import TelegramMessenger
 from .pacing import ChatPacer, Priority, PriorityRateLimiter
+
+if TYPE_CHECKING:  # loaded only with the HTTP server (bot.metrics imports prometheus_client)
+    from ..metrics import Metrics
 
 __all__ = [
     "CONFLICT_GAP_SECONDS",
@@ -42,6 +48,8 @@ __all__ = [
     "LEDGER_PROBE_SECONDS",
     "LedgerWatch",
     "Runtime",
+    "TELEGRAM_STALE_SECONDS",
+    "TelegramReach",
     "TokenWatch",
 ]
 
@@ -69,6 +77,41 @@ CONFLICT_STOP_LINE = (
     "error: another process is polling Telegram with this TELEGRAM_BOT_TOKEN"
     f" (409 Conflict for {CONFLICT_STOP_SECONDS:.0f} s); stop it, or run one bot per token"
 )
+
+
+#: No answer from Telegram for this long and /healthz says so. The token watch asks
+#: getMe every TOKEN_CHECK_SECONDS, so a healthy bot hears from Telegram at least that often.
+TELEGRAM_STALE_SECONDS = 3 * 60.0
+
+
+class TelegramReach:
+    """Whether Telegram answered recently, from every answer the rate limiter sees.
+
+    Any answer, an API error included, proves Telegram reachable; a network error or a
+    timeout after the last answer says it is not (for /healthz).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        #: The last answer (or the start, before any): what "recently" counts from.
+        self._answered_at = clock()
+        #: The last call failed on the network (and none answered since).
+        self._unreachable = False
+
+    def answered(self, error: TelegramError | None) -> None:
+        # A BadRequest is an answer: PTB derives it from NetworkError.
+        self._unreachable = isinstance(error, NetworkError) and not isinstance(error, BadRequest)
+        if not self._unreachable:
+            self._answered_at = self._clock()
+
+    def problem(self) -> str | None:
+        """None when Telegram answered recently; otherwise why not, in one line."""
+        silent = self._clock() - self._answered_at
+        if self._unreachable:
+            return f"Telegram unreachable (no answer for {silent:.0f} s)"
+        if silent > TELEGRAM_STALE_SECONDS:
+            return f"no answer from Telegram for {silent:.0f} s"
+        return None
 
 
 class TokenWatch(Background):
@@ -248,30 +291,63 @@ class LedgerWatch:
         await self._alerts.cleared(AlertKind.LEDGER_FAILING)
 
 
-async def _publish_commands(bot: Bot, *, paid: bool) -> None:
-    """The command menus users see; nice to have, so a refusal is only logged. With a
-    price, /paysupport and /terms are in the menu (Telegram requires them for sales)."""
-    private = [("start", texts.COMMAND_START), ("help", texts.COMMAND_HELP)]
+def telegram_language_code(language: str) -> str:
+    """Telegram's ``language_code`` for menus is two letters (ISO 639-1): ``pt_BR`` → ``pt``."""
+    return language.split("_", 1)[0]
+
+
+async def _publish_profile(bot: Bot, lang: str, code: str | None, *, paid: bool) -> None:
+    """One language's command menus, description and short description; ``code`` None
+    is what users of a language without its own get."""
+    private = [("start", texts.command_start(lang)), ("help", texts.command_help(lang))]
     if paid:
-        private += [("paysupport", texts.COMMAND_PAYSUPPORT), ("terms", texts.COMMAND_TERMS)]
-    try:
-        await bot.set_my_commands(private, scope=BotCommandScopeAllPrivateChats())
-        await bot.set_my_commands(
-            [("warmth", texts.COMMAND_WARMTH), ("help", texts.COMMAND_HELP)],
-            scope=BotCommandScopeAllGroupChats(),
-        )
-    except TelegramError as exc:
-        log.warning("could not publish the command menu: %s", exc)
+        private += [
+            ("paysupport", texts.command_paysupport(lang)),
+            ("terms", texts.command_terms(lang)),
+        ]
+    history = ("history", texts.command_history(lang))
+    language = ("language", texts.command_language(lang))
+    private += [history, language]
+    group = [("warmth", texts.command_warmth(lang)), ("help", texts.command_help(lang))]
+    group += [history, language]
+    await bot.set_my_commands(private, scope=BotCommandScopeAllPrivateChats(), language_code=code)
+    await bot.set_my_commands(group, scope=BotCommandScopeAllGroupChats(), language_code=code)
+    await bot.set_my_description(texts.bot_description(lang), language_code=code)
+    await bot.set_my_short_description(texts.bot_short_description(lang), language_code=code)
+
+
+async def _publish_commands(bot: Bot, *, paid: bool, default_language: str) -> None:
+    """The command menus, description and short description users see, in every
+    language (Telegram shows each user theirs) and, without a language code, in
+    ``DEFAULT_LANGUAGE``. Nice to have, so a refusal is only logged. With a price,
+    /paysupport and /terms are in the menu (Telegram requires them for sales)."""
+    profiles = [(default_language, None)] + [
+        (language, telegram_language_code(language)) for language in LANGUAGES
+    ]
+    results = await asyncio.gather(
+        *(_publish_profile(bot, lang, code, paid=paid) for lang, code in profiles),
+        return_exceptions=True,
+    )
+    for (lang, _code), result in zip(profiles, results, strict=True):
+        if isinstance(result, TelegramError):
+            log.warning("could not publish the command menu (%s): %s", lang, result)
+        elif isinstance(result, BaseException):
+            raise result
 
 
 class Runtime:
     """Holds the services; handlers reach them through here, typed."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        #: Counted into when the HTTP server serves /metrics; None otherwise.
+        self.metrics = metrics
+        self.telegram_reach = TelegramReach()
         #: Every request to Telegram passes it (PTB's rate-limiter seam); built first,
         #: because the Application is built with it.
-        self.limiter = PriorityRateLimiter(on_flood=self._telegram_flooded)
+        self.limiter = PriorityRateLimiter(
+            on_flood=self._telegram_flooded, on_answer=self._telegram_answered
+        )
         self.limits = Limits(
             max_active_per_user=settings.max_active_jobs_per_user,
             daily_per_user=settings.daily_jobs_per_user,
@@ -306,6 +382,11 @@ class Runtime:
             raise RuntimeError("runtime not started")
         return self._tracker
 
+    def _telegram_answered(self, error: TelegramError | None) -> None:
+        self.telegram_reach.answered(error)
+        if self.metrics is not None:
+            self.metrics.telegram_answered(error)
+
     async def _telegram_flooded(self, flooded: bool) -> None:
         if self._alerts is None:
             return
@@ -330,7 +411,7 @@ class Runtime:
         await ledger.open()
         self._ledger = ledger
         self._http = httpx.AsyncClient(timeout=_HTTP_TIMEOUT, limits=_HTTP_LIMITS)
-        segmind = SegmindClient(
+        segmind: VideoService = SegmindClient(
             self._http,
             api_key=self.settings.segmind_api_key.get_secret_value(),
             api_url=self.settings.segmind_api_url,
@@ -344,8 +425,18 @@ class Runtime:
             self.settings.admin_ids,
             ChatPacer(backlog=lambda: limiter.backlog),
             on_unauthorized=self.token_watch.check_now,
+            language=self.settings.default_language,
         )
         self._alerts = Alerts(ledger, messenger.alert_operators)
+        metered: Messenger = messenger
+        on_submitted: Callable[[Job], None] | None = None
+        if self.metrics is not None:  # counted where the work passes (bot.metrics)
+            from ..metrics import MeteredMessenger, MeteredVideoService
+
+            segmind = MeteredVideoService(segmind, self.metrics)
+            metered = MeteredMessenger(messenger, self.metrics)
+            on_submitted = self.metrics.submitted
+            self.metrics.watch_limiter(lambda: limiter.backlog)
         alerts = self._alerts
         self._ledger_watch = LedgerWatch(
             ledger, alerts, on_gone=stop_bot, on_writable=self.record_held_payments
@@ -355,12 +446,12 @@ class Runtime:
             # Telegram refused the refund itself: operators must look at once.
             await alerts.trouble(AlertKind.REFUND_STUCK)
 
-        self._refunds = Refunds(ledger, messenger, on_refused=refund_refused)
-        self._reconciliation = Reconciliation(ledger, messenger, alerts)
+        self._refunds = Refunds(ledger, metered, on_refused=refund_refused)
+        self._reconciliation = Reconciliation(ledger, metered, alerts)
         self._tracker = Tracker(
             ledger,
             segmind,
-            messenger,
+            metered,
             self._alerts,
             TrackerConfig(
                 poll_interval=self.settings.poll_interval_seconds,
@@ -370,12 +461,17 @@ class Runtime:
             ),
             on_refund_due=self._refunds.poke,
             on_ledger_failed=self.ledger_failed,
+            on_submitted=on_submitted,
         )
         await self._tracker.resume()
         self._refunds.start()
         if not self.settings.price_stars.is_free:
             self._reconciliation.start()
-        await _publish_commands(bot, paid=not self.settings.price_stars.is_free)
+        await _publish_commands(
+            bot,
+            paid=not self.settings.price_stars.is_free,
+            default_language=self.settings.default_language,
+        )
         self.token_watch.start()
         self._ledger_watch.start()
 

@@ -187,6 +187,10 @@ class FakeSegmindAPI:
         #: Awaited with each submit before it is answered (e.g. to look at the ledger).
         self.on_submit: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self._next_id = 0
+        #: URLs of the images uploaded; those in ``expired_assets`` answer 404 (an upload
+        #: that Segmind no longer serves).
+        self.uploaded: list[str] = []
+        self.expired_assets: set[str] = set()
         self.transport = httpx.MockTransport(self.handle)
 
     # -- scripting -----------------------------------------------------------------------
@@ -239,6 +243,9 @@ class FakeSegmindAPI:
                 return "result", match["id"]
         if url.startswith(CDN_URL) and request.method == "GET" and (match := _VIDEO.match(path)):
             return "video", match["id"]
+        if url.startswith(f"{CDN_URL}/assets/") and request.method == "HEAD":
+            return "asset", url
+
         if request.method == "GET" and url.split("?")[0] == HISTORY_URL:
             return "history", None
         return "unknown", None
@@ -276,10 +283,11 @@ class FakeSegmindAPI:
                 )
             raise outcome(f"scripted {outcome.__name__}", request=request)
         if route == "upload":
+            self.uploaded.append(f"{CDN_URL}/assets/upload-{len(self.uploaded) + 1}.jpg")
             return self._respond(
                 200,
                 body={
-                    "file_urls": [f"{CDN_URL}/assets/upload-{self.count('upload')}.jpg"],
+                    "file_urls": [self.uploaded[-1]],
                     "message": "Files uploaded successfully",
                 },
             )
@@ -307,6 +315,9 @@ class FakeSegmindAPI:
             return self._respond(200, body=answer)
         if route == "history":
             return self._history(request)
+        if route == "asset":
+            served = request_id in self.uploaded and request_id not in self.expired_assets
+            return httpx.Response(200 if served else 404)
         job_or_none = self.jobs.get(request_id or "")
         if job_or_none is None:
             return self._respond(404, body=ERROR_BODIES[404])

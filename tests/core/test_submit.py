@@ -4,16 +4,22 @@
 from __future__ import annotations
 
 import base64
+import random
 
 import httpx
 import pytest
 
 from bot.core.alerts import OUTAGE_SECONDS, AlertKind
 from bot.core.errors import ChatUnreachable, PhotoUnavailable, SendFailed
-from bot.core.jobs import JobState, Reason
+from bot.core.jobs import Job, JobState, Reason
 from bot.core.options import VideoOptions
 from bot.core.ports import Progress
-from bot.core.tracker import HISTORY_LOOKUP_SECONDS, PREPARE_DEADLINE_SECONDS
+from bot.core.tracker import (
+    HISTORY_LOOKUP_SECONDS,
+    PREPARE_DEADLINE_SECONDS,
+    Tracker,
+    TrackerConfig,
+)
 from tests.core.conftest import INTERVAL, Harness, run_until_settled
 from tests.core.doubles import API_KEY, CDN_URL, RecordingMessenger, Reply, error
 
@@ -350,3 +356,27 @@ async def test_a_failed_queued_status_line_does_not_undo_the_submit(h: Harness):
     assert await h.step(job.id) == INTERVAL
     assert (await h.job(job.id)).state is S.QUEUED
     assert h.segmind.accepted == ["req-1"]
+
+
+async def test_the_submitted_hook_hears_each_recorded_submit_once(h: Harness):
+    """The metrics hook: told once per recorded request id, with Generate's time on it."""
+    heard: list[Job] = []
+    h.tracker = Tracker(
+        h.ledger,
+        h.client,
+        h.messenger,
+        h.alerts_core,
+        TrackerConfig(),
+        clock=h.clock,
+        rng=random.Random(0),
+        on_submitted=heard.append,
+    )
+    job = await h.new_job()
+    h.clock.now += 1.5
+    await h.step(job.id)  # upload, submit, QUEUED
+    await h.step(job.id)  # a poll: no new submit
+    [queued] = heard
+    assert (queued.id, queued.state, queued.request_id) == (job.id, S.QUEUED, "req-1")
+    assert queued.submitted_at is not None
+    assert queued.generate_at is not None
+    assert queued.submitted_at - queued.generate_at == pytest.approx(1.5)

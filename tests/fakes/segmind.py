@@ -11,7 +11,7 @@ Routes (``x-api-key`` required on the first four):
     GET  /v2/requests/{id}            result  -> {status, request_id, output, metrics}
     POST /upload-asset                upload  -> {file_urls, message}
     GET  /outputs/{id}.mp4            the generated "video", streamed in 64 KiB chunks
-    GET  /assets/{name}               an uploaded image
+    GET  /assets/{name}               an uploaded image (HEAD too), 404 once it expired
     GET  /inference-request/request-history        the account's requests, newest first
     GET  /inference-request/request-history/{id}   one of them
 
@@ -32,6 +32,10 @@ accepted and charged, then the connection closes without an answer),
 ``hold_submit_answers`` (accepted submits wait for ``release_submit_answers``),
 ``fail_next_history``, ``history_lag_seconds``, ``submit_delay``, ``credits`` and
 ``expire()``.
+
+Uploads expire too: after ``asset_retention_seconds`` (None: never) or ``expire_asset(url)``
+an uploaded image answers 404, and a submit naming it is refused with 400 (the image cannot
+be fetched; the wording is the fake's own). ``asset_checks`` counts HEAD requests on assets.
 """
 
 from __future__ import annotations
@@ -174,6 +178,8 @@ class _Injected:
 class _Asset:
     data: bytes
     content_type: str
+    uploaded_at: float = field(default_factory=time.monotonic)
+    expired: bool = False
 
 
 @dataclass
@@ -264,6 +270,10 @@ class FakeSegmind:
         self.history_lag_seconds = 0.0
         #: Request-history GETs received (list and single-request ones).
         self.history_lookups = 0
+        #: Uploaded images are served this long (None: for ever), then answer 404.
+        self.asset_retention_seconds: float | None = None
+        #: HEAD requests on uploaded images (a client checking one is still served).
+        self.asset_checks = 0
 
         self.jobs: dict[str, FakeJob] = {}
         self.submits: list[dict[str, Any]] = []
@@ -434,10 +444,30 @@ class FakeSegmind:
         """Make a job's status, result and video answer 404 from now on."""
         self.jobs[request_id].expired = True
 
+    def expire_asset(self, url: str) -> None:
+        """Make an uploaded image (by the URL upload answered) answer 404 from now on."""
+        self.assets[url.rsplit("/", 1)[-1]].expired = True
+
+    def _asset_gone(self, asset: _Asset) -> bool:
+        retention = self.asset_retention_seconds
+        return asset.expired or (
+            retention is not None and time.monotonic() - asset.uploaded_at > retention
+        )
+
+    def _gone_asset_url(self, image_url: str) -> bool:
+        """True when ``image_url`` is one of this fake's uploads and no longer served."""
+        prefix = f"{self._url}/assets/"
+        if self._url is None or not image_url.startswith(prefix):
+            return False
+        asset = self.assets.get(image_url[len(prefix) :])
+        return asset is None or self._asset_gone(asset)
+
     def advance(self, seconds: float) -> None:
-        """Move every job ``seconds`` forward in time (as if that much had passed)."""
+        """Move every job and upload ``seconds`` forward in time (as if that much had passed)."""
         for job in self.jobs.values():
             job.submitted_at -= seconds
+        for asset in self.assets.values():
+            asset.uploaded_at -= seconds
 
     def status_polls(self) -> list[int]:
         """Status polls per job, in submit order."""
@@ -498,6 +528,8 @@ class FakeSegmind:
         problem = _validate(body)
         if problem is not None:
             return _error(400, problem)
+        if self._gone_asset_url(body["image_url"]):
+            return _error(400, "Could not fetch the image at image_url")
         if self.credits is not None:
             if self.credits <= 0:
                 return _error(406, "Insufficient credits")
@@ -711,7 +743,9 @@ class FakeSegmind:
         return web.json_response(self._history_row(job, time.monotonic()))
 
     async def _asset(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "HEAD":
+            self.asset_checks += 1
         asset = self.assets.get(request.match_info["name"])
-        if asset is None:
+        if asset is None or self._asset_gone(asset):
             return _error(404, "Not found")
         return web.Response(body=asset.data, content_type=asset.content_type)

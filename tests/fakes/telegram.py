@@ -11,10 +11,22 @@ Routes::
     GET      /file/bot{token}/{path}     a file's bytes, after getFile gave its path
 
 Methods: getMe, getUpdates, deleteWebhook, setWebhook, getWebhookInfo, setMyCommands,
-deleteMyCommands, getMyCommands, sendMessage, sendPhoto, sendVideo, sendDocument, sendInvoice,
+deleteMyCommands, getMyCommands, setMyDescription, getMyDescription, setMyShortDescription,
+getMyShortDescription, sendMessage, sendPhoto, sendVideo, sendDocument, sendInvoice,
 sendChatAction, editMessageText, editMessageCaption, editMessageReplyMarkup, deleteMessage,
-answerCallbackQuery, answerPreCheckoutQuery, refundStarPayment, getStarTransactions, getFile,
-close, logOut. Anything else is 404, as Telegram answers.
+answerCallbackQuery, answerPreCheckoutQuery, answerInlineQuery, refundStarPayment,
+getStarTransactions, getFile, close, logOut. Anything else is 404, as Telegram answers.
+
+Inline mode: ``inline_mode`` (off by default, as for a new bot until BotFather /setinline) is
+what getMe reports as ``supports_inline_queries``; ``send_inline_query`` plays a user typing
+``@bot <query>`` (an ``inline_query`` update, delivered only when ``allowed_updates`` let it
+through). ``answerInlineQuery`` is checked like the Bot API checks it: a known, unanswered
+query; at most 50 results with unique ids of 1-64 bytes; a cached video's file id must name a
+video the fake knows; ``button.start_parameter`` 1-64 of ``A-Za-z0-9_-``. ``inline_answers``
+holds each answer; ``choose_inline_result`` plays the user picking a result: the video is
+posted in the chosen chat ``via_bot`` (no update: the bot is not told). Every inline-keyboard
+button must carry exactly one action; a ``switch_inline_query*`` button from a bot without
+inline mode is refused (BUTTON_TYPE_INVALID; the fake's own strictness).
 
 The test plays the users (``send_text``, ``send_photo``, ``press_button``, ``pay_invoice``, ...),
 each of which queues an Update; it injects failures (``fail_next``, ``lose_answer_next``,
@@ -43,10 +55,26 @@ Error wordings follow the Bot API server (tdlib/telegram-bot-api) and TDLib sour
 empty payload is 'parameter "payload" is required' and a zero amount "total price must be
 positive"; only the wording for a too long title or description is the fake's own.
 
+Webhooks: ``setWebhook`` (an https URL, a ``secret_token`` of ``A-Za-z0-9_-``, as Telegram
+checks) switches the fake from getUpdates (now answered 409 Conflict) to pushing: each
+pending update is POSTed as JSON with ``X-Telegram-Bot-Api-Secret-Token`` to the webhook URL,
+whose scheme and host are replaced by ``webhook_proxy`` when set (the TLS reverse proxy in
+front of a bot listening on plain HTTP). An update is done when the bot answers 2xx;
+otherwise (or on a failed connection) it is tried again after ``webhook_retry_seconds`` and
+``getWebhookInfo`` reports ``last_error_message``. ``webhook_posts`` lists every post.
+``deleteWebhook`` (or ``setWebhook`` with an empty URL) switches back to getUpdates.
+Command menus, descriptions and short descriptions are kept per ``language_code`` (two
+letters or none) and, for menus, per scope (``menus``, ``descriptions``,
+``short_descriptions``), refused beyond the Bot API's limits: 100 commands of 1-32
+characters (a-z, 0-9, _) with 1-256 character descriptions, descriptions up to 512
+characters and short ones up to 120 (those wordings are the fake's own).
+
 Deliberate simplifications: parse_mode HTML is rendered by dropping the tags (no entities),
 Markdown is stored as sent; uploaded files over ``keep_uploads_up_to`` bytes are hashed, not
-kept, so their download URL answers 404; there is no per-chat limit for private chats; only
-Stars invoices exist (any other currency is refused as PAYMENT_PROVIDER_INVALID).
+kept, so their download URL answers 404; there is no per-chat limit for private chats;
+webhook updates are posted one at a time (Telegram: up to ``max_connections`` at once) and
+retried quickly; only Stars invoices exist (any other currency is refused as
+PAYMENT_PROVIDER_INVALID).
 """
 
 from __future__ import annotations
@@ -78,6 +106,7 @@ __all__ = [
     "BOT_USERNAME",
     "MAX_DOWNLOAD_BYTES",
     "MAX_STARS_PER_INVOICE",
+    "MAX_INLINE_RESULTS",
     "MAX_UPLOAD_BYTES",
     "PRECHECKOUT_TIMEOUT",
     "SEND_METHODS",
@@ -122,6 +151,13 @@ PRECHECKOUT_TIMEOUT = 10.0
 MAX_INVOICE_TITLE = 32
 MAX_INVOICE_DESCRIPTION = 255
 MAX_INVOICE_PAYLOAD_BYTES = 128
+#: setMyCommands, setMyDescription, setMyShortDescription.
+MAX_COMMANDS = 100
+MAX_COMMAND_DESCRIPTION = 256
+MAX_BOT_DESCRIPTION = 512
+MAX_BOT_SHORT_DESCRIPTION = 120
+_COMMAND_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+_LANGUAGE_CODE_RE = re.compile(r"^[a-z]{2}$")
 
 JSON = dict[str, Any]
 
@@ -183,6 +219,8 @@ _STRING_PARAMS = frozenset(
 _OBJECT_PARAMS = frozenset(
     {
         "allowed_updates",
+        "button",
+        "results",
         "caption_entities",
         "commands",
         "entities",
@@ -630,7 +668,49 @@ def _render(text: str, parse_mode: Any) -> str:
     return text
 
 
-def _inline_markup(value: Any) -> JSON | None:
+#: What an inline-keyboard button may do; each button does exactly one of these.
+_BUTTON_ACTIONS = (
+    "callback_data",
+    "url",
+    "switch_inline_query",
+    "switch_inline_query_current_chat",
+    "switch_inline_query_chosen_chat",
+    "login_url",
+    "web_app",
+    "callback_game",
+    "pay",
+    "copy_text",
+)
+_INLINE_SWITCHES = frozenset(
+    {"switch_inline_query", "switch_inline_query_current_chat", "switch_inline_query_chosen_chat"}
+)
+#: Inline answers: results per answer, result id bytes, next_offset bytes, start parameter.
+MAX_INLINE_RESULTS = 50
+MAX_INLINE_RESULT_ID_BYTES = 64
+MAX_NEXT_OFFSET_BYTES = 64
+_START_PARAMETER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _check_button(button: JSON, inline_mode: bool) -> None:
+    actions = [name for name in _BUTTON_ACTIONS if button.get(name) is not None]
+    if len(actions) != 1:
+        raise _bad("can't parse inline keyboard button: Text buttons are unallowed")
+    action = actions[0]
+    if action in _INLINE_SWITCHES and not inline_mode:
+        raise _bad("BUTTON_TYPE_INVALID")
+    if action == "switch_inline_query_chosen_chat":
+        chosen = button[action]
+        if not isinstance(chosen, dict):
+            raise _bad(
+                'can\'t parse inline keyboard button: Field "switch_inline_query_chosen_chat" '
+                "must be of type Object"
+            )
+        query = chosen.get("query", "")
+        if not isinstance(query, str) or len(query) > 256:
+            raise _bad("can't parse inline keyboard button: query is too long")
+
+
+def _inline_markup(value: Any, *, inline_mode: bool = True) -> JSON | None:
     """The inline keyboard a message keeps (other markups are not stored on messages)."""
     if not isinstance(value, dict):
         return None
@@ -648,6 +728,7 @@ def _inline_markup(value: Any) -> JSON | None:
             data = button.get("callback_data")
             if data is not None and not 1 <= len(str(data).encode()) <= 64:
                 raise _bad("BUTTON_DATA_INVALID")
+            _check_button(button, inline_mode)
     return copy.deepcopy(value)
 
 
@@ -703,15 +784,37 @@ class FakeTelegram:
         self.downloads: list[str] = []
         #: The URLs the fake fetched for media sent by URL.
         self.fetched_urls: list[str] = []
+        #: getMe's ``supports_inline_queries``: BotFather /setinline (read at the bot's start).
+        self.inline_mode = False
+        #: Inline query id -> the params of its answerInlineQuery (results decoded).
+        self.inline_answers: dict[str, dict[str, Any]] = {}
         #: The commands of the last setMyCommands (default scope), as getMyCommands returns.
         self.commands: list[JSON] = []
+        #: Command menus by (scope type, language code; "" for none).
+        self.menus: dict[tuple[str, str], list[JSON]] = {}
+        #: setMyDescription / setMyShortDescription by language code ("" for none).
+        self.descriptions: dict[str, str] = {}
+        self.short_descriptions: dict[str, str] = {}
         self.webhook_url = ""
+        #: Where the fake really posts webhook updates: the scheme and host of
+        #: ``webhook_url`` are replaced by this (the TLS reverse proxy in front of the bot).
+        self.webhook_proxy = ""
+        #: Seconds between tries of an update the webhook did not take (Telegram: longer).
+        self.webhook_retry_seconds = 0.05
+        #: Every webhook post: (update_id, HTTP status, or 0 when the connection failed).
+        self.webhook_posts: list[tuple[int, int]] = []
+        self._webhook_secret: str | None = None
+        self._webhook_error: tuple[int, str] | None = None
+        self._webhook_wake = asyncio.Event()
+        self._pusher: asyncio.Task[None] | None = None
 
         self._users: dict[int, JSON] = {}
         self._chats: dict[int, _Chat] = {}
         self._files: dict[str, _StoredFile] = {}
         self._paths: dict[str, _StoredFile] = {}
         self._queries: dict[str, _Query] = {}
+        self._inline_queries: dict[str, _Query] = {}
+        self._inline_counter = itertools.count(1)
         self._injected: list[_Injected] = []
         self._lost: list[_Lost] = []
 
@@ -754,6 +857,10 @@ class FakeTelegram:
             "setmycommands": self._set_my_commands,
             "deletemycommands": self._delete_my_commands,
             "getmycommands": self._get_my_commands,
+            "setmydescription": self._set_my_description,
+            "getmydescription": self._get_my_description,
+            "setmyshortdescription": self._set_my_short_description,
+            "getmyshortdescription": self._get_my_short_description,
             "sendmessage": self._send_message,
             "sendphoto": self._send_photo,
             "sendvideo": self._send_video,
@@ -766,6 +873,7 @@ class FakeTelegram:
             "deletemessage": self._delete_message,
             "answercallbackquery": self._answer_callback_query,
             "answerprecheckoutquery": self._answer_pre_checkout_query,
+            "answerinlinequery": self._answer_inline_query,
             "refundstarpayment": self._refund_star_payment,
             "getstartransactions": self._get_star_transactions,
             "getfile": self._get_file,
@@ -804,6 +912,7 @@ class FakeTelegram:
     async def stop(self) -> None:
         """Answer any pending long poll with [] at once, then close the server."""
         self._stopping = True
+        await self._stop_pusher()
         if self._poll is not None:
             self._poll.wake.set()
         runner, self._runner = self._runner, None
@@ -913,6 +1022,10 @@ class FakeTelegram:
             return list(self._all_sends)
         return list(self._chat_sends.get(chat_id, ()))
 
+    def forget_file(self, file_id: str) -> None:
+        """Telegram no longer knows this file id: sends naming it get "wrong file identifier"."""
+        self._files.pop(file_id, None)
+
     def file_data(self, file_id: str) -> bytes | None:
         """The bytes behind a file id (None when not kept, e.g. big uploads)."""
         stored = self._files.get(file_id)
@@ -946,15 +1059,18 @@ class FakeTelegram:
     # ------------------------------------------------------------------ the world
 
     def user(
-        self, user_id: int, first_name: str = "Ann", username: str | None = None
+        self,
+        user_id: int,
+        first_name: str = "Ann",
+        username: str | None = None,
+        *,
+        language_code: str | None = "en",
     ) -> dict[str, Any]:
-        """Register (or rename) a user; return the User object."""
-        info: JSON = {
-            "id": user_id,
-            "is_bot": False,
-            "first_name": first_name,
-            "language_code": "en",
-        }
+        """Register (or rename) a user; return the User object. ``language_code`` is the
+        IETF tag of the user's app (``pt-br``, ``es-419``…), or None for none at all."""
+        info: JSON = {"id": user_id, "is_bot": False, "first_name": first_name}
+        if language_code is not None:
+            info["language_code"] = language_code
         if username is not None:
             info["username"] = username
         self._users[user_id] = info
@@ -1140,6 +1256,51 @@ class FakeTelegram:
         }
         self.push_update({"callback_query": query})
         return query_id
+
+    def send_inline_query(
+        self, user_id: int, query: str = "", *, chat_type: str = "sender"
+    ) -> str:
+        """A user types ``@bot <query>`` (or a Share button opened it); returns the query id."""
+        user = self._ensure_user(user_id)
+        query_id = str(7_000_000_000_000_000 + next(self._inline_counter))
+        self._inline_queries[query_id] = _Query(0, user_id, 0)
+        self.push_update(
+            {
+                "inline_query": {
+                    "id": query_id,
+                    "from": copy.deepcopy(user),
+                    "query": query,
+                    "offset": "",
+                    "chat_type": chat_type,
+                }
+            }
+        )
+        return query_id
+
+    def choose_inline_result(self, query_id: str, result_id: str, chat_id: int) -> dict[str, Any]:
+        """The user picks one of the bot's answers to their inline query: it is posted in
+        ``chat_id`` as their message, ``via_bot`` (the bot gets no update for it)."""
+        answer = self.inline_answers.get(query_id)
+        query = self._inline_queries.get(query_id)
+        if answer is None or query is None:
+            raise ValueError(f"inline query {query_id} was not answered")
+        result = next((r for r in answer["results"] if r.get("id") == result_id), None)
+        if result is None:
+            raise ValueError(f"no result {result_id!r} in the answer to {query_id}")
+        stored = self._files[result["video_file_id"]]
+        chat = self._ensure_chat(chat_id)
+        message: JSON = {
+            "message_id": self._next_message_id(chat),
+            "from": copy.deepcopy(self._ensure_user(query.user_id)),
+            "chat": copy.deepcopy(chat.info),
+            "date": _now(),
+            "via_bot": self._bot_user(),
+            "video": self._video_object(stored, 720, 1280, 5),
+        }
+        if result.get("caption"):
+            message["caption"] = result["caption"]
+        chat.messages[message["message_id"]] = message
+        return copy.deepcopy(message)
 
     def pay_invoice(
         self,
@@ -1487,6 +1648,7 @@ class FakeTelegram:
         self._recent_sends.append(now)
 
     def _wake_poll(self) -> None:
+        self._webhook_wake.set()
         poll = self._poll
         if poll is None:
             return
@@ -1747,6 +1909,9 @@ class FakeTelegram:
             video["file_name"] = stored.file_name
         return video
 
+    def _markup(self, params: JSON) -> JSON | None:
+        return _inline_markup(params.get("reply_markup"), inline_mode=self.inline_mode)
+
     # ------------------------------------------------------------------ methods: bot & updates
 
     async def _true(self, params: JSON) -> bool:
@@ -1757,43 +1922,175 @@ class FakeTelegram:
             **self._bot_user(),
             "can_join_groups": True,
             "can_read_all_group_messages": False,
-            "supports_inline_queries": False,
+            "supports_inline_queries": self.inline_mode,
         }
 
     async def _delete_webhook(self, params: JSON) -> bool:
         self.webhook_url = ""
+        self._webhook_secret = None
+        await self._stop_pusher()
         if _as_bool(params.get("drop_pending_updates", False)):
             self._pending.clear()
         return True
 
     async def _set_webhook(self, params: JSON) -> bool:
-        self.webhook_url = str(params.get("url") or "")
+        url = str(params.get("url") or "")
+        if not url:  # an empty URL removes the webhook, as on Telegram
+            return await self._delete_webhook(params)
+        if not url.startswith("https://"):
+            raise _bad("bad webhook: An HTTPS URL must be provided for webhook")
+        secret = params.get("secret_token")
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(secret)):
+            raise _bad("secret token contains unallowed characters")
+        allowed = params.get("allowed_updates")
+        if isinstance(allowed, list):
+            self._allowed_updates = [str(kind) for kind in allowed] or None
+        self.webhook_url = url
+        self._webhook_secret = None if secret is None else str(secret)
+        self._webhook_error = None
         if _as_bool(params.get("drop_pending_updates", False)):
             self._pending.clear()
+        for entry in self._pending:  # handed out by getUpdates, never confirmed: again
+            entry.delivered = False
+        if self._pusher is None or self._pusher.done():
+            self._pusher = asyncio.create_task(self._push_updates(), name="fake-webhook")
+        self._webhook_wake.set()
         return True
 
     async def _get_webhook_info(self, params: JSON) -> JSON:
-        return {
+        info: JSON = {
             "url": self.webhook_url,
             "has_custom_certificate": False,
             "pending_update_count": len(self._pending),
         }
+        if self.webhook_url:
+            info["max_connections"] = 40
+            if self._allowed_updates is not None:
+                info["allowed_updates"] = list(self._allowed_updates)
+        if self._webhook_error is not None:
+            info["last_error_date"], info["last_error_message"] = self._webhook_error
+        return info
+
+    # ------------------------------------------------------------------ webhook delivery
+
+    async def _stop_pusher(self) -> None:
+        pusher, self._pusher = self._pusher, None
+        if pusher is not None and pusher is not asyncio.current_task():
+            pusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pusher
+
+    def _webhook_target(self) -> str:
+        if not self.webhook_proxy:
+            return self.webhook_url
+        rest = self.webhook_url.split("://", 1)[1]
+        path = rest[rest.find("/") :] if "/" in rest else "/"
+        return self.webhook_proxy.rstrip("/") + path
+
+    async def _push_updates(self) -> None:
+        """Telegram's side of a webhook: POST each update in order, with the secret
+        header, until the bot answers 2xx; an update not taken is tried again later and
+        holds back the ones after it (the fake posts one at a time; Telegram up to
+        ``max_connections`` at once)."""
+        while self.webhook_url and not self._stopping:
+            self._webhook_wake.clear()
+            allowed = self._allowed_updates
+            if allowed is not None:
+                self._pending = [
+                    e for e in self._pending if any(kind in e.update for kind in allowed)
+                ]
+            entry = next((e for e in self._pending if not e.delivered), None)
+            if entry is None:
+                await self._webhook_wake.wait()
+                continue
+            status = await self._post_update(entry)
+            if 200 <= status < 300:
+                entry.delivered = True
+                with contextlib.suppress(ValueError):
+                    self._pending.remove(entry)
+                continue
+            await asyncio.sleep(self.webhook_retry_seconds)
+
+    async def _post_update(self, entry: _Pending) -> int:
+        assert self._http is not None
+        headers = {"Content-Type": "application/json"}
+        if self._webhook_secret is not None:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = self._webhook_secret
+        query = entry.update.get("pre_checkout_query")
+        if isinstance(query, dict):
+            attempt = self._precheckouts.get(str(query.get("id")))
+            if attempt is not None and attempt.fetched_at is None:
+                attempt.fetched_at = time.monotonic()
+        try:
+            response = await self._http.post(
+                self._webhook_target(), content=json.dumps(entry.update), headers=headers
+            )
+            status = response.status_code
+            message = f"Wrong response from the webhook: {status} {response.reason_phrase}"
+        except httpx.HTTPError as exc:
+            status, message = 0, f"Connection failed: {type(exc).__name__}"
+        self.webhook_posts.append((entry.update_id, status))
+        if not 200 <= status < 300:
+            self._webhook_error = (_now(), message)
+        return status
+
+    @staticmethod
+    def _menu_key(params: JSON) -> tuple[str, str]:
+        scope = params.get("scope")
+        kind = scope.get("type") if isinstance(scope, dict) else None
+        return str(kind or "default"), _language_code(params)
 
     async def _set_my_commands(self, params: JSON) -> bool:
         commands = params.get("commands")
         if not isinstance(commands, list):
             raise _bad('parameter "commands" is required')
-        if params.get("scope") is None and params.get("language_code") in (None, ""):
+        if len(commands) > MAX_COMMANDS:
+            raise _bad("too many commands")
+        for command in commands:
+            name = command.get("command") if isinstance(command, dict) else None
+            text = command.get("description") if isinstance(command, dict) else None
+            if not isinstance(name, str) or not _COMMAND_RE.match(name):
+                raise _bad("BOT_COMMAND_INVALID")
+            if not isinstance(text, str) or not 1 <= len(text) <= MAX_COMMAND_DESCRIPTION:
+                raise _bad("command description must be 1-256 characters long")
+        key = self._menu_key(params)
+        self.menus[key] = copy.deepcopy(commands)
+        if key == ("default", ""):
             self.commands = copy.deepcopy(commands)
         return True
 
     async def _delete_my_commands(self, params: JSON) -> bool:
-        if params.get("scope") is None and params.get("language_code") in (None, ""):
+        key = self._menu_key(params)
+        self.menus.pop(key, None)
+        if key == ("default", ""):
             self.commands = []
         return True
 
     async def _get_my_commands(self, params: JSON) -> list[JSON]:
-        return copy.deepcopy(self.commands)
+        return copy.deepcopy(self.menus.get(self._menu_key(params), []))
+
+    async def _set_my_description(self, params: JSON) -> bool:
+        text = str(params.get("description") or "")
+        if len(text) > MAX_BOT_DESCRIPTION:
+            raise _bad("description is too long")
+        self.descriptions[_language_code(params)] = text
+        return True
+
+    async def _get_my_description(self, params: JSON) -> JSON:
+        code = _language_code(params)
+        return {"description": self.descriptions.get(code, self.descriptions.get("", ""))}
+
+    async def _set_my_short_description(self, params: JSON) -> bool:
+        text = str(params.get("short_description") or "")
+        if len(text) > MAX_BOT_SHORT_DESCRIPTION:
+            raise _bad("short description is too long")
+        self.short_descriptions[_language_code(params)] = text
+        return True
+
+    async def _get_my_short_description(self, params: JSON) -> JSON:
+        code = _language_code(params)
+        short = self.short_descriptions.get(code, self.short_descriptions.get("", ""))
+        return {"short_description": short}
 
     async def _get_updates(self, params: JSON) -> list[JSON]:
         if self.webhook_url:
@@ -1927,7 +2224,7 @@ class FakeTelegram:
     def _bot_message(self, chat: _Chat, params: JSON, content: JSON) -> JSON:
         """Store and return a message the bot sent (after all checks passed)."""
         reply = self._reply_target(chat, params)
-        markup = _inline_markup(params.get("reply_markup"))
+        markup = self._markup(params)
         message: JSON = {
             "message_id": self._next_message_id(chat),
             "from": self._bot_user(),
@@ -1947,7 +2244,7 @@ class FakeTelegram:
         self._check_blocked(chat)
         text, entities = self._checked_text(params)
         self._reply_target(chat, params)
-        _inline_markup(params.get("reply_markup"))
+        self._markup(params)
         content: JSON = {"text": text}
         if entities:
             content["entities"] = entities
@@ -1958,7 +2255,7 @@ class FakeTelegram:
         self._check_blocked(chat)
         caption, caption_entities = self._checked_caption(params)
         self._reply_target(chat, params)
-        _inline_markup(params.get("reply_markup"))
+        self._markup(params)
         stored = await self._media(params, kind)
         content: JSON = {}
         if kind == "video":
@@ -2103,7 +2400,7 @@ class FakeTelegram:
         return chat, message
 
     def _commit_edit(self, chat: _Chat, old: JSON, new: JSON, params: JSON) -> JSON:
-        markup = _inline_markup(params.get("reply_markup"))
+        markup = self._markup(params)
         if markup is None:
             new.pop("reply_markup", None)
         else:
@@ -2169,6 +2466,49 @@ class FakeTelegram:
         self.callback_answers[query_id] = dict(params)
         return True
 
+    async def _answer_inline_query(self, params: JSON) -> bool:
+        query_id = str(params.get("inline_query_id") or "")
+        query = self._inline_queries.get(query_id)
+        if query is None or query.answered:
+            raise _bad(_QUERY_TOO_OLD)
+        results = params.get("results")
+        if not isinstance(results, list):
+            raise _bad("can't parse inline query results JSON object")
+        if len(results) > MAX_INLINE_RESULTS:
+            raise _bad("RESULTS_TOO_MUCH")
+        seen: set[str] = set()
+        for result in results:
+            if not isinstance(result, dict) or not isinstance(result.get("type"), str):
+                raise _bad("can't parse inline query result")
+            result_id = result.get("id")
+            if (
+                not isinstance(result_id, str)
+                or not 1 <= len(result_id.encode()) <= MAX_INLINE_RESULT_ID_BYTES
+            ):
+                raise _bad("RESULT_ID_INVALID")
+            if result_id in seen:
+                raise _bad("RESULT_ID_DUPLICATE")
+            seen.add(result_id)
+            if result["type"] == "video" and "video_file_id" in result:
+                stored = self._files.get(str(result["video_file_id"]))
+                if stored is None or stored.kind != "video":
+                    raise _bad("wrong file identifier/HTTP URL specified")
+                if not result.get("title"):
+                    raise _bad("RESULT_TITLE_EMPTY")
+        next_offset = params.get("next_offset")
+        if next_offset is not None and len(str(next_offset).encode()) > MAX_NEXT_OFFSET_BYTES:
+            raise _bad("NEXT_OFFSET_INVALID")
+        button = params.get("button")
+        if button is not None:
+            if not isinstance(button, dict) or not button.get("text"):
+                raise _bad("can't parse inline query results button")
+            start = button.get("start_parameter")
+            if start is not None and not _START_PARAMETER.match(str(start)):
+                raise _bad("START_PARAM_INVALID")
+        query.answered = True
+        self.inline_answers[query_id] = dict(params)
+        return True
+
     async def _get_file(self, params: JSON) -> JSON:
         file_id = params.get("file_id")
         stored = self._files.get(str(file_id)) if file_id else None
@@ -2224,7 +2564,7 @@ class FakeTelegram:
             )
         self._check_blocked(chat)
         self._reply_target(chat, params)
-        markup = _inline_markup(params.get("reply_markup"))
+        markup = self._markup(params)
         if markup is not None:
             buttons = [button for row in markup["inline_keyboard"] for button in row]
             if not buttons or buttons[0].get("pay") is not True:
@@ -2430,6 +2770,16 @@ def _checked_prices(params: JSON) -> list[tuple[str, int]]:
     if not prices:
         raise _bad("there must be at least one price")
     return prices
+
+
+def _language_code(params: JSON) -> str:
+    """A menu's or description's language: two lowercase letters, or "" for all others."""
+    code = params.get("language_code")
+    if code in (None, ""):
+        return ""
+    if not isinstance(code, str) or not _LANGUAGE_CODE_RE.match(code):
+        raise _bad("LANGUAGE_CODE_INVALID")
+    return code
 
 
 def _required(params: JSON, name: str) -> str:

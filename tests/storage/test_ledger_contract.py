@@ -5,6 +5,7 @@ pragmas, migrations) live beside each backend's own tests.
 """
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from bot.core.errors import InvalidTransition
 from bot.core.jobs import TERMINAL_STATES, JobState, Reason
 from bot.core.limits import Limits, StartOutcome, utc_day_start
 from bot.core.options import VideoOptions
-from bot.core.ports import Ledger, RunSeconds
+from bot.core.ports import UPDATE_CLAIM_SECONDS, Ledger, RunSeconds
 from tests.builders import new_job
 from tests.storage.conftest import Clock
 
@@ -352,3 +353,178 @@ async def test_racing_starts_of_two_photos_keep_the_active_limit(ledger):
     assert outcomes.count(StartOutcome.STARTED) == 1
     assert outcomes.count(StartOutcome.TOO_MANY_ACTIVE) == 5
     assert await ledger.count_active() == 1
+
+
+# -- webhook mode: each update handled once --------------------------------------------
+
+
+async def test_an_update_is_claimed_once(ledger):
+    assert await ledger.claim_update(5001, now=1000.0)
+    assert not await ledger.claim_update(5001, now=1001.0)
+    assert await ledger.claim_update(5002, now=1001.0)
+
+
+async def test_concurrent_claims_of_one_update_give_one_winner(ledger):
+    claims = await asyncio.gather(*(ledger.claim_update(7001, now=1000.0) for _ in range(8)))
+    assert claims.count(True) == 1
+
+
+async def test_a_claim_survives_a_reopen(open_ledger):
+    ledger = await open_ledger()
+    assert await ledger.claim_update(6001, now=1000.0)
+    await ledger.close()
+    reopened = await open_ledger()
+    assert not await reopened.claim_update(6001, now=1010.0)
+
+
+async def test_claims_older_than_a_day_are_forgotten(ledger):
+    assert await ledger.claim_update(8001, now=1000.0)
+    later = 1000.0 + UPDATE_CLAIM_SECONDS + 3600.0
+    assert await ledger.claim_update(8002, now=later)  # prunes what is past a day
+    assert await ledger.claim_update(8001, now=later)
+    assert not await ledger.claim_update(8002, now=later + 1)
+
+
+async def test_jobs_are_counted_by_state(ledger):
+    assert await ledger.jobs_by_state() == {}
+    first = await started(ledger, 1, user_id=1)
+    await started(ledger, 2, user_id=2)
+    await ledger.create_draft(new_job(3, user_id=3, chat_id=3), VideoOptions())
+    await ledger.transition(first, JobState.PREPARING, JobState.REJECTED, reason=Reason.BUSY)
+    counts = await ledger.jobs_by_state()
+    assert {state: n for state, n in counts.items() if n} == {
+        JobState.DRAFT: 1,
+        JobState.PREPARING: 1,
+        JobState.REJECTED: 1,
+    }
+
+
+# -- after the video: Again, /history, Share ----------------------------------------------
+
+NO_CAP = Limits(max_active_per_user=100, daily_per_user=0)
+
+
+async def delivered(
+    ledger: Ledger, message_id: int = 10, user_id: int = 1, chat_id: int | None = None
+) -> int:
+    """A job run to its video (a Telegram file id recorded); its id."""
+    chat = user_id if chat_id is None else chat_id
+    job, _ = await ledger.create_draft(new_job(message_id, user_id, chat), VideoOptions())
+    assert (await ledger.start(job.id, user_id, NO_CAP)).outcome is StartOutcome.STARTED
+    steps: list[tuple[JobState, JobState, dict[str, Any]]] = [
+        (JobState.PREPARING, JobState.SUBMITTING, {"seed": 5, "image_url": f"https://i/{job.id}"}),
+        (JobState.SUBMITTING, JobState.QUEUED, {"request_id": f"req-{job.id}"}),
+        (JobState.QUEUED, JobState.COMPLETED, {"output_url": "https://v"}),
+        (JobState.COMPLETED, JobState.DELIVERED, {"video_file_id": f"video-{job.id}"}),
+    ]
+    for source, target, fields in steps:
+        assert await ledger.transition(job.id, source, target, **fields) is not None
+    return job.id
+
+
+async def test_again_starts_one_job_from_a_delivered_one_however_often_pressed(ledger):
+    old_id = await delivered(ledger)
+    results = await asyncio.gather(*(ledger.start_again(old_id, 1, LIMITS) for _ in range(5)))
+    outcomes = sorted(result.outcome.value for result in results)
+    assert outcomes.count(StartOutcome.STARTED.value) == 1
+    assert outcomes.count(StartOutcome.ALREADY_STARTED.value) == 4
+    new_ids = {result.job.id for result in results if result.job is not None}
+    assert len(new_ids) == 1
+    old, new = await ledger.get(old_id), await ledger.get(new_ids.pop())
+    assert new.state is JobState.PREPARING
+    assert new.retry_of == old_id
+    assert new.generate_at is not None
+    # The same photo, options and upload (a candidate), a seed of its own at its submit.
+    assert (new.chat_id, new.photo_message_id, new.file_id) == (
+        old.chat_id,
+        old.photo_message_id,
+        old.file_id,
+    )
+    assert (new.options.quality, new.options.duration) == (
+        old.options.quality,
+        old.options.duration,
+    )
+    assert new.options.seed is None
+    assert new.image_url == old.image_url
+    assert (new.request_id, new.video_file_id, new.keyboard_message_id) == (None, None, None)
+
+
+async def test_again_only_follows_a_delivered_video_of_ones_own(ledger):
+    unknown = await ledger.start_again(999, 1, LIMITS)
+    assert unknown.outcome is StartOutcome.NOT_FOUND
+    running_id = await started(ledger, message_id=5)
+    assert (await ledger.start_again(running_id, 1, LIMITS)).outcome is StartOutcome.NOT_FOUND
+    old_id = await delivered(ledger)
+    assert (await ledger.start_again(old_id, 2, LIMITS)).outcome is StartOutcome.NOT_OWNER
+
+
+async def test_again_is_priced_and_limited_like_any_job(ledger):
+    old_id = await delivered(ledger)
+    await started(ledger, message_id=20)
+    await started(ledger, message_id=21)
+    refused = await ledger.start_again(old_id, 1, LIMITS)
+    assert refused.outcome is StartOutcome.TOO_MANY_ACTIVE
+
+    other_id = await delivered(ledger, message_id=30, user_id=7)
+    priced = await ledger.start_again(other_id, 7, LIMITS, price=50, free_videos=1)
+    assert priced.outcome is StartOutcome.INVOICE
+    assert priced.job.state is JobState.AWAITING_PAYMENT
+    assert (priced.job.price_stars, priced.job.invoice_no) == (50, 1)
+    assert priced.job.generate_at is None  # started only when paid
+    again = await ledger.start_again(other_id, 7, LIMITS, price=50, free_videos=1)
+    assert again.outcome is StartOutcome.AWAITING_PAYMENT
+    assert again.job.id == priced.job.id
+
+
+async def test_history_pages_a_users_started_jobs_newest_first(ledger):
+    ids = [await delivered(ledger, message_id=100 + n) for n in range(12)]
+    await ledger.create_draft(new_job(500), VideoOptions())  # never started: not history
+    await delivered(ledger, message_id=600, user_id=2)  # someone else's
+
+    first = await ledger.history(1, 10)
+    assert [job.id for job in first.jobs] == ids[::-1][:10]
+    assert (first.has_older, first.has_newer) == (True, False)
+
+    older = await ledger.history(1, 10, before_id=first.jobs[-1].id)
+    assert [job.id for job in older.jobs] == ids[1::-1]
+    assert (older.has_older, older.has_newer) == (False, True)
+
+    newer = await ledger.history(1, 10, after_id=older.jobs[0].id)
+    assert [job.id for job in newer.jobs] == [job.id for job in first.jobs]
+    assert (newer.has_older, newer.has_newer) == (True, False)
+
+    empty = await ledger.history(3, 10)
+    assert (empty.jobs, empty.has_older, empty.has_newer) == ([], False, False)
+
+
+async def test_history_of_one_chat_lists_only_the_jobs_made_there(ledger):
+    private = await delivered(ledger, message_id=1)
+    in_group = await delivered(ledger, message_id=2, chat_id=-100)
+    everywhere = await ledger.history(1, 10)
+    assert [job.id for job in everywhere.jobs] == [in_group, private]
+    group = await ledger.history(1, 10, chat_id=-100)
+    assert [job.id for job in group.jobs] == [in_group]
+    assert (group.has_older, group.has_newer) == (False, False)
+
+
+async def test_delivered_videos_are_the_users_own_with_a_file_id_newest_first(ledger):
+    first = await delivered(ledger, message_id=1)
+    await started(ledger, message_id=2)  # not delivered
+    second = await delivered(ledger, message_id=3)
+    await delivered(ledger, message_id=4, user_id=2)
+    link_only, _ = await ledger.create_draft(new_job(5), VideoOptions())
+    await ledger.start(link_only.id, 1, LIMITS)
+    link_steps: list[tuple[JobState, JobState, dict[str, Any]]] = [
+        (JobState.PREPARING, JobState.SUBMITTING, {}),
+        (JobState.SUBMITTING, JobState.QUEUED, {"request_id": "req-link"}),
+        (JobState.QUEUED, JobState.COMPLETED, {"output_url": "https://v"}),
+        (JobState.COMPLETED, JobState.DELIVERED, {"video_file_id": None}),  # sent as a link
+    ]
+    for source, target, fields in link_steps:
+        await ledger.transition(link_only.id, source, target, **fields)
+
+    videos = await ledger.delivered_videos(1)
+    assert [job.id for job in videos] == [second, first]
+    assert [job.video_file_id for job in videos] == [f"video-{second}", f"video-{first}"]
+    assert [job.id for job in await ledger.delivered_videos(1, limit=1)] == [second]
+    assert await ledger.delivered_videos(3) == []

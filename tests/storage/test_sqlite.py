@@ -67,6 +67,7 @@ async def test_a_ledger_from_the_first_version_is_upgraded_with_its_jobs(tmp_pat
     try:
         [job] = await ledger.unfinished()
         assert job.request_id == "req-1"  # the paid job is still there to be polled
+        assert job.language == "en"  # jobs from before languages speak English
         assert job.state is JobState.PROCESSING
         done = await ledger.transition(
             job.id, JobState.PROCESSING, JobState.COMPLETED, output_url="u", completed_at=52.0
