@@ -57,8 +57,9 @@ async def run_copy_ledger(settings: Settings) -> int:
         await target.close()
         await source.close()
     print(
-        f"ok: copied {report.jobs_copied} unfinished jobs and {report.payments_copied}"
-        f" payments from DATABASE_PATH {path} to {settings.ledger_where}"
+        f"ok: copied {report.jobs_copied} unfinished jobs, {report.payments_copied}"
+        f" payments and {report.users_copied} users' language and options"
+        f" from DATABASE_PATH {path} to {settings.ledger_where}"
         f" ({report.jobs_present} jobs and {report.payments_present} payments were there"
         " already)"
     )

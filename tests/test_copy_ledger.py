@@ -76,6 +76,8 @@ async def a_used_sqlite_ledger(path: Path) -> dict[str, int]:
         retry = await ledger.start_retry(ended, 1, LIMITS, None)
         assert retry.job is not None
         ids["retry"] = retry.job.id
+        await ledger.set_language(1, "pt_BR")  # taken: what the user chose
+        await ledger.remember_options(1, VideoOptions("720p", 8))
     finally:
         await ledger.close()
     return ids
@@ -102,14 +104,14 @@ async def test_copy_ledger_copies_what_is_owed_once(spawn, env, database, postgr
     code, stdout, stderr = await copy(spawn, env, postgres_url)
     assert (code, stderr) == (0, "")
     assert stdout == (
-        f"ok: copied 5 unfinished jobs and 1 payments from {where}"
-        " (0 jobs and 0 payments were there already)"
+        f"ok: copied 5 unfinished jobs, 1 payments and 1 users' language and options"
+        f" from {where} (0 jobs and 0 payments were there already)"
     )
     code, stdout, _ = await copy(spawn, env, postgres_url)  # again: nothing twice
     assert code == 0
     assert stdout == (
-        f"ok: copied 0 unfinished jobs and 0 payments from {where}"
-        " (5 jobs and 1 payments were there already)"
+        f"ok: copied 0 unfinished jobs, 0 payments and 0 users' language and options"
+        f" from {where} (5 jobs and 1 payments were there already)"
     )
 
     conn = await asyncpg.connect(postgres_url)
@@ -126,6 +128,8 @@ async def test_copy_ledger_copies_what_is_owed_once(spawn, env, database, postgr
     ledger = PostgresLedger(postgres_url)
     await ledger.open()
     try:
+        prefs = await ledger.user_preferences(1)
+        assert (prefs.language, prefs.options) == ("pt_BR", VideoOptions("720p", 8))
         unfinished = {job.id for job in await ledger.unfinished()}
         assert unfinished == {ids["queued"], ids["retry"]}
         [owed] = await ledger.refunds_to_work(now=10**10)

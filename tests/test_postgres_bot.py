@@ -292,14 +292,15 @@ async def test_webhook_mode_on_postgres_handles_each_update_once(
         await until_delivered_and_told(postgres_url)
         replies = len(telegram.calls_of("sendMessage", chat_id=USER))
         photo_update = telegram.webhook_posts[0][0]
-        for copies in (2, 3):  # Telegram posts it again, twice (its answers lost, say)
-            telegram.redeliver_update(photo_update)
-            await wait_until(
-                lambda n=copies: (
-                    [uid for uid, _ in telegram.webhook_posts].count(photo_update) == n
-                ),
-                what="the copy posted",
-            )
+
+        def posts_of_the_photo() -> int:
+            return [uid for uid, _ in telegram.webhook_posts].count(photo_update)
+
+        # Telegram posts it again, twice (its answers lost, say).
+        telegram.redeliver_update(photo_update)
+        await wait_until(lambda: posts_of_the_photo() == 2, what="the first copy posted")
+        telegram.redeliver_update(photo_update)
+        await wait_until(lambda: posts_of_the_photo() == 3, what="the second copy posted")
         telegram.send_text(USER, USER, "/help")  # handled after the copies: a marker
         await telegram.wait_for_call("sendMessage", chat_id=USER, count=replies + 1)
     assert len(telegram.calls_of("sendMessage", chat_id=USER)) == replies + 1

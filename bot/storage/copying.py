@@ -3,10 +3,11 @@
 Moving a running bot from ``DATABASE_PATH`` to ``DATABASE_URL`` must not drop a paid job
 or a refund. Copied: every unfinished job (active, or ended and not yet told), every
 job awaiting its payment (its invoice may still be paid), every payment still owed back
-or whose refund the payer has not heard of, the payments of the copied jobs, and the
-jobs those rows refer to. Jobs keep their ids (an invoice out names its job by id), so
-the PostgreSQL ledger should be fresh: a different job at the same id, or the same photo
-under another id, stops the copy before anything is written.
+or whose refund the payer has not heard of, the payments of the copied jobs, the jobs
+those rows refer to, and every user's remembered language and options. Jobs keep their
+ids (an invoice out names its job by id), so the PostgreSQL ledger should be fresh: a
+different job at the same id, or the same photo under another id, stops the copy before
+anything is written.
 
 Idempotent: one transaction, and a row already there (same id and photo, or same charge
 id) is counted, not copied again.
@@ -41,6 +42,7 @@ class CopyReport:
     jobs_present: int
     payments_copied: int
     payments_present: int
+    users_copied: int
 
 
 async def _sqlite_rows(ledger: SqliteLedger, sql: str, params: tuple[Any, ...]) -> list[Any]:
@@ -112,6 +114,7 @@ async def _insert(conn: Connection, table: str, row: sqlite3.Row, columns: list[
 async def copy_ledger(source: SqliteLedger, target: PostgresLedger) -> CopyReport:
     """Copy what ``source`` still owes into ``target`` (both open), in one transaction."""
     jobs, payments = await _what_is_owed(source)
+    users = await _sqlite_rows(source, "SELECT * FROM users ORDER BY user_id", ())
 
     async def work(conn: Connection) -> CopyReport:
         job_columns = await _columns(conn, "jobs")
@@ -134,11 +137,15 @@ async def copy_ledger(source: SqliteLedger, target: PostgresLedger) -> CopyRepor
                 paid_copied += 1
             else:
                 paid_present += 1
+        user_columns = await _columns(conn, "users")
+        users_copied = 0
+        for row in users:  # a user PostgreSQL knows already keeps what it knows
+            users_copied += await _insert(conn, "users", row, user_columns)
         # New jobs must get ids after the copied ones.
         await conn.execute(
             "SELECT setval(pg_get_serial_sequence('jobs', 'id'), "
             "GREATEST((SELECT MAX(id) FROM jobs), 1))"
         )
-        return CopyReport(copied, present, paid_copied, paid_present)
+        return CopyReport(copied, present, paid_copied, paid_present, users_copied)
 
     return await target.run_in_transaction(work)
