@@ -47,8 +47,8 @@ from .core.payments import Payment
 from .core.ports import (
     Ledger,
     Messenger,
-    Progress,
     StarCharge,
+    Status,
     StatusReport,
     Submission,
     VideoService,
@@ -199,8 +199,8 @@ class MeteredMessenger:
     async def photo_link(self, job: Job) -> str:
         return await self._inner.photo_link(job)
 
-    async def show_progress(self, job: Job, progress: Progress) -> None:
-        await self._inner.show_progress(job, progress)
+    async def show_progress(self, job: Job, status: Status) -> bool:
+        return await self._inner.show_progress(job, status)
 
     async def send_video(self, job: Job, path: Path) -> str:
         file_id = await self._inner.send_video(job, path)

@@ -7,6 +7,7 @@ The end-to-end side (a Portuguese user, /language, groups, menus) is tests/test_
 from __future__ import annotations
 
 import gettext
+import inspect
 import io
 import logging
 import os
@@ -122,6 +123,12 @@ def test_callback_answers_fit_telegrams_200_characters(language):
         *(texts.daily_limit(language, limit, 86_399) for limit in (1, 3, 20, 1000)),
         *(texts.precheckout_refusal(language, verdict) for verdict in PreCheckout),
     ]
+    # Every other toast (answer_<what>(lang)), so a new one cannot be forgotten here.
+    for name in dir(texts):
+        function = getattr(texts, name)
+        if name.startswith("answer_") and list(inspect.signature(function).parameters) == ["lang"]:
+            answers.append(function(language))
+    assert len(answers) > 30
     for answer in answers:
         assert len(answer) <= 200, (language, answer)
 

@@ -51,9 +51,7 @@ async def start_a_job(telegram, segmind, spawn, env, database) -> BotProcess:
     process = await spawn(env)
     await press_generate(telegram)
     await telegram.wait_for_call(
-        "editMessageText",
-        chat_id=USER,
-        where=lambda c: c.params["text"] == texts.progress_queued("en"),
+        "editMessageText", chat_id=USER, where=lambda c: c.params["text"].startswith("⏳")
     )
     assert ledger(database)[0]["state"] in ("queued", "processing")
     return process

@@ -6,11 +6,13 @@ import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from bot.mp4 import VideoInfo, read_video_info
 from tests.fakes.segmind import (
     MODEL_SLUG,
     TEST_API_KEY,
@@ -150,9 +152,24 @@ async def test_video_download_streams_video_size_bytes(
         async for chunk in response.aiter_raw():
             chunks.append(chunk)
     body = b"".join(chunks)
-    assert body == video_bytes(fake.video_size)
+    assert body == video_bytes(fake.video_size, header=fake.video_header(request_id))
     assert body[4:8] == b"ftyp"
     assert fake.jobs[request_id].video_downloads == 1
+
+
+async def test_video_has_an_mp4_header_with_the_jobs_size_and_length(
+    fake: FakeSegmind, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """The bot reads the header it downloads; the box sizes add up to the file's."""
+    request_id = (await submit(client)).json()["request_id"]  # 540p, 5 s
+    fake.advance(1.0)
+    body = (await client.get(fake.video_url(request_id))).content
+    path = tmp_path / "v.mp4"
+    path.write_bytes(body)
+    assert read_video_info(path) == VideoInfo(width=960, height=540, duration=5, has_audio=False)
+    fake.video_kind = "damaged"
+    path.write_bytes((await client.get(fake.video_url(request_id))).content)
+    assert read_video_info(path) is None
 
 
 async def test_video_is_404_before_completion_and_for_unknown_ids(

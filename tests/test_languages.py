@@ -12,6 +12,7 @@ import pytest
 
 from bot.core.jobs import JobState
 from bot.core.options import VideoOptions
+from bot.core.progress import Progress, Status
 from bot.i18n import texts
 from bot.i18n.catalogues import LANGUAGE_NAMES, LANGUAGES
 from tests.builders import job_row
@@ -50,7 +51,10 @@ async def test_a_brazilian_user_gets_portuguese_from_photo_to_video(
     assert video.params["caption"] == "✨ O abraço de Jesus"
     assert telegram.callback_answers[query]["text"] == texts.answer_started("pt_BR")
     edits = [c.params["text"] for c in telegram.calls_of("editMessageText", chat_id=USER)]
-    assert texts.progress_queued("pt_BR") in edits
+    waiting = texts.progress("pt_BR", Status(Progress.QUEUED), VideoOptions())
+    assert waiting.startswith("⏳")
+    assert waiting != texts.progress("en", Status(Progress.QUEUED), VideoOptions())
+    assert any(text.startswith(waiting) for text in edits)
     await wait_until(lambda: ledger(database)[0]["state"] == "delivered", what="delivered")
     assert ledger(database)[0]["language"] == "pt_BR"
 
@@ -213,10 +217,11 @@ async def test_menus_and_descriptions_are_published_per_language(telegram, bot):
     for code in codes | {""}:
         language = {"": "en", "pt": "pt_BR"}.get(code, code)
         private = telegram.menus[("all_private_chats", code)]
-        assert [c["command"] for c in private] == ["start", "help", "language"]
+        assert [c["command"] for c in private] == ["start", "help", "history", "language"]
         assert private[0]["description"] == texts.command_start(language)
         group = telegram.menus[("all_group_chats", code)]
-        assert [c["command"] for c in group] == ["warmth", "help", "language"]
+        assert [c["command"] for c in group] == ["warmth", "help", "history", "language"]
+        assert group[2]["description"] == texts.command_history(language)
         assert telegram.descriptions[code] == texts.bot_description(language)
         assert telegram.short_descriptions[code] == texts.bot_short_description(language)
     assert telegram.descriptions["pt"].startswith("Mande uma foto")

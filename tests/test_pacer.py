@@ -4,10 +4,11 @@ import time
 from telegram.ext import ExtBot
 
 from bot.core.options import VideoOptions
-from bot.core.ports import Progress
+from bot.core.progress import Progress, Status
 from bot.i18n import texts
 from bot.storage import SqliteLedger
 from bot.telegram import messenger as telegram_messenger
+from bot.telegram import pacing
 from bot.telegram.messenger import TelegramMessenger
 from bot.telegram.pacing import (
     GROUP_CHAT_GAP,
@@ -96,7 +97,7 @@ async def test_a_status_edit_that_cannot_get_a_slot_in_time_is_given_up(
         messenger = TelegramMessenger(bot, frozenset(), ChatPacer(backlog=lambda: limiter.backlog))
 
         started = time.monotonic()
-        await messenger.show_progress(job, Progress.QUEUED)
+        assert not await messenger.show_progress(job, Status(Progress.QUEUED))
         assert time.monotonic() - started < 0.8  # it did not wait for the place
         assert telegram.calls_of("editMessageText") == []
         assert limiter.backlog == 0  # and left nothing behind in the queue
@@ -104,11 +105,23 @@ async def test_a_status_edit_that_cannot_get_a_slot_in_time_is_given_up(
         # The scenario, on the real clock: the chat's gap and the budget's second pass.
         # Not a wait for "nothing happened" (what follows must happen).
         await asyncio.sleep(PRIVATE_CHAT_GAP + 0.1)
-        await messenger.show_progress(job, Progress.QUEUED)
+        assert await messenger.show_progress(job, Status(Progress.QUEUED))
         [edit] = telegram.calls_of("editMessageText")
-        assert edit.params["text"] == texts.progress_queued("en")
-        assert telegram.message(user, keyboard.message_id)["text"] == texts.progress_queued("en")
+        queued = texts.progress(texts.FALLBACK_LANGUAGE, Status(Progress.QUEUED), job.options)
+        assert edit.params["text"] == queued == "⏳ Waiting for its turn"
+        assert telegram.message(user, keyboard.message_id)["text"] == queued
     finally:
         await store.close()
         await bot.shutdown()
         await limiter.shutdown()
+
+
+async def test_a_summary_waits_for_the_chat_slot_but_not_forever(monkeypatch):
+    monkeypatch.setattr(pacing, "PRIVATE_CHAT_GAP", 0.05)
+    pacer = ChatPacer(backlog=lambda: STATUS_EDIT_MAX_BACKLOG)  # a long queue: no matter
+    pacer.sent(1)  # the video just went
+    assert not await pacer.patient(1, 0.01)  # its slot frees too late: given up at once
+    started = time.monotonic()
+    assert await pacer.patient(1, 1.0)
+    assert time.monotonic() - started >= 0.04  # it waited for the slot...
+    assert not pacer.optional(1)  # ...and took it

@@ -156,10 +156,14 @@ async def test_generate_uploads_submits_once_and_replies_with_the_video(
     assert (job["seed"], job["image_url"]) == (submit["seed"], submit["image_url"])
     assert job["video_file_id"]
     assert job["notified_at"] is not None
-    # The keyboard became a status message on the way.
+    # The keyboard became a status message on the way, and its summary at the end.
+    await telegram.wait_for_call(
+        "editMessageText", chat_id=USER, where=lambda c: c.params["text"].startswith("✅")
+    )
     edits = [c.params["text"] for c in telegram.calls_of("editMessageText", chat_id=USER)]
-    assert texts.progress_queued("en") in edits
-    assert any("about a minute" in text for text in edits)
+    assert "⏳ Waiting for its turn" in edits
+    status = telegram.message(USER, keyboard["message_id"])
+    assert re.fullmatch(r"✅ Ready: 720p, 5 s · made in \d+ s", status["text"])
 
 
 async def test_telegram_mode_hands_segmind_the_telegram_file_url(

@@ -10,7 +10,6 @@ messenger. The errors each port raises are drawn in :mod:`bot.core.errors`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,6 +17,7 @@ from .jobs import Job, JobState, NewJob
 from .limits import Limits, StartResult
 from .options import VideoOptions
 from .payments import NewPayment, Payment, PaymentOutcome, PreCheckout
+from .progress import Progress, Status
 from .users import UserPreferences
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "Progress",
     "RunSeconds",
     "StarCharge",
+    "Status",
     "StatusReport",
     "Submission",
     "VideoService",
@@ -293,15 +294,6 @@ class StarCharge:
     date: float
 
 
-class Progress(StrEnum):
-    """The stages a job's status message shows; it changes only when the stage does."""
-
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    #: The video (or its link) was sent: the status message has done its job.
-    DONE = "done"
-
-
 class Messenger(Protocol):
     """What the tracker needs from a chat platform, without knowing which one."""
 
@@ -314,8 +306,10 @@ class Messenger(Protocol):
     async def photo_link(self, job: Job) -> str:
         """A URL of the photo that a third party can fetch (may embed a secret)."""
 
-    async def show_progress(self, job: Job, progress: Progress) -> None:
-        """Best effort: update the job's status message."""
+    async def show_progress(self, job: Job, status: Status) -> bool:
+        """Best effort: make the job's status message show ``status`` (DONE: its
+        one-line summary). False when it was skipped for the chat's pace, so the next
+        step tries again; True when shown, unchanged, or there is nothing to edit."""
 
     async def send_video(self, job: Job, path: Path) -> str:
         """Send the video file as a reply to the photo; returns the platform's file id."""

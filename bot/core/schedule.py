@@ -35,6 +35,8 @@ class Learnt:
 
     earliest_finish: float  #: seconds from submit to COMPLETED
     earliest_processing: float  #: seconds from PROCESSING to COMPLETED
+    #: What the status message says such a job usually takes (None: not known yet).
+    usual: int | None = None
 
 
 def expected_earliest_finish(run_seconds: Sequence[float]) -> float:

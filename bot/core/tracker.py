@@ -26,7 +26,6 @@ crash loses it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import tempfile
@@ -57,7 +56,8 @@ from .errors import (
 )
 from .jobs import ACTIVE_STATES, Job, JobState, Reason
 from .options import SEED_RANGE
-from .ports import Ledger, Messenger, Progress, VideoService
+from .ports import Ledger, Messenger, VideoService
+from .progress import Progress, Status, status_for, usual_seconds
 
 __all__ = ["HISTORY_LOOKUP_SECONDS", "Tracker", "TrackerConfig"]
 
@@ -80,6 +80,9 @@ LOOKUP_MAX_DELAY = 30.0
 RESUME_POLLS_PER_SECOND = 40.0
 #: A polled job's step comes this soon after its deadline, whatever it waited for.
 DEADLINE_SLACK_SECONDS = 0.05
+#: A video still downloading this long after it was made gets the "sending" status (one
+#: chat gap: see :class:`_SendingStatus`).
+SENDING_STATUS_AFTER_SECONDS = 1.0
 #: At shutdown, how long a submit or upload already under way may take to finish. The
 #: contract allows a few seconds for SIGTERM; whatever is still running after this is
 #: recovered from the ledger at the next start.
@@ -103,6 +106,53 @@ class TrackerConfig:
     #: 0 turns request-history lookups off (no history URL): a lost answer is UNCERTAIN
     #: at once, as it was before the lookups existed.
     history_lookup_seconds: float = HISTORY_LOOKUP_SECONDS
+    #: The status says "sending" only for a video still downloading this long after it
+    #: was made (0: at once). See :class:`_SendingStatus`.
+    sending_status_after: float = SENDING_STATUS_AFTER_SECONDS
+
+
+class _SendingStatus:
+    """The "sending" status of one delivery, shown only when the download is slow.
+
+    Every message takes the chat's slot for a second (three in a group), and the video
+    waits for it. A fast download would let a "sending" edit hold up the very video it
+    announces, so the edit is made only when the download is still running after
+    ``after`` seconds (a big video, a slow link: when the user is waiting for it anyway),
+    and never once the download is done. 0 shows it at once, before the download.
+    """
+
+    def __init__(self, tracker: Tracker, job: Job, after: float) -> None:
+        self._tracker = tracker
+        self._job = job
+        self._after = after
+        self._editing = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._after <= 0:
+            await self._show()
+        else:
+            self._task = asyncio.create_task(self._later(), name=f"sending-{self._job.id}")
+
+    async def _later(self) -> None:
+        await asyncio.sleep(self._after)
+        await self._show()
+
+    async def _show(self) -> None:
+        self._editing = True
+        await self._tracker._progress_quietly(self._job, Progress.SENDING)
+
+    def not_needed(self) -> None:
+        """The download is done: a "sending" edit not yet started would only delay it."""
+        if self._task is not None and not self._editing:
+            self._task.cancel()
+
+    async def finished(self) -> None:
+        """Wait for an edit under way (so the summary comes after it); cancel the rest."""
+        if self._task is None:
+            return
+        self.not_needed()
+        await asyncio.wait([self._task])
 
 
 class Tracker:
@@ -144,6 +194,11 @@ class Tracker:
         self._lookups: dict[int, tuple[float, int]] = {}
         #: (quality, duration) → (learnt, when it was learnt): a cache of the ledger.
         self._learnt: dict[tuple[str, int], tuple[schedule.Learnt, float]] = {}
+        #: The status each job's message shows now (edited only when it changes).
+        self._shown: dict[int, Status] = {}
+        #: What each job's status says such videos usually take, fixed at its first
+        #: status so that a newly learnt figure costs no extra edit.
+        self._usual: dict[int, int | None] = {}
         self._closing = False
         self._critical: set[asyncio.Task[Any]] = set()
 
@@ -258,6 +313,8 @@ class Tracker:
             self._polls.pop(job_id, None)
             self._seen_queued.pop(job_id, None)
             self._lookups.pop(job_id, None)
+            self._shown.pop(job_id, None)
+            self._usual.pop(job_id, None)
             current = self._tasks.get(job_id)
             if current is asyncio.current_task():
                 self._tasks.pop(job_id, None)
@@ -322,16 +379,52 @@ class Tracker:
         await self._ledger.mark_notified(job.id)
         return None
 
+    async def _status(self, job: Job, progress: Progress) -> Status | None:
+        """What the job's status message should say now (None: this stage is not shown)."""
+        now = self._clock()
+        group = job.chat_type != "private"
+        if progress is Progress.DONE:
+            since = job.generate_at or job.submitted_at
+            return status_for(
+                progress, elapsed=None if since is None else now - since, usual=None, group=group
+            )
+        if progress is Progress.SENDING:
+            # Shows no figures: no ledger read, so it leaves before the download does.
+            return status_for(progress, elapsed=None, usual=None, group=group)
+        if job.id not in self._usual:
+            self._usual[job.id] = (await self._learn(job)).usual
+        elapsed = None if job.submitted_at is None else now - job.submitted_at
+        return status_for(progress, elapsed=elapsed, usual=self._usual[job.id], group=group)
+
+    async def _show_status(self, job: Job, progress: Progress) -> None:
+        """Edit the status message if what it should say changed; a skipped edit (the
+        chat's pace) is tried again at the next step. Raises what the messenger raises."""
+        status = await self._status(job, progress)
+        if status is None or self._shown.get(job.id) == status:
+            return
+        if await self._messenger.show_progress(job, status):
+            self._shown[job.id] = status
+
     async def _progress(self, job: Job, progress: Progress) -> bool:
         """Update the status message; False if the chat is gone (job ended)."""
         try:
-            await self._messenger.show_progress(job, progress)
+            await self._show_status(job, progress)
         except ChatUnreachable:
             await self._chat_gone(job)
             return False
         except SendFailed:
             pass  # a status line is not worth a retry
         return True
+
+    async def _progress_quietly(self, job: Job, progress: Progress) -> None:
+        """A status edit beside a delivery: whatever happens to it, the delivery goes on
+        (a chat gone is found by the video's own send)."""
+        try:
+            await self._show_status(job, progress)
+        except (ChatUnreachable, SendFailed):
+            pass
+        except Exception:
+            log.exception("job %s: status %s failed", job.short_id, progress)
 
     # -- PREPARING → SUBMITTING → QUEUED ---------------------------------------------
 
@@ -561,6 +654,7 @@ class Tracker:
         learnt = schedule.Learnt(
             earliest_finish=schedule.expected_earliest_finish(history.total),
             earliest_processing=schedule.expected_earliest_finish(history.processing),
+            usual=usual_seconds(history.total),
         )
         self._learnt[key] = (learnt, now)
         return learnt
@@ -641,9 +735,10 @@ class Tracker:
             )
             if processing is None:
                 return 0.0
-            if not await self._progress(processing, Progress.PROCESSING):
-                return None
             job = processing
+        stage = Progress.PROCESSING if job.state is JobState.PROCESSING else Progress.QUEUED
+        if not await self._progress(job, stage):  # unchanged text: no edit
+            return None
         return await self._next_poll(job, queued=report.status == "QUEUED")
 
     # -- COMPLETED → DELIVERED -------------------------------------------------------
@@ -654,6 +749,8 @@ class Tracker:
         expires_at = (job.completed_at or now) + RESULT_RETENTION_SECONDS
         if now > expires_at:
             return await self._end(job, JobState.EXPIRED, Reason.RESULT_EXPIRED)
+        sending = _SendingStatus(self, job, self._config.sending_status_after)
+        await sending.start()
         try:
             with tempfile.TemporaryDirectory(prefix="warmth-") as folder:
                 path: Path | None = Path(folder) / f"{job.short_id}.mp4"
@@ -664,7 +761,10 @@ class Tracker:
                     )
                 except TooLarge:
                     path = None  # too big to upload: its link goes instead
-                return await self._finish_paid_step(self._send_and_record(job, path, expires_at))
+                sending.not_needed()
+                delivered = await self._finish_paid_step(
+                    self._send_and_record(job, path, expires_at)
+                )
         except ChatUnreachable:
             return await self._chat_gone(job)
         except SendFailed as exc:
@@ -675,8 +775,14 @@ class Tracker:
         except SegmindError as exc:
             log.warning("job %s: video download failed, will retry: %s", job.short_id, exc)
             return self._backoff(job.id, getattr(exc, "retry_after", None))
+        finally:
+            await sending.finished()  # its edit comes before the summary's
+        if delivered is not None:
+            # The video is there: the status message becomes its one-line summary.
+            await self._progress_quietly(delivered, Progress.DONE)
+        return None
 
-    async def _send_and_record(self, job: Job, path: Path | None, expires_at: float) -> None:
+    async def _send_and_record(self, job: Job, path: Path | None, expires_at: float) -> Job | None:
         """Send the video (or, too big for an upload, its link) and record DELIVERED at once."""
         assert job.output_url is not None
         file_id: str | None = None
@@ -688,16 +794,13 @@ class Tracker:
             except VideoRefused as exc:
                 log.warning("job %s: video refused (%s), sending its link", job.short_id, exc)
                 await self._messenger.send_video_link(job, job.output_url, expires_at)
-        delivered = await self._ledger.transition(
+        return await self._ledger.transition(
             job.id,
             JobState.COMPLETED,
             JobState.DELIVERED,
             video_file_id=file_id,
             notified_at=self._clock(),
         )
-        if delivered is not None:
-            with contextlib.suppress(ChatUnreachable, SendFailed):
-                await self._messenger.show_progress(delivered, Progress.DONE)
 
     # -- telling the user how it ended ----------------------------------------------
 

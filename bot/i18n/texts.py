@@ -18,6 +18,7 @@ from ..core.alerts import AlertKind
 from ..core.jobs import Job, JobState, Reason
 from ..core.options import Adjustment, VideoOptions
 from ..core.payments import Payment, PreCheckout, RefundReason, RefundState
+from ..core.progress import Progress, Status
 from ..core.stats import Stats
 from ..core.tracker import HISTORY_LOOKUP_SECONDS
 from .catalogues import LANGUAGE_NAMES, catalogue
@@ -244,18 +245,6 @@ def payment_held(lang: str) -> str:
         "⭐ Payment received. I can't save it this very moment; your video starts as soon as "
         "I can (or the Stars come back). No need to pay again.",
     )
-
-
-def progress_queued(lang: str) -> str:
-    return _(lang, "⏳ Starting your video — it usually takes about a minute.")
-
-
-def progress_processing(lang: str) -> str:
-    return _(lang, "🎬 Generating your video — usually about a minute.")
-
-
-def progress_group(lang: str) -> str:
-    return _(lang, "🎬 Generating the video — usually about a minute.")
 
 
 def video_caption(lang: str) -> str:
@@ -830,7 +819,9 @@ def history_when(lang: str, timestamp: float, now: float) -> str:
     if seconds < 86_400:
         hours = seconds // 3600
         return _n(lang, "{n} hour ago", "{n} hours ago", hours).format(n=hours)
-    return _(lang, "{date} UTC").format(date=time.strftime("%d %b %H:%M", time.gmtime(timestamp)))
+    # Numbers only: month names would stay English in every language.
+    date = time.strftime("%Y-%m-%d %H:%M", time.gmtime(timestamp))
+    return _(lang, "{date} UTC").format(date=date)
 
 
 def history(lang: str, jobs: Sequence[Job], now: float, *, in_group: bool) -> str:
@@ -869,3 +860,50 @@ def share_description(lang: str, timestamp: float, now: float) -> str:
 def share_none(lang: str) -> str:
     """Above the empty inline results: opens the private chat to make a first video."""
     return _(lang, "No videos yet: make one from a photo")
+
+
+# -- progress --
+
+
+def _so_far(lang: str, seconds: int) -> str:
+    """The status message's clock (already coarse: 10 s steps, then whole minutes)."""
+    if seconds < 60:
+        return _n(lang, "{n} s so far", "{n} s so far", seconds).format(n=seconds)
+    minutes = seconds // 60
+    return _n(lang, "{n} min so far", "{n} min so far", minutes).format(n=minutes)
+
+
+def _usually(lang: str, seconds: int) -> str:
+    if seconds < 90:
+        return _n(lang, "usually about {n} s", "usually about {n} s", seconds).format(n=seconds)
+    minutes = round(seconds / 60)
+    return _n(lang, "usually about {n} min", "usually about {n} min", minutes).format(n=minutes)
+
+
+def _took(lang: str, seconds: int) -> str:
+    if seconds < 90:
+        return _n(lang, "made in {n} s", "made in {n} s", seconds).format(n=seconds)
+    minutes = round(seconds / 60)
+    return _n(lang, "made in {n} min", "made in {n} min", minutes).format(n=minutes)
+
+
+def progress(lang: str, status: Status, options: VideoOptions) -> str:
+    """The job's status message, one line: what is happening, the time so far, what
+    such a video usually takes; once the video is there, a summary of it."""
+    if status.progress is Progress.DONE:
+        ready = _(lang, "✅ Ready: {quality}, {duration}")
+        parts = [ready.format(quality=options.quality, duration=duration_label(options.duration))]
+        if status.elapsed is not None:
+            parts.append(_took(lang, status.elapsed))
+        return " · ".join(parts)
+    if status.progress is Progress.SENDING:
+        return _(lang, "📤 Sending your video…")
+    if status.progress is Progress.QUEUED:
+        parts = [_(lang, "⏳ Waiting for its turn")]
+    else:
+        parts = [_(lang, "🎬 Making your video")]
+    if status.elapsed:
+        parts.append(_so_far(lang, status.elapsed))
+    if status.usual:
+        parts.append(_usually(lang, status.usual))
+    return " · ".join(parts)

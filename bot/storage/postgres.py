@@ -108,6 +108,9 @@ _CONNECTION_LOST = (
     asyncpg.CannotConnectNowError,  # the database system is starting up
     asyncpg.AdminShutdownError,  # pg_ctl stop/restart
     asyncpg.CrashShutdownError,
+    # A connection cut mid-statement can leave asyncpg's protocol mid-operation; giving
+    # it back to the pool then fails with "cannot switch to state …" (seen in tests).
+    asyncpg.InternalClientError,
 )
 _RETRY_TRANSACTION = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 

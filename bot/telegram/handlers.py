@@ -61,6 +61,7 @@ from .keyboards import (
     parse_language,
     parse_share_query,
 )
+from .reactions import Reactions
 from .runtime import Runtime
 
 __all__ = ["Handlers", "ImageRef", "find_image", "MAX_IMAGE_BYTES", "COMMAND"]
@@ -152,6 +153,7 @@ class Handlers:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self._reactions = Reactions(backlog=lambda: runtime.limiter.backlog)
 
     # -- access rules ----------------------------------------------------------------
 
@@ -471,6 +473,8 @@ class Handlers:
             do_quote=False,
         )
         await self.rt.ledger.set_keyboard_message(job.id, sent.message_id)
+        # 👀 on the photo once the keyboard is out: never before it, never an error.
+        await self._reactions.seen(photo.get_bot(), photo.chat_id, photo.message_id)
 
     # -- buttons ---------------------------------------------------------------------
 

@@ -49,8 +49,10 @@ from ..core.errors import (
 )
 from ..core.jobs import Job, offers_retry
 from ..core.payments import Payment
-from ..core.ports import Progress, StarCharge
+from ..core.ports import StarCharge
+from ..core.progress import Progress, Status
 from ..i18n import texts
+from ..mp4 import VideoInfo, read_video_info
 from .keyboards import after_video_keyboard, retry_keyboard
 from .pacing import ChatPacer, Priority, retry_after_seconds
 
@@ -65,6 +67,10 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 #: A status edit waits this long for its turn at most: it waits behind keyboards and
 #: videos, and the job's next poll waits for it.
 STATUS_EDIT_PATIENCE = 5.0
+#: The status message's summary, once the video is there, waits longer: it goes once,
+#: holds up nothing (the job is recorded delivered) and would otherwise leave a stale
+#: "making your video" above the video.
+SUMMARY_PATIENCE = 30.0
 _UPLOAD_WRITE_TIMEOUT = 300.0
 #: getStarTransactions pages (Telegram's maximum) and how many are read at most.
 _PAGE = 100
@@ -87,6 +93,24 @@ def is_chat_gone(error: TelegramError) -> bool:
 
 def _is_not_modified(error: BadRequest) -> bool:
     return "not modified" in error.message.lower()
+
+
+def _video_shape(job: Job, path: Path) -> VideoInfo | None:
+    """The video's size and length for sendVideo, from the MP4's header; None when it
+    cannot be read (the video goes all the same, without them)."""
+    info = read_video_info(path)
+    if info is None:
+        log.info("job %s: video header unreadable, sent without its size", job.short_id)
+        return None
+    log.info(
+        "job %s: video %dx%d, %d s, %s",
+        job.short_id,
+        info.width,
+        info.height,
+        info.duration,
+        "with sound" if info.has_audio else "no sound track",
+    )
+    return info
 
 
 class TelegramMessenger:
@@ -175,25 +199,28 @@ class TelegramMessenger:
 
     # -- status message --------------------------------------------------------------
 
-    def _progress_text(self, job: Job, progress: Progress) -> str:
-        if job.chat_type != "private":
-            # Groups get one status line: fewer edits, no flood.
-            return texts.progress_group(job.language)
-        if progress is Progress.QUEUED:
-            return texts.progress_queued(job.language)
-        return texts.progress_processing(job.language)
+    async def show_progress(self, job: Job, status: Status) -> bool:
+        """Edit the status message (the one that showed the keyboard) to ``status``.
 
-    async def show_progress(self, job: Job, progress: Progress) -> None:
+        Only when its text changes, and only in the chat's free slot: a status edit never
+        waits for one, except the final summary, which waits for the slot the video just
+        took (at most ``SUMMARY_PATIENCE``). A message that is gone, or already says this,
+        is fine as it is.
+        """
         message_id = job.keyboard_message_id
         if message_id is None:
-            return
-        if progress is Progress.DONE:
+            return True
+        text = texts.progress(job.language, status, job.options)
+        final = status.progress is Progress.DONE
+        if self._shown.get(job.id) == text:
+            return True
+        patience = SUMMARY_PATIENCE if final else STATUS_EDIT_PATIENCE
+        if final:
             self._shown.pop(job.id, None)
-            await self._delete(job.chat_id, message_id)
-            return
-        text = self._progress_text(job, progress)
-        if self._shown.get(job.id) == text or not self._pacer.optional(job.chat_id):
-            return
+            if not await self._pacer.patient(job.chat_id, patience):
+                return False
+        elif not self._pacer.optional(job.chat_id):
+            return False
         try:
             await asyncio.wait_for(
                 self._call(
@@ -204,14 +231,18 @@ class TelegramMessenger:
                         rate_limit_args=Priority.LOW,
                     )
                 ),
-                STATUS_EDIT_PATIENCE,
+                patience,
             )
         except TimeoutError:
-            return  # Telegram's budget went to videos and keyboards; the next change retries
+            return False  # the budget went to videos and keyboards; the next step retries
         except BadRequest as exc:
+            # "message is not modified" (a restart forgot what it showed) or "message to
+            # edit not found" (the user deleted it): either way nothing is left to do.
             if not _is_not_modified(exc):
                 log.info("job %s: status edit refused: %s", job.short_id, exc.message)
-        self._shown[job.id] = text
+        if not final:
+            self._shown[job.id] = text
+        return True
 
     async def _delete(self, chat_id: int, message_id: int) -> None:
         with contextlib.suppress(TelegramError, SendFailed, ChatUnreachable):
@@ -227,6 +258,8 @@ class TelegramMessenger:
         # behind every other video would hold this one up (benchmark, N = 1000).
         if self._pacer.idle():
             await self._chat_action(job)
+        # Its size and length let clients lay it out before it downloads.
+        shape = _video_shape(job, path)
         with path.open("rb") as handle:
 
             async def send(reply: ReplyParameters | None) -> Message:
@@ -237,6 +270,9 @@ class TelegramMessenger:
                     InputFile(handle, filename="warmth-of-jesus.mp4", read_file_handle=False),
                     caption=texts.video_caption(job.language),
                     supports_streaming=True,
+                    width=shape.width if shape else None,
+                    height=shape.height if shape else None,
+                    duration=shape.duration if shape and shape.duration else None,
                     reply_markup=after_video_keyboard(
                         job.language, job.id, share=self.can_share()
                     ),

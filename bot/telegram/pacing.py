@@ -337,6 +337,19 @@ class ChatPacer:
         self.sent(chat_id)
         return True
 
+    async def patient(self, chat_id: int, patience: float) -> bool:
+        """Wait up to ``patience`` seconds for the chat's free slot and take it; False if
+        it did not come. For a message that should go once, but after the ones that
+        matter (a status message's summary, right after the video took the slot); the
+        rate limiter's low priority keeps it behind every delivery."""
+        give_up_at = self._clock() + patience
+        while (wait := self.wait_needed(chat_id)) > 0:
+            if self._clock() + wait > give_up_at:
+                return False
+            await asyncio.sleep(wait)
+        self.sent(chat_id)
+        return True
+
 
 def _as_int(value: object) -> int | None:
     if isinstance(value, int):

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -33,7 +34,7 @@ from bot.core.alerts import AlertKind
 from bot.core.errors import MessengerError
 from bot.core.jobs import Job, JobState
 from bot.core.payments import Payment
-from bot.core.ports import Messenger, Progress, StarCharge
+from bot.core.ports import Messenger, Progress, StarCharge, Status
 from bot.storage.sqlite import SqliteLedger
 
 API_URL = "https://api.segmind.test"
@@ -86,6 +87,23 @@ class ChunkedBody(httpx.AsyncByteStream):
         return _ChunkIterator(list(self._chunks))
 
 
+class GatedBody(httpx.AsyncByteStream):
+    """A slow download: half the body, then nothing until the test opens ``gate``."""
+
+    def __init__(self, data: bytes, gate: asyncio.Event) -> None:
+        self._data = data
+        self._gate = gate
+        #: Set once the first half has been read (the download is under way).
+        self.started = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        half = len(self._data) // 2
+        yield self._data[:half]
+        self.started.set()
+        await self._gate.wait()
+        yield self._data[half:]
+
+
 class _ChunkIterator:
     def __init__(self, chunks: list[bytes]) -> None:
         self._chunks = chunks
@@ -134,6 +152,8 @@ class FakeRequest:
     video: bytes = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8
     #: Serve the video without a Content-Length (so only streaming finds its size).
     chunked_video: bool = False
+    #: Set: the video downloads slowly (see :class:`GatedBody`).
+    video_body: GatedBody | None = None
     status_polls: int = 0
     #: Statuses the next status polls move through, one per poll (then it stays put).
     timeline: list[str] = field(default_factory=list)
@@ -339,6 +359,8 @@ class FakeSegmindAPI:
             return self._respond(200, body=answer)
         if route == "video":
             headers = {"Content-Type": "video/mp4"}
+            if job.video_body is not None:
+                return httpx.Response(200, stream=job.video_body, headers=headers)
             if job.chunked_video:
                 # No Content-Length: the size shows only while streaming.
                 return httpx.Response(200, stream=ChunkedBody(job.video), headers=headers)
@@ -434,6 +456,9 @@ class RecordingMessenger:
         self.told: list[tuple[str, int | None]] = []
         #: What the platform lists as incoming Stars payments (for reconciliation).
         self.star_charges: list[StarCharge] = []
+        #: The next this many show_progress calls are skipped for the chat's pace.
+        self.paced_out = 0
+        self._entered = asyncio.Event()
 
     def fail(self, method: str, *errors: MessengerError) -> None:
         """The next calls of ``method`` raise ``errors``, in order; then they work."""
@@ -445,8 +470,16 @@ class RecordingMessenger:
     def methods(self) -> list[str]:
         return [call.method for call in self.calls]
 
+    async def called(self, method: str) -> Call:
+        """The first call of ``method``, once it has been made (for a step in a task)."""
+        while not self.calls_to(method):
+            self._entered.clear()
+            await self._entered.wait()
+        return self.calls_to(method)[0]
+
     def _enter(self, method: str, job: Job, *args: Any) -> None:
         self.calls.append(Call(method, job.id, job.state, args))
+        self._entered.set()
         if self.script[method]:
             raise self.script[method].popleft()
 
@@ -458,8 +491,23 @@ class RecordingMessenger:
         self._enter("photo_link", job)
         return f"https://telegram.test/file/botTOKEN/photos/{job.file_id}.jpg"
 
-    async def show_progress(self, job: Job, progress: Progress) -> None:
-        self._enter("show_progress", job, progress)
+    async def show_progress(self, job: Job, status: Status) -> bool:
+        self._enter("show_progress", job, status)
+        if self.paced_out:
+            self.paced_out -= 1
+            return False  # the chat's slot was taken: not shown
+        return True
+
+    def statuses(self, job_id: int | None = None) -> list[Status]:
+        """The statuses passed to show_progress (of one job), in order."""
+        return [
+            call.args[0]
+            for call in self.calls_to("show_progress")
+            if job_id is None or call.job_id == job_id
+        ]
+
+    def stages(self, job_id: int | None = None) -> list[Progress]:
+        return [status.progress for status in self.statuses(job_id)]
 
     async def send_video(self, job: Job, path: Path) -> str:
         self._enter("send_video", job, path.stat().st_size)

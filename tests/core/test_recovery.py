@@ -141,7 +141,7 @@ async def test_a_lost_answer_is_found_in_the_history_and_the_video_delivered(h: 
     # The job has run at Segmind since the submit left: its deadline counts from then.
     assert queued.submitted_at == sent.submit_sent_at
     assert h.moved(job.id) == [(S.PREPARING, S.SUBMITTING), (S.SUBMITTING, S.QUEUED)]
-    assert h.messenger.calls_to("show_progress")[0].args == (Progress.QUEUED,)
+    assert h.messenger.stages()[0] is Progress.QUEUED
 
     h.segmind.jobs["req-1"].status = "COMPLETED"
     await run_until_settled(h, job.id)

@@ -100,7 +100,7 @@ async def test_a_whole_job_from_generate_to_video(h: Harness):
         (S.COMPLETED, S.DELIVERED),
     ]
     assert h.segmind.accepted == ["req-1"]
-    assert [c.args[0] for c in h.messenger.calls_to("show_progress")] == [
+    assert h.messenger.stages() == [
         Progress.QUEUED,
         Progress.PROCESSING,
         Progress.DONE,

@@ -54,7 +54,7 @@ async def test_a_submit_queues_the_job_with_its_request_id(h: Harness):
     }
     assert submit.headers["x-api-key"] == API_KEY
     assert h.messenger.methods() == ["fetch_photo", "show_progress"]
-    assert h.messenger.calls_to("show_progress")[0].args == (Progress.QUEUED,)
+    assert h.messenger.stages()[0] is Progress.QUEUED
     assert h.alerts.sent == []
 
 
@@ -209,7 +209,7 @@ async def test_a_submit_that_never_left_goes_back_to_preparing_and_is_sent_once(
     assert queued.request_id == "req-1"
     assert h.segmind.count("submit") == 2  # the refused connection, then the real one
     assert h.segmind.accepted == ["req-1"]
-    assert h.messenger.calls_to("show_progress")[0].args == (Progress.QUEUED,)
+    assert h.messenger.stages()[0] is Progress.QUEUED
 
 
 @pytest.mark.parametrize(

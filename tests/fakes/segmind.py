@@ -10,7 +10,8 @@ Routes (``x-api-key`` required on the first four):
     GET  /v2/requests/{id}/status     poll    -> {status, request_id}; FAILED is HTTP 422
     GET  /v2/requests/{id}            result  -> {status, request_id, output, metrics}
     POST /upload-asset                upload  -> {file_urls, message}
-    GET  /outputs/{id}.mp4            the generated "video", streamed in 64 KiB chunks
+    GET  /outputs/{id}.mp4            the "video": a real MP4 header (the job's size and
+                                      length, no audio) then filler, in 64 KiB chunks
     GET  /assets/{name}               an uploaded image (HEAD too), 404 once it expired
     GET  /inference-request/request-history        the account's requests, newest first
     GET  /inference-request/request-history/{id}   one of them
@@ -30,7 +31,8 @@ Failures are injected through small queues (``fail_next_submit``, ``fail_next_st
 ``fail_next_upload``), ``fail_next_job``, ``accept_then_drop_next_submit`` (the submit is
 accepted and charged, then the connection closes without an answer),
 ``hold_submit_answers`` (accepted submits wait for ``release_submit_answers``),
-``fail_next_history``, ``history_lag_seconds``, ``submit_delay``, ``credits`` and
+``fail_next_history``, ``history_lag_seconds``, ``submit_delay``, ``video_kind`` (a real MP4
+header, a damaged one, or none), ``video_chunk_delay`` (a slow CDN), ``credits`` and
 ``expire()``.
 
 Uploads expire too: after ``asset_retention_seconds`` (None: never) or ``expire_asset(url)``
@@ -45,6 +47,7 @@ import base64
 import binascii
 import collections
 import re
+import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -54,6 +57,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from aiohttp import web
+
+from . import mp4
 
 __all__ = [
     "ALLOWED_DURATIONS",
@@ -102,23 +107,41 @@ ERROR_TEXTS: dict[int, str] = {
 _DATA_URL = re.compile(r"^data:(image/[a-z0-9.+-]+);base64,(.*)$", re.IGNORECASE | re.DOTALL)
 _EXTENSIONS = {"image/jpeg": "jpg", "image/jpg": "jpg", "image/png": "png", "image/webp": "webp"}
 
-# A minimal ISO-BMFF "ftyp" box, so the file at least starts like an mp4.
+# A minimal ISO-BMFF "ftyp" box: the default start of the fake's files.
 _MP4_HEADER = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
 _PATTERN = bytes(range(256)) * (CHUNK_SIZE // 256)
+#: The picture size of each quality, as PixVerse renders a landscape photo.
+VIDEO_SIZES = {"360p": (640, 360), "540p": (960, 540), "720p": (1280, 720), "1080p": (1920, 1080)}
+#: What the fake's videos look like: "mp4" a real header (``ftyp``, ``moov`` with the
+#: job's size and length, then the ``mdat``); "damaged" a ``moov`` that claims more bytes
+#: than the file has; "raw" only ``ftyp`` and filler.
+VideoKind = Literal["mp4", "damaged", "raw"]
 
 
-def video_chunks(size: int, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+def video_header(quality: str, duration: float, size: int, *, kind: VideoKind = "mp4") -> bytes:
+    """The first bytes of the fake video of a job with these options."""
+    if kind == "raw":
+        return _MP4_HEADER
+    width, height = VIDEO_SIZES.get(quality, VIDEO_SIZES["540p"])
+    if kind == "damaged":
+        return mp4.FTYP + struct.pack(">I4s", 2**31, b"moov") + mp4.mvhd(1000, 5000)
+    return mp4.mp4_header(width, height, duration, size)
+
+
+def video_chunks(
+    size: int, chunk_size: int = CHUNK_SIZE, header: bytes = _MP4_HEADER
+) -> Iterator[bytes]:
     """Yield the fake video's ``size`` bytes in chunks, without building the whole file.
 
-    The bytes are deterministic: the ``ftyp`` header, then byte ``i`` is ``i % 256``.
+    The bytes are deterministic: ``header``, then byte ``i`` is ``i % 256``.
     """
     offset = 0
     while offset < size:
         end = min(offset + chunk_size, size)
         parts: list[bytes] = []
         pos = offset
-        if pos < len(_MP4_HEADER):
-            head = _MP4_HEADER[pos:end]
+        if pos < len(header):
+            head = header[pos:end]
             parts.append(head)
             pos += len(head)
         while pos < end:
@@ -130,9 +153,9 @@ def video_chunks(size: int, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         offset = end
 
 
-def video_bytes(size: int) -> bytes:
+def video_bytes(size: int, header: bytes = _MP4_HEADER) -> bytes:
     """The whole fake video as bytes; for assertions on small sizes only."""
-    return b"".join(video_chunks(size))
+    return b"".join(video_chunks(size, header=header))
 
 
 @dataclass
@@ -263,6 +286,10 @@ class FakeSegmind:
         self.processing_seconds = processing_seconds
         self.retention_seconds = retention_seconds
         self.video_size = video_size
+        #: What the videos look like (see :data:`VideoKind`).
+        self.video_kind: VideoKind = "mp4"
+        #: A slow CDN: seconds of silence before each chunk of a video after the first.
+        self.video_chunk_delay = 0.0
         self.output_shape: OutputShape = output_shape
         self.credits = None
         self.submit_delay = 0.0
@@ -478,6 +505,13 @@ class FakeSegmind:
     def _is_gone(self, job: FakeJob, now: float) -> bool:
         return job.expired or now > job.finished_at + self.retention_seconds
 
+    def video_header(self, request_id: str) -> bytes:
+        """The first bytes of this job's video: its quality and length, in an MP4 header."""
+        body = self.jobs[request_id].body
+        quality = str(body.get("quality", "540p"))
+        duration = float(body.get("duration", 5))
+        return video_header(quality, duration, self.video_size, kind=self.video_kind)
+
     def _live_job(self, request: web.Request) -> FakeJob | None:
         job = self.jobs.get(request.match_info["request_id"])
         if job is None or self._is_gone(job, time.monotonic()):
@@ -624,7 +658,10 @@ class FakeSegmind:
         response.content_length = size
         await response.prepare(request)
         if request.method != "HEAD":
-            for chunk in video_chunks(size):
+            header = self.video_header(job.request_id)
+            for index, chunk in enumerate(video_chunks(size, header=header)):
+                if index and self.video_chunk_delay:
+                    await asyncio.sleep(self.video_chunk_delay)  # a slow link, on purpose
                 await response.write(chunk)
         await response.write_eof()
         return response

@@ -14,8 +14,10 @@ Methods: getMe, getUpdates, deleteWebhook, setWebhook, getWebhookInfo, setMyComm
 deleteMyCommands, getMyCommands, setMyDescription, getMyDescription, setMyShortDescription,
 getMyShortDescription, sendMessage, sendPhoto, sendVideo, sendDocument, sendInvoice,
 sendChatAction, editMessageText, editMessageCaption, editMessageReplyMarkup, deleteMessage,
-answerCallbackQuery, answerPreCheckoutQuery, answerInlineQuery, refundStarPayment,
-getStarTransactions, getFile, close, logOut. Anything else is 404, as Telegram answers.
+setMessageReaction, answerCallbackQuery, answerPreCheckoutQuery, answerInlineQuery,
+refundStarPayment, getStarTransactions, getFile, close, logOut. Anything else is 404, as
+Telegram answers. Reactions: at most one of Telegram's reaction emoji, within what the chat
+allows (``set_available_reactions``; else ``REACTION_INVALID``); ``reactions`` reads them back.
 
 Inline mode: ``inline_mode`` (off by default, as for a new bot until BotFather /setinline) is
 what getMe reports as ``supports_inline_queries``; ``send_inline_query`` plays a user typing
@@ -260,6 +262,14 @@ _REPORTED = (
     "caption",
     "video",
 )
+#: The emoji a bot may react with (ReactionTypeEmoji in the Bot API reference).
+_REACTION_EMOJI_TEXT = (
+    "👍 👎 ❤ 🔥 🥰 👏 😁 🤔 🤯 😱 🤬 😢 🎉 🤩 🤮 💩 🙏 👌 🕊 🤡 "
+    "🥱 🥴 😍 🐳 ❤‍🔥 🌚 🌭 💯 🤣 ⚡ 🍌 🏆 💔 🤨 😐 🍓 🍾 💋 🖕 😈 "
+    "😴 😭 🤓 👻 👨‍💻 👀 🎃 🙈 😇 😨 🤝 ✍ 🤗 🫡 🎅 🎄 ☃ 💅 🤪 🗿 "
+    "🆒 💘 🙉 🦄 😘 💊 🙊 😎 👾 🤷‍♂ 🤷 🤷‍♀ 😡"
+)
+REACTION_EMOJI = frozenset(_REACTION_EMOJI_TEXT.split())
 _CHAT_ACTIONS = frozenset(
     {
         "typing",
@@ -522,6 +532,10 @@ class _Chat:
     bot_message_ids: list[int] = field(default_factory=list)
     deleted: set[int] = field(default_factory=set)
     blocked: bool = False
+    #: Emoji members may react with; None: every one (a group's admins may narrow it).
+    available_reactions: frozenset[str] | None = None
+    #: The bot's reaction on each message (message id → emoji, in order).
+    reactions: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def id(self) -> int:
@@ -871,6 +885,7 @@ class FakeTelegram:
             "editmessagecaption": self._edit_message_caption,
             "editmessagereplymarkup": self._edit_message_reply_markup,
             "deletemessage": self._delete_message,
+            "setmessagereaction": self._set_message_reaction,
             "answercallbackquery": self._answer_callback_query,
             "answerprecheckoutquery": self._answer_pre_checkout_query,
             "answerinlinequery": self._answer_inline_query,
@@ -1356,6 +1371,16 @@ class FakeTelegram:
             raise KeyError(f"no payment {charge_id}")
         self.redeliver_update(payment.update_id)
         return payment.update_id
+
+    def set_available_reactions(self, chat_id: int, emoji: Iterable[str] | None) -> None:
+        """A group's admins allow only these reactions (empty: reactions off; None: all)."""
+        self._ensure_chat(chat_id).available_reactions = (
+            None if emoji is None else frozenset(emoji)
+        )
+
+    def reactions(self, chat_id: int, message_id: int) -> list[str]:
+        """The bot's reaction on a message, as setMessageReaction left it."""
+        return list(self._ensure_chat(chat_id).reactions.get(message_id, []))
 
     def delete_message(self, chat_id: int, message_id: int) -> None:
         """A user deletes a message (theirs or the bot's): replies to it no longer resolve."""
@@ -2450,6 +2475,37 @@ class FakeTelegram:
         if message_id is None or message_id not in chat.messages:
             raise _bad("message to delete not found")
         self.delete_message(chat.id, message_id)
+        return True
+
+    async def _set_message_reaction(self, params: JSON) -> bool:
+        """The bot's reaction on a message: at most one emoji (bots are not Premium), one
+        of Telegram's reaction emoji and allowed in the chat; errors as the Bot API's."""
+        chat = self._target(params)
+        self._check_blocked(chat)
+        message_id = _as_int(params.get("message_id"))
+        if message_id is None or message_id not in chat.messages:
+            raise _bad("message to react not found")
+        reaction = params.get("reaction", [])
+        if isinstance(reaction, str):
+            try:
+                reaction = json.loads(reaction) if reaction else []
+            except ValueError as exc:
+                raise _bad("can't parse reaction types JSON object") from exc
+        if not isinstance(reaction, list):
+            raise _bad('field "reaction" must be an Array')
+        emoji: list[str] = []
+        for item in reaction:
+            if not isinstance(item, dict) or item.get("type") not in ("emoji", "custom_emoji"):
+                raise _bad("reaction type must be one of emoji, custom_emoji or paid")
+            if item["type"] == "custom_emoji" or item.get("emoji") not in REACTION_EMOJI:
+                raise _bad("REACTION_INVALID")
+            emoji.append(str(item["emoji"]))
+        if len(emoji) > 1:
+            raise _bad("REACTIONS_TOO_MANY")
+        allowed = chat.available_reactions
+        if allowed is not None and any(e not in allowed for e in emoji):
+            raise _bad("REACTION_INVALID")
+        chat.reactions[message_id] = emoji
         return True
 
     # ------------------------------------------------------------------ methods: queries & files
