@@ -298,6 +298,11 @@ async def main_async(args: argparse.Namespace, command: str) -> Report:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["photos"]:
+        # python -m bench photos: the memory of ten 20 MB images at once (bench/photos.py).
+        from .photos import main as photos_main
+
+        return photos_main(arguments[1:])
     args = parse_args(arguments)
     command = " ".join(["python -m bench", *arguments])
     report = asyncio.run(main_async(args, command))

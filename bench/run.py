@@ -17,6 +17,7 @@ import random
 import re
 import shutil
 import signal
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -505,16 +506,17 @@ class BotRound:
         }
 
 
-def _job_owners(segmind: BenchSegmind, by_size: dict[int, User]) -> dict[int, FakeJob]:
-    """Each user's Segmind job, found through the size of the photo it re-hosted."""
-    owners: dict[int, FakeJob] = {}
-    for job in segmind.jobs.values():
-        name = str(job.body.get("image_url", "")).rsplit("/", 1)[-1]
-        asset = segmind.assets.get(name)
-        user = by_size.get(len(asset.data)) if asset is not None else None
-        if user is not None:
-            owners[user.user_id] = job
-    return owners
+def _job_owners(segmind: BenchSegmind, database: Path) -> dict[int, FakeJob]:
+    """Each user's Segmind job, through the bot's ledger (user id → request id). The
+    re-hosted image no longer tells: the bot prepares every photo into a new JPEG."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT user_id, request_id FROM jobs WHERE request_id IS NOT NULL")
+        by_request = {str(request_id): int(user_id) for user_id, request_id in rows}
+    return {
+        by_request[job.request_id]: job
+        for job in segmind.jobs.values()
+        if job.request_id in by_request
+    }
 
 
 def _telegram_rates(calls: Sequence[Call]) -> tuple[int, int, int, int, int]:
@@ -682,8 +684,7 @@ async def run_bot_round(config: BenchConfig, users: int) -> BotRound:
         bench_cpu = proc_sample().cpu_seconds - bench_before.cpu_seconds
         bot.watcher.scan()
 
-        by_size = {user.photo_size: user for user in measured}
-        owners = _job_owners(segmind, by_size)
+        owners = _job_owners(segmind, bot.folder / "data" / "bot.sqlite3")
         jobs = [owners[user.user_id] for user in measured if user.user_id in owners]
         photo_ms = [
             (u.keyboard_at - u.photo_at) * 1000 for u in measured if not math.isnan(u.keyboard_at)

@@ -47,6 +47,7 @@ from .core.payments import Payment
 from .core.ports import (
     Ledger,
     Messenger,
+    PhotoFile,
     StarCharge,
     Status,
     StatusReport,
@@ -193,7 +194,7 @@ class MeteredMessenger:
         if job.completed_at is not None:
             self._metrics.completed_to_video.observe(max(0.0, self._clock() - job.completed_at))
 
-    async def fetch_photo(self, job: Job) -> bytes:
+    async def fetch_photo(self, job: Job) -> PhotoFile:
         return await self._inner.fetch_photo(job)
 
     async def photo_link(self, job: Job) -> str:

@@ -619,14 +619,50 @@ async def test_the_bot_runs_under_memory_deny_write_execute(telegram: FakeTelegr
 
 def test_memory_deny_write_execute_suits_this_python():
     """MemoryDenyWriteExecute kills a process that maps W+X memory: CPython 3.11 has no
-    JIT, and the bot must not load ctypes (libffi closures may want such pages)."""
+    JIT, and ctypes is loaded only for glibc's malloc_trim (bot/telegram/photos.py), a
+    plain foreign call: no callback, so no libffi closure that could want such pages."""
     assert sys.version_info[:2] >= (3, 11)
-    code = "import sys, bot.__main__, bot.app; print('ctypes' in sys.modules)"
+    # Every CFUNCTYPE (the only way to a callback) lands in this cache.
+    code = (
+        "import bot.__main__, bot.app, bot.telegram.photos, ctypes;"
+        " print(len(ctypes._c_functype_cache))"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False", "the bot imports ctypes"
+    assert result.stdout.strip() == "0", "the bot made a ctypes callback type"
+
+
+_PREPARE_UNDER_MDWE = """
+import ctypes, io, sys, tempfile, pathlib
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit(77)
+from PIL import Image
+from bot.telegram.photos import _prepare_and_give_back
+folder = pathlib.Path(tempfile.mkdtemp())
+for name, fmt in (("a.jpg", "JPEG"), ("a.heic", "HEIF"), ("a.png", "PNG"), ("a.webp", "WEBP")):
+    Image.new("RGB", (3000, 2000), "red").save(folder / name, fmt)
+    print(_prepare_and_give_back(folder / name).width)
+"""
+
+
+def test_photos_are_prepared_under_memory_deny_write_execute():
+    """Every decoder the bot uses (libjpeg, libpng, libwebp, libheif with libde265) and
+    the malloc_trim after them, with W+X memory refused by the kernel."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PREPARE_UNDER_MDWE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    if result.returncode == 77:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3+)")
+    assert result.returncode == 0, result.stderr
+    # The JPEG is decoded at half scale (1500 px is enough); the others are resized.
+    assert result.stdout.split() == ["1500", "2048", "2048", "2048"]
 
 
 def test_the_unit_can_write_the_ledger_it_uses(unit):

@@ -404,9 +404,34 @@ async def test_group_flood_limit(timedeltas):
             delay = caught.value.retry_after
             assert isinstance(delay, dtm.timedelta)
             assert 55 <= delay.total_seconds() <= 60
-            await bot.send_message(USER, "private chats are not limited")
+            await bot.send_message(USER, "a private chat has its own limit")
             assert len(fake.send_times(GROUP)) == 20
             assert len(fake.send_times()) == 21
+    finally:
+        await fake.stop()
+
+
+async def test_private_chat_flood_limit():
+    """A burst of three, then about one a second: the fourth message at once is refused
+    with the seconds until the burst's first leaves the window; other chats are not."""
+    fake = FakeTelegram(flood_limits=True)
+    await fake.start()
+    try:
+        async with make_bot(fake) as bot:
+            fake.private_chat(USER)
+            fake.private_chat(USER + 1)
+            sent = await bot.send_message(USER, "m0")
+            await bot.edit_message_text("m0 edited", USER, sent.message_id)  # edits count
+            await bot.send_message(USER, "m2")
+            with pytest.raises(RetryAfter) as caught:
+                await bot.send_message(USER, "one too many")
+            delay = caught.value.retry_after
+            assert isinstance(delay, dtm.timedelta)
+            assert 1 <= delay.total_seconds() <= 3
+            (refused,) = [c for c in fake.calls if not c.ok]
+            assert refused.response["parameters"] == {"retry_after": delay.total_seconds()}
+            await bot.send_message(USER + 1, "another chat")
+            assert len(fake.send_times(USER)) == 3
     finally:
         await fake.stop()
 

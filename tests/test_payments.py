@@ -879,7 +879,8 @@ async def test_the_messenger_reads_telegrams_stars_payments_for_reconciliation(
     refunded = await _pay_for_a_video(telegram, USER, fails=True, segmind=segmind)
     await settle(telegram, priced, database)
     assert [refund.charge_id for refund in telegram.refunds] == [refunded]
-    messenger = TelegramMessenger(priced.application.bot, frozenset())
+    runtime = priced.application.bot_data["runtime"]
+    messenger = TelegramMessenger(priced.application.bot, frozenset(), photos=runtime.photos)
     charges = await messenger.star_payments(since=0.0)
     # Incoming payments only (the refund is an outgoing transaction), newest first.
     assert [(c.charge_id, c.user_id, c.amount) for c in charges] == [

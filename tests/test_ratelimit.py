@@ -4,6 +4,7 @@ import asyncio
 import random
 import time
 
+from bot.telegram import pacing
 from bot.telegram.pacing import Priority, PriorityRateLimiter
 from tests.conftest import wait_until
 
@@ -136,7 +137,9 @@ async def test_requests_without_a_chat_are_not_limited():
     assert len(log) == 5
 
 
-async def test_a_group_gets_at_most_its_share_per_minute():
+async def test_a_group_gets_at_most_its_share_per_minute(monkeypatch):
+    # The group's own budget alone: its chat's 3 s gap (tests/test_pacer.py) set aside.
+    monkeypatch.setattr(pacing, "GROUP_CHAT_GAP", 0.0)
     clock_offset = [0.0]
 
     def clock():

@@ -1,5 +1,6 @@
 """The Segmind client against httpx.MockTransport: each answer maps to its error branch."""
 
+import base64
 import json
 from datetime import UTC, datetime
 
@@ -235,13 +236,18 @@ async def test_upload_sends_a_data_url_and_returns_the_hosted_url():
     seen = []
 
     def handler(request):
+        assert request.headers["content-type"] == "application/json"
         seen.append(json.loads(request.content))
         return httpx.Response(200, json={"file_urls": ["https://files/x.jpg"], "message": "ok"})
 
     client, http = client_for(handler)
     async with http:
         assert await client.upload(b"\xff\xd8abc", "image/jpeg") == "https://files/x.jpg"
-    assert seen[0]["data_urls"][0].startswith("data:image/jpeg;base64,")
+        with pytest.raises(InputRejected):  # never spliced into the JSON body
+            await client.upload(b"\xff\xd8abc", 'image/jpeg"],"x":["')
+    assert seen == [
+        {"data_urls": ["data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8abc").decode()]}
+    ]
 
 
 async def test_download_streams_to_disk_without_sending_the_key(tmp_path):

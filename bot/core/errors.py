@@ -23,6 +23,7 @@ Chat platform (``Messenger``, implemented by :mod:`bot.telegram.messenger`)::
     MessengerError
     ├── ChatUnreachable         blocked, kicked, chat gone: stop sending there
     ├── PhotoUnavailable        the photo cannot be downloaded (``too_big`` over the limit)
+    ├── PhotoUnusable           the photo is no image a video can be made from
     ├── SendFailed              flood control or network: retry, not before ``retry_after``
     ├── VideoRefused            the platform will not take this file; its link must do
     ├── AlreadyRefunded         the payment was refunded before: the refund is done
@@ -53,6 +54,7 @@ __all__ = [
     "MessengerError",
     "ChatUnreachable",
     "PhotoUnavailable",
+    "PhotoUnusable",
     "SendFailed",
     "VideoRefused",
     "AlreadyRefunded",
@@ -138,6 +140,10 @@ class PhotoUnavailable(MessengerError):
     def __init__(self, message: str, *, too_big: bool = False) -> None:
         super().__init__(message)
         self.too_big = too_big
+
+
+class PhotoUnusable(MessengerError):
+    """The file is not a raster image that can be decoded, or too small to make a video."""
 
 
 class SendFailed(MessengerError):

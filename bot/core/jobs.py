@@ -87,6 +87,7 @@ class Reason(StrEnum):
     BUSY = "busy"  #: rate limited or server errors
     PHOTO_TOO_BIG = "photo_too_big"  #: Telegram will not hand out files over 20 MB
     PHOTO_UNAVAILABLE = "photo_unavailable"  #: the photo could not be downloaded
+    PHOTO_UNUSABLE = "photo_unusable"  #: not a decodable image, or too small for a video
     CONNECTION_LOST = "connection_lost"  #: the submit's answer never arrived
     DEADLINE = "deadline"  #: the job outlived JOB_DEADLINE_MINUTES
     RESULT_EXPIRED = "result_expired"  #: Segmind forgot the request or its video

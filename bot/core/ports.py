@@ -25,6 +25,7 @@ __all__ = [
     "UPDATE_CLAIM_SECONDS",
     "Ledger",
     "Messenger",
+    "PhotoFile",
     "Progress",
     "RunSeconds",
     "StarCharge",
@@ -294,14 +295,23 @@ class StarCharge:
     date: float
 
 
+@dataclass(frozen=True)
+class PhotoFile:
+    """A photo ready for the video service, and its media type."""
+
+    data: bytes
+    mime_type: str
+
+
 class Messenger(Protocol):
     """What the tracker needs from a chat platform, without knowing which one."""
 
     #: Largest video the platform accepts as an upload; above it the link is sent.
     max_upload_bytes: int
 
-    async def fetch_photo(self, job: Job) -> bytes:
-        """The photo's bytes (for re-hosting)."""
+    async def fetch_photo(self, job: Job) -> PhotoFile:
+        """The photo prepared for the video service (for re-hosting): PhotoUnusable when
+        it is no image a video can be made from."""
 
     async def photo_link(self, job: Job) -> str:
         """A URL of the photo that a third party can fetch (may embed a secret)."""

@@ -48,6 +48,7 @@ from .errors import (
     OperatorError,
     OutOfCredits,
     PhotoUnavailable,
+    PhotoUnusable,
     SegmindError,
     SendFailed,
     TemporaryError,
@@ -436,8 +437,8 @@ class Tracker:
         if job.image_url is not None and await self._segmind.still_serves(job.image_url):
             log.info("job %s: re-using the photo uploaded before", job.short_id)
             return job.image_url
-        data = await self._messenger.fetch_photo(job)
-        return await self._segmind.upload(data, job.mime_type)
+        photo = await self._messenger.fetch_photo(job)
+        return await self._segmind.upload(photo.data, photo.mime_type)
 
     async def _prepare_and_submit(self, job: Job) -> float | None:
         now = self._clock()
@@ -451,6 +452,8 @@ class Tracker:
         except PhotoUnavailable as exc:
             reason = Reason.PHOTO_TOO_BIG if exc.too_big else Reason.PHOTO_UNAVAILABLE
             return await self._end(job, JobState.REJECTED, reason)
+        except PhotoUnusable:
+            return await self._end(job, JobState.REJECTED, Reason.PHOTO_UNUSABLE)
         except ChatUnreachable:
             return await self._chat_gone(job)
         except SendFailed as exc:

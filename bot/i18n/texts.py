@@ -289,6 +289,8 @@ def _outcome_text(lang: str, reason: Reason) -> str:
         return image_too_large(lang)
     if reason is Reason.PHOTO_UNAVAILABLE:
         return _(lang, "I couldn't download this photo from Telegram. Please send it again.")
+    if reason is Reason.PHOTO_UNUSABLE:
+        return photo_unusable(lang)
     if reason is Reason.CONNECTION_LOST:
         return _(
             lang,
@@ -907,3 +909,43 @@ def progress(lang: str, status: Status, options: VideoOptions) -> str:
     if status.usual:
         parts.append(_usually(lang, status.usual))
     return " · ".join(parts)
+
+
+# -- photos prepared on arrival --
+
+
+def image_too_small(lang: str) -> str:
+    return _(
+        lang,
+        "This image is too small to make a video from (its short side needs at least 128 "
+        "pixels). Please send a bigger photo.",
+    )
+
+
+def image_unreadable(lang: str) -> str:
+    return _(
+        lang,
+        "I can't open this file as a picture: it may be damaged, or a drawing or document "
+        "(SVG, PDF). Please send a photo, or a JPEG, PNG, WEBP or HEIC image as a file.",
+    )
+
+
+def image_too_many_pixels(lang: str) -> str:
+    return _(
+        lang,
+        "This image has too many pixels for me to open as a file. Please send it as a "
+        "photo instead (Telegram makes it smaller), or a smaller image.",
+    )
+
+
+def photo_download_failed(lang: str) -> str:
+    return _(lang, "I couldn't download this image from Telegram just now. Please send it again.")
+
+
+def photo_unusable(lang: str) -> str:
+    """A job whose photo turned out unusable when it was prepared (nothing was charged)."""
+    return _(
+        lang,
+        "Sorry, I couldn't make a video from this image: it's damaged, too small, or not a "
+        "photo. Please send another photo.",
+    )

@@ -30,7 +30,7 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, Conflict, TelegramError
 from telegram.ext import ContextTypes
 
-from ..core.errors import LedgerError, LedgerWriteFailed
+from ..core.errors import LedgerError, LedgerWriteFailed, PhotoUnavailable, SendFailed
 from ..core.jobs import Job, JobState, NewJob
 from ..core.limits import DAY_SECONDS, StartOutcome, StartResult, utc_day_start
 from ..core.options import VideoOptions, choose, with_next_style
@@ -47,6 +47,7 @@ from ..core.stats import summarize
 from ..core.users import UserPreferences
 from ..i18n import texts
 from ..i18n.catalogues import user_language
+from ..images import MIN_SHORT_SIDE, ImageRefused, Refusal, draft_box
 from ..settings import DEFAULT_PAYSUPPORT_TEXT
 from .keyboards import (
     HISTORY_ACTIONS,
@@ -90,6 +91,9 @@ class ImageRef:
     file_unique_id: str
     file_size: int | None
     mime_type: str
+    #: Known for photos (Telegram made them); an image sent as a file must be opened.
+    width: int | None = None
+    height: int | None = None
 
 
 class NotAnImage(Exception):
@@ -104,7 +108,13 @@ def find_image(message: Message) -> ImageRef | None:
     if message.photo:
         largest = message.photo[-1]
         return ImageRef(
-            message, largest.file_id, largest.file_unique_id, largest.file_size, "image/jpeg"
+            message,
+            largest.file_id,
+            largest.file_unique_id,
+            largest.file_size,
+            "image/jpeg",
+            largest.width,
+            largest.height,
         )
     document = message.document
     if document is not None:
@@ -153,6 +163,9 @@ class Handlers:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        #: Drafts whose keyboard is being sent now: a second press that comes while the
+        #: first one waits for the chat's turn must not send another.
+        self._keyboards_on_the_way: set[int] = set()
         self._reactions = Reactions(backlog=lambda: runtime.limiter.backlog)
 
     # -- access rules ----------------------------------------------------------------
@@ -438,6 +451,11 @@ class Handlers:
         if image.file_size is not None and image.file_size > MAX_IMAGE_BYTES:
             await self._reply(trigger, texts.image_too_large(lang))
             return
+        refusal = await self._unusable(image, lang)
+        if refusal is not None:
+            log.info("photo in chat %s refused: %s", trigger.chat_id, refusal)
+            await self._reply(trigger, refusal)
+            return
         photo = image.message
         job, created = await self.rt.ledger.create_draft(
             NewJob(
@@ -475,6 +493,32 @@ class Handlers:
         await self.rt.ledger.set_keyboard_message(job.id, sent.message_id)
         # 👀 on the photo once the keyboard is out: never before it, never an error.
         await self._reactions.seen(photo.get_bot(), photo.chat_id, photo.message_id)
+
+    async def _unusable(self, image: ImageRef, lang: str) -> str | None:
+        """Why no video can be made from this image, or None: checked before the keyboard,
+        so nothing is ever invoiced or submitted for it.
+
+        A photo's size is in the update (Telegram made it, so it decodes). An image sent
+        as a file is downloaded and prepared now; the job reuses what was prepared.
+        """
+        if image.width is not None and image.height is not None:
+            too_small = min(draft_box(image.width, image.height)) < MIN_SHORT_SIDE
+            return texts.image_too_small(lang) if too_small else None
+        try:
+            await self.rt.photos.prepared(image.file_id, image.file_unique_id)
+        except ImageRefused as exc:
+            return {
+                Refusal.TOO_SMALL: texts.image_too_small,
+                Refusal.TOO_LARGE: texts.image_too_many_pixels,
+                Refusal.UNREADABLE: texts.image_unreadable,
+            }[exc.refusal](lang)
+        except PhotoUnavailable as exc:
+            return (
+                texts.image_too_large(lang) if exc.too_big else texts.photo_download_failed(lang)
+            )
+        except SendFailed:
+            return texts.photo_download_failed(lang)
+        return None
 
     # -- buttons ---------------------------------------------------------------------
 
@@ -769,23 +813,29 @@ class Handlers:
             await self._answer(query, texts.answer_options_used(lang))
             return
         await self._answer(query, texts.answer_options_shown(lang))
-        if not created and draft.keyboard_message_id is not None:
-            return  # shown already (a double press): the keyboard is just above
-        sent = await bot.send_message(
-            draft.chat_id,
-            texts.keyboard_caption(draft.language, draft.options),
-            reply_markup=options_keyboard(
-                draft.language,
-                draft.id,
-                draft.options,
-                await self._shown_price(draft.user_id, draft.options),
-            ),
-            reply_parameters=ReplyParameters(
-                draft.photo_message_id, allow_sending_without_reply=True
-            ),
-            message_thread_id=draft.thread_id,
-        )
-        await self.rt.ledger.set_keyboard_message(draft.id, sent.message_id)
+        if not created and (
+            draft.keyboard_message_id is not None or draft.id in self._keyboards_on_the_way
+        ):
+            return  # shown already, or on its way (a double press): one keyboard
+        self._keyboards_on_the_way.add(draft.id)
+        try:
+            sent = await bot.send_message(
+                draft.chat_id,
+                texts.keyboard_caption(draft.language, draft.options),
+                reply_markup=options_keyboard(
+                    draft.language,
+                    draft.id,
+                    draft.options,
+                    await self._shown_price(draft.user_id, draft.options),
+                ),
+                reply_parameters=ReplyParameters(
+                    draft.photo_message_id, allow_sending_without_reply=True
+                ),
+                message_thread_id=draft.thread_id,
+            )
+            await self.rt.ledger.set_keyboard_message(draft.id, sent.message_id)
+        finally:
+            self._keyboards_on_the_way.discard(draft.id)
 
     # -- /history ----------------------------------------------------------------------
 

@@ -43,18 +43,21 @@ from ..core.errors import (
     AlreadyRefunded,
     ChatUnreachable,
     PhotoUnavailable,
+    PhotoUnusable,
     RefundRefused,
     SendFailed,
     VideoRefused,
 )
 from ..core.jobs import Job, offers_retry
 from ..core.payments import Payment
-from ..core.ports import StarCharge
+from ..core.ports import PhotoFile, StarCharge
 from ..core.progress import Progress, Status
 from ..i18n import texts
+from ..images import ImageRefused
 from ..mp4 import VideoInfo, read_video_info
 from .keyboards import after_video_keyboard, retry_keyboard
 from .pacing import ChatPacer, Priority, retry_after_seconds
+from .photos import Photos
 
 __all__ = ["TelegramMessenger", "is_reply_missing", "is_chat_gone"]
 
@@ -122,10 +125,12 @@ class TelegramMessenger:
         admin_ids: frozenset[int],
         pacer: ChatPacer | None = None,
         *,
+        photos: Photos | None = None,
         on_unauthorized: Callable[[], None] | None = None,
         language: str = texts.FALLBACK_LANGUAGE,
     ) -> None:
         self._bot = bot
+        self._photos = photos
         self._admin_ids = admin_ids
         #: The operators' language, and the one of a message not about a job.
         self._language = language
@@ -159,8 +164,8 @@ class TelegramMessenger:
     async def _reply(
         self, job: Job, send: Callable[[ReplyParameters | None], Awaitable[Message]]
     ) -> Message:
-        """Send replying to the job's photo; without the reply if the photo was deleted."""
-        await self._pacer.essential(job.chat_id)
+        """Send replying to the job's photo; without the reply if the photo was deleted.
+        The rate limiter keeps it to the chat's pace (deliveries go first there)."""
         reply = ReplyParameters(message_id=job.photo_message_id, allow_sending_without_reply=True)
         try:
             return await self._call(lambda: send(reply))
@@ -181,18 +186,15 @@ class TelegramMessenger:
             raise PhotoUnavailable("no file path")
         return telegram_file
 
-    async def fetch_photo(self, job: Job) -> bytes:
-        telegram_file = await self._get_file(job)
+    async def fetch_photo(self, job: Job) -> PhotoFile:
+        """Prepared once per photo (:mod:`bot.telegram.photos`): retries read it back."""
+        if self._photos is None:  # a messenger built for alerts or refunds only
+            raise PhotoUnavailable("no photo store")
         try:
-            # A file download, not a Bot API method: no flood rules, so not through _call.
-            data = await telegram_file.download_as_bytearray()
-        except (BadRequest, InvalidToken) as exc:
-            # PTB reports a 404 for the file as InvalidToken; getFile just worked, so the
-            # token is fine and the file is what is gone.
-            raise PhotoUnavailable(exc.message) from exc
-        except NetworkError as exc:
-            raise SendFailed(f"network: {type(exc).__name__}") from exc
-        return bytes(data)
+            image = await self._photos.prepared(job.file_id, job.file_unique_id)
+        except ImageRefused as exc:
+            raise PhotoUnusable(str(exc)) from exc
+        return PhotoFile(image.data, image.mime_type)
 
     async def photo_link(self, job: Job) -> str:
         return str((await self._get_file(job)).file_path)

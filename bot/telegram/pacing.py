@@ -7,7 +7,8 @@ made again, for handlers and tracker alike; a long one (over
 ``MAX_FLOOD_WAIT_SECONDS``) is raised to the caller, which knows whether the request is
 worth repeating. A flood wait of ``LONG_FLOOD_WAIT_SECONDS`` or more is told to
 ``on_flood(True)`` (the operators' alert), and the next answered request to
-``on_flood(False)``. :class:`ChatPacer` keeps the tracker's messages to each chat's pace.
+``on_flood(False)``. :class:`ChatPacer` keeps every message to a chat — handlers' replies
+and the tracker's alike — to that chat's pace; callback answers are never held up.
 
 Why not PTB's ``AIORateLimiter``: the benchmark (docs/benchmarks.md) showed two things it
 cannot do. Its leaky bucket lets a burst through on top of the steady rate (59 messages
@@ -25,7 +26,8 @@ Waiting requests are served by priority: deliveries, then answers to what a user
 did, then ``Priority.LOW`` (status edits, chat actions) only when nothing else waits.
 Pass the priority as ``rate_limit_args``. Requests without a chat (getUpdates, getFile,
 answerCallbackQuery) are not limited by the budget, but their flood waits are handled
-the same way.
+the same way. A message to a chat first waits for that chat's turn (the most urgent
+first there too), then for its group's budget, then for the bot's.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import logging
 import time
 import warnings
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import timedelta
 from enum import IntEnum
 from typing import Any
@@ -52,6 +54,7 @@ from ..core.tasks import cancel_and_wait
 __all__ = [
     "ChatPacer",
     "FloodListener",
+    "PACED_METHODS",
     "Priority",
     "PriorityRateLimiter",
     "TELEGRAM_PER_SECOND",
@@ -70,13 +73,43 @@ FLOOD_ATTEMPTS = 3
 #: A flood wait this long is no passing hiccup: operators hear about it.
 LONG_FLOOD_WAIT_SECONDS = 30.0
 #: Telegram's per-chat pace: about one message a second in a private chat, twenty a
-#: minute in a group. Status edits that would break it are skipped; outcomes wait.
+#: minute in a group, counted from the previous message's answer (:class:`ChatPacer`).
 PRIVATE_CHAT_GAP = 1.0
 GROUP_CHAT_GAP = 3.0
 _PACER_MAX_CHATS = 10_000
 #: A status edit is skipped while this many requests wait for Telegram (about a second's
 #: worth): it would wait behind keyboards and videos, and the job's next poll waits for it.
 STATUS_EDIT_MAX_BACKLOG = TELEGRAM_PER_SECOND
+
+#: The Bot API methods that put a message in a chat (or change one): each takes the
+#: chat's turn (:class:`ChatPacer`). Callback answers, chat actions, getFile and
+#: deletions are no messages and are never held up by a chat's pace.
+PACED_METHODS = frozenset(
+    name.lower()
+    for name in (
+        "sendMessage",
+        "sendPhoto",
+        "sendVideo",
+        "sendDocument",
+        "sendAnimation",
+        "sendAudio",
+        "sendVoice",
+        "sendVideoNote",
+        "sendSticker",
+        "sendMediaGroup",
+        "sendInvoice",
+        "sendLocation",
+        "sendContact",
+        "sendPoll",
+        "sendDice",
+        "copyMessage",
+        "forwardMessage",
+        "editMessageText",
+        "editMessageCaption",
+        "editMessageMedia",
+        "editMessageReplyMarkup",
+    )
+)
 
 #: What PTB's request callback returns: Telegram's ``result``.
 _Answer = bool | dict[str, Any] | list[dict[str, Any]]
@@ -150,6 +183,8 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         on_answer: Callable[[TelegramError | None], None] | None = None,
     ) -> None:
         self._clock = clock
+        #: Every chat's pace; the messenger asks it whether a status edit may go now.
+        self.pacer = ChatPacer(clock, backlog=lambda: self.backlog)
         self._on_flood = on_flood
         #: Told of every answer from Telegram, None for success (health and metrics).
         self._on_answer = on_answer
@@ -187,8 +222,15 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         chat_id = _as_int(data.get("chat_id"))
         priority = rate_limit_args if rate_limit_args is not None else Priority.HIGH
         for attempt in itertools.count(1):
+            paced = chat_id is not None and endpoint.lower() in PACED_METHODS
             try:
-                result = await self._within_budget(callback, args, kwargs, chat_id, priority)
+                if paced and chat_id is not None:
+                    async with self.pacer.turn(chat_id, priority):
+                        result = await self._within_budget(
+                            callback, args, kwargs, chat_id, priority
+                        )
+                else:
+                    result = await self._within_budget(callback, args, kwargs, chat_id, priority)
             except TelegramError as exc:
                 if self._on_answer is not None:
                     self._on_answer(exc)
@@ -290,7 +332,15 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
 
 
 class ChatPacer:
-    """Remembers when the bot last sent to each chat, to keep to Telegram's per-chat pace."""
+    """Each chat's pace: one message on its way at a time, the next one ``gap`` after its
+    answer came back; the most urgent waiter goes first (deliveries before keyboards
+    before status edits).
+
+    Holding the chat's turn until the answer, as the bot's budget does, means no two
+    messages can reach Telegram closer than ``gap`` however the network bunches them.
+    The rate limiter takes a turn for every chat message (:data:`PACED_METHODS`), so
+    handlers' replies and the tracker's messages keep to one pace.
+    """
 
     def __init__(
         self,
@@ -300,55 +350,100 @@ class ChatPacer:
         self._clock = clock
         #: Requests waiting in the rate limiter: status edits give way when it is long.
         self._backlog = backlog or (lambda: 0)
-        self._last: dict[int, float] = {}
+        #: When each chat may take its next message (its last answer plus the gap).
+        self._free_at: dict[int, float] = {}
+        #: Chats with a message on its way now.
+        self._busy: set[int] = set()
+        self._queues: dict[int, list[tuple[int, int, asyncio.Future[None]]]] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._order = itertools.count()
 
     @staticmethod
     def gap(chat_id: int) -> float:
         return GROUP_CHAT_GAP if chat_id < 0 else PRIVATE_CHAT_GAP
 
     def wait_needed(self, chat_id: int) -> float:
-        last = self._last.get(chat_id)
-        if last is None:
-            return 0.0
-        return max(0.0, last + self.gap(chat_id) - self._clock())
+        free_at = self._free_at.get(chat_id)
+        return 0.0 if free_at is None else max(0.0, free_at - self._clock())
 
-    def sent(self, chat_id: int) -> None:
+    def free(self, chat_id: int) -> bool:
+        """A message to this chat would go at once: none on its way, none waiting."""
+        return (
+            chat_id not in self._busy
+            and not self._queues.get(chat_id)
+            and self.wait_needed(chat_id) == 0
+        )
+
+    @contextlib.asynccontextmanager
+    async def turn(self, chat_id: int, priority: Priority = Priority.HIGH) -> AsyncIterator[None]:
+        """Wait for the chat's turn and hold it until the block ends (the answer came)."""
+        await self._acquire(chat_id, priority)
+        try:
+            yield
+        finally:
+            self._release(chat_id)
+
+    async def _acquire(self, chat_id: int, priority: Priority) -> None:
+        if self.free(chat_id):
+            self._busy.add(chat_id)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(
+            self._queues.setdefault(chat_id, []), (int(priority), next(self._order), future)
+        )
+        self._schedule(chat_id)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._release(chat_id)  # granted, but its caller is gone
+            raise
+
+    def _release(self, chat_id: int) -> None:
+        self._busy.discard(chat_id)
         now = self._clock()
-        if len(self._last) > _PACER_MAX_CHATS:
-            self._last = {c: t for c, t in self._last.items() if now - t < GROUP_CHAT_GAP}
-        self._last[chat_id] = now
+        if len(self._free_at) > _PACER_MAX_CHATS:
+            self._free_at = {c: t for c, t in self._free_at.items() if t > now}
+        self._free_at[chat_id] = now + self.gap(chat_id)
+        self._schedule(chat_id)
 
-    async def essential(self, chat_id: int) -> None:
-        """Wait for the chat's next free slot and take it (outcomes always go out)."""
-        # Reserve the slot before sleeping, so two outcomes for one chat queue up.
-        wait = self.wait_needed(chat_id)
-        self._last[chat_id] = self._clock() + wait
-        if wait > 0:
-            await asyncio.sleep(wait)
+    def _schedule(self, chat_id: int) -> None:
+        """Grant the chat's next turn when it is due: a timer, not a task per chat."""
+        if chat_id in self._busy or chat_id in self._timers or not self._queues.get(chat_id):
+            return
+        self._timers[chat_id] = asyncio.get_running_loop().call_later(
+            self.wait_needed(chat_id), self._grant, chat_id
+        )
+
+    def _grant(self, chat_id: int) -> None:
+        self._timers.pop(chat_id, None)
+        queue = self._queues.get(chat_id, [])
+        while queue:
+            _, _, future = heapq.heappop(queue)
+            if not future.done():  # else its caller gave up (cancelled)
+                self._busy.add(chat_id)
+                future.set_result(None)
+                break
+        if not queue:
+            self._queues.pop(chat_id, None)
 
     def idle(self) -> bool:
         """Nothing is waiting for Telegram: room for a call that holds up a video."""
         return self._backlog() == 0
 
-    def optional(self, chat_id: int) -> bool:
-        """Take the chat's slot if it is free now and the bot's queue is short; else skip."""
-        if self.wait_needed(chat_id) > 0 or self._backlog() >= STATUS_EDIT_MAX_BACKLOG:
-            return False
-        self.sent(chat_id)
-        return True
-
     async def patient(self, chat_id: int, patience: float) -> bool:
-        """Wait up to ``patience`` seconds for the chat's free slot and take it; False if
-        it did not come. For a message that should go once, but after the ones that
-        matter (a status message's summary, right after the video took the slot); the
-        rate limiter's low priority keeps it behind every delivery."""
-        give_up_at = self._clock() + patience
-        while (wait := self.wait_needed(chat_id)) > 0:
-            if self._clock() + wait > give_up_at:
-                return False
-            await asyncio.sleep(wait)
-        self.sent(chat_id)
-        return True
+        """Whether the chat's turn can come within ``patience`` seconds, for a message that
+        should go once but after the ones that matter (a status message's summary, right
+        after the video): the rate limiter then waits for the turn, at LOW priority behind
+        every delivery, and the caller bounds that wait by ``patience``. The bot's backlog
+        does not matter here: the summary goes once."""
+        return self.wait_needed(chat_id) <= patience
+
+    def optional(self, chat_id: int) -> bool:
+        """Whether a nice-to-have message (a status edit) should be sent at all: not while
+        other messages wait for this chat (they matter more) or the bot's queue is long.
+        Sent, it waits for the chat's turn like any other (the caller bounds the wait)."""
+        return not self._queues.get(chat_id) and self._backlog() < STATUS_EDIT_MAX_BACKLOG
 
 
 def _as_int(value: object) -> int | None:

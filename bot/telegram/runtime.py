@@ -34,7 +34,8 @@ from ..segmind import SegmindClient
 from ..settings import Settings
 from ..storage import LedgerUnusable, StoredLedger, make_ledger
 from .messenger import TelegramMessenger
-from .pacing import ChatPacer, Priority, PriorityRateLimiter
+from .pacing import Priority, PriorityRateLimiter
+from .photos import Photos
 
 if TYPE_CHECKING:  # loaded only with the HTTP server (bot.metrics imports prometheus_client)
     from ..metrics import Metrics
@@ -360,6 +361,7 @@ class Runtime:
         self._held_payments: list[NewPayment] = []
         self._reconciliation: Reconciliation | None = None
         self._http: httpx.AsyncClient | None = None
+        self._photos: Photos | None = None
         self.token_watch: TokenWatch | None = None
         self.conflict_watch: ConflictWatch | None = None
         self._ledger_watch: LedgerWatch | None = None
@@ -375,6 +377,12 @@ class Runtime:
         if self._refunds is None:
             raise RuntimeError("runtime not started")
         return self._refunds
+
+    @property
+    def photos(self) -> Photos:
+        if self._photos is None:
+            raise RuntimeError("runtime not started")
+        return self._photos
 
     @property
     def tracker(self) -> Tracker:
@@ -419,11 +427,21 @@ class Runtime:
             history_url=self.settings.segmind_history_url,
         )
         self.token_watch = TokenWatch(bot, on_rejected=stop_bot)
+        # Prepared photos live beside the ledger: the one folder every deployment keeps
+        # writable (the systemd unit's ReadWritePaths, the container's volume).
+        self._photos = Photos(
+            bot,
+            self._http,
+            self.settings.database_path.parent / "photos",
+            on_unauthorized=self.token_watch.check_now,
+        )
+        self._photos.open()
         limiter = self.limiter
         messenger = TelegramMessenger(
             bot,
             self.settings.admin_ids,
-            ChatPacer(backlog=lambda: limiter.backlog),
+            limiter.pacer,
+            photos=self._photos,
             on_unauthorized=self.token_watch.check_now,
             language=self.settings.default_language,
         )
@@ -538,6 +556,8 @@ class Runtime:
 
     async def close(self) -> None:
         await self.stop_jobs()
+        if self._photos is not None:
+            self._photos.close()
         if self._http is not None:
             await self._http.aclose()
             self._http = None

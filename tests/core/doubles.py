@@ -34,7 +34,7 @@ from bot.core.alerts import AlertKind
 from bot.core.errors import MessengerError
 from bot.core.jobs import Job, JobState
 from bot.core.payments import Payment
-from bot.core.ports import Messenger, Progress, StarCharge, Status
+from bot.core.ports import Messenger, PhotoFile, Progress, StarCharge, Status
 from bot.storage.sqlite import SqliteLedger
 
 API_URL = "https://api.segmind.test"
@@ -483,9 +483,9 @@ class RecordingMessenger:
         if self.script[method]:
             raise self.script[method].popleft()
 
-    async def fetch_photo(self, job: Job) -> bytes:
+    async def fetch_photo(self, job: Job) -> PhotoFile:
         self._enter("fetch_photo", job)
-        return self.PHOTO
+        return PhotoFile(self.PHOTO, "image/jpeg")
 
     async def photo_link(self, job: Job) -> str:
         self._enter("photo_link", job)

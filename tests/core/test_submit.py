@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from bot.core.alerts import OUTAGE_SECONDS, AlertKind
-from bot.core.errors import ChatUnreachable, PhotoUnavailable, SendFailed
+from bot.core.errors import ChatUnreachable, PhotoUnavailable, PhotoUnusable, SendFailed
 from bot.core.jobs import Job, JobState, Reason
 from bot.core.options import VideoOptions
 from bot.core.ports import Progress
@@ -137,6 +137,20 @@ async def test_a_photo_that_cannot_be_fetched_is_rejected(
     assert await h.step(job.id) is None
     assert h.messenger.methods() == ["fetch_photo", "send_outcome"]
     assert (await h.job(job.id)).notified_at == h.clock.now
+
+
+async def test_a_photo_that_is_no_usable_image_is_rejected_without_a_submit(h: Harness):
+    """A draft made before photos were checked on arrival (an SVG, a 1×1 px image) is
+    found out when the job prepares it: nothing is uploaded or submitted, and a paid
+    job's refund follows from REJECTED like any other."""
+    job = await h.new_job()
+    h.messenger.fail("fetch_photo", PhotoUnusable("too small"))
+    assert await h.step(job.id) == 0.0
+    rejected = await h.job(job.id)
+    assert (rejected.state, rejected.reason) == (S.REJECTED, Reason.PHOTO_UNUSABLE)
+    assert h.segmind.requests == []
+    assert await h.step(job.id) is None
+    assert h.messenger.methods() == ["fetch_photo", "send_outcome"]
 
 
 async def test_an_unreachable_chat_while_fetching_ends_undeliverable_and_notified(h: Harness):

@@ -30,6 +30,10 @@ posted in the chosen chat ``via_bot`` (no update: the bot is not told). Every in
 button must carry exactly one action; a ``switch_inline_query*`` button from a bot without
 inline mode is refused (BUTTON_TYPE_INVALID; the fake's own strictness).
 
+Users' photos and image files are real pictures a decoder reads (``send_photo`` makes
+JPEGs of the given ``width`` × ``height``, padded to ``size_bytes`` with comment segments;
+``send_document`` makes a JPEG or PNG, or sends the ``data`` a test built itself).
+
 The test plays the users (``send_text``, ``send_photo``, ``press_button``, ``pay_invoice``, ...),
 each of which queues an Update; it injects failures (``fail_next``, ``lose_answer_next``,
 ``block_chat``, ``flood_limits``) and inspects what the bot did (``calls``, ``wait_for_call``,
@@ -73,8 +77,9 @@ characters and short ones up to 120 (those wordings are the fake's own).
 
 Deliberate simplifications: parse_mode HTML is rendered by dropping the tags (no entities),
 Markdown is stored as sent; uploaded files over ``keep_uploads_up_to`` bytes are hashed, not
-kept, so their download URL answers 404; there is no per-chat limit for private chats;
-webhook updates are posted one at a time (Telegram: up to ``max_connections`` at once) and
+kept, so their download URL answers 404; with ``flood_limits`` a private chat takes a burst
+of ``PRIVATE_BURST`` messages, then about one a second (sends and edits count); webhook
+updates are posted one at a time (Telegram: up to ``max_connections`` at once) and
 retried quickly; only Stars invoices exist (any other currency is refused as
 PAYMENT_PROVIDER_INVALID).
 """
@@ -85,8 +90,10 @@ import asyncio
 import bisect
 import contextlib
 import copy
+import functools
 import hashlib
 import html
+import io
 import itertools
 import json
 import math
@@ -94,6 +101,7 @@ import re
 import secrets
 import string
 import time
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, field
@@ -101,6 +109,7 @@ from typing import Any
 
 import httpx
 from aiohttp import BodyPartReader, web
+from PIL import Image, ImageDraw
 
 __all__ = [
     "BOT_ID",
@@ -143,6 +152,10 @@ MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 #: Flood limits applied when ``flood_limits=True`` (Bot FAQ figures).
 GROUP_SENDS_PER_MINUTE = 20
 SENDS_PER_SECOND = 30
+#: A private chat takes about one message a second: a short burst of this many passes,
+#: then each further one needs the second its predecessor in the burst had (the FAQ's
+#: "short bursts ... eventually you'll begin receiving 429 errors").
+PRIVATE_BURST = 3
 #: The currency code of Telegram Stars.
 STARS = "XTR"
 #: The most Stars one invoice may ask for.
@@ -635,6 +648,39 @@ def _file_bytes(head: bytes, tail: bytes, size: int, seed: int) -> bytes:
     if size <= len(head) + len(tail):
         return (head + tail)[:size]
     return head + _filler(size - len(head) - len(tail), seed) + tail
+
+
+@functools.cache
+def _picture(width: int, height: int, image_format: str) -> bytes:
+    """A small real picture (a face-coloured oval on a plain ground), encoded once."""
+    image = Image.new("RGB", (width, height), (90, 120, 160))
+    ImageDraw.Draw(image).ellipse(
+        (width // 4, height // 5, width * 3 // 4, height * 4 // 5), fill=(225, 190, 160)
+    )
+    out = io.BytesIO()
+    image.save(out, image_format, **({"quality": 80} if image_format == "JPEG" else {}))
+    return out.getvalue()
+
+
+def _padded_picture(image_format: str, width: int, height: int, size: int, seed: int) -> bytes:
+    """A real JPEG or PNG of ``width`` × ``height`` grown to ``size`` bytes (when it is
+    smaller) with segments every decoder skips: JPEG comments, a private PNG chunk."""
+    data = _picture(width, height, image_format)
+    missing = size - len(data)
+    if image_format == "JPEG":
+        segments: list[bytes] = []
+        while missing > 4:
+            body = _filler(min(missing - 4, 65533), seed + len(segments))
+            segments.append(b"\xff\xfe" + (len(body) + 2).to_bytes(2, "big") + body)
+            missing -= len(body) + 4
+        return data[:2] + b"".join(segments) + data[2:]
+    if missing > 12:
+        body = _filler(missing - 12, seed)
+        kind = b"fiLl"
+        chunk = len(body).to_bytes(4, "big") + kind + body
+        chunk += zlib.crc32(kind + body).to_bytes(4, "big")
+        return data[:-12] + chunk + data[-12:]  # before IEND
+    return data
 
 
 def _as_int(value: Any) -> int | None:
@@ -1156,27 +1202,36 @@ class FakeTelegram:
         *,
         caption: str | None = None,
         size_bytes: int = 50_000,
+        width: int = 1280,
+        height: int = 1707,
+        media_group_id: str | None = None,
         reply_to: int | None = None,
         thread_id: int | None = None,
     ) -> dict[str, Any]:
-        """A user sends a photo: three sizes, ascending; the largest is ``size_bytes``."""
-        dimensions = [(90, 120, max(1, size_bytes // 40)), (320, 427, max(1, size_bytes // 6))]
-        dimensions.append((1280, 1707, size_bytes))
+        """A user sends a photo: three sizes, ascending, each a real JPEG; the largest is
+        ``width`` × ``height`` and ``size_bytes`` long (longer if the picture needs it).
+        Photos of one album share a ``media_group_id``."""
         sizes: list[JSON] = []
-        for width, height, size in dimensions:
-            stored = self._new_file("photo", size, _JPEG_HEAD, _JPEG_TAIL, mime_type="image/jpeg")
-            sizes.append(
-                {
-                    "file_id": stored.file_id,
-                    "file_unique_id": stored.file_unique_id,
-                    "width": width,
-                    "height": height,
-                    "file_size": size,
-                }
-            )
+        for factor, size in ((90 / 1280, size_bytes // 40), (320 / 1280, size_bytes // 6)):
+            small = (max(1, round(width * factor)), max(1, round(height * factor)))
+            sizes.append(self._photo_size(small, max(1, size)))
+        sizes.append(self._photo_size((width, height), size_bytes))
         content: JSON = {"photo": sizes}
+        if media_group_id is not None:
+            content["media_group_id"] = media_group_id
         self._add_caption(content, caption)
         return self._user_message(chat_id, user_id, content, reply_to, thread_id)
+
+    def _photo_size(self, dimensions: tuple[int, int], size: int) -> JSON:
+        width, height = dimensions
+        stored = self._new_picture("photo", "JPEG", width, height, size, "image/jpeg", None)
+        return {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "width": width,
+            "height": height,
+            "file_size": stored.size,
+        }
 
     def send_document(
         self,
@@ -1186,25 +1241,36 @@ class FakeTelegram:
         mime_type: str = "image/jpeg",
         file_name: str = "photo.jpg",
         size_bytes: int = 80_000,
+        data: bytes | None = None,
         caption: str | None = None,
         reply_to: int | None = None,
         thread_id: int | None = None,
     ) -> dict[str, Any]:
-        """A user sends a file; over 20 MB only its size is stored (getFile refuses it)."""
-        head, tail = {
-            "image/jpeg": (_JPEG_HEAD, _JPEG_TAIL),
-            "image/png": (_PNG_HEAD, b""),
-            "video/mp4": (_MP4_HEAD, b""),
-        }.get(mime_type, (b"", b""))
-        stored = self._new_file(
-            "document", size_bytes, head, tail, mime_type=mime_type, file_name=file_name
-        )
+        """A user sends a file: ``data`` as given, else a real 1200×900 picture for
+        image/jpeg and image/png and stand-in bytes for the rest, ``size_bytes`` long;
+        over 20 MB only its size is stored (getFile refuses it)."""
+        if data is not None:
+            stored = self._store_bytes("document", data, mime_type, file_name)
+        elif mime_type in ("image/jpeg", "image/png") and size_bytes <= MAX_DOWNLOAD_BYTES:
+            image_format = "JPEG" if mime_type == "image/jpeg" else "PNG"
+            stored = self._new_picture(
+                "document", image_format, 1200, 900, size_bytes, mime_type, file_name
+            )
+        else:
+            head, tail = {
+                "image/jpeg": (_JPEG_HEAD, _JPEG_TAIL),
+                "image/png": (_PNG_HEAD, b""),
+                "video/mp4": (_MP4_HEAD, b""),
+            }.get(mime_type, (b"", b""))
+            stored = self._new_file(
+                "document", size_bytes, head, tail, mime_type=mime_type, file_name=file_name
+            )
         document: JSON = {
             "file_id": stored.file_id,
             "file_unique_id": stored.file_unique_id,
             "file_name": file_name,
             "mime_type": mime_type,
-            "file_size": size_bytes,
+            "file_size": stored.size,
         }
         content: JSON = {"document": document}
         self._add_caption(content, caption)
@@ -1666,6 +1732,12 @@ class FakeTelegram:
                 oldest = window[-GROUP_SENDS_PER_MINUTE]
                 wait = max(1, math.ceil(oldest + 60.0 - now))
                 raise ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
+        else:
+            times = self._chat_sends.get(chat_id, [])
+            window = times[bisect.bisect_right(times, now - PRIVATE_BURST) :]
+            if len(window) >= PRIVATE_BURST:
+                wait = max(1, math.ceil(window[-PRIVATE_BURST] + PRIVATE_BURST - now))
+                raise ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
 
     def _record_send(self, chat_id: int, now: float) -> None:
         self._chat_sends.setdefault(chat_id, []).append(now)
@@ -1760,6 +1832,32 @@ class FakeTelegram:
         data = _file_bytes(head, tail, size, number) if size <= MAX_DOWNLOAD_BYTES else None
         sha = hashlib.sha256(data).hexdigest() if data is not None else None
         return self._store(number, kind, size, data, sha, mime_type, file_name)
+
+    def _new_picture(
+        self,
+        kind: str,
+        image_format: str,
+        width: int,
+        height: int,
+        size: int,
+        mime_type: str,
+        file_name: str | None,
+    ) -> _StoredFile:
+        """A user's picture: real bytes a decoder reads (none above 20 MB)."""
+        if size > MAX_DOWNLOAD_BYTES:
+            return self._new_file(kind, size, b"", b"", mime_type=mime_type, file_name=file_name)
+        number = next(self._file_counter)
+        data = _padded_picture(image_format, width, height, size, number)
+        sha = hashlib.sha256(data).hexdigest()
+        return self._store(number, kind, len(data), data, sha, mime_type, file_name)
+
+    def _store_bytes(
+        self, kind: str, data: bytes, mime_type: str | None, file_name: str | None
+    ) -> _StoredFile:
+        """A user's file with exactly these bytes."""
+        number = next(self._file_counter)
+        sha = hashlib.sha256(data).hexdigest()
+        return self._store(number, kind, len(data), data, sha, mime_type, file_name)
 
     def _store(
         self,

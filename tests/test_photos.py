@@ -1,0 +1,316 @@
+"""Odd images end to end: the real bot, PTB and SQLite against the fakes. What the user
+reads, and what reached Segmind (size, type, orientation) — or that nothing did."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from PIL import Image
+
+from bot.core.errors import PhotoUnavailable
+from bot.i18n import texts
+from bot.telegram import photos as photos_module
+from bot.telegram.photos import Photos
+from tests.conftest import ledger, running, settled
+from tests.test_private_flow import button_data, reply_target, send_photo_get_keyboard
+
+USER = 601
+RED = (220, 20, 20)
+BLUE = (20, 20, 220)
+LANG = texts.FALLBACK_LANGUAGE
+
+
+def encoded(image: Image.Image, image_format: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, image_format, **options)
+    return out.getvalue()
+
+
+def turned_jpeg() -> bytes:
+    """Stored 600 × 300 with red on the left and EXIF orientation 6 (rotate clockwise):
+    upright it is 300 × 600, red on top."""
+    image = Image.new("RGB", (600, 300), RED)
+    image.paste(BLUE, (300, 0, 600, 300))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encoded(image, "JPEG", exif=exif.tobytes())
+
+
+def uploaded_image(segmind) -> Image.Image:
+    """The one image the bot re-hosted at the fake Segmind, decoded."""
+    (submit,) = segmind.submits
+    asset = segmind.assets[submit["image_url"].rsplit("/", 1)[-1]]
+    assert asset.content_type == "image/jpeg"
+    image = Image.open(io.BytesIO(asset.data))
+    image.load()
+    return image
+
+
+def near(pixel: object, colour: tuple[int, int, int]) -> bool:
+    """A pixel read back from a JPEG is within a few levels of ``colour``."""
+    values = pixel if isinstance(pixel, tuple) else (pixel,) * 3
+    return all(abs(a - b) <= 12 for a, b in zip(values, colour, strict=False))
+
+
+async def keyboard_for(telegram, message: dict) -> dict:
+    calls = await telegram.wait_for_call(
+        "sendMessage",
+        chat_id=USER,
+        where=lambda c: (
+            "reply_markup" in c.params and reply_target(c.params) == message["message_id"]
+        ),
+    )
+    return calls[-1].response["result"]
+
+
+async def generate(telegram, keyboard: dict) -> None:
+    telegram.press_button(USER, USER, keyboard["message_id"], button_data(keyboard, "Generate"))
+    await telegram.wait_for_call("sendVideo", chat_id=USER)
+
+
+async def refusal_for(telegram, message: dict) -> str:
+    (call,) = await telegram.wait_for_call("sendMessage", chat_id=USER)
+    assert reply_target(call.params) == message["message_id"]
+    assert "reply_markup" not in call.params
+    return str(call.params["text"])
+
+
+async def test_a_rotated_photo_file_reaches_segmind_upright(telegram, segmind, bot):
+    telegram.private_chat(USER)
+    document = telegram.send_document(
+        USER, USER, mime_type="image/jpeg", file_name="turned.jpg", data=turned_jpeg()
+    )
+    await generate(telegram, await keyboard_for(telegram, document))
+    image = uploaded_image(segmind)
+    assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (300, 600))
+    assert near(image.getpixel((150, 50)), RED)
+    assert near(image.getpixel((150, 550)), BLUE)
+    assert image.getexif().get(0x0112) is None
+
+
+@pytest.mark.parametrize(
+    ("mime_type", "file_name", "content"),
+    [
+        (
+            "image/heic",
+            "IMG_0001.HEIC",
+            lambda: encoded(Image.new("RGB", (800, 600), RED), "HEIF"),
+        ),
+        (
+            "image/gif",
+            "moving.gif",
+            lambda: encoded(
+                Image.new("RGB", (400, 400), RED),
+                "GIF",
+                save_all=True,
+                append_images=[Image.new("RGB", (400, 400), BLUE)],
+            ),
+        ),
+        (
+            "image/webp",
+            "moving.webp",
+            lambda: encoded(
+                Image.new("RGB", (400, 400), RED),
+                "WEBP",
+                save_all=True,
+                append_images=[Image.new("RGB", (400, 400), BLUE)],
+            ),
+        ),
+        (
+            "image/jpeg",
+            "big.jpg",
+            lambda: encoded(Image.new("RGB", (6000, 4500), RED), "JPEG"),
+        ),
+    ],
+    ids=["heic", "animated-gif", "animated-webp", "6000x4500-jpeg"],
+)
+async def test_images_sent_as_files_reach_segmind_as_one_small_rgb_jpeg(
+    telegram, segmind, bot, mime_type, file_name, content
+):
+    telegram.private_chat(USER)
+    document = telegram.send_document(
+        USER, USER, mime_type=mime_type, file_name=file_name, data=content()
+    )
+    await generate(telegram, await keyboard_for(telegram, document))
+    image = uploaded_image(segmind)
+    assert (image.format, image.mode) == ("JPEG", "RGB")
+    assert max(image.size) <= 2048
+    assert near(image.getpixel((image.width // 2, image.height // 2)), RED)  # first frame
+
+
+@pytest.mark.parametrize(
+    ("send", "reply"),
+    [
+        (
+            lambda t: t.send_photo(USER, USER, width=100, height=80),
+            texts.image_too_small(LANG),
+        ),
+        (
+            lambda t: t.send_document(
+                USER,
+                USER,
+                mime_type="image/png",
+                file_name="dot.png",
+                data=encoded(Image.new("RGB", (1, 1)), "PNG"),
+            ),
+            texts.image_too_small(LANG),
+        ),
+        (
+            lambda t: t.send_document(
+                USER,
+                USER,
+                mime_type="image/svg+xml",
+                file_name="logo.svg",
+                data=b'<svg xmlns="http://www.w3.org/2000/svg" width="900" height="900"/>',
+            ),
+            texts.image_unreadable(LANG),
+        ),
+        (
+            lambda t: t.send_document(
+                USER,
+                USER,
+                mime_type="image/jpeg",
+                file_name="scan.jpg",
+                data=b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\n%%EOF\n",
+            ),
+            texts.image_unreadable(LANG),
+        ),
+        (
+            lambda t: t.send_document(
+                USER,
+                USER,
+                mime_type="image/jpeg",
+                file_name="cut.jpg",
+                data=turned_jpeg()[:900],
+            ),
+            texts.image_unreadable(LANG),
+        ),
+    ],
+    ids=["tiny-photo", "1x1-file", "svg-file", "pdf-renamed-jpg", "truncated-jpeg"],
+)
+async def test_images_that_cannot_make_a_video_get_a_reply_and_nothing_else(
+    telegram, segmind, bot, database, send, reply
+):
+    telegram.private_chat(USER)
+    message = send(telegram)
+    assert await refusal_for(telegram, message) == reply
+    await settled(bot, telegram)
+    assert ledger(database) == []  # no draft, so no keyboard, invoice or job
+    assert (segmind.uploads, segmind.submits) == ([], [])
+
+
+async def test_a_tiny_photo_is_refused_from_its_size_without_a_download(telegram, segmind, bot):
+    telegram.private_chat(USER)
+    photo = telegram.send_photo(USER, USER, width=120, height=90)
+    assert await refusal_for(telegram, photo) == texts.image_too_small(LANG)
+    assert telegram.calls_of("getFile") == []
+
+
+async def test_with_prices_an_unusable_image_gets_no_invoice(
+    telegram, segmind, make_settings, database
+):
+    telegram.private_chat(USER)
+    async with running(make_settings(PRICE_STARS="50")) as application:
+        svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="900" height="900"/>'
+        document = telegram.send_document(
+            USER, USER, mime_type="image/svg+xml", file_name="a.svg", data=svg
+        )
+        assert await refusal_for(telegram, document) == texts.image_unreadable(LANG)
+        await settled(application, telegram)
+    assert telegram.calls_of("sendInvoice") == []
+    assert telegram.payments == []
+    assert ledger(database) == []
+
+
+async def test_a_photo_is_downloaded_and_prepared_once_per_file_whatever_happens_next(
+    telegram, segmind, bot, database
+):
+    """A file is prepared when it arrives; Generate, a refused submit and Try again all
+    reuse that JPEG: one download, one decode, the same bytes at Segmind each time."""
+    telegram.private_chat(USER)
+    segmind.fail_next_submit(429, retry_after=1)
+    document = telegram.send_document(
+        USER, USER, mime_type="image/jpeg", file_name="turned.jpg", data=turned_jpeg()
+    )
+    keyboard = await keyboard_for(telegram, document)
+    telegram.press_button(USER, USER, keyboard["message_id"], button_data(keyboard, "Generate"))
+    (notice,) = await telegram.wait_for_call(
+        "sendMessage", chat_id=USER, where=lambda c: "Try again" in str(c.params)
+    )
+    message = notice.response["result"]
+    telegram.press_button(USER, USER, message["message_id"], button_data(message, "Try again"))
+    await telegram.wait_for_call("sendVideo", chat_id=USER)
+    await settled(bot, telegram)
+    assert [job["state"] for job in ledger(database)] == ["rejected", "delivered"]
+    assert len(telegram.downloads) == 1
+    assert bot.bot_data["runtime"].photos.prepared_count == 1
+    assert len(set(segmind.uploads)) == 1  # the same prepared JPEG both times
+
+
+async def test_a_photo_is_prepared_when_its_job_starts(telegram, segmind, bot):
+    telegram.private_chat(USER)
+    _, keyboard = await send_photo_get_keyboard(telegram, USER, USER, width=1280, height=1707)
+    assert telegram.calls_of("getFile") == []  # a photo's size is known from the update
+    await generate(telegram, keyboard)
+    image = uploaded_image(segmind)
+    assert (image.format, image.size) == ("JPEG", (1280, 1707))
+
+
+class FileBot:
+    """Just getFile, answering a file URL (what the Photos store asks the bot for)."""
+
+    async def get_file(self, file_id: str) -> SimpleNamespace:
+        return SimpleNamespace(file_path=f"https://files.test/{file_id}")
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "no-length"])
+async def test_a_download_past_20_mb_is_cut_off_without_reading_it_all(tmp_path, declared):
+    """getFile's size can be missing or wrong: the stream itself is capped."""
+    served: list[int] = []
+
+    async def body():
+        for _ in range(40):  # 40 MB on offer
+            served.append(1)
+            yield b"\0" * 2**20
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"content-length": str(40 * 2**20)} if declared else {}
+        return httpx.Response(200, headers=headers, content=body())
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        photos = Photos(FileBot(), http, tmp_path / "photos")  # type: ignore[arg-type]
+        photos.open()
+        with pytest.raises(PhotoUnavailable) as caught:
+            await photos.prepared("file-1", "unique-1")
+    assert caught.value.too_big
+    assert len(served) <= 21  # not the 40 MB on offer
+    assert [p.name for p in (tmp_path / "photos").iterdir()] == []  # no part file left
+
+
+async def test_the_folder_keeps_the_newest_prepared_photos_and_remakes_the_rest(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(photos_module, "CACHE_FILES", 2)
+    downloads: list[str] = []
+    jpeg = encoded(Image.new("RGB", (400, 300), RED), "JPEG")
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        downloads.append(request.url.path)
+        return httpx.Response(200, content=jpeg)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        photos = Photos(FileBot(), http, tmp_path / "photos")  # type: ignore[arg-type]
+        photos.open()
+        try:
+            for name in ("a", "b", "a", "c"):
+                image = await photos.prepared(f"file-{name}", f"unique-{name}")
+                assert (image.width, image.height) == (400, 300)
+            assert downloads == ["/file-a", "/file-b", "/file-c"]  # "a" came from the folder
+            assert len(list((tmp_path / "photos").glob("*.jpg"))) == 2
+            await photos.prepared("file-b", "unique-b")  # the oldest: it went
+            assert downloads[-1] == "/file-b"
+        finally:
+            photos.close()
