@@ -1,4 +1,5 @@
-"""``python -m bot`` runs the bot; ``python -m bot check`` checks its set-up."""
+"""``python -m bot`` runs the bot; ``python -m bot check`` checks its set-up;
+``python -m bot copy-ledger`` copies a SQLite ledger's unfinished work into PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from telegram.error import InvalidToken, NetworkError, TelegramError
 
 from .app import ALLOWED_UPDATES, ListenFailed, WebhookRefused, build_application
 from .check import run_check
+from .copy_ledger import run_copy_ledger
+from .core.errors import LedgerError
 from .logs import setup_logging
 from .settings import Settings, SettingsError, load_settings
 from .storage import LedgerLocked, LedgerUnusable
@@ -17,7 +20,7 @@ from .telegram.runtime import CONFLICT_STOP_LINE, Runtime
 
 log = logging.getLogger("bot")
 
-USAGE = "usage: python -m bot [check]"
+USAGE = "usage: python -m bot [check | copy-ledger]"
 
 
 def _fail(line: str) -> int:
@@ -27,7 +30,6 @@ def _fail(line: str) -> int:
 
 
 def _why_not_started(exc: BaseException, settings: Settings) -> str:
-    path = settings.database_path
     if isinstance(exc, ListenFailed):
         host, port = settings.http_address or ("", 0)
         return f"HTTP_LISTEN {host}:{port} cannot be used: {exc}"
@@ -39,10 +41,10 @@ def _why_not_started(exc: BaseException, settings: Settings) -> str:
         return f"cannot reach Telegram at TELEGRAM_API_URL ({type(exc).__name__})"
     if isinstance(exc, TelegramError):
         return f"Telegram refused to start the bot: {type(exc).__name__}"
-    if isinstance(exc, LedgerUnusable):
-        return f"DATABASE_PATH {path} {exc}"
+    if isinstance(exc, LedgerUnusable | LedgerError):
+        return f"{settings.ledger_where} {exc}"
     if isinstance(exc, LedgerLocked):
-        return f"another bot is running on this ledger (DATABASE_PATH {path}); stop it first"
+        return f"another bot is running on this ledger ({settings.ledger_where}); stop it first"
     assert isinstance(exc, OSError)
     return f"DATABASE_PATH cannot be used: {exc.strerror or exc}"
 
@@ -50,6 +52,8 @@ def _why_not_started(exc: BaseException, settings: Settings) -> str:
 def _why_stopped(runtime: Runtime, settings: Settings) -> str | None:
     """Why a bot that ran stopped on its own (None: it was asked to stop)."""
     gone = runtime.ledger_gone
+    if gone is not None and settings.database_url is not None:
+        return f"{settings.ledger_where} {gone}; this bot stopped"
     if gone is not None:
         advice = (
             "restore it from a backup before starting again, or its unfinished jobs are forgotten"
@@ -74,7 +78,7 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
-    if argv and argv != ["check"]:
+    if argv and argv not in (["check"], ["copy-ledger"]):
         print(USAGE, file=sys.stderr)
         return 2
     try:
@@ -86,9 +90,11 @@ def main(argv: list[str]) -> int:
     setup_logging(settings.log_level, settings.secrets)
     if argv == ["check"]:
         return asyncio.run(run_check(settings))
+    if argv == ["copy-ledger"]:
+        return asyncio.run(run_copy_ledger(settings))
 
     application = build_application(settings)
-    log.info("starting; jobs ledger at %s", settings.database_path)
+    log.info("starting; jobs ledger at %s", settings.ledger_where)
     try:
         if settings.webhook_mode:
             from .web import run_webhook  # aiohttp is loaded only when it serves
@@ -102,6 +108,7 @@ def main(argv: list[str]) -> int:
         TelegramError,
         LedgerUnusable,
         LedgerLocked,
+        LedgerError,
         OSError,
         ListenFailed,
         WebhookRefused,

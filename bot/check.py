@@ -8,7 +8,7 @@ from telegram import Bot
 from telegram.error import InvalidToken, NetworkError, TelegramError
 
 from .settings import Settings
-from .storage import LedgerUnusable, SqliteLedger
+from .storage import LedgerUnusable, make_ledger
 
 __all__ = ["run_check"]
 
@@ -18,14 +18,16 @@ async def run_check(settings: Settings) -> int:
     problems: list[str] = []
     print("ok: settings are valid")
 
-    ledger = SqliteLedger(settings.database_path)
+    ledger = make_ledger(
+        database_url=settings.ledger_url, database_path=settings.database_path, exclusive=False
+    )
     try:
         await ledger.open()
         await ledger.prove_writable()
     except LedgerUnusable as exc:
-        problems.append(f"DATABASE_PATH {settings.database_path} {exc}")
+        problems.append(f"{settings.ledger_where} {exc}")
     else:
-        print(f"ok: job ledger {settings.database_path} is sound, writable and up to date")
+        print(f"ok: job ledger {ledger.where} is sound, writable and up to date")
     finally:
         await ledger.close()
 

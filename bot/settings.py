@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 from pydantic import (
@@ -39,6 +39,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from .core.prices import PriceTable
 from .i18n.catalogues import LANGUAGES, match_language
 from .segmind.client import DEFAULT_HISTORY_URL
+from .storage.urls import redact_database_url
 
 __all__ = [
     "DEFAULT_WEBHOOK_LISTEN",
@@ -56,7 +57,7 @@ LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
 _TOKEN_RE = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{20,}$")
 _WEBHOOK_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
-_SECRETS = ("telegram_bot_token", "segmind_api_key", "webhook_secret")
+_SECRETS = ("telegram_bot_token", "segmind_api_key", "webhook_secret", "database_url")
 #: Ports Telegram delivers webhooks to (Bot API ``setWebhook``).
 WEBHOOK_PORTS = (443, 80, 88, 8443)
 #: Where the HTTP server listens in webhook mode when ``HTTP_LISTEN`` is not set.
@@ -84,6 +85,28 @@ def _bot_token(value: SecretStr) -> SecretStr:
     if not _TOKEN_RE.match(value.get_secret_value()):
         raise ValueError("malformed")  # never the value: it is the secret
     return value
+
+
+def _database_url(value: SecretStr) -> SecretStr:
+    """``postgresql://user:password@host:port/db``; the reason never quotes it (the
+    password is in it)."""
+    try:
+        parts = urlsplit(value.get_secret_value())
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a port that is not a number
+        raise ValueError("malformed") from None
+    if (
+        parts.scheme not in ("postgresql", "postgres")
+        or not parts.hostname
+        or not port_ok
+        or not parts.path.strip("/")
+    ):
+        raise ValueError("malformed")
+    return value
+
+
+def _database_url_or_none(value: SecretStr | None) -> SecretStr | None:
+    return None if value is None else _database_url(value)
 
 
 def _http_url(value: str) -> str:
@@ -182,6 +205,9 @@ class Settings(BaseSettings):
     segmind_upload_url: _Url = "https://workflows-api.segmind.com/upload-asset"
     segmind_history_url: _Url = DEFAULT_HISTORY_URL
     database_path: Path = Path("data/bot.sqlite3")
+    database_url: Annotated[SecretStr | None, AfterValidator(_database_url_or_none)] = Field(
+        default=None, description="must be postgresql://user:password@host:port/database"
+    )
     poll_interval_seconds: _FiniteFloat = 2.0
     image_url_mode: Annotated[
         ImageUrlMode,
@@ -267,10 +293,30 @@ class Settings(BaseSettings):
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never reach a log line."""
-        return (
+        found = [
             self.telegram_bot_token.get_secret_value(),
             self.segmind_api_key.get_secret_value(),
-        ) + ((self.webhook_secret.get_secret_value(),) if self.webhook_secret else ())
+        ]
+        if self.webhook_secret:
+            found.append(self.webhook_secret.get_secret_value())
+        if self.database_url is not None:
+            url = self.database_url.get_secret_value()
+            password = urlsplit(url).password
+            found += [url, *([password, unquote(password)] if password else [])]
+        return tuple(found)
+
+    @property
+    def ledger_url(self) -> str | None:
+        """``DATABASE_URL`` (with its password) when the ledger is PostgreSQL, else None."""
+        return None if self.database_url is None else self.database_url.get_secret_value()
+
+    @property
+    def ledger_where(self) -> str:
+        """The setting that names the ledger and its value, never a password: the
+        start of an operator's line about the ledger."""
+        if self.database_url is None:
+            return f"DATABASE_PATH {self.database_path}"
+        return f"DATABASE_URL {redact_database_url(self.database_url.get_secret_value())}"
 
     @property
     def webhook_mode(self) -> bool:

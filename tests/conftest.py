@@ -23,6 +23,7 @@ from bot.settings import Settings, load_settings
 from bot.telegram import pacing
 from tests.fakes.segmind import TEST_API_KEY, FakeSegmind
 from tests.fakes.telegram import TEST_TOKEN, FakeTelegram
+from tests.pgserver import PostgresServer
 from tests.processes import BotProcess
 
 ADMIN_ID = 900
@@ -63,6 +64,28 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "real_chat_pace: the in-process bot keeps Telegram's real per-chat gaps (1 s, 3 s)",
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """This test process's own PostgreSQL server, started on first use (xdist: one per
+    worker) and stopped at the end of the run."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """``DATABASE_URL`` of a fresh, empty database for this test alone, dropped after it.
+
+    Plain (not async), so an async fixture may ask for it with ``getfixturevalue``.
+    """
+    name = postgres_server.create_database()
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture

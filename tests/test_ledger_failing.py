@@ -9,12 +9,15 @@ fails with "database or disk is full" (SQLITE_FULL), as on a full disk.
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from bot.core.alerts import AlertKind
-from bot.core.errors import LedgerWriteFailed
+from bot.core.errors import LedgerReadFailed, LedgerWriteFailed
 from bot.core.jobs import NewJob
 from bot.core.options import VideoOptions
+from bot.core.payments import NewPayment
 from bot.i18n import texts
 from bot.storage import SqliteLedger
 from bot.telegram import runtime as runtime_module
@@ -176,3 +179,24 @@ async def test_a_payment_the_ledger_cannot_record_is_held_and_starts_its_job_onc
         assert payment.job_id is not None
     assert len(segmind.submits) == 1
     assert telegram.refunds == []
+
+
+async def test_a_read_sqlite_cannot_answer_raises_ledger_read_failed(tmp_path):
+    """Reads fail as the core's LedgerReadFailed, not sqlite3's errors: the Telegram layer
+    handles both ledger backends alike (here the jobs table vanished under the bot)."""
+    path = tmp_path / "l.sqlite3"
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    try:
+        with sqlite3.connect(path) as other:
+            other.execute("DROP TABLE payments")
+        with pytest.raises(LedgerReadFailed, match="no such table"):
+            await ledger.payment("ch-1")
+        paid = NewPayment(
+            charge_id="ch-1", provider_charge_id="", user_id=1, chat_id=1, payload="x", amount=1
+        )
+        with pytest.raises(LedgerWriteFailed, match="no such table"):  # its first step: a read
+            await ledger.record_payment(paid)
+        assert not ledger.db.in_transaction
+    finally:
+        await ledger.close()

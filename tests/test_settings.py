@@ -413,6 +413,43 @@ def test_the_history_url_is_the_contracts_default_unless_given():
     assert example.segmind_history_url == HISTORY_URL
 
 
+# -- DATABASE_URL -------------------------------------------------------------------------
+
+REQUIRED = {"TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY}
+
+
+def test_database_url_is_optional_and_its_password_is_a_secret():
+    plain = load_settings(REQUIRED, env_file=None)
+    assert (plain.database_url, plain.ledger_url) == (None, None)
+    assert plain.ledger_where == f"DATABASE_PATH {plain.database_path}"
+    url = "postgresql://bot:p%40ss%2Fword@db.internal:5433/warmth"
+    settings = load_settings({**REQUIRED, "DATABASE_URL": url}, env_file=None)
+    assert settings.ledger_url == url
+    assert settings.ledger_where == "DATABASE_URL postgresql://bot@db.internal:5433/warmth"
+    assert "p@ss/word" in settings.secrets  # as typed and as decoded: both redacted
+    assert "p%40ss%2Fword" in settings.secrets
+    assert "p%40ss" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://bot:secretpw@db/warmth",
+        "postgresql://bot:secretpw@db:port/warmth",
+        "postgresql://bot:secretpw@db:5432",
+        "postgresql://bot:secretpw@/warmth",
+        "secretpw",
+    ],
+)
+def test_a_malformed_database_url_is_named_without_its_value(url):
+    with pytest.raises(SettingsError) as raised:
+        load_settings({**REQUIRED, "DATABASE_URL": url}, env_file=None)
+    assert raised.value.problems == [
+        "DATABASE_URL is malformed: must be postgresql://user:password@host:port/database"
+    ]
+    assert "secretpw" not in str(raised.value)
+
+
 # -- webhook mode ----------------------------------------------------------------------
 
 SECRETS = {"TELEGRAM_BOT_TOKEN": TOKEN, "SEGMIND_API_KEY": KEY}

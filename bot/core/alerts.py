@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
-from .errors import LedgerWriteFailed
+from .errors import LedgerError
 from .ports import Ledger
 
 __all__ = ["AlertKind", "AlertSender", "Alerts", "QUIET_SECONDS", "OUTAGE_SECONDS"]
@@ -36,7 +36,8 @@ class AlertKind(StrEnum):
     #: A submit's answer was lost and Segmind's request history did not show the request
     #: within the lookup window: the job is uncertain (maybe paid, no video).
     SUBMIT_LOST = "submit_lost"
-    #: The ledger cannot be written (disk full, read-only): users are told to try again.
+    #: The ledger cannot be written (disk full, read-only, database unreachable): users
+    #: are told to try again.
     LEDGER_FAILING = "ledger_failing"
 
 
@@ -67,7 +68,7 @@ class Alerts:
         sent_at = self._sent_at.get(kind)
         if self._open.get(kind) and sent_at is not None and now - sent_at < QUIET_SECONDS:
             return
-        state = await self._ledger.alert_state(kind.value)
+        state = await self._recorded(kind)
         if state is not None and state[0] and now - state[1] < QUIET_SECONDS:
             return
         log.warning("operator alert: %s", kind.value)
@@ -80,14 +81,23 @@ class Alerts:
         """Recorded so a restart remembers; an unwritable ledger leaves it in memory."""
         try:
             await self._ledger.save_alert_state(kind.value, active, now)
-        except LedgerWriteFailed as exc:
+        except LedgerError as exc:
             log.warning("alert %s not recorded in the ledger: %s", kind.value, exc)
+
+    async def _recorded(self, kind: AlertKind) -> tuple[bool, float] | None:
+        """The ledger's record of this kind; None when it cannot be read (the database
+        is unreachable: the very trouble LEDGER_FAILING is about, which must still go out)."""
+        try:
+            return await self._ledger.alert_state(kind.value)
+        except LedgerError as exc:
+            log.warning("alert %s: the ledger %s; going by memory", kind.value, exc)
+            return None
 
     async def cleared(self, kind: AlertKind) -> None:
         """The trouble is over: one line, only if an alert was open."""
         if self._open.get(kind) is False:
             return
-        state = await self._ledger.alert_state(kind.value)
+        state = await self._recorded(kind)
         if (state is None or not state[0]) and not self._open.get(kind):
             self._open[kind] = False
             return

@@ -29,9 +29,13 @@ Chat platform (``Messenger``, implemented by :mod:`bot.telegram.messenger`)::
     ├── AlreadyRefunded         the payment was refunded before: the refund is done
     └── RefundRefused           the platform will not refund this charge (unknown charge)
 
-Ledger (``Ledger``, implemented by :mod:`bot.storage`): ``LedgerWriteFailed``, a write
-that did not happen (disk full, read-only file, I/O error); nothing was changed, and the
-same write may work a minute later.
+Ledger (``Ledger``, implemented by :mod:`bot.storage`, SQLite or PostgreSQL)::
+
+    LedgerError                 the ledger cannot answer now; the same call may work a
+    │                           minute later (``str()`` says why, in an operator's words)
+    ├── LedgerWriteFailed       a write that did not happen (disk full, read-only file,
+    │                           database unreachable): nothing was changed
+    └── LedgerReadFailed        a read that got no answer (database unreachable, I/O error)
 """
 
 from __future__ import annotations
@@ -56,7 +60,9 @@ __all__ = [
     "AlreadyRefunded",
     "RefundRefused",
     "InvalidTransition",
+    "LedgerError",
     "LedgerWriteFailed",
+    "LedgerReadFailed",
 ]
 
 
@@ -164,8 +170,15 @@ class InvalidTransition(RuntimeError):
     """A bug: code asked for a transition the state machine does not allow."""
 
 
-class LedgerWriteFailed(Exception):
-    """The ledger could not write (disk full, read-only, I/O error); nothing changed.
+class LedgerError(Exception):
+    """The ledger cannot answer now, whichever backend it is; ``str()`` says why in an
+    operator's words. Try again later: the fault may pass."""
 
-    ``str()`` says why in an operator's words. Try again later: the fault may pass.
-    """
+
+class LedgerWriteFailed(LedgerError):
+    """The ledger could not write (disk full, read-only, I/O error, database
+    unreachable); nothing changed."""
+
+
+class LedgerReadFailed(LedgerError):
+    """The ledger could not be read (database unreachable, I/O error)."""

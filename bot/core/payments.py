@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .jobs import Job, JobState
+
 __all__ = [
     "CURRENCY",
     "NewPayment",
@@ -28,6 +30,7 @@ __all__ = [
     "RefundState",
     "invoice_payload",
     "parse_payload",
+    "payability",
 ]
 
 #: Telegram Stars.
@@ -106,3 +109,21 @@ class Payment(NewPayment):
     next_refund_at: float | None = None
     refunded_at: float | None = None
     refund_told_at: float | None = None
+
+
+def payability(job: Job | None, invoice_no: int, user_id: int, amount: int) -> PreCheckout:
+    """May ``user_id`` pay ``amount`` for invoice ``invoice_no`` of ``job`` (limits aside)?
+    One rule for every ledger backend, at pre-checkout and when the payment arrives."""
+    if job is None:
+        return PreCheckout.UNKNOWN
+    if job.user_id != user_id:
+        return PreCheckout.NOT_YOURS
+    if job.charge_id is not None or (
+        job.state is not JobState.AWAITING_PAYMENT and job.state is not JobState.DRAFT
+    ):
+        return PreCheckout.ALREADY_PAID
+    if job.state is not JobState.AWAITING_PAYMENT or job.invoice_no != invoice_no:
+        return PreCheckout.STALE
+    if amount != job.price_stars:
+        return PreCheckout.WRONG_AMOUNT
+    return PreCheckout.OK

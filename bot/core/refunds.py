@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from . import schedule
 from .alerts import AlertKind, Alerts
-from .errors import AlreadyRefunded, ChatUnreachable, RefundRefused, SendFailed
+from .errors import AlreadyRefunded, ChatUnreachable, LedgerError, RefundRefused, SendFailed
 from .jobs import JobState
 from .payments import Payment, RefundState
 from .ports import Ledger, Messenger, StarCharge
@@ -65,6 +65,9 @@ class Refunds(Background):
         while True:
             try:
                 delay = await self.step()
+            except LedgerError as exc:  # a fault that passes (PostgreSQL restarting)
+                log.warning("refunds: the ledger %s; looking again later", exc)
+                delay = SCAN_SECONDS
             except Exception:
                 log.exception("refunds: step failed")
                 delay = SCAN_SECONDS
@@ -170,6 +173,8 @@ class Reconciliation(Background):
                 await self.check()
             except (SendFailed, ChatUnreachable) as exc:
                 log.warning("reconciliation: Telegram's list unavailable (%s)", exc)
+            except LedgerError as exc:
+                log.warning("reconciliation: the ledger %s", exc)
             except Exception:
                 log.exception("reconciliation failed")
             await asyncio.sleep(RECONCILE_SECONDS)

@@ -43,7 +43,7 @@ from .errors import (
     InputRejected,
     JobFailed,
     KeyRejected,
-    LedgerWriteFailed,
+    LedgerError,
     NotFound,
     OperatorError,
     OutOfCredits,
@@ -283,14 +283,20 @@ class Tracker:
             if first_delay > 0:
                 await asyncio.sleep(first_delay)
             while True:
-                job = await self._ledger.get(job_id)
+                try:
+                    job = await self._ledger.get(job_id)
+                except LedgerError as exc:
+                    # The ledger cannot be read now (PostgreSQL restarting): keep the job.
+                    log.warning("job J%s: the ledger %s; trying again", job_id, exc)
+                    await asyncio.sleep(self._backoff(job_id))
+                    continue
                 if job is None:
                     return
                 try:
                     delay = await self.step(job)
                 except asyncio.CancelledError:
                     raise
-                except LedgerWriteFailed as exc:
+                except LedgerError as exc:
                     # Nothing was written: the job stays where it was, to be tried again.
                     log.warning("job %s: the ledger %s; trying again", job.short_id, exc)
                     if self._on_ledger_failed is not None:

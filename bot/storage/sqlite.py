@@ -24,7 +24,7 @@ from typing import IO, Any, Protocol
 
 import aiosqlite
 
-from ..core.errors import InvalidTransition, LedgerWriteFailed
+from ..core.errors import InvalidTransition, LedgerError, LedgerReadFailed, LedgerWriteFailed
 from ..core.jobs import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -44,6 +44,7 @@ from ..core.payments import (
     RefundReason,
     RefundState,
     parse_payload,
+    payability,
 )
 from ..core.ports import UPDATE_CLAIM_SECONDS, HistoryPage, RunSeconds
 from ..core.users import UserPreferences
@@ -183,6 +184,8 @@ class SqliteLedger:
         self, path: Path, *, clock: Callable[[], float] = time.time, exclusive: bool = False
     ) -> None:
         self.path = path
+        #: Where the ledger is, for an operator.
+        self.where = str(path)
         self._clock = clock
         self._exclusive = exclusive
         self._lock_file: IO[bytes] | None = None
@@ -216,7 +219,7 @@ class SqliteLedger:
             await self._open()
         except (LedgerLocked, LedgerUnusable):
             raise
-        except LedgerWriteFailed as exc:
+        except LedgerError as exc:
             raise LedgerUnusable(str(exc)) from exc
         except (OSError, sqlite3.Error) as exc:
             raise LedgerUnusable(self._why(exc)) from exc
@@ -280,7 +283,7 @@ class SqliteLedger:
         try:
             async with self._transaction() as db:
                 await db.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
-        except LedgerWriteFailed as exc:
+        except LedgerError as exc:
             raise LedgerUnusable(str(exc)) from exc
         except sqlite3.Error as exc:
             raise LedgerUnusable(self._why(exc)) from exc
@@ -351,6 +354,8 @@ class SqliteLedger:
                     raise
             except sqlite3.OperationalError as exc:
                 raise self._write_failed(exc) from exc
+            except LedgerReadFailed as exc:  # a read of this write failed: so did the write
+                raise LedgerWriteFailed(str(exc)) from exc
 
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One statement on its own (atomic by itself); returns the rows it changed."""
@@ -365,19 +370,30 @@ class SqliteLedger:
         """The caller logs it (once per incident at the top, not at every statement)."""
         return LedgerWriteFailed(self._why(error))
 
+    async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        """Every row of one read; SQLite's failure to read (I/O error, a damaged file)
+        is raised as :class:`LedgerReadFailed`, so callers need not know SQLite."""
+        try:
+            async with self.db.execute(sql, tuple(params)) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.ProgrammingError | sqlite3.IntegrityError):
+                raise  # a bug, not a fault of the file
+            raise LedgerReadFailed(self._why(exc)) from exc
+
+    async def _row(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        rows = await self._rows(sql, params)
+        return rows[0] if rows else None
+
     async def _fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Job | None:
-        async with self.db.execute(sql, tuple(params)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(sql, params)
         return row_to_job(row) if row else None
 
     async def _fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Job]:
-        async with self.db.execute(sql, tuple(params)) as cursor:
-            rows = await cursor.fetchall()
-        return [row_to_job(row) for row in rows]
+        return [row_to_job(row) for row in await self._rows(sql, params)]
 
     async def _scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        async with self.db.execute(sql, tuple(params)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(sql, params)
         return row[0] if row else None
 
     # -- drafts ----------------------------------------------------------------------
@@ -782,13 +798,12 @@ class SqliteLedger:
 
     async def run_seconds(self, quality: str, duration: int, limit: int = 50) -> RunSeconds:
         """How long Segmind took for recent jobs like this one, whole and processing."""
-        async with self.db.execute(
+        rows = await self._rows(
             "SELECT completed_at - submitted_at AS total, completed_at - processing_at AS "
             "processing FROM jobs WHERE quality=? AND duration=? AND completed_at IS NOT NULL "
             "AND submitted_at IS NOT NULL ORDER BY completed_at DESC LIMIT ?",
             (quality, duration, limit),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return RunSeconds(
             total=[float(r["total"]) for r in rows if r["total"] is not None and r["total"] >= 0],
             processing=[
@@ -821,23 +836,6 @@ class SqliteLedger:
         )
         return await self.get(job_id) if changed else None
 
-    async def _payability(
-        self, job: Job | None, invoice_no: int, user_id: int, amount: int
-    ) -> PreCheckout:
-        if job is None:
-            return PreCheckout.UNKNOWN
-        if job.user_id != user_id:
-            return PreCheckout.NOT_YOURS
-        if job.charge_id is not None or (
-            job.state is not JobState.AWAITING_PAYMENT and job.state is not JobState.DRAFT
-        ):
-            return PreCheckout.ALREADY_PAID
-        if job.state is not JobState.AWAITING_PAYMENT or job.invoice_no != invoice_no:
-            return PreCheckout.STALE
-        if amount != job.price_stars:
-            return PreCheckout.WRONG_AMOUNT
-        return PreCheckout.OK
-
     async def check_payment(
         self, payload: str, user_id: int, amount: int, limits: Limits, now: float | None = None
     ) -> PreCheckout:
@@ -845,7 +843,7 @@ class SqliteLedger:
         parsed = parse_payload(payload)
         if parsed is None:
             return PreCheckout.UNKNOWN
-        verdict = await self._payability(await self.get(parsed[0]), parsed[1], user_id, amount)
+        verdict = payability(await self.get(parsed[0]), parsed[1], user_id, amount)
         if verdict is not PreCheckout.OK:
             return verdict
         refused = await self._limit_outcome(user_id, limits, self._clock() if now is None else now)
@@ -869,7 +867,7 @@ class SqliteLedger:
             parsed = parse_payload(new.payload)
             job = await self.get(parsed[0]) if parsed else None
             verdict = (
-                await self._payability(job, parsed[1], new.user_id, new.amount)
+                payability(job, parsed[1], new.user_id, new.amount)
                 if parsed
                 else PreCheckout.UNKNOWN
             )
@@ -937,27 +935,24 @@ class SqliteLedger:
         return PaymentOutcome.REFUND_DUE, payment, job
 
     async def payment(self, charge_id: str) -> Payment | None:
-        async with self.db.execute(f"{_PAYMENT} WHERE charge_id=?", (charge_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(f"{_PAYMENT} WHERE charge_id=?", (charge_id,))
         return row_to_payment(row) if row else None
 
     async def payments_of(self, user_id: int, limit: int = 10) -> list[Payment]:
         """A user's latest payments, newest first (for /paysupport)."""
-        async with self.db.execute(
+        rows = await self._rows(
             f"{_PAYMENT} WHERE user_id=? ORDER BY paid_at DESC, charge_id LIMIT ?",
             (user_id, limit),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [row_to_payment(row) for row in rows]
 
     async def refunds_to_work(self, now: float, limit: int = 50) -> list[Payment]:
         """Refunds due whose next attempt has come, and confirmed ones not yet told."""
-        async with self.db.execute(
+        rows = await self._rows(
             f"{_PAYMENT} WHERE (refund=? AND next_refund_at<=?) "
             "OR (refund=? AND refund_told_at IS NULL) ORDER BY refund_due_at LIMIT ?",
             (RefundState.DUE.value, now, RefundState.DONE.value, limit),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [row_to_payment(row) for row in rows]
 
     async def next_refund_at(self) -> float | None:
@@ -1014,32 +1009,30 @@ class SqliteLedger:
 
     async def stars_since(self, since: float) -> tuple[int, int]:
         """(Stars taken, Stars refunded) by payments made since ``since``."""
-        async with self.db.execute(
+        rows = await self._rows(
             "SELECT COALESCE(SUM(amount), 0) AS taken, "
             "COALESCE(SUM(CASE WHEN refund=? THEN amount ELSE 0 END), 0) AS refunded "
             "FROM payments WHERE paid_at>=?",
             (RefundState.DONE.value, since),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
+        row = rows[0] if rows else None
         return (int(row["taken"]), int(row["refunded"])) if row else (0, 0)
 
     async def refunds_due_before(self, before: float) -> list[Payment]:
         """Refunds still due that became due before ``before`` (stuck ones)."""
-        async with self.db.execute(
+        rows = await self._rows(
             f"{_PAYMENT} WHERE refund=? AND refund_due_at<? ORDER BY refund_due_at",
             (RefundState.DUE.value, before),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [row_to_payment(row) for row in rows]
 
     # -- users -----------------------------------------------------------------------
 
     async def user_preferences(self, user_id: int) -> UserPreferences:
         """The user's chosen language and last options (empty for a user never seen)."""
-        async with self.db.execute(
+        row = await self._row(
             "SELECT language, quality, duration, style FROM users WHERE user_id=?", (user_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         if row is None:
             return UserPreferences()
         options = None
@@ -1076,10 +1069,7 @@ class SqliteLedger:
     # -- operator alerts -------------------------------------------------------------
 
     async def alert_state(self, kind: str) -> tuple[bool, float] | None:
-        async with self.db.execute(
-            "SELECT active, last_sent_at FROM alerts WHERE kind=?", (kind,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row("SELECT active, last_sent_at FROM alerts WHERE kind=?", (kind,))
         return (bool(row["active"]), float(row["last_sent_at"])) if row else None
 
     async def save_alert_state(self, kind: str, active: bool, last_sent_at: float) -> None:
@@ -1111,6 +1101,5 @@ class SqliteLedger:
         return claimed
 
     async def jobs_by_state(self) -> dict[JobState, int]:
-        async with self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state") as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._rows("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {JobState(row[0]): int(row[1]) for row in rows}

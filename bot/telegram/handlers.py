@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, Conflict, TelegramError
 from telegram.ext import ContextTypes
 
-from ..core.errors import LedgerWriteFailed, PhotoUnavailable, SendFailed
+from ..core.errors import LedgerError, LedgerWriteFailed, PhotoUnavailable, SendFailed
 from ..core.jobs import Job, JobState, NewJob
 from ..core.limits import DAY_SECONDS, StartOutcome, StartResult, utc_day_start
 from ..core.options import VideoOptions, choose, with_next_style
@@ -999,7 +998,7 @@ class Handlers:
         if update is None and isinstance(error, Conflict) and self.rt.conflict_watch is not None:
             self.rt.conflict_watch.conflict()  # getUpdates: another process polls the token
             return
-        if isinstance(error, LedgerWriteFailed | sqlite3.Error) and isinstance(update, Update):
+        if isinstance(error, LedgerError) and isinstance(update, Update):
             await self._ledger_failed(update, error)
             return
         if isinstance(error, TelegramError):

@@ -32,7 +32,7 @@ from ..i18n import texts
 from ..i18n.catalogues import LANGUAGES
 from ..segmind import SegmindClient
 from ..settings import Settings
-from ..storage import LedgerUnusable, SqliteLedger
+from ..storage import LedgerUnusable, StoredLedger, make_ledger
 from .messenger import TelegramMessenger
 from .pacing import Priority, PriorityRateLimiter
 from .photos import Photos
@@ -212,7 +212,7 @@ class LedgerWatch:
 
     def __init__(
         self,
-        ledger: SqliteLedger,
+        ledger: StoredLedger,
         alerts: Alerts,
         *,
         on_gone: Callable[[], None] | None = None,
@@ -247,12 +247,7 @@ class LedgerWatch:
         if problem is None:
             return False
         self.gone = problem
-        log.error(
-            "the ledger %s %s while the bot ran: stopping rather than write into a file"
-            " no path names",
-            self._ledger.path,
-            problem,
-        )
+        log.error("the ledger %s %s while the bot ran: stopping", self._ledger.where, problem)
         with contextlib.suppress(Exception):
             await self._alerts.trouble(AlertKind.LEDGER_FAILING)
         if self._on_gone is not None:
@@ -280,7 +275,7 @@ class LedgerWatch:
         log.error(
             "the ledger %s cannot be written: users are asked to try again; trying a"
             " write every %.0f s",
-            self._ledger.path,
+            self._ledger.where,
             LEDGER_PROBE_SECONDS,
         )
         await self._alerts.trouble(AlertKind.LEDGER_FAILING)
@@ -291,7 +286,7 @@ class LedgerWatch:
             except LedgerUnusable:
                 continue
             break
-        log.info("the ledger %s takes writes again", self._ledger.path)
+        log.info("the ledger %s takes writes again", self._ledger.where)
         if self._on_writable is not None:
             await self._on_writable()
         await self._alerts.cleared(AlertKind.LEDGER_FAILING)
@@ -416,7 +411,11 @@ class Runtime:
         ledger file is deleted or replaced.
         """
         self.conflict_watch = ConflictWatch(on_persistent=stop_bot)
-        ledger = SqliteLedger(self.settings.database_path, exclusive=True)
+        ledger = make_ledger(
+            database_url=self.settings.ledger_url,
+            database_path=self.settings.database_path,
+            exclusive=True,
+        )
         await ledger.open()
         self._ledger = ledger
         self._http = httpx.AsyncClient(timeout=_HTTP_TIMEOUT, limits=_HTTP_LIMITS)

@@ -1,7 +1,8 @@
 """Every ledger backend, opened fresh for each test, behind the core's Ledger Protocol.
 
-The contract suite (test_ledger_contract.py) runs once per backend in ``BACKENDS``: a
-new backend (PostgreSQL) joins by adding an opener here, and must pass the same tests.
+The contract suites (test_ledger_contract.py, test_payments_contract.py) run once per
+backend in ``BACKENDS``: SQLite in a temporary folder, PostgreSQL in a fresh database of
+the test run's own server (tests/pgserver.py). A new backend joins by adding an opener.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 
 from bot.core.ports import Ledger
 from bot.storage import SqliteLedger
+from bot.storage.postgres import PostgresLedger
 
 
 class Clock:
@@ -25,17 +27,26 @@ class Clock:
         return self.now
 
 
-#: Opens a ledger of one backend: (a folder it may use, its clock) -> an open ledger.
-Opener = Callable[[Path, Clock], Awaitable[Ledger]]
+#: Opens a ledger of one backend: (the test's request, its clock) -> an open ledger.
+#: Reopened in one test, it is the same ledger (same file, same database).
+Opener = Callable[[pytest.FixtureRequest, Clock], Awaitable[Ledger]]
 
 
-async def _open_sqlite(folder: Path, clock: Clock) -> Ledger:
+async def _open_sqlite(request: pytest.FixtureRequest, clock: Clock) -> Ledger:
+    folder: Path = request.getfixturevalue("tmp_path")
     ledger = SqliteLedger(folder / "sub" / "ledger.sqlite3", clock=clock)
     await ledger.open()
     return ledger
 
 
-BACKENDS: dict[str, Opener] = {"sqlite": _open_sqlite}
+async def _open_postgres(request: pytest.FixtureRequest, clock: Clock) -> Ledger:
+    url: str = request.getfixturevalue("postgres_url")
+    ledger = PostgresLedger(url, clock=clock)
+    await ledger.open()
+    return ledger
+
+
+BACKENDS: dict[str, Opener] = {"sqlite": _open_sqlite, "postgres": _open_postgres}
 
 
 @pytest.fixture
@@ -45,14 +56,14 @@ def clock() -> Clock:
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def open_ledger(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
+    request: pytest.FixtureRequest, clock: Clock
 ) -> AsyncIterator[Callable[[], Awaitable[Ledger]]]:
     """Opens (and reopens) ledgers of the backend under test; closes them all at the end."""
     opener = BACKENDS[request.param]
     opened: list[Ledger] = []
 
     async def open_() -> Ledger:
-        ledger = await opener(tmp_path, clock)
+        ledger = await opener(request, clock)
         opened.append(ledger)
         return ledger
 

@@ -340,6 +340,21 @@ async def test_what_was_committed_survives_a_reopen(open_ledger):
     assert (job.id, job.state) == (job_id, JobState.SUBMITTING)
 
 
+async def test_racing_starts_of_two_photos_keep_the_active_limit(ledger):
+    """Each start counts the user's active jobs and then moves its own draft: two at once
+    must not both see room for one more (SQLite: one writer; PostgreSQL: SERIALIZABLE)."""
+    one_at_a_time = Limits(max_active_per_user=1, daily_per_user=0)
+    drafts = [
+        (await ledger.create_draft(new_job(message_id), VideoOptions()))[0]
+        for message_id in range(1, 7)
+    ]
+    results = await asyncio.gather(*(ledger.start(d.id, 1, one_at_a_time) for d in drafts))
+    outcomes = [result.outcome for result in results]
+    assert outcomes.count(StartOutcome.STARTED) == 1
+    assert outcomes.count(StartOutcome.TOO_MANY_ACTIVE) == 5
+    assert await ledger.count_active() == 1
+
+
 # -- webhook mode: each update handled once --------------------------------------------
 
 

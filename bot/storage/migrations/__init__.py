@@ -2,7 +2,8 @@
 
 A ledger records the number it was last migrated to; opening it applies the files
 after that number, each in its own transaction. Files are never edited once released:
-a change is a new file.
+a change is a new file. SQLite's files are here; PostgreSQL's dialect of each, with the
+same number and name, is in ``postgres/`` (a test holds the two lists equal).
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ def split_statements(script: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in "\n".join(lines).split(";") if part.strip())
 
 
-def load_migrations() -> tuple[Migration, ...]:
-    """Every migration shipped with the bot, numbered 1, 2, … without gaps."""
+def load_migrations(package: str = __package__) -> tuple[Migration, ...]:
+    """Every migration shipped with the bot in ``package`` (SQLite's by default),
+    numbered 1, 2, … without gaps."""
     found: list[Migration] = []
-    for entry in resources.files(__package__).iterdir():
+    for entry in resources.files(package).iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append(

@@ -1,0 +1,1 @@
+"""PostgreSQL's dialect of each ledger migration: same numbers and names as SQLite's."""

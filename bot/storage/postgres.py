@@ -1,0 +1,1218 @@
+"""The job ledger on PostgreSQL (``DATABASE_URL``): the same promises as the SQLite one.
+
+The driver is asyncpg: asyncio-native, with its own connection pool, fast binary
+encoding, and no libpq (psycopg 3 is built on libpq, from the system or bundled in its
+binary wheels, for features this bot does not need). This module is imported only when
+``DATABASE_URL`` is set, so the SQLite default never loads asyncpg.
+
+How the SQLite ledger's guarantees carry over:
+
+- Every read-then-write runs in one ``SERIALIZABLE`` transaction, retried from the start
+  when PostgreSQL reports a serialization failure or a deadlock: the same outcome as
+  SQLite's one writer at a time (``BEGIN IMMEDIATE``), with several connections — or
+  several bot processes — at once. Single-statement writes are compare-and-set on the
+  row (``WHERE state=$n``), atomic by themselves.
+- Uniqueness on re-delivered updates is the same unique indexes (``jobs_trigger``,
+  ``retry_of``, ``request_id``, the payment's ``charge_id``).
+- A connection lost (PostgreSQL restarted, a network blip) expires the pool's other
+  connections, and the call is made once more on a fresh one, unless the loss came at a
+  transaction's ``COMMIT`` (whether it committed is unknown: the caller hears the
+  failure, and since every write is compare-and-set or keyed, its retry finds what
+  happened). A single statement made twice is harmless for the same reason.
+  A call that still fails raises :class:`LedgerWriteFailed` or :class:`LedgerReadFailed`,
+  like SQLite's faults; nothing above the ledger knows which database it is.
+- Migrations are ``migrations/postgres/000N_*.sql`` (SQLite's numbers and names), each
+  in its own transaction with its version recorded in ``schema_migrations``, under an
+  advisory lock so that bots starting together migrate once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from enum import Enum
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+import asyncpg
+
+from ..core.errors import (
+    InvalidTransition,
+    LedgerReadFailed,
+    LedgerWriteFailed,
+)
+from ..core.jobs import TERMINAL_STATES, Job, JobState, NewJob, can_transition
+from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
+from ..core.options import VideoOptions
+from ..core.payments import (
+    NewPayment,
+    Payment,
+    PaymentOutcome,
+    PreCheckout,
+    RefundReason,
+    RefundState,
+    parse_payload,
+    payability,
+)
+from ..core.ports import UPDATE_CLAIM_SECONDS, HistoryPage, RunSeconds
+from ..core.users import UserPreferences
+from .migrations import Migration, load_migrations
+from .sqlite import (
+    _ACTIVE,
+    _SETTABLE,
+    _TERMINAL,
+    _UNDELIVERED,
+    LedgerLocked,
+    LedgerUnusable,
+    row_to_job,
+    row_to_payment,
+)
+from .urls import redact_database_url
+
+__all__ = ["PostgresLedger", "POSTGRES_SCHEMA_VERSION"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Connection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+
+_MIGRATIONS = load_migrations(f"{__package__}.migrations.postgres")
+POSTGRES_SCHEMA_VERSION = len(_MIGRATIONS)
+
+#: Key of the advisory lock held while migrating: bots starting together migrate once.
+_MIGRATION_LOCK = 0x5741524D  # "WARM"
+#: Key of the advisory lock a running bot holds (``exclusive``): one bot per database.
+RUNNING_LOCK_KEY = 0x57424F54  # "WBOT"
+#: How often a running bot makes sure it still holds that lock.
+LOCK_CHECK_SECONDS = 5.0
+#: A serialization failure is retried this often before the call counts as failed.
+_SERIALIZATION_RETRIES = 20
+#: Seconds to connect before PostgreSQL counts as unreachable.
+CONNECT_TIMEOUT = 10.0
+#: Seconds one statement may take before the call counts as failed.
+COMMAND_TIMEOUT = 30.0
+POOL_MAX_SIZE = 10
+
+#: The connection went away (restart, network): expire the pool, try once more.
+_CONNECTION_LOST = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,  # includes ConnectionDoesNotExistError
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.CannotConnectNowError,  # the database system is starting up
+    asyncpg.AdminShutdownError,  # pg_ctl stop/restart
+    asyncpg.CrashShutdownError,
+    # A connection cut mid-statement can leave asyncpg's protocol mid-operation; giving
+    # it back to the pool then fails with "cannot switch to state …" (seen in tests).
+    asyncpg.InternalClientError,
+)
+_RETRY_TRANSACTION = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+
+_JOB = "SELECT * FROM jobs"
+_PAYMENT = "SELECT * FROM payments"
+
+
+def _why(error: BaseException) -> str:
+    """An operator's words for what went wrong; never the URL (it holds the password)."""
+    if isinstance(
+        error, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
+        return "refused the user name or password"
+    if isinstance(error, asyncpg.InvalidCatalogNameError):
+        return "has no such database"
+    if isinstance(error, asyncpg.ClientConfigurationError):
+        return f"has options the driver refuses ({error})"  # never quotes the password
+    if isinstance(error, asyncpg.ReadOnlySQLTransactionError):
+        return "cannot be written (the database is read-only)"
+    if isinstance(error, asyncpg.DiskFullError):
+        return "cannot be written: the database server's disk is full"
+    if isinstance(error, ConnectionRefusedError):
+        return "cannot be reached (connection refused)"
+    if isinstance(error, TimeoutError):
+        return "did not answer in time"
+    if isinstance(error, OSError):
+        return f"cannot be reached ({error.strerror or type(error).__name__})"
+    if isinstance(error, _CONNECTION_LOST):
+        return f"lost the connection ({type(error).__name__})"
+    if isinstance(error, asyncpg.PostgresError):
+        return f"refused it (PostgreSQL {error.sqlstate}: {error.args[0] if error.args else ''})"
+    return f"cannot be used ({type(error).__name__})"
+
+
+def _values(values: Sequence[Any]) -> list[Any]:
+    return [value.value if isinstance(value, Enum) else value for value in values]
+
+
+class PostgresLedger:
+    """The :class:`~bot.core.ports.Ledger` in one PostgreSQL database. Open, use, close.
+
+    The ledger's rules hold across connections and processes. Until jobs are leased to
+    one instance each, a running bot opens it ``exclusive``: it holds a session advisory
+    lock on a connection of its own, so a second bot on the same database stops at start
+    (:class:`LedgerLocked`), as with SQLite's file lock. A restart of PostgreSQL drops
+    that lock with the connection: it is taken again within ``LOCK_CHECK_SECONDS``, and
+    if another bot took it meanwhile, :meth:`gone` says so and the running bot stops.
+    ``check`` and ``copy-ledger`` open without it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        pool_size: int = POOL_MAX_SIZE,
+        exclusive: bool = False,
+    ) -> None:
+        self._url = url
+        self._clock = clock
+        self._pool_size = pool_size
+        self._exclusive = exclusive
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        #: Where the ledger is, without the password: for log lines and errors.
+        self.where = redact_database_url(url)
+        #: The connection holding the running bot's advisory lock (``exclusive``).
+        self._lock_conn: asyncpg.Connection[asyncpg.Record] | None = None
+        self._lock_watch: asyncio.Task[None] | None = None
+        #: Set when another bot took the lock after this one's lapsed.
+        self._lost: str | None = None
+        #: When old update claims were last pruned (at most once an hour).
+        self._claims_pruned_at = float("-inf")
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, migrate to the current schema; any fault is one :class:`LedgerUnusable`
+        with a plain reason (never the password)."""
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._url,
+                # No floor kept: the pool would re-dial a restarting server in the
+                # background and log a traceback each time; calls open what they need.
+                min_size=0,
+                max_size=self._pool_size,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise LedgerUnusable(_why(exc)) from None
+        except ValueError:  # the URL did not parse (its text may hold the password)
+            raise LedgerUnusable("is not a usable postgresql:// URL") from None
+        try:
+            await self._migrate()
+            if self._exclusive:
+                if not await self._take_running_lock():
+                    raise LedgerLocked(f"another bot holds the ledger {self.where}")
+                self._lock_watch = asyncio.create_task(
+                    self._keep_running_lock(), name="ledger-lock-watch"
+                )
+        except (LedgerUnusable, LedgerLocked):
+            await self.close()
+            raise
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await self.close()
+            raise LedgerUnusable(_why(exc)) from None
+
+    async def _take_running_lock(self) -> bool:
+        """Hold the running bot's lock on a connection of its own; False if another has it."""
+        conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(
+            self._url, timeout=CONNECT_TIMEOUT
+        )
+        try:
+            held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", RUNNING_LOCK_KEY))
+        except BaseException:
+            await conn.close(timeout=CONNECT_TIMEOUT)
+            raise
+        if not held:
+            await conn.close(timeout=CONNECT_TIMEOUT)
+            return False
+        self._lock_conn = conn
+        return True
+
+    async def _keep_running_lock(self) -> None:
+        """Take the lock again when its connection was lost (PostgreSQL restarted)."""
+        while True:
+            await asyncio.sleep(LOCK_CHECK_SECONDS)
+            if self._lock_conn is not None and not self._lock_conn.is_closed():
+                continue
+            self._lock_conn = None
+            try:
+                if await self._take_running_lock():
+                    log.info("ledger %s: the running bot's lock is held again", self.where)
+                    continue
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                continue  # PostgreSQL still away: try again shortly
+            self._lost = (
+                "was taken by another bot while PostgreSQL was unreachable (two bots must"
+                " not drive the same jobs)"
+            )
+            log.error("ledger %s %s", self.where, self._lost)
+            return
+
+    async def close(self) -> None:
+        if self._lock_watch is not None:
+            self._lock_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lock_watch
+            self._lock_watch = None
+        if self._lock_conn is not None:
+            conn, self._lock_conn = self._lock_conn, None
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=CONNECT_TIMEOUT)
+            conn.terminate()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT)
+            pool.terminate()
+
+    @property
+    def pool(self) -> asyncpg.Pool[asyncpg.Record]:
+        if self._pool is None:
+            raise RuntimeError("the ledger is not open")
+        return self._pool
+
+    async def _migrate(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+            try:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                    " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+                )
+                version = int(
+                    await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                )
+                if version > POSTGRES_SCHEMA_VERSION:
+                    raise LedgerUnusable(
+                        f"was written by a newer version of the bot (schema {version}; this"
+                        f" bot knows {POSTGRES_SCHEMA_VERSION}): run that version"
+                    )
+                for migration in _MIGRATIONS[version:]:
+                    await self._apply(conn, migration)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+
+    async def _apply(self, conn: Connection, migration: Migration) -> None:
+        async with conn.transaction():
+            for statement in migration.statements:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1,$2,$3)",
+                migration.version,
+                migration.name,
+                time.time(),
+            )
+        log.info("ledger %s migrated to %s", self.where, migration.name)
+
+    async def prove_writable(self) -> None:
+        """A real write that changes nothing (the schema's row, rewritten): ``check``."""
+        try:
+            await self._run(
+                lambda conn: conn.execute(
+                    "UPDATE schema_migrations SET applied_at=applied_at WHERE version=$1",
+                    POSTGRES_SCHEMA_VERSION,
+                ),
+                write=True,
+            )
+        except LedgerWriteFailed as exc:
+            raise LedgerUnusable(str(exc)) from exc
+
+    def gone(self) -> str | None:
+        """None while this bot may drive the ledger's jobs; what happened otherwise
+        (another bot took the running bot's lock). A database cannot be deleted from
+        under a path as SQLite's file can."""
+        return self._lost
+
+    async def run_in_transaction(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """``work`` in one SERIALIZABLE write transaction (``copy-ledger``'s bulk copy)."""
+        return await self._run(work, write=True, transaction=True)
+
+    # -- running statements ----------------------------------------------------------
+
+    async def _run(
+        self,
+        work: Callable[[Connection], Awaitable[T]],
+        *,
+        write: bool,
+        transaction: bool = False,
+    ) -> T:
+        """``work`` on a pooled connection (in one SERIALIZABLE transaction when asked).
+
+        A serialization failure runs it again from the start; a connection lost before
+        ``COMMIT`` runs it once more on a fresh connection; any other failure is the
+        core's :class:`LedgerWriteFailed` (``write``) or :class:`LedgerReadFailed`.
+        Unique violations and other bugs pass through as they are.
+        """
+        lost_once = False
+        conflicts = 0
+        while True:
+            committing = False
+            try:
+                async with self.pool.acquire() as conn:
+                    if not transaction:
+                        return await work(conn)
+                    tx = conn.transaction(isolation="serializable")
+                    await tx.start()
+                    try:
+                        result = await work(conn)
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            await tx.rollback()
+                        raise
+                    committing = True
+                    await tx.commit()
+                    return result
+            except _RETRY_TRANSACTION as exc:
+                conflicts += 1
+                if conflicts > _SERIALIZATION_RETRIES:
+                    raise self._failed(exc, write) from exc
+                await asyncio.sleep(random.uniform(0, 0.002 * conflicts))
+            except _CONNECTION_LOST as exc:
+                await self.pool.expire_connections()
+                if lost_once or committing:
+                    raise self._failed(exc, write) from exc
+                lost_once = True
+                log.info("ledger %s: connection lost (%s); trying again", self.where, exc)
+            except (
+                asyncpg.IntegrityConstraintViolationError,
+                asyncpg.SyntaxOrAccessError,
+                asyncpg.DataError,
+            ):
+                raise  # a bug, not a fault of the database
+            except asyncpg.PostgresError as exc:
+                raise self._failed(exc, write) from exc
+
+    def _failed(self, error: BaseException, write: bool) -> LedgerWriteFailed | LedgerReadFailed:
+        """The caller logs it (once per incident at the top, not at every statement)."""
+        return LedgerWriteFailed(_why(error)) if write else LedgerReadFailed(_why(error))
+
+    async def _execute(self, sql: str, *params: Any) -> int:
+        """One write statement on its own (atomic by itself); the rows it changed."""
+        status = await self._run(lambda conn: conn.execute(sql, *_values(params)), write=True)
+        return _rowcount(status)
+
+    async def _fetch_one(self, sql: str, *params: Any) -> Job | None:
+        row = await self._run(lambda conn: conn.fetchrow(sql, *_values(params)), write=False)
+        return row_to_job(row) if row else None
+
+    async def _fetch_all(self, sql: str, *params: Any) -> list[Job]:
+        rows = await self._run(lambda conn: conn.fetch(sql, *_values(params)), write=False)
+        return [row_to_job(row) for row in rows]
+
+    async def _payments(self, sql: str, *params: Any) -> list[Payment]:
+        rows = await self._run(lambda conn: conn.fetch(sql, *_values(params)), write=False)
+        return [row_to_payment(row) for row in rows]
+
+    async def _scalar(self, sql: str, *params: Any) -> Any:
+        return await self._run(lambda conn: conn.fetchval(sql, *_values(params)), write=False)
+
+    # -- drafts ----------------------------------------------------------------------
+
+    async def create_draft(
+        self, new: NewJob, options: VideoOptions, now: float | None = None
+    ) -> tuple[Job, bool]:
+        """Insert a draft for a photo unless one exists for the same asking message.
+
+        Returns the job and whether this call created it (False on re-delivery).
+        """
+        now = self._clock() if now is None else now
+
+        async def work(conn: Connection) -> tuple[Job, bool]:
+            row = await conn.fetchrow(
+                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
+                "photo_message_id, thread_id, file_id, file_unique_id, file_size, "
+                "mime_type, quality, duration, style, seed, state, language, created_at, "
+                "updated_at) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$17) "
+                "ON CONFLICT (chat_id, trigger_message_id) WHERE retry_of IS NULL DO NOTHING "
+                "RETURNING *",
+                new.chat_id,
+                new.user_id,
+                new.chat_type,
+                new.trigger_message_id,
+                new.photo_message_id,
+                new.thread_id,
+                new.file_id,
+                new.file_unique_id,
+                new.file_size,
+                new.mime_type,
+                options.quality,
+                options.duration,
+                options.style,
+                options.seed,
+                JobState.DRAFT.value,
+                new.language,
+                now,
+            )
+            if row is not None:
+                return row_to_job(row), True
+            existing = await conn.fetchrow(
+                f"{_JOB} WHERE chat_id=$1 AND trigger_message_id=$2 AND retry_of IS NULL",
+                new.chat_id,
+                new.trigger_message_id,
+            )
+            return _job(existing), False
+
+        return await self._run(work, write=True, transaction=True)
+
+    async def set_keyboard_message(self, job_id: int, message_id: int) -> None:
+        """Remember which bot message shows this job's keyboard, then its status."""
+        await self._execute(
+            "UPDATE jobs SET keyboard_message_id=$1, updated_at=$2 WHERE id=$3",
+            message_id,
+            self._clock(),
+            job_id,
+        )
+
+    async def update_options(self, job_id: int, options: VideoOptions) -> Job | None:
+        """Change a draft's options; None when the job is gone or no longer a draft."""
+        row = await self._run(
+            lambda conn: conn.fetchrow(
+                "UPDATE jobs SET quality=$1, duration=$2, style=$3, seed=$4, updated_at=$5 "
+                "WHERE id=$6 AND state=$7 RETURNING *",
+                options.quality,
+                options.duration,
+                options.style,
+                options.seed,
+                self._clock(),
+                job_id,
+                JobState.DRAFT.value,
+            ),
+            write=True,
+        )
+        return row_to_job(row) if row else None
+
+    # -- starting a paid job ---------------------------------------------------------
+
+    async def _limit_outcome(
+        self, conn: Connection, user_id: int, limits: Limits, now: float
+    ) -> StartOutcome | None:
+        active = await conn.fetchval(
+            "SELECT COUNT(*) FROM jobs WHERE user_id=$1 AND state = ANY($2::text[])",
+            user_id,
+            list(_ACTIVE),
+        )
+        if int(active) >= limits.max_active_per_user:
+            return StartOutcome.TOO_MANY_ACTIVE
+        if limits.daily_per_user > 0:
+            started_today = await self._count_started(conn, user_id, utc_day_start(now))
+            if started_today >= limits.daily_per_user:
+                return StartOutcome.DAILY_LIMIT
+        return None
+
+    @staticmethod
+    async def _count_started(conn: Connection, user_id: int, since: float) -> int:
+        value = await conn.fetchval(
+            "SELECT COUNT(*) FROM jobs WHERE user_id=$1 AND generate_at>=$2 AND state<>$3",
+            user_id,
+            since,
+            JobState.REJECTED.value,
+        )
+        return int(value or 0)
+
+    async def count_started_since(self, user_id: int, since: float) -> int:
+        """Jobs a user started (pressed Generate) since ``since``; refused submits don't count."""
+        return await self._run(lambda conn: self._count_started(conn, user_id, since), write=False)
+
+    @staticmethod
+    async def _free_used(conn: Connection, user_id: int) -> int:
+        value = await conn.fetchval(
+            "SELECT COUNT(*) FROM jobs WHERE user_id=$1 AND generate_at IS NOT NULL "
+            "AND charge_id IS NULL AND NOT (state = ANY($2::text[]))",
+            user_id,
+            list(_UNDELIVERED),
+        )
+        return int(value or 0)
+
+    async def free_videos_used(self, user_id: int) -> int:
+        """Free jobs a user started that made (or may still make) a video."""
+        return await self._run(lambda conn: self._free_used(conn, user_id), write=False)
+
+    async def _needs_payment(
+        self, conn: Connection, user_id: int, price: int, free_videos: int
+    ) -> bool:
+        return price > 0 and await self._free_used(conn, user_id) >= free_videos
+
+    async def start(
+        self,
+        job_id: int,
+        user_id: int,
+        limits: Limits,
+        now: float | None = None,
+        *,
+        price: int = 0,
+        free_videos: int = 0,
+    ) -> StartResult:
+        """Generate pressed: a draft moves on once, within the user's limits — to
+        PREPARING when it is free, else to AWAITING_PAYMENT with its price and a new
+        invoice number (outcome INVOICE)."""
+        now = self._clock() if now is None else now
+
+        async def work(conn: Connection) -> StartResult:
+            job = await _get(conn, job_id)
+            if job is None:
+                return StartResult(StartOutcome.NOT_FOUND)
+            if job.user_id != user_id:
+                return StartResult(StartOutcome.NOT_OWNER, job)
+            if job.state is JobState.AWAITING_PAYMENT:
+                return StartResult(StartOutcome.AWAITING_PAYMENT, job)
+            if job.state is not JobState.DRAFT:
+                return StartResult(StartOutcome.ALREADY_STARTED, job)
+            refused = await self._limit_outcome(conn, user_id, limits, now)
+            if refused is not None:
+                return StartResult(refused, job)
+            if await self._needs_payment(conn, user_id, price, free_videos):
+                row = await conn.fetchrow(
+                    "UPDATE jobs SET state=$1, price_stars=$2, invoice_no=invoice_no+1, "
+                    "updated_at=$3 WHERE id=$4 AND state=$5 RETURNING *",
+                    JobState.AWAITING_PAYMENT.value,
+                    price,
+                    now,
+                    job_id,
+                    JobState.DRAFT.value,
+                )
+                return StartResult(StartOutcome.INVOICE, _job(row))
+            row = await conn.fetchrow(
+                "UPDATE jobs SET state=$1, price_stars=0, generate_at=$2, updated_at=$2 "
+                "WHERE id=$3 AND state=$4 RETURNING *",
+                JobState.PREPARING.value,
+                now,
+                job_id,
+                JobState.DRAFT.value,
+            )
+            return StartResult(StartOutcome.STARTED, _job(row))
+
+        return await self._run(work, write=True, transaction=True)
+
+    async def start_retry(
+        self,
+        old_job_id: int,
+        user_id: int,
+        limits: Limits,
+        status_message_id: int | None,
+        now: float | None = None,
+        *,
+        price: int = 0,
+        free_videos: int = 0,
+    ) -> StartResult:
+        """ "Try again" pressed: one new job copying an ended one, however often pressed;
+        priced like any other (outcome INVOICE: it awaits its own payment). It gets a
+        seed of its own at its submit: the old request must not be taken for it."""
+        now = self._clock() if now is None else now
+
+        async def work(conn: Connection) -> StartResult:
+            old = await _get(conn, old_job_id)
+            if old is None or not old.is_terminal:
+                return StartResult(StartOutcome.NOT_FOUND)
+            if old.user_id != user_id:
+                return StartResult(StartOutcome.NOT_OWNER, old)
+            existing = await conn.fetchrow(f"{_JOB} WHERE retry_of=$1", old_job_id)
+            if existing is not None:
+                return StartResult(StartOutcome.ALREADY_STARTED, row_to_job(existing))
+            refused = await self._limit_outcome(conn, user_id, limits, now)
+            if refused is not None:
+                return StartResult(refused, old)
+            priced = await self._needs_payment(conn, user_id, price, free_videos)
+            state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
+            row = await conn.fetchrow(
+                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
+                "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
+                "quality, duration, style, seed, state, keyboard_message_id, retry_of, "
+                "price_stars, invoice_no, created_at, generate_at, updated_at, language) "
+                "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
+                "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
+                "style, NULL, $1, $2, id, $3, $4, $5, $6, $5, language FROM jobs WHERE id=$7 "
+                "RETURNING *",
+                state.value,
+                status_message_id,
+                price if priced else 0,
+                1 if priced else 0,
+                now,
+                None if priced else now,
+                old_job_id,
+            )
+            outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
+            return StartResult(outcome, _job(row))
+
+        return await self._run(work, write=True, transaction=True)
+
+    async def start_again(
+        self,
+        old_job_id: int,
+        user_id: int,
+        limits: Limits,
+        now: float | None = None,
+        *,
+        price: int = 0,
+        free_videos: int = 0,
+    ) -> StartResult:
+        """ "Again" under a delivered video: one new job per video, however often pressed
+        (``retry_of`` names the delivered job); it copies the photo, the options and the
+        re-hosted ``image_url`` and gets a seed of its own at its submit."""
+        now = self._clock() if now is None else now
+
+        async def work(conn: Connection) -> StartResult:
+            old = await _get(conn, old_job_id)
+            if old is None or old.state is not JobState.DELIVERED:
+                return StartResult(StartOutcome.NOT_FOUND)
+            if old.user_id != user_id:
+                return StartResult(StartOutcome.NOT_OWNER, old)
+            found = await conn.fetchrow(f"{_JOB} WHERE retry_of=$1", old_job_id)
+            if found is not None:
+                existing = row_to_job(found)
+                if existing.state is JobState.AWAITING_PAYMENT:
+                    return StartResult(StartOutcome.AWAITING_PAYMENT, existing)
+                return StartResult(StartOutcome.ALREADY_STARTED, existing)
+            refused = await self._limit_outcome(conn, user_id, limits, now)
+            if refused is not None:
+                return StartResult(refused, old)
+            priced = await self._needs_payment(conn, user_id, price, free_videos)
+            state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
+            row = await conn.fetchrow(
+                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
+                "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
+                "quality, duration, style, seed, image_url, state, retry_of, price_stars, "
+                "invoice_no, created_at, generate_at, updated_at, language) "
+                "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
+                "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
+                "style, NULL, image_url, $1, id, $2, $3, $4, $5, $4, language FROM jobs "
+                "WHERE id=$6 RETURNING *",
+                state.value,
+                price if priced else 0,
+                1 if priced else 0,
+                now,
+                None if priced else now,
+                old_job_id,
+            )
+            outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
+            return StartResult(outcome, _job(row))
+
+        return await self._run(work, write=True, transaction=True)
+
+    # -- transitions -----------------------------------------------------------------
+
+    async def transition(
+        self, job_id: int, source: JobState, target: JobState, **fields: Any
+    ) -> Job | None:
+        """Compare-and-set ``source`` → ``target``; None if the job was not in ``source``.
+
+        Entering a terminal state stamps ``finished_at``; ending a paid job without a
+        video owes its payment back in the same transaction.
+        """
+        if not can_transition(source, target):
+            raise InvalidTransition(f"{source.value} -> {target.value}")
+        unknown = set(fields) - _SETTABLE
+        if unknown:
+            raise ValueError(f"not settable: {sorted(unknown)}")
+        now = self._clock()
+        values: dict[str, Any] = dict(zip(fields, _values(list(fields.values())), strict=True))
+        if target in TERMINAL_STATES:
+            values.setdefault("finished_at", now)
+        # Column names come from _SETTABLE only; values are parameters.
+        assignments = "".join(f", {key}=${n}" for n, key in enumerate(values, start=3))
+        where = len(values) + 3
+        update = (
+            f"UPDATE jobs SET state=$1, updated_at=$2{assignments} "
+            f"WHERE id=${where} AND state=${where + 1} RETURNING *"
+        )
+        params = (target.value, now, *values.values(), job_id, source.value)
+        owes_refund = target.value in _UNDELIVERED
+
+        async def work(conn: Connection) -> Job | None:
+            row = await conn.fetchrow(update, *params)
+            if row is not None and owes_refund:
+                await _owe_refund(conn, job_id, RefundReason.JOB_ENDED, now)
+            return row_to_job(row) if row else None
+
+        job = await self._run(work, write=True, transaction=owes_refund)
+        if job is not None:
+            since = f", {now - job.generate_at:.1f}s after Generate" if job.generate_at else ""
+            why = f" ({job.reason.value})" if job.reason and target in TERMINAL_STATES else ""
+            log.info("job %s: %s -> %s%s%s", job.short_id, source.value, target.value, why, since)
+        return job
+
+    async def mark_notified(self, job_id: int, now: float | None = None) -> None:
+        """The user has heard the outcome: the job leaves the tracker for good."""
+        stamp = self._clock()
+        await self._execute(
+            "UPDATE jobs SET notified_at=$1, updated_at=$2 WHERE id=$3 AND notified_at IS NULL",
+            stamp if now is None else now,
+            stamp,
+            job_id,
+        )
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def get(self, job_id: int) -> Job | None:
+        return await self._fetch_one(f"{_JOB} WHERE id=$1", job_id)
+
+    async def unfinished(self) -> list[Job]:
+        """Jobs the tracker must (re)drive: active, or ended but not yet told to the user."""
+        return await self._fetch_all(
+            f"{_JOB} WHERE state = ANY($1::text[]) "
+            "OR (state = ANY($2::text[]) AND notified_at IS NULL) ORDER BY id",
+            list(_ACTIVE),
+            list(_TERMINAL),
+        )
+
+    async def recent(self, limit: int = 10) -> list[Job]:
+        """The latest started jobs, newest first (for operators)."""
+        return await self._fetch_all(
+            f"{_JOB} WHERE generate_at IS NOT NULL ORDER BY generate_at DESC, id DESC LIMIT $1",
+            limit,
+        )
+
+    async def count_active(self) -> int:
+        """Jobs being worked on right now, across all users."""
+        value = await self._scalar(
+            "SELECT COUNT(*) FROM jobs WHERE state = ANY($1::text[])", list(_ACTIVE)
+        )
+        return int(value or 0)
+
+    async def history(
+        self,
+        user_id: int,
+        limit: int = 10,
+        *,
+        before_id: int | None = None,
+        after_id: int | None = None,
+        chat_id: int | None = None,
+    ) -> HistoryPage:
+        """A user's started jobs, newest first, a page at a time (ids are the cursor:
+        they only grow, so a page does not shift when a new job starts)."""
+        where = "user_id=$1 AND generate_at IS NOT NULL"
+        params: list[Any] = [user_id]
+        if chat_id is not None:
+            params.append(chat_id)
+            where += f" AND chat_id=${len(params)}"
+        n = len(params)
+        if after_id is not None:
+            jobs = await self._fetch_all(
+                f"{_JOB} WHERE {where} AND id>${n + 1} ORDER BY id LIMIT ${n + 2}",
+                *params,
+                after_id,
+                limit,
+            )
+            jobs.reverse()
+        elif before_id is not None:
+            jobs = await self._fetch_all(
+                f"{_JOB} WHERE {where} AND id<${n + 1} ORDER BY id DESC LIMIT ${n + 2}",
+                *params,
+                before_id,
+                limit,
+            )
+        else:
+            jobs = await self._fetch_all(
+                f"{_JOB} WHERE {where} ORDER BY id DESC LIMIT ${n + 1}", *params, limit
+            )
+        if not jobs:
+            return HistoryPage([], has_older=False, has_newer=False)
+        older = await self._scalar(
+            f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where} AND id<${n + 1})",
+            *params,
+            jobs[-1].id,
+        )
+        newer = await self._scalar(
+            f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where} AND id>${n + 1})",
+            *params,
+            jobs[0].id,
+        )
+        return HistoryPage(jobs, has_older=bool(older), has_newer=bool(newer))
+
+    async def delivered_videos(self, user_id: int, limit: int = 20) -> list[Job]:
+        """A user's delivered videos that Telegram holds (a file id), newest first."""
+        return await self._fetch_all(
+            f"{_JOB} WHERE user_id=$1 AND state=$2 AND video_file_id IS NOT NULL "
+            "AND video_file_id<>'' ORDER BY id DESC LIMIT $3",
+            user_id,
+            JobState.DELIVERED,
+            limit,
+        )
+
+    async def started_since(self, since: float) -> list[Job]:
+        """Jobs started (Generate pressed) since ``since``, for statistics."""
+        return await self._fetch_all(f"{_JOB} WHERE generate_at>=$1 ORDER BY id", since)
+
+    async def run_seconds(self, quality: str, duration: int, limit: int = 50) -> RunSeconds:
+        """How long Segmind took for recent jobs like this one, whole and processing."""
+        rows = await self._run(
+            lambda conn: conn.fetch(
+                "SELECT completed_at - submitted_at AS total, completed_at - processing_at "
+                "AS processing FROM jobs WHERE quality=$1 AND duration=$2 "
+                "AND completed_at IS NOT NULL AND submitted_at IS NOT NULL "
+                "ORDER BY completed_at DESC LIMIT $3",
+                quality,
+                duration,
+                limit,
+            ),
+            write=False,
+        )
+        return RunSeconds(
+            total=[float(r["total"]) for r in rows if r["total"] is not None and r["total"] >= 0],
+            processing=[
+                float(r["processing"])
+                for r in rows
+                if r["processing"] is not None and r["processing"] >= 0
+            ],
+        )
+
+    # -- payments ---------------------------------------------------------------------
+
+    async def set_invoice_message(self, job_id: int, message_id: int) -> None:
+        """Remember the invoice message, to remove it when the options change."""
+        await self._execute(
+            "UPDATE jobs SET invoice_message_id=$1, updated_at=$2 WHERE id=$3",
+            message_id,
+            self._clock(),
+            job_id,
+        )
+
+    async def reopen_draft(self, job_id: int, user_id: int) -> Job | None:
+        """ "Change options" while an invoice is out: back to DRAFT; the invoice is void."""
+        row = await self._run(
+            lambda conn: conn.fetchrow(
+                "UPDATE jobs SET state=$1, updated_at=$2 WHERE id=$3 AND user_id=$4 "
+                "AND state=$5 RETURNING *",
+                JobState.DRAFT.value,
+                self._clock(),
+                job_id,
+                user_id,
+                JobState.AWAITING_PAYMENT.value,
+            ),
+            write=True,
+        )
+        return row_to_job(row) if row else None
+
+    async def check_payment(
+        self, payload: str, user_id: int, amount: int, limits: Limits, now: float | None = None
+    ) -> PreCheckout:
+        """Pre-checkout: may this user pay this amount for this invoice now?"""
+        parsed = parse_payload(payload)
+        if parsed is None:
+            return PreCheckout.UNKNOWN
+        verdict = payability(await self.get(parsed[0]), parsed[1], user_id, amount)
+        if verdict is not PreCheckout.OK:
+            return verdict
+        stamp = self._clock() if now is None else now
+        refused = await self._run(
+            lambda conn: self._limit_outcome(conn, user_id, limits, stamp), write=False
+        )
+        if refused is StartOutcome.TOO_MANY_ACTIVE:
+            return PreCheckout.TOO_MANY_ACTIVE
+        if refused is StartOutcome.DAILY_LIMIT:
+            return PreCheckout.DAILY_LIMIT
+        return PreCheckout.OK
+
+    async def record_payment(
+        self, new: NewPayment, now: float | None = None
+    ) -> tuple[PaymentOutcome, Payment, Job | None]:
+        """A successful_payment: recorded once (keyed on its charge id) in the same
+        transaction that starts its job; one that cannot start its job is owed back."""
+        stamp = self._clock() if now is None else now
+
+        async def work(
+            conn: Connection,
+        ) -> tuple[PaymentOutcome | None, Payment, Job | None, RefundReason | None]:
+            existing = await conn.fetchrow(f"{_PAYMENT} WHERE charge_id=$1", new.charge_id)
+            if existing is not None:
+                payment = row_to_payment(existing)
+                job = await _get(conn, payment.job_id) if payment.job_id else None
+                return PaymentOutcome.ALREADY_RECORDED, payment, job, None
+            parsed = parse_payload(new.payload)
+            job = await _get(conn, parsed[0]) if parsed else None
+            verdict = (
+                payability(job, parsed[1], new.user_id, new.amount)
+                if parsed
+                else PreCheckout.UNKNOWN
+            )
+            reason: RefundReason | None = None
+            if verdict is not PreCheckout.OK:
+                reason = (
+                    RefundReason.ALREADY_PAID
+                    if verdict is PreCheckout.ALREADY_PAID
+                    else RefundReason.NOT_PAYABLE
+                )
+            row = await conn.fetchrow(
+                "INSERT INTO payments (charge_id, provider_charge_id, user_id, chat_id, job_id, "
+                "payload, amount, currency, paid_at, refund, refund_reason, refund_due_at, "
+                "next_refund_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$12) "
+                "RETURNING *",
+                new.charge_id,
+                new.provider_charge_id,
+                new.user_id,
+                new.chat_id,
+                job.id if job else None,
+                new.payload,
+                new.amount,
+                new.currency,
+                stamp,
+                (RefundState.DUE if reason else RefundState.NONE).value,
+                reason.value if reason else None,
+                stamp if reason else None,
+            )
+            if job is not None and reason is None:
+                updated = await conn.fetchrow(
+                    "UPDATE jobs SET state=$1, charge_id=$2, generate_at=$3, updated_at=$3 "
+                    "WHERE id=$4 AND state=$5 RETURNING *",
+                    JobState.PREPARING.value,
+                    new.charge_id,
+                    stamp,
+                    job.id,
+                    JobState.AWAITING_PAYMENT.value,
+                )
+                job = row_to_job(updated) if updated else await _get(conn, job.id)
+            assert row is not None  # INSERT … RETURNING
+            return None, row_to_payment(row), job, reason
+
+        outcome, payment, job, reason = await self._run(work, write=True, transaction=True)
+        if outcome is not None:
+            return outcome, payment, job
+        if reason is None:
+            log.info(
+                "payment %s: %d %s started job J%s",
+                new.charge_id,
+                new.amount,
+                new.currency,
+                payment.job_id,
+            )
+            return PaymentOutcome.STARTED, payment, job
+        log.warning(
+            "payment %s: %d %s owed back (%s)",
+            new.charge_id,
+            new.amount,
+            new.currency,
+            reason.value,
+        )
+        return PaymentOutcome.REFUND_DUE, payment, job
+
+    async def payment(self, charge_id: str) -> Payment | None:
+        found = await self._payments(f"{_PAYMENT} WHERE charge_id=$1", charge_id)
+        return found[0] if found else None
+
+    async def payments_of(self, user_id: int, limit: int = 10) -> list[Payment]:
+        """A user's latest payments, newest first (for /paysupport)."""
+        return await self._payments(
+            f"{_PAYMENT} WHERE user_id=$1 ORDER BY paid_at DESC, charge_id LIMIT $2",
+            user_id,
+            limit,
+        )
+
+    async def refunds_to_work(self, now: float, limit: int = 50) -> list[Payment]:
+        """Refunds due whose next attempt has come, and confirmed ones not yet told."""
+        return await self._payments(
+            f"{_PAYMENT} WHERE (refund=$1 AND next_refund_at<=$2) "
+            "OR (refund=$3 AND refund_told_at IS NULL) ORDER BY refund_due_at LIMIT $4",
+            RefundState.DUE,
+            now,
+            RefundState.DONE,
+            limit,
+        )
+
+    async def next_refund_at(self) -> float | None:
+        """When the earliest due refund should be tried (None: nothing is due)."""
+        value = await self._scalar(
+            "SELECT MIN(next_refund_at) FROM payments WHERE refund=$1", RefundState.DUE
+        )
+        return float(value) if value is not None else None
+
+    async def refund_confirmed(self, charge_id: str, now: float | None = None) -> None:
+        """Telegram confirmed the refund (or said it already happened)."""
+        await self._execute(
+            "UPDATE payments SET refund=$1, refunded_at=$2 WHERE charge_id=$3 AND refund=$4",
+            RefundState.DONE,
+            self._clock() if now is None else now,
+            charge_id,
+            RefundState.DUE,
+        )
+
+    async def refund_failed(self, charge_id: str, retry_at: float) -> None:
+        """This attempt failed: try again at ``retry_at``."""
+        await self._execute(
+            "UPDATE payments SET refund_attempts=refund_attempts+1, next_refund_at=$1 "
+            "WHERE charge_id=$2 AND refund=$3",
+            retry_at,
+            charge_id,
+            RefundState.DUE,
+        )
+
+    async def refund_told(self, charge_id: str, now: float | None = None) -> None:
+        """The payer has heard the refund went through (or cannot be reached)."""
+        await self._execute(
+            "UPDATE payments SET refund_told_at=$1 WHERE charge_id=$2 AND refund_told_at IS NULL",
+            self._clock() if now is None else now,
+            charge_id,
+        )
+
+    async def request_refund(self, charge_id: str, now: float | None = None) -> Payment | None:
+        """An operator's /refund: owed back unless it already is (or was); None if unknown."""
+        stamp = self._clock() if now is None else now
+
+        async def work(conn: Connection) -> Payment | None:
+            await conn.execute(
+                "UPDATE payments SET refund=$1, refund_reason=$2, refund_due_at=$3, "
+                "next_refund_at=$3 WHERE charge_id=$4 AND refund=$5",
+                RefundState.DUE.value,
+                RefundReason.OPERATOR.value,
+                stamp,
+                charge_id,
+                RefundState.NONE.value,
+            )
+            row = await conn.fetchrow(f"{_PAYMENT} WHERE charge_id=$1", charge_id)
+            return row_to_payment(row) if row else None
+
+        return await self._run(work, write=True, transaction=True)
+
+    async def stars_since(self, since: float) -> tuple[int, int]:
+        """(Stars taken, Stars refunded) by payments made since ``since``."""
+        row = await self._run(
+            lambda conn: conn.fetchrow(
+                "SELECT COALESCE(SUM(amount), 0) AS taken, "
+                "COALESCE(SUM(CASE WHEN refund=$1 THEN amount ELSE 0 END), 0) AS refunded "
+                "FROM payments WHERE paid_at>=$2",
+                RefundState.DONE.value,
+                since,
+            ),
+            write=False,
+        )
+        return (int(row["taken"]), int(row["refunded"])) if row else (0, 0)
+
+    async def refunds_due_before(self, before: float) -> list[Payment]:
+        """Refunds still due that became due before ``before`` (stuck ones)."""
+        return await self._payments(
+            f"{_PAYMENT} WHERE refund=$1 AND refund_due_at<$2 ORDER BY refund_due_at",
+            RefundState.DUE,
+            before,
+        )
+
+    # -- users -----------------------------------------------------------------------
+
+    async def user_preferences(self, user_id: int) -> UserPreferences:
+        """The user's chosen language and last options (empty for a user never seen)."""
+        row = await self._run(
+            lambda conn: conn.fetchrow(
+                "SELECT language, quality, duration, style FROM users WHERE user_id=$1", user_id
+            ),
+            write=False,
+        )
+        if row is None:
+            return UserPreferences()
+        options = None
+        if row["quality"] is not None and row["duration"] is not None:
+            options = VideoOptions(row["quality"], row["duration"], row["style"])
+        return UserPreferences(language=row["language"], options=options)
+
+    async def set_language(self, user_id: int, language: str, now: float | None = None) -> None:
+        """Remember the language the user chose with /language."""
+        await self._execute(
+            "INSERT INTO users (user_id, language, updated_at) VALUES ($1,$2,$3) "
+            "ON CONFLICT (user_id) DO UPDATE SET language=excluded.language, "
+            "updated_at=excluded.updated_at",
+            user_id,
+            language,
+            self._clock() if now is None else now,
+        )
+
+    async def remember_options(
+        self, user_id: int, options: VideoOptions, now: float | None = None
+    ) -> None:
+        """Remember the quality, duration and style the user just chose (not the seed)."""
+        await self._execute(
+            "INSERT INTO users (user_id, quality, duration, style, updated_at) "
+            "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (user_id) DO UPDATE SET "
+            "quality=excluded.quality, duration=excluded.duration, style=excluded.style, "
+            "updated_at=excluded.updated_at",
+            user_id,
+            options.quality,
+            options.duration,
+            options.style,
+            self._clock() if now is None else now,
+        )
+
+    # -- operator alerts -------------------------------------------------------------
+
+    async def alert_state(self, kind: str) -> tuple[bool, float] | None:
+        row = await self._run(
+            lambda conn: conn.fetchrow(
+                "SELECT active, last_sent_at FROM alerts WHERE kind=$1", kind
+            ),
+            write=False,
+        )
+        return (bool(row["active"]), float(row["last_sent_at"])) if row else None
+
+    async def save_alert_state(self, kind: str, active: bool, last_sent_at: float) -> None:
+        await self._execute(
+            "INSERT INTO alerts (kind, active, last_sent_at) VALUES ($1,$2,$3) "
+            "ON CONFLICT (kind) DO UPDATE SET active=excluded.active, "
+            "last_sent_at=excluded.last_sent_at",
+            kind,
+            int(active),
+            last_sent_at,
+        )
+
+    # -- updates (webhook mode) and operations ----------------------------------------
+
+    async def claim_update(self, update_id: int, now: float) -> bool:
+        """Take this update id once across every instance sharing the database (one
+        insert, keyed on the id); old claims are pruned along with it about once an hour."""
+        prune = now - self._claims_pruned_at >= 3600.0
+
+        async def work(conn: Connection) -> bool:
+            status = await conn.execute(
+                "INSERT INTO updates (update_id, received_at) VALUES ($1,$2) "
+                "ON CONFLICT (update_id) DO NOTHING",
+                update_id,
+                now,
+            )
+            if prune:
+                await conn.execute(
+                    "DELETE FROM updates WHERE received_at < $1", now - UPDATE_CLAIM_SECONDS
+                )
+            return _rowcount(status) == 1
+
+        claimed = await self._run(work, write=True, transaction=True)
+        if prune:
+            self._claims_pruned_at = now
+        return claimed
+
+    async def jobs_by_state(self) -> dict[JobState, int]:
+        rows = await self._run(
+            lambda conn: conn.fetch("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"),
+            write=False,
+        )
+        return {JobState(row["state"]): int(row["n"]) for row in rows}
+
+
+def _job(row: asyncpg.Record | None) -> Job:
+    """A row a statement of this transaction must have returned."""
+    assert row is not None, "a row this transaction holds is gone"
+    return row_to_job(row)
+
+
+async def _get(conn: Connection, job_id: int) -> Job | None:
+    row = await conn.fetchrow(f"{_JOB} WHERE id=$1", job_id)
+    return row_to_job(row) if row else None
+
+
+async def _owe_refund(conn: Connection, job_id: int, reason: RefundReason, now: float) -> None:
+    """Inside a transaction: the payment that started this job is owed back."""
+    await conn.execute(
+        "UPDATE payments SET refund=$1, refund_reason=$2, refund_due_at=$3, next_refund_at=$3 "
+        "WHERE refund=$4 AND charge_id=(SELECT charge_id FROM jobs WHERE id=$5)",
+        RefundState.DUE.value,
+        reason.value,
+        now,
+        RefundState.NONE.value,
+        job_id,
+    )
+
+
+def _rowcount(status: str) -> int:
+    """Rows a statement changed, from its status tag (``UPDATE 1``)."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

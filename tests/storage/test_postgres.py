@@ -1,0 +1,261 @@
+"""What only the PostgreSQL ledger promises: its migrations, several connections (and
+bots) at once, and surviving a PostgreSQL restart. Against the test run's own server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+
+from bot.core.errors import LedgerReadFailed, LedgerWriteFailed
+from bot.core.jobs import JobState
+from bot.core.limits import Limits, StartOutcome
+from bot.core.options import VideoOptions
+from bot.core.payments import NewPayment, PaymentOutcome, invoice_payload
+from bot.storage import SCHEMA_VERSION, LedgerLocked, LedgerUnusable
+from bot.storage import postgres as postgres_module
+from bot.storage.migrations import load_migrations
+from bot.storage.postgres import POSTGRES_SCHEMA_VERSION, RUNNING_LOCK_KEY, PostgresLedger
+from tests.builders import new_job
+from tests.pgserver import (
+    PASSWORD,
+    PostgresServer,
+    closed_port,
+    holder_of_the_running_lock,
+    lock_waiters,
+    terminate,
+    wait_until_async,
+)
+
+LIMITS = Limits(max_active_per_user=2, daily_per_user=10)
+
+
+def test_both_dialects_ship_the_same_migrations():
+    sqlite = [m.name for m in load_migrations()]
+    postgres = [m.name for m in load_migrations("bot.storage.migrations.postgres")]
+    assert postgres == sqlite
+    assert POSTGRES_SCHEMA_VERSION == SCHEMA_VERSION
+    assert all(m.statements for m in load_migrations("bot.storage.migrations.postgres"))
+
+
+async def versions(url: str) -> list[tuple[int, str]]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+    finally:
+        await conn.close()
+    return [(row["version"], row["name"]) for row in rows]
+
+
+async def test_bots_starting_together_migrate_once_and_record_each_version(postgres_url):
+    ledgers = [PostgresLedger(postgres_url) for _ in range(4)]
+    await asyncio.gather(*(ledger.open() for ledger in ledgers))
+    try:
+        expected = [(m.version, m.name) for m in load_migrations()]
+        assert await versions(postgres_url) == expected
+        job, created = await ledgers[0].create_draft(new_job(), VideoOptions())
+        assert created
+        assert (await ledgers[3].get(job.id)) == job
+    finally:
+        for ledger in ledgers:
+            await ledger.close()
+    again = PostgresLedger(postgres_url)  # reopening an up-to-date ledger is a no-op
+    await again.open()
+    await again.close()
+    assert len(await versions(postgres_url)) == SCHEMA_VERSION
+
+
+async def test_a_ledger_from_a_newer_bot_is_refused_untouched(postgres_url):
+    ledger = PostgresLedger(postgres_url)
+    await ledger.open()
+    await ledger.close()
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(
+            "INSERT INTO schema_migrations VALUES ($1, '9999_future.sql', 0)", SCHEMA_VERSION + 1
+        )
+    finally:
+        await conn.close()
+    with pytest.raises(LedgerUnusable, match="newer version of the bot"):
+        await PostgresLedger(postgres_url).open()
+
+
+async def test_two_bots_on_one_database_start_a_job_and_record_a_payment_once(postgres_url):
+    """The ledger's rules hold across connections, as between two bot processes."""
+    one, two = PostgresLedger(postgres_url), PostgresLedger(postgres_url)
+    await one.open()
+    await two.open()
+    try:
+        draft, _ = await one.create_draft(new_job(), VideoOptions())
+        again, created = await two.create_draft(new_job(), VideoOptions())
+        assert (again.id, created) == (draft.id, False)
+        results = await asyncio.gather(
+            *(ledger.start(draft.id, 1, LIMITS, price=50) for ledger in (one, two) * 3)
+        )
+        outcomes = [result.outcome for result in results]
+        assert outcomes.count(StartOutcome.INVOICE) == 1
+        assert outcomes.count(StartOutcome.AWAITING_PAYMENT) == 5
+        job = await one.get(draft.id)
+        assert job is not None
+        paid = NewPayment(
+            charge_id="ch-1",
+            provider_charge_id="",
+            user_id=1,
+            chat_id=1,
+            payload=invoice_payload(job.id, job.invoice_no),
+            amount=50,
+        )
+        recorded = await asyncio.gather(*(ledger.record_payment(paid) for ledger in (one, two)))
+        assert sorted(outcome.value for outcome, _, _ in recorded) == sorted(
+            [PaymentOutcome.STARTED.value, PaymentOutcome.ALREADY_RECORDED.value]
+        )
+        assert (await two.get(job.id)).state is JobState.PREPARING  # type: ignore[union-attr]
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_unreachable_at_open_is_one_plain_reason(postgres_server: PostgresServer):
+    ledger = PostgresLedger(postgres_server.url(port=closed_port()))
+    with pytest.raises(LedgerUnusable, match=r"^cannot be reached \(connection refused\)$"):
+        await ledger.open()
+
+
+async def test_a_wrong_password_or_database_is_named_without_the_password(
+    postgres_server: PostgresServer,
+):
+    wrong = postgres_server.url().replace("s3cret", "wrong")
+    with pytest.raises(LedgerUnusable) as refused:
+        await PostgresLedger(wrong).open()
+    assert str(refused.value) == "refused the user name or password"
+    with pytest.raises(LedgerUnusable) as missing:
+        await PostgresLedger(postgres_server.url("no_such_db")).open()
+    assert str(missing.value) == "has no such database"
+    for message in (str(refused.value), str(missing.value)):
+        assert PASSWORD not in message
+        assert "wrong" not in message
+
+
+async def test_a_postgres_restart_between_two_calls_loses_nothing(
+    postgres_server: PostgresServer, postgres_url
+):
+    ledger = PostgresLedger(postgres_url)
+    await ledger.open()
+    try:
+        job, _ = await ledger.create_draft(new_job(), VideoOptions())
+        assert (await ledger.start(job.id, 1, LIMITS)).outcome is StartOutcome.STARTED
+        first_pid = postgres_server.pid()
+        # Every pooled connection is cut; the ledger's next calls reconnect on their own.
+        await asyncio.to_thread(postgres_server.restart)
+        moved = await ledger.transition(job.id, JobState.PREPARING, JobState.SUBMITTING)
+        assert moved is not None
+        await asyncio.to_thread(postgres_server.restart)
+        [unfinished] = await ledger.unfinished()
+        assert (unfinished.id, unfinished.state) == (job.id, JobState.SUBMITTING)
+        assert postgres_server.pid() != first_pid  # really restarted, twice
+    finally:
+        await ledger.close()
+
+
+async def test_while_postgres_is_down_calls_fail_as_the_core_errors_then_recover(
+    postgres_server: PostgresServer, postgres_url
+):
+    ledger = PostgresLedger(postgres_url)
+    await ledger.open()
+    try:
+        job, _ = await ledger.create_draft(new_job(), VideoOptions())
+        await asyncio.to_thread(postgres_server.stop_only)
+        try:
+            with pytest.raises(LedgerReadFailed) as read:
+                await ledger.get(job.id)
+            with pytest.raises(LedgerWriteFailed) as write:
+                await ledger.start(job.id, 1, LIMITS)
+            with pytest.raises(LedgerUnusable):
+                await ledger.prove_writable()
+        finally:
+            await asyncio.to_thread(postgres_server.start_again)
+        for failure in (read.value, write.value):
+            assert PASSWORD not in str(failure)
+            assert str(failure).startswith(("cannot be reached", "lost the connection"))
+        assert (await ledger.start(job.id, 1, LIMITS)).outcome is StartOutcome.STARTED
+        await ledger.prove_writable()
+    finally:
+        await ledger.close()
+
+
+def test_the_sqlite_default_never_imports_the_postgresql_driver(tmp_path):
+    """DATABASE_URL unset: the bot's modules and its ledger load no asyncpg (memory)."""
+    script = (
+        "import asyncio, sys\n"
+        "import bot.__main__, bot.app, bot.check\n"
+        "from bot.storage import make_ledger\n"
+        "from pathlib import Path\n"
+        f"ledger = make_ledger(database_url=None, database_path=Path({str(tmp_path / 'l.db')!r}),"
+        " exclusive=True)\n"
+        "asyncio.run(ledger.open()); asyncio.run(ledger.close())\n"
+        "print('asyncpg' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
+
+
+async def test_options_the_driver_refuses_are_named_without_the_password(
+    postgres_server: PostgresServer,
+):
+    with pytest.raises(LedgerUnusable) as refused:
+        await PostgresLedger(postgres_server.url() + "?sslmode=bogus").open()
+    assert str(refused.value).startswith("has options the driver refuses (`sslmode`")
+    assert PASSWORD not in str(refused.value)
+
+
+async def test_one_running_bot_per_database_until_it_closes(postgres_url):
+    first = PostgresLedger(postgres_url, exclusive=True)
+    await first.open()
+    second = PostgresLedger(postgres_url, exclusive=True)
+    with pytest.raises(LedgerLocked, match="another bot holds the ledger postgresql://bot@"):
+        await second.open()
+    reader = PostgresLedger(postgres_url)  # check's and copy-ledger's way: no lock
+    await reader.open()
+    await reader.close()
+    await first.close()
+    await second.open()  # free again once the first closed
+    assert second.gone() is None
+    await second.close()
+
+
+async def test_a_lapsed_lock_is_taken_again_or_the_bot_hears_it_was_taken(
+    postgres_url, monkeypatch
+):
+    monkeypatch.setattr(postgres_module, "LOCK_CHECK_SECONDS", 0.05)
+    ledger = PostgresLedger(postgres_url, exclusive=True)
+    await ledger.open()
+    try:
+        # Its lock connection is cut (as by a restart) and nobody else wants it: taken again.
+        first = await holder_of_the_running_lock(postgres_url)
+        assert first is not None
+        await terminate(postgres_url, first)
+        await wait_until_async(
+            lambda: holder_of_the_running_lock(postgres_url), lambda pid: pid not in (None, first)
+        )
+        assert ledger.gone() is None
+        # Another bot waits for the lock; cut again: it takes the lock first, and this
+        # one hears it was taken.
+        other = await asyncpg.connect(postgres_url)
+        try:
+            waiting = asyncio.create_task(
+                other.execute("SELECT pg_advisory_lock($1)", RUNNING_LOCK_KEY)
+            )
+            await wait_until_async(lambda: lock_waiters(postgres_url), bool)
+            await terminate(postgres_url, await holder_of_the_running_lock(postgres_url))
+            await waiting
+            await wait_until_async(lambda: asyncio.sleep(0, ledger.gone()), bool)
+            assert "taken by another bot" in (ledger.gone() or "")
+        finally:
+            await other.close()
+    finally:
+        await ledger.close()
