@@ -77,8 +77,11 @@ HISTORY_LOOKUP_SECONDS = 300.0
 #: The first look after a lost answer, then doubling up to the cap (with jitter).
 LOOKUP_FIRST_DELAY = 2.0
 LOOKUP_MAX_DELAY = 30.0
-#: A restart polls at most this many resumed jobs a second (Segmind is not stampeded).
-RESUME_POLLS_PER_SECOND = 40.0
+#: Status polls of all jobs together, at most this many a second: neither a restart nor
+#: a thousand jobs due in the same minute stampede Segmind (its limit is ours to keep).
+STATUS_POLLS_PER_SECOND = 40.0
+#: A restart's first polls are spread at most this many a second.
+RESUME_POLLS_PER_SECOND = STATUS_POLLS_PER_SECOND
 #: A polled job's step comes this soon after its deadline, whatever it waited for.
 DEADLINE_SLACK_SECONDS = 0.05
 #: A video still downloading this long after it was made gets the "sending" status (one
@@ -202,6 +205,7 @@ class Tracker:
         self._usual: dict[int, int | None] = {}
         self._closing = False
         self._critical: set[asyncio.Task[Any]] = set()
+        self._pace = schedule.PollPace(STATUS_POLLS_PER_SECOND)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -286,6 +290,7 @@ class Tracker:
                 job = await self._ledger.get(job_id)
                 if job is None:
                     return
+                await self._wait_for_poll_turn(job)
                 try:
                     delay = await self.step(job)
                 except asyncio.CancelledError:
@@ -313,6 +318,15 @@ class Tracker:
             current = self._tasks.get(job_id)
             if current is asyncio.current_task():
                 self._tasks.pop(job_id, None)
+
+    async def _wait_for_poll_turn(self, job: Job) -> None:
+        """A job about to be polled waits for its turn (see ``STATUS_POLLS_PER_SECOND``),
+        never past its deadline: the step at the deadline ends it without a poll."""
+        if job.state not in (JobState.QUEUED, JobState.PROCESSING):
+            return
+        wait = self._pace.wait(self._clock())
+        if wait > 0:
+            await asyncio.sleep(self._within_deadline(job, wait))
 
     # -- one step --------------------------------------------------------------------
 
