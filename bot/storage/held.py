@@ -98,9 +98,12 @@ def _append_durably(path: Path, line: bytes) -> None:
                 raise OSError(f"short write ({written} of {len(line)} bytes)")
             os.fsync(fd)
         except OSError:
-            # No half line left behind for the next payment's line to be glued onto.
+            # No half line left behind for the next payment's line to be glued onto,
+            # and no empty file of ours.
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, start)
+                if created:
+                    path.unlink()
             raise
     finally:
         os.close(fd)
