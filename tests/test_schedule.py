@@ -7,6 +7,7 @@ from bot.core.schedule import (
     PollPace,
     backoff_delay,
     expected_earliest_finish,
+    finish_to_record,
     next_poll_delay,
 )
 
@@ -159,3 +160,40 @@ def test_a_backlog_at_segmind_costs_few_polls_and_the_end_is_still_noticed_in_ti
     assert blind > 55  # every 2 s from 48 s to 165 s
     assert polls <= 25
     assert late <= 2
+
+
+def learn_generations(*, poll_lateness: float, generations: int = 12) -> list[float]:
+    """The learnt low end after each generation of 100 jobs (true runs spread evenly over
+    48–58 s, polls every 2 s, each poll ``poll_lateness`` s late: the pace's queue)."""
+    runs = [48 + 10 * (i + 0.5) / 100 for i in range(100)]
+    learnt, figures = 50.0, []
+    for _ in range(generations):
+        recorded = []
+        for run in runs:
+            elapsed, due = 0.0, 0.0
+            while True:
+                due = elapsed + next_poll_delay(
+                    elapsed=elapsed, earliest_finish=learnt, interval=2
+                )
+                elapsed = due + poll_lateness
+                if elapsed >= run:
+                    recorded.append(finish_to_record(seen_at=elapsed, due_at=due))
+                    break
+        learnt = expected_earliest_finish(recorded)
+        figures.append(learnt)
+    return figures
+
+
+def test_late_polls_do_not_make_the_learnt_figure_creep_up():
+    for lateness in (0.0, 0.5, 3.0, 10.0):
+        figures = learn_generations(poll_lateness=lateness)
+        assert max(figures) <= 50.5, (lateness, figures)
+        # Late polls can only pull it down, and by no more than their lateness (more
+        # polls, never later ones); it does not collapse towards nothing learnt.
+        assert min(figures) >= 48 - lateness - 2, (lateness, figures)
+
+
+def test_a_finish_is_recorded_no_later_than_the_poll_was_due():
+    assert finish_to_record(seen_at=60, due_at=52) == 52
+    assert finish_to_record(seen_at=52, due_at=52) == 52
+    assert finish_to_record(seen_at=52, due_at=60) == 52  # (a step sooner than planned)

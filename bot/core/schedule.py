@@ -34,6 +34,7 @@ __all__ = [
     "MAX_BACKOFF_SECONDS",
     "PollPace",
     "expected_earliest_finish",
+    "finish_to_record",
     "next_poll_delay",
     "backoff_delay",
 ]
@@ -71,6 +72,20 @@ def expected_earliest_finish(run_seconds: Sequence[float]) -> float:
     if len(samples) < 20:
         return samples[0]
     return statistics.quantiles(samples, n=20)[0]
+
+
+def finish_to_record(*, seen_at: float, due_at: float) -> float:
+    """When to record a job as finished that a poll found done at ``seen_at``, the poll
+    having been due at ``due_at``: the earlier of the two.
+
+    Run times are learnt from these records. A poll that came late (the pace's queue, a
+    busy event loop) would otherwise record the bot's own delay as Segmind's, the next
+    first polls would wait that much longer, come later still, and the learnt figure
+    would creep up without end. Recorded as of the due time, a job done by then is what
+    an on-time poll would have seen; one done after it gets a run a little short of its
+    own: a low estimate, the safe side (one more poll, never a late one).
+    """
+    return min(seen_at, due_at)
 
 
 def backoff_delay(

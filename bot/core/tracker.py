@@ -190,6 +190,9 @@ class Tracker:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._failures: dict[int, int] = {}
         self._polls: dict[int, int] = {}
+        #: When each job's next step was due (its wait began + its delay): a poll that
+        #: comes late (the pace, a busy loop) finds a job done no later than that.
+        self._due: dict[int, float] = {}
         #: Seconds after its submit that a job was last reported QUEUED (a scheduling hint).
         self._seen_queued: dict[int, float] = {}
         #: Request ids Segmind gave that the ledger could not record yet (job id → id).
@@ -284,6 +287,7 @@ class Tracker:
 
     async def _drive(self, job_id: int, first_delay: float = 0.0) -> None:
         try:
+            self._due[job_id] = self._clock() + first_delay
             if first_delay > 0:
                 await asyncio.sleep(first_delay)
             while True:
@@ -307,11 +311,13 @@ class Tracker:
                     delay = self._backoff(job.id)
                 if delay is None:
                     return
+                self._due[job_id] = self._clock() + delay
                 await asyncio.sleep(delay)
         finally:
             self._failures.pop(job_id, None)
             self._polls.pop(job_id, None)
             self._seen_queued.pop(job_id, None)
+            self._due.pop(job_id, None)
             self._lookups.pop(job_id, None)
             self._shown.pop(job_id, None)
             self._usual.pop(job_id, None)
@@ -721,12 +727,15 @@ class Tracker:
             log.info("job %s: failed at Segmind: %s", job.short_id, (report.error or "")[:200])
             return await self._end(job, JobState.FAILED, Reason.CONTENT)
         if report.status == "COMPLETED":
+            completed_at = schedule.finish_to_record(
+                seen_at=now, due_at=self._due.get(job.id, now)
+            )
             completed = await self._ledger.transition(
                 job.id,
                 job.state,
                 JobState.COMPLETED,
                 output_url=report.output_url,
-                completed_at=self._clock(),
+                completed_at=completed_at,
                 poll_count=job.poll_count + self._polls.pop(job.id, 0),
             )
             if completed is None:
