@@ -105,8 +105,20 @@ def test_the_pace_hands_out_turns_at_most_per_second():
     assert pace.wait(200.0) == 0
 
 
+def test_however_late_the_turns_wake_no_more_than_per_second_start_in_any_second():
+    pace = PollPace(40)
+    for _ in range(100):
+        pace.wait(100.0)  # turns 1/40 s apart from 100 s ...
+    # ... but a busy loop wakes all hundred at 103 s: 40 go, the rest wait for the window.
+    waits = [pace.start(103.0) for _ in range(100)]
+    assert waits.count(0.0) == 40
+    assert all(wait == pytest.approx(1.0) for wait in waits if wait)
+    assert pace.start(103.5) > 0
+    assert pace.start(104.0) == 0.0  # the window moved on
+
+
 def test_the_pace_refuses_a_rate_that_is_not_one():
-    for bad in (0.0, -1.0, float("inf"), float("nan")):
+    for bad in (0.0, 0.5, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="positive number"):
             PollPace(bad)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -135,19 +136,33 @@ def next_poll_delay(
 class PollPace:
     """Turns for status polls, at most ``per_second`` of them in any second.
 
-    Each poll asks for its turn when it is due; turns are handed out in that order, one
-    every ``1 / per_second`` seconds, so a thousand jobs due at once (a restart, a burst
-    of photos a minute ago) are polled over the next seconds instead of all in one.
+    Each poll asks for its turn when it is due (:meth:`wait`); turns are handed out in
+    that order, one every ``1 / per_second`` seconds, so a thousand jobs due at once (a
+    restart, a burst of photos a minute ago) are polled over the next seconds instead of
+    all in one. A busy event loop can still wake many turns late and together, so each
+    poll also checks in just before it goes (:meth:`start`): no more than ``per_second``
+    go in any one-second window, whatever the loop did.
     """
 
     def __init__(self, per_second: float) -> None:
-        if not math.isfinite(per_second) or per_second <= 0:
+        if not math.isfinite(per_second) or per_second < 1:
             raise ValueError(f"per_second must be a positive number, not {per_second}")
         self._gap = 1.0 / per_second
+        self._limit = int(per_second)
         self._next_turn = -math.inf
+        self._started: deque[float] = deque()
 
     def wait(self, now: float) -> float:
         """Take the next free turn; returns how long to wait for it (0: go now)."""
         turn = max(now, self._next_turn)
         self._next_turn = turn + self._gap
         return turn - now
+
+    def start(self, now: float) -> float:
+        """0: go now (counted); else how long to wait before checking in again."""
+        while self._started and self._started[0] <= now - 1.0:
+            self._started.popleft()
+        if len(self._started) < self._limit:
+            self._started.append(now)
+            return 0.0
+        return self._started[0] + 1.0 - now

@@ -82,6 +82,9 @@ LOOKUP_MAX_DELAY = 30.0
 STATUS_POLLS_PER_SECOND = 40.0
 #: A restart's first polls are spread at most this many a second.
 RESUME_POLLS_PER_SECOND = STATUS_POLLS_PER_SECOND
+#: A poll whose turn came while a full second's worth had just gone checks in again at
+#: most this often (each wait is until the window has room, so a few do).
+_PACE_CHECKS = 100
 #: A polled job's step comes this soon after its deadline, whatever it waited for.
 DEADLINE_SLACK_SECONDS = 0.05
 #: A video still downloading this long after it was made gets the "sending" status (one
@@ -331,8 +334,15 @@ class Tracker:
         if job.state not in (JobState.QUEUED, JobState.PROCESSING):
             return
         wait = self._pace.wait(self._clock())
-        if wait > 0:
-            await asyncio.sleep(self._within_deadline(job, wait))
+        for _ in range(_PACE_CHECKS):
+            if wait > 0:
+                until_deadline = self._within_deadline(job, wait)
+                await asyncio.sleep(until_deadline)
+                if until_deadline < wait:
+                    return  # its deadline came first: the step ends it without a poll
+            wait = self._pace.start(self._clock())
+            if wait <= 0:
+                return
 
     # -- one step --------------------------------------------------------------------
 
