@@ -55,6 +55,9 @@ class RestartRound:
     submits: int
     completed_to_video_s: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    #: Status requests in each whole second after the SIGTERM (0 = the first), to tell a
+    #: steady rate from one bunched moment (a stalled event loop here or in the bot).
+    status_per_second: list[int] = field(default_factory=list)
 
     @property
     def lost(self) -> int:
@@ -80,6 +83,7 @@ class RestartRound:
                 "p95": round(percentile(video, 95), 3) if video else None,
             },
             "failures": self.failures[:10],
+            "status_per_second_after_restart": self.status_per_second,
         }
 
     def markdown(self) -> str:
@@ -185,6 +189,10 @@ async def run_restart_round(config: BenchConfig, jobs: int) -> RestartRound:
             if user.user_id in owners and not math.isnan(user.video_at)
         ]
         polls = [owners[u.user_id].status_polls for u in measured if u.user_id in owners]
+        after = [t - restart_at for t in status if t >= restart_at]
+        per_second = [0] * (int(max(after)) + 1 if after else 0)
+        for offset in after:
+            per_second[int(offset)] += 1
         return RestartRound(
             jobs=jobs,
             in_flight=in_flight,
@@ -199,4 +207,5 @@ async def run_restart_round(config: BenchConfig, jobs: int) -> RestartRound:
             submits=len(segmind.jobs) - accepted_before,
             completed_to_video_s=to_video,
             failures=[f"{u.user_id}: {u.failure}" for u in measured if u.failure],
+            status_per_second=per_second,
         )
