@@ -179,7 +179,7 @@ async def test_a_payment_held_on_a_full_disk_survives_sigkill_and_makes_its_vide
     filler = fill(small_disk)
     result = await paid(telegram.pay_invoice(USER, invoice.result))
     await telegram.wait_for_call(
-        "sendMessage", chat_id=USER, where=lambda c: c.params["text"] == texts.PAYMENT_HELD
+        "sendMessage", chat_id=USER, where=lambda c: c.params["text"] == texts.payment_held("en")
     )
     # Beside the ledger there is no room: the temp folder holds it.
     assert not list(small_disk.glob("*.held-payments"))

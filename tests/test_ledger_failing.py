@@ -237,7 +237,9 @@ async def test_an_operator_refunds_a_charge_only_telegram_knows(
         result = await telegram.pay_invoice(USER, invoice.result)
         assert result.paid
         await telegram.wait_for_call(
-            "sendMessage", chat_id=USER, where=lambda c: c.params["text"] == texts.PAYMENT_HELD
+            "sendMessage",
+            chat_id=USER,
+            where=lambda c: c.params["text"] == texts.payment_held("en"),
         )
     side = HeldPayments(settings.database_path)
     assert any(path.exists() for path in side.paths)
@@ -248,7 +250,7 @@ async def test_an_operator_refunds_a_charge_only_telegram_knows(
         charge = result.charge_id
         assert await runtime.ledger.payment(charge) is None
         for command, answer in [
-            ("/refund no-such-charge", texts.refund_command("unknown", "no-such-charge")),
+            ("/refund no-such-charge", texts.refund_command("en", "unknown", "no-such-charge")),
             (f"/refund {charge}", texts.refund_unrecorded(texts.FALLBACK_LANGUAGE, charge, USER)),
         ]:
             telegram.send_text(ADMIN_ID, ADMIN_ID, command)
