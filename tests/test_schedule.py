@@ -1,4 +1,5 @@
 import random
+from typing import Any
 
 import pytest
 
@@ -140,7 +141,7 @@ def test_a_job_seen_still_queued_cannot_finish_before_it_is_processed():
         == 40 - 1
     )
     # Seen processing now, queued at the poll before: it started at 50 s at the earliest.
-    kwargs = {"earliest_finish": 48, "interval": 2, "earliest_processing": 40}
+    kwargs: dict[str, Any] = {"earliest_finish": 48, "interval": 2, "earliest_processing": 40}
     assert next_poll_delay(elapsed=70, last_seen_queued=50, **kwargs) == 19
     assert next_poll_delay(elapsed=89, last_seen_queued=50, **kwargs) == 2
     # Never seen queued (or not since the submit): the usual rule.
@@ -209,3 +210,34 @@ def test_a_finish_is_recorded_no_later_than_the_poll_was_due():
     assert finish_to_record(seen_at=60, due_at=52) == 52
     assert finish_to_record(seen_at=52, due_at=52) == 52
     assert finish_to_record(seen_at=52, due_at=60) == 52  # (a step sooner than planned)
+
+
+def test_a_job_not_yet_seen_at_work_is_looked_at_then_at_twice_its_age():
+    kwargs: dict[str, Any] = {"earliest_finish": 48, "interval": 2, "seen_at_work": False}
+    assert next_poll_delay(elapsed=0, **kwargs) == 2 * 2  # FIRST_LOOK_INTERVALS
+    assert next_poll_delay(elapsed=4, **kwargs) == 4  # still queued at 4 s: look at 8 s
+    assert next_poll_delay(elapsed=8, **kwargs) == 8
+    assert next_poll_delay(elapsed=30, **kwargs) == 48 - 1 - 30  # the finish comes first
+    assert next_poll_delay(elapsed=3.5, **kwargs) == 3.5  # never sooner than an interval
+    assert next_poll_delay(elapsed=1, **kwargs) == 3
+    # Nothing learnt: every interval, looks or not.
+    assert next_poll_delay(elapsed=0, earliest_finish=0, interval=2, seen_at_work=False) == 2
+
+
+def test_with_the_look_jobs_like_the_benchs_still_cost_under_five_polls():
+    """3 s in Segmind's queue, then 45–55 s of processing (the bench's); learnt 49 s."""
+    costs = []
+    for i in range(100):
+        run = 48 + 10 * (i + 0.5) / 100
+        elapsed, polls = 0.0, 0
+        while True:
+            at_work = polls > 0 and elapsed >= 3
+            elapsed += next_poll_delay(
+                elapsed=elapsed, earliest_finish=49, interval=2, seen_at_work=at_work
+            )
+            polls += 1
+            if elapsed >= run:
+                costs.append((polls, elapsed - run))
+                break
+    assert sum(polls for polls, _ in costs) / len(costs) <= 5
+    assert max(late for _, late in costs) <= 2

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "Learnt",
+    "FIRST_LOOK_INTERVALS",
     "MAX_BACKOFF_SECONDS",
     "PollPace",
     "expected_earliest_finish",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 MAX_BACKOFF_SECONDS = 60.0
+#: A job not yet seen at work is looked at this many intervals after its submit (then at
+#: twice the time since its submit, while it stays queued).
+FIRST_LOOK_INTERVALS = 2
 #: Below this many observations the learnt figure is not trusted.
 _MIN_SAMPLES = 3
 
@@ -112,9 +116,14 @@ def next_poll_delay(
     interval: float,
     last_seen_queued: float | None = None,
     earliest_processing: float = 0.0,
+    seen_at_work: bool = True,
 ) -> float:
     """Seconds until the next status poll of a job submitted ``elapsed`` seconds ago.
 
+    - Not yet ``seen_at_work`` (still QUEUED): a look ``FIRST_LOOK_INTERVALS`` intervals
+      after the submit, then each at twice the time since the submit, so the user's
+      status line says when it is being made (Segmind's queue is usually seconds: one
+      look). It also dates the start of processing, which the schedule learns from.
     - Until half an interval before ``earliest_finish`` (learnt from finishes seen at
       polls, late by up to one interval): no poll, it cannot be done yet.
     - Past that: every ``interval`` seconds.
@@ -130,7 +139,11 @@ def next_poll_delay(
         earliest_finish = max(earliest_finish, last_seen_queued + earliest_processing)
     if earliest_finish <= 0:
         return interval
-    return max(interval, earliest_finish - interval / 2 - elapsed)
+    delay = max(interval, earliest_finish - interval / 2 - elapsed)
+    if seen_at_work:
+        return delay
+    look = max(FIRST_LOOK_INTERVALS * interval, 2 * elapsed)
+    return min(delay, max(interval, look - elapsed))
 
 
 class PollPace:

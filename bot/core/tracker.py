@@ -58,7 +58,7 @@ from .errors import (
 from .jobs import ACTIVE_STATES, Job, JobState, Reason
 from .options import SEED_RANGE
 from .ports import Ledger, Messenger, VideoService
-from .progress import Progress, Status, status_for, usual_seconds
+from .progress import Progress, Status, coarse_elapsed, status_for, usual_seconds
 
 __all__ = ["HISTORY_LOOKUP_SECONDS", "Tracker", "TrackerConfig"]
 
@@ -85,6 +85,10 @@ RESUME_POLLS_PER_SECOND = STATUS_POLLS_PER_SECOND
 #: A poll whose turn came while a full second's worth had just gone checks in again at
 #: most this often (each wait is until the window has room, so a few do).
 _PACE_CHECKS = 100
+#: The status clock's possible steps (bot.core.progress), to find when it next moves.
+_CLOCK_STEPS = (10, 60, 300)
+#: A clock step is taken this long after the shown time changes (never just before it).
+_TICK_SLACK = 0.01
 #: A polled job's step comes this soon after its deadline, whatever it waited for.
 DEADLINE_SLACK_SECONDS = 0.05
 #: A video still downloading this long after it was made gets the "sending" status (one
@@ -196,6 +200,9 @@ class Tracker:
         #: When each job's next step was due (its wait began + its delay): a poll that
         #: comes late (the pace, a busy loop) finds a job done no later than that.
         self._due: dict[int, float] = {}
+        #: When each polled job's next status poll is due; steps before it only move
+        #: the status line's clock.
+        self._poll_at: dict[int, float] = {}
         #: Seconds after its submit that a job was last reported QUEUED (a scheduling hint).
         self._seen_queued: dict[int, float] = {}
         #: Request ids Segmind gave that the ledger could not record yet (job id → id).
@@ -321,6 +328,7 @@ class Tracker:
             self._polls.pop(job_id, None)
             self._seen_queued.pop(job_id, None)
             self._due.pop(job_id, None)
+            self._poll_at.pop(job_id, None)
             self._lookups.pop(job_id, None)
             self._shown.pop(job_id, None)
             self._usual.pop(job_id, None)
@@ -331,7 +339,7 @@ class Tracker:
     async def _wait_for_poll_turn(self, job: Job) -> None:
         """A job about to be polled waits for its turn (see ``STATUS_POLLS_PER_SECOND``),
         never past its deadline: the step at the deadline ends it without a poll."""
-        if job.state not in (JobState.QUEUED, JobState.PROCESSING):
+        if job.state not in (JobState.QUEUED, JobState.PROCESSING) or not self._polls_now(job):
             return
         wait = self._pace.wait(self._clock())
         for _ in range(_PACE_CHECKS):
@@ -355,6 +363,17 @@ class Tracker:
             # start of a step: find out whether Segmind has it.
             return await self._recover(job)
         if job.state in (JobState.QUEUED, JobState.PROCESSING):
+            if not self._polls_now(job):
+                # Only the status line's clock moved: show it, no request to Segmind.
+                stage = (
+                    Progress.PROCESSING if job.state is JobState.PROCESSING else Progress.QUEUED
+                )
+                if not await self._progress(job, stage):
+                    return None
+                poll_at = self._poll_at[job.id]
+                wait = self._until_poll_or_tick(job, max(0.0, poll_at - self._clock()))
+                return self._within_deadline(job, wait)
+            self._poll_at.pop(job.id, None)
             delay = await self._poll(job)
             return None if delay is None else self._within_deadline(job, delay)
         if job.state is JobState.COMPLETED:
@@ -508,7 +527,7 @@ class Tracker:
             return outcome
         if not await self._progress(outcome, Progress.QUEUED):
             return None
-        return await self._next_poll(outcome, queued=answered)
+        return self._until_poll_or_tick(outcome, await self._next_poll(outcome, queued=answered))
 
     async def _submit_and_record(self, job: Job, image_url: str) -> Job | float | None:
         """POST the job and record what came back: the queued job, or the next delay."""
@@ -697,7 +716,33 @@ class Tracker:
             interval=self._config.poll_interval,
             last_seen_queued=self._seen_queued.get(job.id),
             earliest_processing=learnt.earliest_processing,
+            seen_at_work=job.state is not JobState.QUEUED,
         )
+
+    def _until_poll_or_tick(self, job: Job, poll_delay: float) -> float:
+        """The next poll is ``poll_delay`` away; the step before it may come sooner, when
+        the status line's clock moves (no request to Segmind then, see ``step``)."""
+        now = self._clock()
+        self._poll_at[job.id] = now + poll_delay
+        if poll_delay <= self._config.poll_interval:
+            return poll_delay  # polled every interval: the clock moves at the polls
+        if job.submitted_at is None or job.id not in self._shown:
+            return poll_delay
+        elapsed = now - job.submitted_at
+        group = job.chat_type != "private"
+        shown = coarse_elapsed(elapsed, group=group)
+        for step in _CLOCK_STEPS:
+            tick = shown + step
+            if coarse_elapsed(tick, group=group) != shown:
+                return min(poll_delay, tick - elapsed + _TICK_SLACK)
+        return poll_delay
+
+    def _polls_now(self, job: Job) -> bool:
+        """False while only the status clock is due (the poll itself comes later)."""
+        poll_at = self._poll_at.get(job.id)
+        now = self._clock()
+        past_deadline = now - (job.submitted_at or now) > self._config.deadline_seconds
+        return poll_at is None or now >= poll_at - _TICK_SLACK or past_deadline
 
     async def _poll(self, job: Job) -> float | None:
         assert job.request_id is not None
@@ -769,7 +814,9 @@ class Tracker:
         stage = Progress.PROCESSING if job.state is JobState.PROCESSING else Progress.QUEUED
         if not await self._progress(job, stage):  # unchanged text: no edit
             return None
-        return await self._next_poll(job, queued=report.status == "QUEUED")
+        return self._until_poll_or_tick(
+            job, await self._next_poll(job, queued=report.status == "QUEUED")
+        )
 
     # -- COMPLETED → DELIVERED -------------------------------------------------------
 
