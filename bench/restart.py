@@ -179,8 +179,7 @@ async def run_restart_round(config: BenchConfig, jobs: int) -> RestartRound:
             await _stop_process(bot.process)
         say(f"restart{jobs}: round done")
 
-        by_size = {user.photo_size: user for user in measured}
-        owners = _job_owners(segmind, by_size)
+        owners = _job_owners(segmind, bot.folder / "data" / "bot.sqlite3")
         log = segmind.requests_log
         status = [t for t, method, path, _ in log if method == "GET" and path.endswith("/status")]
         to_video = [
