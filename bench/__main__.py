@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .measure import percentile
+from .restart import RestartRound, run_restart_round
 from .run import (
     REPO,
     BaselineRound,
@@ -105,6 +106,7 @@ class Report:
     bot: list[BotRound]
     baseline: list[BaselineRound]
     video: VideoCheck | None
+    restart: RestartRound | None = None
 
     def table(self) -> str:
         lines = [HEADER, ALIGN]
@@ -167,7 +169,10 @@ class Report:
         return "\n".join(f"- {line}" for line in lines)
 
     def markdown(self) -> str:
-        return f"{self.table()}\n\n{self.notes()}\n"
+        text = f"{self.table()}\n\n{self.notes()}\n" if self.bot else ""
+        if self.restart is not None:
+            text += f"\n{self.restart.markdown()}\n"
+        return text
 
     def data(self) -> dict[str, Any]:
         return {
@@ -192,6 +197,7 @@ class Report:
             "bot": [result.summary() for result in self.bot],
             "baseline": [result.summary() for result in self.baseline],
             "video_check": self.video.summary() if self.video else None,
+            "restart": self.restart.summary() if self.restart else None,
         }
 
 
@@ -204,6 +210,8 @@ def _arrivals(config: BenchConfig) -> str:
 
 
 def _users(text: str) -> list[int]:
+    if text.strip().lower() == "none":
+        return []  # only the other rounds (e.g. --restart)
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
@@ -222,7 +230,16 @@ def _positive(text: str) -> float:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--users", type=_users, default=[10, 100, 1000], help="e.g. 10,100,1000")
+    parser.add_argument(
+        "--users", type=_users, default=[10, 100, 1000], help="e.g. 10,100,1000, or none"
+    )
+    parser.add_argument(
+        "--restart",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run the restart round: N jobs in flight, the bot restarted (0: off)",
+    )
     parser.add_argument(
         "--scale",
         type=_positive,
@@ -293,6 +310,10 @@ async def main_async(args: argparse.Namespace, command: str) -> Report:
         say("45 MiB video ...")
         report.video = await run_video_check(config)
         say(f"45 MiB video: {report.video.summary()}")
+    if args.restart > 0:
+        say(f"restart round, {args.restart} jobs ...")
+        report.restart = await run_restart_round(config, args.restart)
+        say(report.restart.markdown())
     return report
 
 

@@ -13,15 +13,17 @@ import sqlite3
 
 import pytest
 
-from bot.core.alerts import AlertKind
+from bot.core.alerts import AlertKind, Alerts
 from bot.core.errors import LedgerReadFailed, LedgerWriteFailed
 from bot.core.jobs import NewJob
 from bot.core.options import VideoOptions
 from bot.core.payments import NewPayment
 from bot.i18n import texts
 from bot.storage import SqliteLedger
+from bot.storage.held import HeldPayments
 from bot.telegram import runtime as runtime_module
-from tests.conftest import ADMIN_ID, running, settled
+from tests.conftest import ADMIN_ID, running, settled, wait_until
+from tests.test_payments import payment_rows
 from tests.test_private_flow import button_data, send_photo_get_keyboard
 
 USER = 702
@@ -200,3 +202,97 @@ async def test_a_read_sqlite_cannot_answer_raises_ledger_read_failed(tmp_path):
         assert not ledger.db.in_transaction
     finally:
         await ledger.close()
+async def test_alert_states_the_ledger_missed_are_written_once_it_takes_writes(tmp_path):
+    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+    await ledger.open()
+    sent: list[tuple[AlertKind, bool]] = []
+
+    async def send(kind: AlertKind, resolved: bool) -> None:
+        sent.append((kind, resolved))
+
+    try:
+        alerts = Alerts(ledger, send)
+        await ledger.db.execute("PRAGMA query_only=ON")
+        await alerts.trouble(AlertKind.SEGMIND_DOWN)  # sent, but not recorded
+        await alerts.trouble(AlertKind.LEDGER_FAILING)
+        assert alerts.unsaved == {AlertKind.SEGMIND_DOWN, AlertKind.LEDGER_FAILING}
+        await alerts.save_unsaved()  # still read-only: kept for the next try
+        assert await ledger.alert_state(AlertKind.SEGMIND_DOWN.value) is None
+
+        await ledger.db.execute("PRAGMA query_only=OFF")
+        await alerts.save_unsaved()
+        assert alerts.unsaved == frozenset()
+        state = await ledger.alert_state(AlertKind.SEGMIND_DOWN.value)
+        assert state is not None
+        assert state[0]  # open
+        # A restart (new Alerts on the same ledger) neither repeats it nor forgets it.
+        restarted = Alerts(ledger, send)
+        await restarted.trouble(AlertKind.SEGMIND_DOWN)
+        await restarted.cleared(AlertKind.SEGMIND_DOWN)
+        assert sent == [
+            (AlertKind.SEGMIND_DOWN, False),
+            (AlertKind.LEDGER_FAILING, False),
+            (AlertKind.SEGMIND_DOWN, True),
+        ]
+    finally:
+        await ledger.close()
+
+
+async def test_an_operator_refunds_a_charge_only_telegram_knows(
+    telegram, segmind, make_settings, monkeypatch, database
+):
+    """A payment held in memory, and the process gone before the ledger took writes, its
+    side files lost too (a reboot cleared the temp folder): only Telegram lists the
+    charge. /refund finds it there, refunds it to its payer and records it."""
+    monkeypatch.setattr(runtime_module, "LEDGER_PROBE_SECONDS", 3600)
+    telegram.private_chat(USER)
+    telegram.private_chat(ADMIN_ID)
+    settings = make_settings(PRICE_STARS="50")
+    async with running(settings) as bot:
+        runtime = bot.bot_data["runtime"]
+        _, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
+        telegram.press_button(
+            USER, USER, keyboard["message_id"], button_data(keyboard, "Generate")
+        )
+        (invoice,) = await telegram.wait_for_call("sendInvoice", chat_id=USER)
+        await runtime.ledger.db.execute("PRAGMA query_only=ON")
+        result = await telegram.pay_invoice(USER, invoice.result)
+        assert result.paid
+        await telegram.wait_for_call(
+            "sendMessage",
+            chat_id=USER,
+            where=lambda c: c.params["text"] == texts.payment_held("en"),
+        )
+    side = HeldPayments(settings.database_path)
+    assert any(path.exists() for path in side.paths)
+    side.clear()
+
+    async with running(settings) as bot:
+        runtime = bot.bot_data["runtime"]
+        charge = result.charge_id
+        assert await runtime.ledger.payment(charge) is None
+        for command, answer in [
+            ("/refund no-such-charge", texts.refund_command("en", "unknown", "no-such-charge")),
+            (f"/refund {charge}", texts.refund_unrecorded(texts.FALLBACK_LANGUAGE, charge, USER)),
+        ]:
+            telegram.send_text(ADMIN_ID, ADMIN_ID, command)
+            await telegram.wait_for_call(
+                "sendMessage", chat_id=ADMIN_ID, where=lambda c, a=answer: c.params["text"] == a
+            )
+        await telegram.wait_for_call("refundStarPayment")
+        await wait_until(
+            lambda: [row for row in payment_rows(database) if row["refund_told_at"]],
+            what="the refund done and its payer told",
+        )
+        payment = await runtime.ledger.payment(charge)
+        assert payment is not None
+        assert (payment.user_id, payment.refund.value) == (USER, "done")
+        # (Its job still awaits a payment: the user may pay again, and then gets a video.)
+    assert [(r.user_id, r.charge_id) for r in telegram.refunds] == [(USER, charge)]
+    assert segmind.submits == []  # the operator asked for the Stars back, not a video
+    (notice,) = [
+        c.params["text"]
+        for c in telegram.calls_of("sendMessage", chat_id=USER)
+        if "refunded" in c.params["text"]
+    ]
+    assert notice.startswith("⭐ 50 refunded")

@@ -27,10 +27,14 @@ async def run_job(telegram, segmind, database, user):
 
 
 async def learn_from_three_jobs(telegram, segmind, database):
+    """Three jobs delivered; returns how many of them were seen PROCESSING (a job first
+    polled when already done never is: its processing time is not learnt)."""
+    seen_processing = 0
     for user in (701, 702, 703):
         row, _ = await run_job(telegram, segmind, database, user)
         assert row["state"] == "delivered"
-        assert row["processing_at"] is not None  # what the processing time is learnt from
+        seen_processing += row["processing_at"] is not None
+    return seen_processing
 
 
 async def test_once_it_has_learnt_a_job_costs_a_few_polls(telegram, segmind, bot, database):
@@ -41,12 +45,13 @@ async def test_once_it_has_learnt_a_job_costs_a_few_polls(telegram, segmind, bot
     await learn_from_three_jobs(telegram, segmind, database)
     row, polls = await run_job(telegram, segmind, database, 704)
     assert row["state"] == "delivered"
-    assert polls <= 10, polls  # a loop every interval makes about 21
+    assert polls <= 4, polls  # a loop every interval makes about 21
 
 
 async def test_a_backlog_at_segmind_is_waited_out_with_few_polls(telegram, segmind, bot, database):
     segmind.queued_seconds, segmind.processing_seconds = 0.05, 1.0
-    await learn_from_three_jobs(telegram, segmind, database)
+    # Nothing learnt before them: each is polled every interval, seen PROCESSING.
+    assert await learn_from_three_jobs(telegram, segmind, database) == 3
     segmind.queued_seconds = 3.0  # Segmind is busy: the job waits in its queue
     row, polls = await run_job(telegram, segmind, database, 705)
     assert row["state"] == "delivered"

@@ -1,9 +1,14 @@
 import random
+from typing import Any
+
+import pytest
 
 from bot.core.schedule import (
     MAX_BACKOFF_SECONDS,
+    PollPace,
     backoff_delay,
     expected_earliest_finish,
+    finish_to_record,
     next_poll_delay,
 )
 
@@ -18,19 +23,46 @@ def simulate_polls(run_seconds: float, earliest: float, interval: float) -> tupl
             return polls, elapsed - run_seconds
 
 
-def test_sparse_before_the_earliest_finish_then_every_interval():
-    assert next_poll_delay(elapsed=0, earliest_finish=48, interval=2) == 24
-    assert next_poll_delay(elapsed=40, earliest_finish=48, interval=2) == 4
-    assert next_poll_delay(elapsed=45, earliest_finish=48, interval=2) == 2
+def test_no_poll_before_the_earliest_finish_then_every_interval():
+    # The first poll half an interval before the learnt figure (finishes as seen at
+    # polls), then every interval.
+    assert next_poll_delay(elapsed=0, earliest_finish=48, interval=2) == 47
+    assert next_poll_delay(elapsed=40, earliest_finish=48, interval=2) == 7
+    assert next_poll_delay(elapsed=46, earliest_finish=48, interval=2) == 2
+    assert next_poll_delay(elapsed=47, earliest_finish=48, interval=2) == 2
     assert next_poll_delay(elapsed=120, earliest_finish=48, interval=2) == 2
 
 
 def test_a_50s_job_costs_few_polls_and_is_noticed_within_one_interval():
     polls, late = simulate_polls(run_seconds=50, earliest=48, interval=2)
-    assert polls <= 12
+    assert polls == 3  # at 47, 49 and 51 s
     assert late <= 2
     naive_polls = 50  # one poll a second, as the SDK does
     assert polls < naive_polls / 4
+
+
+def test_jobs_spread_like_the_bench_cost_four_polls_and_are_noticed_in_time():
+    """Run times spread evenly over 48–58 s (the bench's). The learnt low end is 49 s:
+    the fastest finishes as seen at polls two seconds apart, one second late on average."""
+    runs = [48 + 10 * (i + 0.5) / 100 for i in range(100)]
+    results = [simulate_polls(run, earliest=49, interval=2) for run in runs]
+    mean_polls = sum(polls for polls, _ in results) / len(results)
+    assert mean_polls <= 4, mean_polls
+    assert max(late for _, late in results) <= 2
+
+
+def test_the_first_poll_keeps_the_learnt_figure_from_creeping_up():
+    """Jobs found done at their first poll are recorded at it: that record is below the
+    figure it was scheduled from, so a lower figure is learnt next, not a higher one."""
+    earliest = 48.0
+    first_poll = next_poll_delay(elapsed=0, earliest_finish=earliest, interval=2)
+    polled_late_by = 0.2  # the event loop, the pace: a poll never comes early
+    assert first_poll + polled_late_by < earliest
+
+
+def test_a_job_faster_than_the_low_estimate_is_late_by_at_most_the_difference():
+    _, late = simulate_polls(run_seconds=45, earliest=48, interval=2)
+    assert late == 47 - 45
 
 
 def test_a_slower_than_usual_job_is_still_noticed_within_one_interval():
@@ -58,7 +90,38 @@ def test_earliest_finish_is_learnt_from_history():
     assert expected_earliest_finish([50, 52]) == 0  # too few to trust
     assert expected_earliest_finish([55, 50, 60]) == 50
     history = [float(x) for x in range(40, 80)]
-    assert 40 <= expected_earliest_finish(history) <= 45
+    assert 40 <= expected_earliest_finish(history) <= 42  # the 5th percentile
+    # One odd fast job among many does not pull every job's first poll forward.
+    assert expected_earliest_finish([5.0, *history]) >= 40
+
+
+def test_the_pace_hands_out_turns_at_most_per_second():
+    pace = PollPace(40)
+    waits = [pace.wait(100.0) for _ in range(100)]  # a hundred jobs due at once
+    assert waits[0] == 0
+    turns = [100.0 + wait for wait in waits]
+    assert all(b - a == pytest.approx(1 / 40) for a, b in zip(turns, turns[1:], strict=False))
+    assert max(sum(1 for t in turns if start <= t < start + 1) for start in turns) == 40
+    # Later, with the backlog gone, a poll goes at once.
+    assert pace.wait(200.0) == 0
+
+
+def test_however_late_the_turns_wake_no_more_than_per_second_start_in_any_second():
+    pace = PollPace(40)
+    for _ in range(100):
+        pace.wait(100.0)  # turns 1/40 s apart from 100 s ...
+    # ... but a busy loop wakes all hundred at 103 s: 40 go, the rest wait for the window.
+    waits = [pace.start(103.0) for _ in range(100)]
+    assert waits.count(0.0) == 40
+    assert all(wait == pytest.approx(1.0) for wait in waits if wait)
+    assert pace.start(103.5) > 0
+    assert pace.start(104.0) == 0.0  # the window moved on
+
+
+def test_the_pace_refuses_a_rate_that_is_not_one():
+    for bad in (0.0, 0.5, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="positive number"):
+            PollPace(bad)
 
 
 def test_without_history_every_interval():
@@ -75,11 +138,11 @@ def test_a_job_seen_still_queued_cannot_finish_before_it_is_processed():
             last_seen_queued=60,
             earliest_processing=40,
         )
-        == 20
+        == 40 - 1
     )
     # Seen processing now, queued at the poll before: it started at 50 s at the earliest.
-    kwargs = {"earliest_finish": 48, "interval": 2, "earliest_processing": 40}
-    assert next_poll_delay(elapsed=70, last_seen_queued=50, **kwargs) == 10
+    kwargs: dict[str, Any] = {"earliest_finish": 48, "interval": 2, "earliest_processing": 40}
+    assert next_poll_delay(elapsed=70, last_seen_queued=50, **kwargs) == 19
     assert next_poll_delay(elapsed=89, last_seen_queued=50, **kwargs) == 2
     # Never seen queued (or not since the submit): the usual rule.
     assert next_poll_delay(elapsed=60, **kwargs) == 2
@@ -110,3 +173,71 @@ def test_a_backlog_at_segmind_costs_few_polls_and_the_end_is_still_noticed_in_ti
     assert blind > 55  # every 2 s from 48 s to 165 s
     assert polls <= 25
     assert late <= 2
+
+
+def learn_generations(*, poll_lateness: float, generations: int = 12) -> list[float]:
+    """The learnt low end after each generation of 100 jobs (true runs spread evenly over
+    48–58 s, polls every 2 s, each poll ``poll_lateness`` s late: the pace's queue)."""
+    runs = [48 + 10 * (i + 0.5) / 100 for i in range(100)]
+    learnt, figures = 50.0, []
+    for _ in range(generations):
+        recorded = []
+        for run in runs:
+            elapsed, due = 0.0, 0.0
+            while True:
+                due = elapsed + next_poll_delay(
+                    elapsed=elapsed, earliest_finish=learnt, interval=2
+                )
+                elapsed = due + poll_lateness
+                if elapsed >= run:
+                    recorded.append(finish_to_record(seen_at=elapsed, due_at=due))
+                    break
+        learnt = expected_earliest_finish(recorded)
+        figures.append(learnt)
+    return figures
+
+
+def test_late_polls_do_not_make_the_learnt_figure_creep_up():
+    for lateness in (0.0, 0.5, 3.0, 10.0):
+        figures = learn_generations(poll_lateness=lateness)
+        assert max(figures) <= 50.5, (lateness, figures)
+        # Late polls can only pull it down, and by no more than their lateness (more
+        # polls, never later ones); it does not collapse towards nothing learnt.
+        assert min(figures) >= 48 - lateness - 2, (lateness, figures)
+
+
+def test_a_finish_is_recorded_no_later_than_the_poll_was_due():
+    assert finish_to_record(seen_at=60, due_at=52) == 52
+    assert finish_to_record(seen_at=52, due_at=52) == 52
+    assert finish_to_record(seen_at=52, due_at=60) == 52  # (a step sooner than planned)
+
+
+def test_a_job_not_yet_seen_at_work_is_looked_at_then_at_twice_its_age():
+    kwargs: dict[str, Any] = {"earliest_finish": 48, "interval": 2, "seen_at_work": False}
+    assert next_poll_delay(elapsed=0, **kwargs) == 2 * 2  # FIRST_LOOK_INTERVALS
+    assert next_poll_delay(elapsed=4, **kwargs) == 4  # still queued at 4 s: look at 8 s
+    assert next_poll_delay(elapsed=8, **kwargs) == 8
+    assert next_poll_delay(elapsed=30, **kwargs) == 48 - 1 - 30  # the finish comes first
+    assert next_poll_delay(elapsed=3.5, **kwargs) == 3.5  # never sooner than an interval
+    assert next_poll_delay(elapsed=1, **kwargs) == 3
+    # Nothing learnt: every interval, looks or not.
+    assert next_poll_delay(elapsed=0, earliest_finish=0, interval=2, seen_at_work=False) == 2
+
+
+def test_with_the_look_jobs_like_the_benchs_still_cost_under_five_polls():
+    """3 s in Segmind's queue, then 45–55 s of processing (the bench's); learnt 49 s."""
+    costs = []
+    for i in range(100):
+        run = 48 + 10 * (i + 0.5) / 100
+        elapsed, polls = 0.0, 0
+        while True:
+            at_work = polls > 0 and elapsed >= 3
+            elapsed += next_poll_delay(
+                elapsed=elapsed, earliest_finish=49, interval=2, seen_at_work=at_work
+            )
+            polls += 1
+            if elapsed >= run:
+                costs.append((polls, elapsed - run))
+                break
+    assert sum(polls for polls, _ in costs) / len(costs) <= 5
+    assert max(late for _, late in costs) <= 2

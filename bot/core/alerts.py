@@ -61,6 +61,8 @@ class Alerts:
         #: When each kind was last sent: the quiet period holds while the ledger cannot
         #: record it (the very trouble LEDGER_FAILING is about).
         self._sent_at: dict[AlertKind, float] = {}
+        #: States the ledger could not record: (open, when), written by ``save_unsaved``.
+        self._unsaved: dict[AlertKind, tuple[bool, float]] = {}
 
     async def trouble(self, kind: AlertKind) -> None:
         """Something is wrong: alert unless this kind was alerted within the quiet period."""
@@ -78,11 +80,26 @@ class Alerts:
         await self._send(kind, False)
 
     async def _save(self, kind: AlertKind, active: bool, now: float) -> None:
-        """Recorded so a restart remembers; an unwritable ledger leaves it in memory."""
+        """Recorded so a restart remembers; an unwritable ledger leaves it in memory
+        until :meth:`save_unsaved` (called once writes work again)."""
         try:
             await self._ledger.save_alert_state(kind.value, active, now)
         except LedgerError as exc:
             log.warning("alert %s not recorded in the ledger: %s", kind.value, exc)
+            self._unsaved[kind] = (active, now)
+            return
+        self._unsaved.pop(kind, None)
+
+    async def save_unsaved(self) -> None:
+        """Write the states the ledger could not take when they changed; what stays
+        unwritable stays in memory for the next call."""
+        for kind, (active, at) in list(self._unsaved.items()):
+            await self._save(kind, active, at)
+
+    @property
+    def unsaved(self) -> frozenset[AlertKind]:
+        """Kinds whose current state only this process knows (read-only)."""
+        return frozenset(self._unsaved)
 
     async def _recorded(self, kind: AlertKind) -> tuple[bool, float] | None:
         """The ledger's record of this kind; None when it cannot be read (the database

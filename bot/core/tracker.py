@@ -58,7 +58,7 @@ from .errors import (
 from .jobs import ACTIVE_STATES, Job, JobState, Reason
 from .options import SEED_RANGE
 from .ports import Ledger, Messenger, VideoService
-from .progress import Progress, Status, status_for, usual_seconds
+from .progress import Progress, Status, coarse_elapsed, status_for, usual_seconds
 
 __all__ = ["HISTORY_LOOKUP_SECONDS", "Tracker", "TrackerConfig"]
 
@@ -77,8 +77,18 @@ HISTORY_LOOKUP_SECONDS = 300.0
 #: The first look after a lost answer, then doubling up to the cap (with jitter).
 LOOKUP_FIRST_DELAY = 2.0
 LOOKUP_MAX_DELAY = 30.0
-#: A restart polls at most this many resumed jobs a second (Segmind is not stampeded).
-RESUME_POLLS_PER_SECOND = 40.0
+#: Status polls of all jobs together, at most this many a second: neither a restart nor
+#: a thousand jobs due in the same minute stampede Segmind (its limit is ours to keep).
+STATUS_POLLS_PER_SECOND = 40.0
+#: A restart's first polls are spread at most this many a second.
+RESUME_POLLS_PER_SECOND = STATUS_POLLS_PER_SECOND
+#: A poll whose turn came while a full second's worth had just gone checks in again at
+#: most this often (each wait is until the window has room, so a few do).
+_PACE_CHECKS = 100
+#: The status clock's possible steps (bot.core.progress), to find when it next moves.
+_CLOCK_STEPS = (10, 60, 300)
+#: A clock step is taken this long after the shown time changes (never just before it).
+_TICK_SLACK = 0.01
 #: A polled job's step comes this soon after its deadline, whatever it waited for.
 DEADLINE_SLACK_SECONDS = 0.05
 #: A video still downloading this long after it was made gets the "sending" status (one
@@ -187,6 +197,12 @@ class Tracker:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._failures: dict[int, int] = {}
         self._polls: dict[int, int] = {}
+        #: When each job's next step was due (its wait began + its delay): a poll that
+        #: comes late (the pace, a busy loop) finds a job done no later than that.
+        self._due: dict[int, float] = {}
+        #: When each polled job's next status poll is due; steps before it only move
+        #: the status line's clock.
+        self._poll_at: dict[int, float] = {}
         #: Seconds after its submit that a job was last reported QUEUED (a scheduling hint).
         self._seen_queued: dict[int, float] = {}
         #: Request ids Segmind gave that the ledger could not record yet (job id → id).
@@ -202,6 +218,7 @@ class Tracker:
         self._usual: dict[int, int | None] = {}
         self._closing = False
         self._critical: set[asyncio.Task[Any]] = set()
+        self._pace = schedule.PollPace(STATUS_POLLS_PER_SECOND)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -280,6 +297,7 @@ class Tracker:
 
     async def _drive(self, job_id: int, first_delay: float = 0.0) -> None:
         try:
+            self._due[job_id] = self._clock() + first_delay
             if first_delay > 0:
                 await asyncio.sleep(first_delay)
             while True:
@@ -292,6 +310,7 @@ class Tracker:
                     continue
                 if job is None:
                     return
+                await self._wait_for_poll_turn(job)
                 try:
                     delay = await self.step(job)
                 except asyncio.CancelledError:
@@ -308,17 +327,36 @@ class Tracker:
                     delay = self._backoff(job.id)
                 if delay is None:
                     return
+                self._due[job_id] = self._clock() + delay
                 await asyncio.sleep(delay)
         finally:
             self._failures.pop(job_id, None)
             self._polls.pop(job_id, None)
             self._seen_queued.pop(job_id, None)
+            self._due.pop(job_id, None)
+            self._poll_at.pop(job_id, None)
             self._lookups.pop(job_id, None)
             self._shown.pop(job_id, None)
             self._usual.pop(job_id, None)
             current = self._tasks.get(job_id)
             if current is asyncio.current_task():
                 self._tasks.pop(job_id, None)
+
+    async def _wait_for_poll_turn(self, job: Job) -> None:
+        """A job about to be polled waits for its turn (see ``STATUS_POLLS_PER_SECOND``),
+        never past its deadline: the step at the deadline ends it without a poll."""
+        if job.state not in (JobState.QUEUED, JobState.PROCESSING) or not self._polls_now(job):
+            return
+        wait = self._pace.wait(self._clock())
+        for _ in range(_PACE_CHECKS):
+            if wait > 0:
+                until_deadline = self._within_deadline(job, wait)
+                await asyncio.sleep(until_deadline)
+                if until_deadline < wait:
+                    return  # its deadline came first: the step ends it without a poll
+            wait = self._pace.start(self._clock())
+            if wait <= 0:
+                return
 
     # -- one step --------------------------------------------------------------------
 
@@ -331,6 +369,17 @@ class Tracker:
             # start of a step: find out whether Segmind has it.
             return await self._recover(job)
         if job.state in (JobState.QUEUED, JobState.PROCESSING):
+            if not self._polls_now(job):
+                # Only the status line's clock moved: show it, no request to Segmind.
+                stage = (
+                    Progress.PROCESSING if job.state is JobState.PROCESSING else Progress.QUEUED
+                )
+                if not await self._progress(job, stage):
+                    return None
+                poll_at = self._poll_at[job.id]
+                wait = self._until_poll_or_tick(job, max(0.0, poll_at - self._clock()))
+                return self._within_deadline(job, wait)
+            self._poll_at.pop(job.id, None)
             delay = await self._poll(job)
             return None if delay is None else self._within_deadline(job, delay)
         if job.state is JobState.COMPLETED:
@@ -484,7 +533,7 @@ class Tracker:
             return outcome
         if not await self._progress(outcome, Progress.QUEUED):
             return None
-        return await self._next_poll(outcome, queued=answered)
+        return self._until_poll_or_tick(outcome, await self._next_poll(outcome, queued=answered))
 
     async def _submit_and_record(self, job: Job, image_url: str) -> Job | float | None:
         """POST the job and record what came back: the queued job, or the next delay."""
@@ -673,7 +722,33 @@ class Tracker:
             interval=self._config.poll_interval,
             last_seen_queued=self._seen_queued.get(job.id),
             earliest_processing=learnt.earliest_processing,
+            seen_at_work=job.state is not JobState.QUEUED,
         )
+
+    def _until_poll_or_tick(self, job: Job, poll_delay: float) -> float:
+        """The next poll is ``poll_delay`` away; the step before it may come sooner, when
+        the status line's clock moves (no request to Segmind then, see ``step``)."""
+        now = self._clock()
+        self._poll_at[job.id] = now + poll_delay
+        if poll_delay <= self._config.poll_interval:
+            return poll_delay  # polled every interval: the clock moves at the polls
+        if job.submitted_at is None or job.id not in self._shown:
+            return poll_delay
+        elapsed = now - job.submitted_at
+        group = job.chat_type != "private"
+        shown = coarse_elapsed(elapsed, group=group)
+        for step in _CLOCK_STEPS:
+            tick = shown + step
+            if coarse_elapsed(tick, group=group) != shown:
+                return min(poll_delay, tick - elapsed + _TICK_SLACK)
+        return poll_delay
+
+    def _polls_now(self, job: Job) -> bool:
+        """False while only the status clock is due (the poll itself comes later)."""
+        poll_at = self._poll_at.get(job.id)
+        now = self._clock()
+        past_deadline = now - (job.submitted_at or now) > self._config.deadline_seconds
+        return poll_at is None or now >= poll_at - _TICK_SLACK or past_deadline
 
     async def _poll(self, job: Job) -> float | None:
         assert job.request_id is not None
@@ -713,12 +788,15 @@ class Tracker:
             log.info("job %s: failed at Segmind: %s", job.short_id, (report.error or "")[:200])
             return await self._end(job, JobState.FAILED, Reason.CONTENT)
         if report.status == "COMPLETED":
+            completed_at = schedule.finish_to_record(
+                seen_at=now, due_at=self._due.get(job.id, now)
+            )
             completed = await self._ledger.transition(
                 job.id,
                 job.state,
                 JobState.COMPLETED,
                 output_url=report.output_url,
-                completed_at=self._clock(),
+                completed_at=completed_at,
                 poll_count=job.poll_count + self._polls.pop(job.id, 0),
             )
             if completed is None:
@@ -742,7 +820,9 @@ class Tracker:
         stage = Progress.PROCESSING if job.state is JobState.PROCESSING else Progress.QUEUED
         if not await self._progress(job, stage):  # unchanged text: no edit
             return None
-        return await self._next_poll(job, queued=report.status == "QUEUED")
+        return self._until_poll_or_tick(
+            job, await self._next_poll(job, queued=report.status == "QUEUED")
+        )
 
     # -- COMPLETED → DELIVERED -------------------------------------------------------
 

@@ -949,3 +949,24 @@ def photo_unusable(lang: str) -> str:
         "Sorry, I couldn't make a video from this image: it's damaged, too small, or not a "
         "photo. Please send another photo.",
     )
+
+
+# -- refunds of charges the ledger lacks --
+
+
+def refund_unrecorded(lang: str, charge_id: str, user_id: int | None) -> str:
+    """/refund of a charge the ledger lacks but Telegram lists."""
+    return _(
+        lang,
+        "{charge_id} was not in the ledger; Telegram lists it as paid by user {user_id}."
+        " Its refund is on its way.",
+    ).format(charge_id=charge_id, user_id=user_id)
+
+
+def refund_lookup_failed(lang: str, charge_id: str) -> str:
+    """/refund of a charge the ledger lacks, while Telegram's list cannot be read."""
+    return _(
+        lang,
+        "{charge_id} is not in the ledger, and Telegram's list of payments cannot be read"
+        " right now. Try again in a minute.",
+    ).format(charge_id=charge_id)

@@ -30,7 +30,13 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, Conflict, TelegramError
 from telegram.ext import ContextTypes
 
-from ..core.errors import LedgerError, LedgerWriteFailed, PhotoUnavailable, SendFailed
+from ..core.errors import (
+    ChatUnreachable,
+    LedgerError,
+    LedgerWriteFailed,
+    PhotoUnavailable,
+    SendFailed,
+)
 from ..core.jobs import Job, JobState, NewJob
 from ..core.limits import DAY_SECONDS, StartOutcome, StartResult, utc_day_start
 from ..core.options import VideoOptions, choose, with_next_style
@@ -305,8 +311,7 @@ class Handlers:
         charge_id = words[1]
         before = await self.rt.ledger.payment(charge_id)
         if before is None:
-            text = texts.refund_command(self._operator_language, "unknown", charge_id)
-            await self._reply(message, text)
+            await self._refund_unrecorded(message, charge_id)
             return
         if before.refund is not RefundState.NONE:
             text = texts.refund_command(self._operator_language, before.refund.value, charge_id)
@@ -318,6 +323,21 @@ class Handlers:
         await self._reply(
             message, texts.refund_command(self._operator_language, "queued", charge_id)
         )
+
+    async def _refund_unrecorded(self, message: Message, charge_id: str) -> None:
+        """A charge the ledger lacks (lost to a crash or a full disk): Telegram's list
+        says who paid it, and it is recorded as owed back to them."""
+        lang = self._operator_language
+        try:
+            charge = await self.rt.charge_at_telegram(charge_id)
+        except (SendFailed, ChatUnreachable):
+            await self._reply(message, texts.refund_lookup_failed(lang, charge_id))
+            return
+        if charge is None or not await self.rt.refund_unrecorded(charge):
+            await self._reply(message, texts.refund_command(lang, "unknown", charge_id))
+            return
+        log.warning("payment %s: not in the ledger; refund asked by an operator", charge_id)
+        await self._reply(message, texts.refund_unrecorded(lang, charge_id, charge.user_id))
 
     # -- payments --------------------------------------------------------------------
 

@@ -24,8 +24,8 @@ from ..core.errors import LedgerWriteFailed
 from ..core.jobs import Job
 from ..core.limits import Limits
 from ..core.payments import NewPayment, Payment, PaymentOutcome
-from ..core.ports import Ledger, Messenger, VideoService
-from ..core.refunds import Reconciliation, Refunds
+from ..core.ports import Ledger, Messenger, StarCharge, VideoService
+from ..core.refunds import RECONCILE_WINDOW_SECONDS, Reconciliation, Refunds
 from ..core.tasks import Background, cancel_and_wait
 from ..core.tracker import HISTORY_LOOKUP_SECONDS, Tracker, TrackerConfig
 from ..i18n import texts
@@ -33,6 +33,7 @@ from ..i18n.catalogues import LANGUAGES
 from ..segmind import SegmindClient
 from ..settings import Settings
 from ..storage import LedgerUnusable, StoredLedger, make_ledger
+from ..storage.held import HeldPayments
 from .messenger import TelegramMessenger
 from .pacing import Priority, PriorityRateLimiter
 from .photos import Photos
@@ -287,6 +288,7 @@ class LedgerWatch:
                 continue
             break
         log.info("the ledger %s takes writes again", self._ledger.where)
+        await self._alerts.save_unsaved()
         if self._on_writable is not None:
             await self._on_writable()
         await self._alerts.cleared(AlertKind.LEDGER_FAILING)
@@ -357,9 +359,12 @@ class Runtime:
         self._tracker: Tracker | None = None
         self._alerts: Alerts | None = None
         self._refunds: Refunds | None = None
-        #: Payments Telegram confirmed while the ledger could not record them.
+        #: Payments Telegram confirmed while the ledger could not record them; each is
+        #: also in the side file, so a process that dies first records it at next start.
         self._held_payments: list[NewPayment] = []
+        self._held_file = HeldPayments(settings.database_path)
         self._reconciliation: Reconciliation | None = None
+        self._messenger: TelegramMessenger | None = None
         self._http: httpx.AsyncClient | None = None
         self._photos: Photos | None = None
         self.token_watch: TokenWatch | None = None
@@ -445,6 +450,7 @@ class Runtime:
             on_unauthorized=self.token_watch.check_now,
             language=self.settings.default_language,
         )
+        self._messenger = messenger
         self._alerts = Alerts(ledger, messenger.alert_operators)
         metered: Messenger = messenger
         on_submitted: Callable[[Job], None] | None = None
@@ -482,6 +488,7 @@ class Runtime:
             on_submitted=on_submitted,
         )
         await self._tracker.resume()
+        await self._record_payments_held_before()
         self._refunds.start()
         if not self.settings.price_stars.is_free:
             self._reconciliation.start()
@@ -513,7 +520,19 @@ class Runtime:
             payment.user_id,
         )
         self._held_payments.append(payment)
+        self._held_file.add(payment)
         self.ledger_failed()
+
+    async def _record_payments_held_before(self) -> None:
+        """A process that died holding payments left them in the side file: record
+        them now (those already recorded are recognised by their charge id)."""
+        held = {payment.charge_id for payment in self._held_payments}
+        earlier = [p for p in self._held_file.load() if p.charge_id not in held]
+        if not earlier:
+            return
+        log.warning("recording %d payment(s) held by an earlier run", len(earlier))
+        self._held_payments.extend(earlier)
+        await self.record_held_payments()
 
     async def record_held_payments(self) -> None:
         """The ledger takes writes again: record what was held, as if it came now."""
@@ -530,6 +549,37 @@ class Runtime:
                 self.tracker.track(job.id)
             elif outcome is PaymentOutcome.REFUND_DUE:
                 self.refunds.poke()
+        self._held_file.clear()
+
+    async def charge_at_telegram(self, charge_id: str) -> StarCharge | None:
+        """A Stars payment as Telegram lists it (the reconciliation's window), or None;
+        for a charge the ledger lacks. ``SendFailed``/``ChatUnreachable``: not known now."""
+        if self._messenger is None:
+            raise RuntimeError("runtime not started")
+        listed = await self._messenger.star_payments(time.time() - RECONCILE_WINDOW_SECONDS)
+        return next((charge for charge in listed if charge.charge_id == charge_id), None)
+
+    async def refund_unrecorded(self, charge: StarCharge) -> bool:
+        """Record a charge the ledger lacks (its payment was lost to a crash or a full
+        disk) as owed back at once, and start its refund; False if it has no payer.
+
+        It is recorded without its invoice payload on purpose: recorded with it, a job
+        still awaiting that payment would start, and the operator asked for the Stars
+        back, not for the video."""
+        if charge.user_id is None:
+            return False
+        await self.ledger.record_payment(
+            NewPayment(
+                charge_id=charge.charge_id,
+                provider_charge_id="",
+                user_id=charge.user_id,
+                chat_id=charge.user_id,
+                payload="",
+                amount=charge.amount,
+            )
+        )
+        self.refunds.poke()
+        return True
 
     @property
     def ledger_gone(self) -> str | None:

@@ -58,10 +58,16 @@ async def test_a_resumed_job_that_cannot_be_done_yet_waits_for_its_schedule(h: H
             output_url=request.video_url,
             completed_at=h.clock(),
         )
-    young, _ = await h.queued_job()  # submitted a moment before the restart
+    young, _ = await h.processing_job()  # submitted a moment before the restart
+    waiting, _ = await h.queued_job()  # not yet seen at work
     h.clock.advance(5)
     plan = dict(await fresh_tracker(h).resume_plan())
-    assert plan[young.id] >= 10  # no poll while it cannot be finished
+    interval = TrackerConfig().poll_interval
+    # No poll while it cannot be finished (50 s learnt: the first just before it).
+    assert plan[young.id] >= 50 - interval / 2 - 5
+    # One still queued is looked at when it is twice as old (its status line says when
+    # it is being made), not polled every interval.
+    assert 5 <= plan[waiting.id] <= 5 + interval
 
 
 @pytest.mark.parametrize("retry_after", [None, 600])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.core.jobs import JobState
 from bot.core.ports import Progress
+from bot.core.schedule import FIRST_LOOK_INTERVALS
 from tests.core.conftest import INTERVAL, Harness, run_until_settled
 
 S = JobState
@@ -38,14 +39,33 @@ async def test_without_history_the_first_poll_is_one_interval_after_the_submit(h
     assert await h.step(job.id) == INTERVAL
 
 
-async def test_a_learnt_job_waits_half_its_expected_run_before_the_first_poll(h: Harness):
+async def test_a_learnt_job_is_looked_at_once_then_polled_just_before_its_earliest_finish(
+    h: Harness,
+):
     await learn_from_history(h)
     job = await h.new_job()
+    submitted_at = h.clock.now
     delay = await h.step(job.id)
     assert (await h.job(job.id)).state is S.QUEUED
-    assert delay == RUN_SECONDS / 2  # 25 s instead of 2 s
-    assert delay is not None
-    assert delay > 10 * INTERVAL
+    # One look after two intervals, so the status line can say it is being made.
+    assert delay == FIRST_LOOK_INTERVALS * INTERVAL
+    request = h.segmind.jobs["req-1"]
+    request.status = "PROCESSING"
+    polled_at, steps = [], 0
+    while h.clock.now - submitted_at < RUN_SECONDS:
+        assert delay is not None
+        h.clock.advance(delay)
+        before = request.status_polls
+        delay = await h.step(job.id)
+        steps += 1
+        if request.status_polls > before:
+            polled_at.append(round(h.clock.now - submitted_at, 2))
+    # Then no poll until just before the learnt 50 s: the steps between only move the
+    # status line's clock (10, 20, 30, 40 s), with no request to Segmind.
+    assert polled_at == [FIRST_LOOK_INTERVALS * INTERVAL, RUN_SECONDS - INTERVAL / 2, 51.0]
+    assert steps == len(polled_at) + 4
+    clocks = [status.elapsed for status in h.messenger.statuses(job.id)]
+    assert clocks == [None, None, 10, 20, 30, 40, 50]
 
 
 async def test_a_learnt_job_costs_a_handful_of_polls(h: Harness):
@@ -64,8 +84,10 @@ async def test_a_learnt_job_costs_a_handful_of_polls(h: Harness):
             "QUEUED" if elapsed < 10 else "PROCESSING" if elapsed < 52 else "COMPLETED"
         )
         delay = await h.step(job.id)
-    # Polling every interval would take 27 polls; halving the distance takes a few.
-    assert request.status_polls <= 8, request.status_polls
+    # Polling every interval would take 27 polls. Here: looks at 4 and 8 s (queued) and
+    # 16 s (being made: the status line says so), then 49 and 51 s (still processing
+    # after its 10 s in the queue), 53 s.
+    assert request.status_polls <= 6, request.status_polls
     assert h.clock.now - submitted_at < 52 + INTERVAL  # and the video is still seen promptly
 
 
@@ -77,9 +99,9 @@ async def test_a_job_still_queued_pushes_its_earliest_finish_out(h: Harness):
 
     # Seen PROCESSING at 60 s: it may finish any moment, poll every interval.
     assert await h.step(processing.id) == INTERVAL
-    # Seen QUEUED at 60 s: it cannot finish before 60 + 40 s; wait half of that.
+    # Seen QUEUED at 60 s: it cannot finish before 60 + 40 s; no poll until then.
     delay = await h.step(queued.id)
-    assert delay == (60 + PROCESSING_SECONDS - 60) / 2
+    assert delay == PROCESSING_SECONDS - INTERVAL / 2
     assert delay is not None
     assert delay > 5 * INTERVAL
 
