@@ -245,7 +245,8 @@ class Tracker:
         return len(plan)
 
     async def resume_plan(self) -> list[tuple[int, float]]:
-        """When each unfinished job takes its first step after a start: (job id, delay).
+        """When each unfinished job nobody else holds (claimed by this call) takes its
+        first step after a start or a takeover: (job id, delay).
 
         Jobs Segmind is working on are not all polled at once (a thousand in flight
         would be a thousand status requests in the first second): each waits until the
