@@ -14,9 +14,10 @@ import random
 
 import pytest
 
+from bot.core import tracker as tracker_module
 from bot.core.errors import AlreadyRefunded
 from bot.core.jobs import Job, JobState, Reason
-from bot.core.leases import LEASE_SECONDS, LeaseLost
+from bot.core.leases import LEASE_SECONDS, Lease, LeaseLost
 from bot.core.payments import RefundState
 from bot.core.refunds import Refunds
 from bot.core.tracker import Tracker, TrackerConfig
@@ -256,3 +257,24 @@ async def test_one_refund_claimed_by_one_instance_is_not_worked_by_another(h: Ha
     assert h.messenger.told == [("charge-1", job.id)]
     await b.step()
     assert len(h.messenger.refunded) == 1
+
+
+async def test_a_running_instance_takes_over_a_dead_ones_job_by_itself(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+):
+    """The background loop (not a test's call) claims the lapsed job and drives it; a
+    stop lets it go. The loop's real-time tick is shortened; leases use the fake clock."""
+    monkeypatch.setattr(tracker_module, "TAKEOVER_SCAN_SECONDS", 0.01)
+    b = instance(h, "instance-B")
+    job = await h.new_job()
+    await claimed(h.tracker, job.id)  # instance A, which then dies
+    assert await b.resume() == 0
+    h.clock.advance(LAPSE)
+    for _ in range(500):  # B's next scans take it over and submit it
+        if h.segmind.count("submit") == 1 and (await h.job(job.id)).state is S.QUEUED:
+            break
+        await asyncio.sleep(0.01)
+    assert b.holds(job.id)
+    assert h.segmind.count("submit") == 1
+    await b.stop()
+    assert await h.ledger.claim_job(job.id, Lease("instance-C")) is not None  # let go
