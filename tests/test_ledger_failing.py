@@ -202,6 +202,8 @@ async def test_a_read_sqlite_cannot_answer_raises_ledger_read_failed(tmp_path):
         assert not ledger.db.in_transaction
     finally:
         await ledger.close()
+
+
 async def test_alert_states_the_ledger_missed_are_written_once_it_takes_writes(tmp_path):
     ledger = SqliteLedger(tmp_path / "l.sqlite3")
     await ledger.open()

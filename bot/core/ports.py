@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .jobs import Job, JobState, NewJob
+from .leases import Lease
 from .limits import Limits, StartResult
 from .options import VideoOptions
 from .payments import NewPayment, Payment, PaymentOutcome, PreCheckout
@@ -124,12 +125,26 @@ class Ledger(Protocol):
         first one's job (ALREADY_STARTED, or AWAITING_PAYMENT while its invoice is out)."""
 
     async def transition(
-        self, job_id: int, source: JobState, target: JobState, **fields: Any
+        self,
+        job_id: int,
+        source: JobState,
+        target: JobState,
+        *,
+        lease: Lease | None = None,
+        **fields: Any,
     ) -> Job | None:
-        """Compare-and-set ``source`` → ``target``; None if the job was not in ``source``."""
+        """Compare-and-set ``source`` → ``target``; None if the job was not in ``source``.
 
-    async def mark_notified(self, job_id: int, now: float | None = None) -> None:
-        """The user has heard the outcome: the job leaves the tracker for good."""
+        With ``lease`` the write is fenced: it happens only while ``lease.owner`` holds
+        the job's lease (not lapsed), extends it, and raises
+        :class:`~bot.core.leases.LeaseLost` (nothing written) when it is not held.
+        Setting ``notified_at`` lets go of the lease: the job needs no driver any more."""
+
+    async def mark_notified(
+        self, job_id: int, now: float | None = None, *, lease: Lease | None = None
+    ) -> None:
+        """The user has heard the outcome: the job leaves the tracker for good (and its
+        lease is let go). Fenced with ``lease``, as :meth:`transition`."""
 
     async def get(self, job_id: int) -> Job | None: ...
 
@@ -167,6 +182,36 @@ class Ledger(Protocol):
 
     async def save_alert_state(self, kind: str, active: bool, last_sent_at: float) -> None: ...
 
+    # Leases: which instance drives a job (see bot.core.leases)
+
+    async def claim_job(self, job_id: int, lease: Lease, now: float | None = None) -> Job | None:
+        """Claim (or extend) the lease of one unfinished job unless another instance
+        holds it unlapsed; the job as it is now, or None (held elsewhere, finished, gone)."""
+
+    async def claim_jobs(self, lease: Lease, limit: int, now: float | None = None) -> list[Job]:
+        """Claim up to ``limit`` unfinished jobs nobody holds (never claimed, released,
+        or lapsed), oldest first; concurrent callers never get the same job."""
+
+    async def renew_leases(self, lease: Lease, now: float | None = None) -> list[int]:
+        """Extend every unlapsed lease ``lease.owner`` holds on an unfinished job, in one
+        statement; the ids of the jobs it still holds."""
+
+    async def hold_job(
+        self, job_id: int, state: JobState, lease: Lease, now: float | None = None
+    ) -> bool:
+        """Right before something goes out for a job: True, with the lease extended,
+        while ``lease.owner`` holds it unlapsed and the job is still in ``state``."""
+
+    async def release_leases(self, owner: str) -> None:
+        """A clean stop: every job lease of ``owner`` is let go, for others to claim now."""
+
+    async def claim_refunds(self, lease: Lease, now: float, limit: int = 10) -> list[Payment]:
+        """As :meth:`refunds_to_work`, claimed for ``lease.owner`` (rows another instance
+        holds unlapsed are left out): one instance at a time works each refund."""
+
+    async def release_refunds(self, owner: str) -> None:
+        """A clean stop: every refund claim of ``owner`` is let go."""
+
     # Telegram Stars (see bot.core.payments for the rules)
 
     async def set_invoice_message(self, job_id: int, message_id: int) -> None: ...
@@ -196,11 +241,21 @@ class Ledger(Protocol):
 
     async def next_refund_at(self) -> float | None: ...
 
-    async def refund_confirmed(self, charge_id: str, now: float | None = None) -> None: ...
+    # With ``lease`` (a claim from claim_refunds) these three are fenced like a job's
+    # transition: LeaseLost, nothing written, when the claim is no longer held. A failed
+    # attempt and the payer told let go of the claim.
 
-    async def refund_failed(self, charge_id: str, retry_at: float) -> None: ...
+    async def refund_confirmed(
+        self, charge_id: str, now: float | None = None, *, lease: Lease | None = None
+    ) -> None: ...
 
-    async def refund_told(self, charge_id: str, now: float | None = None) -> None: ...
+    async def refund_failed(
+        self, charge_id: str, retry_at: float, *, lease: Lease | None = None
+    ) -> None: ...
+
+    async def refund_told(
+        self, charge_id: str, now: float | None = None, *, lease: Lease | None = None
+    ) -> None: ...
 
     async def request_refund(self, charge_id: str, now: float | None = None) -> Payment | None:
         """An operator's refund: owed back unless it already is; None if unknown."""

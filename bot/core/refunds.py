@@ -5,6 +5,11 @@ video (or records a payment that cannot start its job), so nothing here decides
 *whether* to refund, only drives each due refund to done and tells the payer. A refund
 whose answer was lost is tried again; ``CHARGE_ALREADY_REFUNDED`` then confirms it.
 Attempts back off (a minute at most); a crash anywhere repeats at most one attempt.
+
+Several instances on one ledger: each refund is worked by one of them at a time. A step
+claims the refunds it works (a lease on the payment's row, see :mod:`bot.core.leases`),
+and records each outcome only while it still holds that claim; an instance paused past
+its claim finds its write refused and tells nobody (the one that took over does).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from . import schedule
 from .alerts import AlertKind, Alerts
 from .errors import AlreadyRefunded, ChatUnreachable, LedgerError, RefundRefused, SendFailed
 from .jobs import JobState
+from .leases import Lease, LeaseLost, instance_id
 from .payments import Payment, RefundState
 from .ports import Ledger, Messenger, StarCharge
 from .tasks import Background
@@ -35,6 +41,8 @@ SCAN_SECONDS = 30.0
 RETRY_SECONDS = 2.0
 #: Telegram refusing a refund outright is for operators: ask again only this rarely.
 REFUSED_RETRY_SECONDS = 3600.0
+#: Refunds claimed and worked per step (each takes a request or two: well inside a lease).
+CLAIM_BATCH = 50
 
 
 class Refunds(Background):
@@ -48,8 +56,11 @@ class Refunds(Background):
         on_refused: Callable[[Payment], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        owner: str | None = None,
     ) -> None:
         self._ledger = ledger
+        #: This instance's claim on the refunds it works (``owner``: its instance id).
+        self._lease = Lease(owner or instance_id())
         self._messenger = messenger
         self._on_refused = on_refused
         self._clock = clock
@@ -75,10 +86,22 @@ class Refunds(Background):
                 await asyncio.wait_for(self._wake.wait(), delay)
             self._wake.clear()
 
+    async def stop(self) -> None:
+        """Stop, and let go of any refund claimed but not worked, for others at once."""
+        await super().stop()
+        try:
+            await self._ledger.release_refunds(self._lease.owner)
+        except Exception as exc:
+            log.warning("refunds: release failed (%s: %s); they lapse", type(exc).__name__, exc)
+
     async def step(self) -> float:
-        """Work every refund whose time has come; seconds until the next one may."""
-        for payment in await self._ledger.refunds_to_work(self._clock()):
-            await self._work(payment)
+        """Work every refund whose time has come (claimed: no other instance works it
+        meanwhile); seconds until the next one may."""
+        for payment in await self._ledger.claim_refunds(self._lease, self._clock(), CLAIM_BATCH):
+            try:
+                await self._work(payment)
+            except LeaseLost:
+                log.info("refund %s: taken over by another instance", payment.charge_id)
         next_at = await self._ledger.next_refund_at()
         if next_at is None:
             return SCAN_SECONDS
@@ -98,7 +121,7 @@ class Refunds(Background):
         except SendFailed as exc:
             log.info("refund %s: telling the payer failed (%s); next scan", payment.charge_id, exc)
             return
-        await self._ledger.refund_told(payment.charge_id)
+        await self._ledger.refund_told(payment.charge_id, lease=self._lease)
 
     async def _refund(self, payment: Payment) -> bool:
         """One attempt; True once Telegram confirmed (now or before)."""
@@ -111,7 +134,7 @@ class Refunds(Background):
             if self._on_refused is not None:
                 await self._on_refused(payment)
             await self._ledger.refund_failed(
-                payment.charge_id, self._clock() + REFUSED_RETRY_SECONDS
+                payment.charge_id, self._clock() + REFUSED_RETRY_SECONDS, lease=self._lease
             )
             return False
         except (SendFailed, ChatUnreachable) as exc:
@@ -120,9 +143,11 @@ class Refunds(Background):
                 payment.refund_attempts + 1, RETRY_SECONDS, retry_after=retry_after, rng=self._rng
             )
             log.warning("refund %s failed (%s); again in %.0fs", payment.charge_id, exc, delay)
-            await self._ledger.refund_failed(payment.charge_id, self._clock() + delay)
+            await self._ledger.refund_failed(
+                payment.charge_id, self._clock() + delay, lease=self._lease
+            )
             return False
-        await self._ledger.refund_confirmed(payment.charge_id)
+        await self._ledger.refund_confirmed(payment.charge_id, lease=self._lease)
         log.info(
             "refund %s: %d Stars back to user %s (%s)",
             payment.charge_id,

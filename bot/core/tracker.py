@@ -21,6 +21,12 @@ The submit rule (Segmind has no idempotency key and no cancel):
 The delivery rule: DELIVERED is recorded right after Telegram accepts the video. A crash
 in the few milliseconds between the two repeats that one video at the next start; no
 crash loses it.
+
+The lease rule (several instances on one ledger, see :mod:`bot.core.leases`): a job is
+driven only by the instance holding its lease. Every write of a step is fenced on it, a
+video or an outcome goes out only after the lease was checked (and extended), and a
+refused write (LeaseLost) ends this instance's task for the job at once. Another
+instance that takes the job over goes on from the ledger, exactly as a restart would.
 """
 
 from __future__ import annotations
@@ -56,9 +62,18 @@ from .errors import (
     VideoRefused,
 )
 from .jobs import ACTIVE_STATES, Job, JobState, Reason
+from .leases import (
+    CLAIM_BATCH,
+    RENEW_SECONDS,
+    TAKEOVER_SCAN_SECONDS,
+    Lease,
+    LeaseLost,
+    instance_id,
+)
 from .options import SEED_RANGE
 from .ports import Ledger, Messenger, VideoService
 from .progress import Progress, Status, coarse_elapsed, status_for, usual_seconds
+from .tasks import cancel_and_wait
 
 __all__ = ["HISTORY_LOOKUP_SECONDS", "Tracker", "TrackerConfig"]
 
@@ -180,8 +195,14 @@ class Tracker:
         on_refund_due: Callable[[], None] | None = None,
         on_ledger_failed: Callable[[], None] | None = None,
         on_submitted: Callable[[Job], None] | None = None,
+        owner: str | None = None,
     ) -> None:
         self._ledger = ledger
+        #: This instance's claim on the jobs it drives (``owner``: its instance id).
+        self._lease = Lease(owner or instance_id())
+        #: Jobs whose lease this instance holds, as the last claim or renewal said.
+        self._held: set[int] = set()
+        self._leasing: asyncio.Task[None] | None = None
         #: Told each time a request id is recorded (the job as it is then): for metrics.
         self._on_submitted = on_submitted
         #: Told when a step's write failed (disk full, read-only): operators are alerted.
@@ -228,23 +249,28 @@ class Tracker:
         return all(task.done() for task in (*self._tasks.values(), *self._critical))
 
     async def resume(self) -> int:
-        """Pick up every unfinished job in the ledger; returns how many."""
+        """Pick up every unfinished job in the ledger nobody else holds; returns how
+        many. From now on leases are renewed, and lapsed ones taken over, in the
+        background."""
         plan = await self.resume_plan()
         for job_id, delay in plan:
             self.track(job_id, delay=delay)
         if plan:
             log.info("resumed %d unfinished job(s)", len(plan))
+        if self._leasing is None and not self._closing:
+            self._leasing = asyncio.create_task(self._keep_leases(), name="leases")
         return len(plan)
 
     async def resume_plan(self) -> list[tuple[int, float]]:
-        """When each unfinished job takes its first step after a start: (job id, delay).
+        """When each unfinished job nobody else holds (claimed by this call) takes its
+        first step after a start or a takeover: (job id, delay).
 
         Jobs Segmind is working on are not all polled at once (a thousand in flight
         would be a thousand status requests in the first second): each waits until the
         schedule says it may be done, spread at most ``RESUME_POLLS_PER_SECOND``. The
         rest (a submit to look up, a video to send, a user to tell) go at once.
         """
-        jobs = await self._ledger.unfinished()
+        jobs = await self._claim_free()
         wanted: list[tuple[float, int]] = []  # (when the schedule allows a poll, job id)
         plan: list[tuple[int, float]] = []
         for job in jobs:
@@ -272,8 +298,10 @@ class Tracker:
         self._tasks[job_id] = task
 
     async def stop(self) -> None:
-        """Cancel every job task at once; the ledger holds where each one was."""
+        """Cancel every job task at once; the ledger holds where each one was. Then the
+        leases are let go, so another instance takes the jobs over at once."""
         self._closing = True
+        await cancel_and_wait(self._leasing)
         tasks = [task for task in self._tasks.values() if not task.done()]
         for task in tasks:
             task.cancel()
@@ -286,6 +314,7 @@ class Tracker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*done, *pending, return_exceptions=True)
+        await self._release_leases()
 
     async def _finish_paid_step(self, step: Coroutine[Any, Any, T]) -> T:
         """Run a step whose interruption would cost (a submit, a video upload) so that
@@ -302,7 +331,7 @@ class Tracker:
                 await asyncio.sleep(first_delay)
             while True:
                 try:
-                    job = await self._ledger.get(job_id)
+                    job = await self._leased_job(job_id)
                 except LedgerError as exc:
                     # The ledger cannot be read now (PostgreSQL restarting): keep the job.
                     log.warning("job J%s: the ledger %s; trying again", job_id, exc)
@@ -315,6 +344,12 @@ class Tracker:
                     delay = await self.step(job)
                 except asyncio.CancelledError:
                     raise
+                except LeaseLost:
+                    log.info(
+                        "job %s: taken over by another instance; not driving it", job.short_id
+                    )
+                    self._held.discard(job_id)
+                    return
                 except LedgerError as exc:
                     # Nothing was written: the job stays where it was, to be tried again.
                     log.warning("job %s: the ledger %s; trying again", job.short_id, exc)
@@ -341,6 +376,7 @@ class Tracker:
             current = self._tasks.get(job_id)
             if current is asyncio.current_task():
                 self._tasks.pop(job_id, None)
+                self._held.discard(job_id)  # a renewal says whether it is still ours
 
     async def _wait_for_poll_turn(self, job: Job) -> None:
         """A job about to be polled waits for its turn (see ``STATUS_POLLS_PER_SECOND``),
@@ -407,6 +443,7 @@ class Tracker:
             job.id,
             job.state,
             state,
+            lease=self._lease,
             reason=reason,
             poll_count=job.poll_count + self._polls.pop(job.id, 0),
         )
@@ -421,12 +458,16 @@ class Tracker:
         log.info("job %s: chat %s unreachable, giving up delivery", job.short_id, job.chat_id)
         if job.state in ACTIVE_STATES:
             ended = await self._ledger.transition(
-                job.id, job.state, JobState.UNDELIVERABLE, reason=Reason.CHAT_GONE
+                job.id,
+                job.state,
+                JobState.UNDELIVERABLE,
+                lease=self._lease,
+                reason=Reason.CHAT_GONE,
             )
             if ended is None:
                 return 0.0
             self._refund_due(ended)
-        await self._ledger.mark_notified(job.id)
+        await self._ledger.mark_notified(job.id, lease=self._lease)
         return None
 
     async def _status(self, job: Job, progress: Progress) -> Status | None:
@@ -517,6 +558,7 @@ class Tracker:
             job.id,
             JobState.PREPARING,
             JobState.SUBMITTING,
+            lease=self._lease,  # no submit leaves without this instance's lease
             seed=seed,
             image_url=image_url,
             submit_sent_at=self._clock(),
@@ -545,7 +587,7 @@ class Tracker:
             if exc.status is None:
                 # Never left this machine: safe to try again shortly.
                 back = await self._ledger.transition(
-                    job.id, JobState.SUBMITTING, JobState.PREPARING
+                    job.id, JobState.SUBMITTING, JobState.PREPARING, lease=self._lease
                 )
                 if back is None:
                     return 0.0
@@ -586,9 +628,12 @@ class Tracker:
                 job.id,
                 JobState.SUBMITTING,
                 JobState.QUEUED,
+                lease=self._lease,
                 request_id=request_id,
                 submitted_at=submitted_at,
             )
+        except LeaseLost:
+            raise  # the new owner finds the request in the history
         except Exception as exc:
             self._answered[job.id] = request_id
             log.warning(
@@ -795,6 +840,7 @@ class Tracker:
                 job.id,
                 job.state,
                 JobState.COMPLETED,
+                lease=self._lease,
                 output_url=report.output_url,
                 completed_at=completed_at,
                 poll_count=job.poll_count + self._polls.pop(job.id, 0),
@@ -812,7 +858,11 @@ class Tracker:
             return await self._deliver(completed)
         if report.status == "PROCESSING" and job.state is JobState.QUEUED:
             processing = await self._ledger.transition(
-                job.id, JobState.QUEUED, JobState.PROCESSING, processing_at=self._clock()
+                job.id,
+                JobState.QUEUED,
+                JobState.PROCESSING,
+                lease=self._lease,
+                processing_at=self._clock(),
             )
             if processing is None:
                 return 0.0
@@ -868,6 +918,7 @@ class Tracker:
     async def _send_and_record(self, job: Job, path: Path | None, expires_at: float) -> Job | None:
         """Send the video (or, too big for an upload, its link) and record DELIVERED at once."""
         assert job.output_url is not None
+        await self._hold(job)  # a video goes out only from the lease's holder
         file_id: str | None = None
         if path is None:
             await self._messenger.send_video_link(job, job.output_url, expires_at)
@@ -881,6 +932,7 @@ class Tracker:
             job.id,
             JobState.COMPLETED,
             JobState.DELIVERED,
+            lease=self._lease,
             video_file_id=file_id,
             notified_at=self._clock(),
         )
@@ -889,14 +941,103 @@ class Tracker:
 
     async def _notify(self, job: Job) -> float | None:
         if job.state is JobState.UNDELIVERABLE:
-            await self._ledger.mark_notified(job.id)
+            await self._ledger.mark_notified(job.id, lease=self._lease)
             return None
+        await self._hold(job)  # one outcome message, from the lease's holder
         try:
             await self._messenger.send_outcome(job)
         except ChatUnreachable:
-            await self._ledger.mark_notified(job.id)
+            await self._ledger.mark_notified(job.id, lease=self._lease)
             return None
         except SendFailed as exc:
             return self._backoff(job.id, exc.retry_after)
-        await self._ledger.mark_notified(job.id)
+        await self._ledger.mark_notified(job.id, lease=self._lease)
         return None
+
+    # -- leases (bot.core.leases) ------------------------------------------------------
+
+    @property
+    def owner(self) -> str:
+        """This instance's id, as the ledger's leases name it."""
+        return self._lease.owner
+
+    def holds(self, job_id: int) -> bool:
+        """Whether this instance holds the job's lease, as far as it knows (read-only)."""
+        return job_id in self._held
+
+    async def claim(self, job_id: int) -> Job | None:
+        """Claim one job for this instance (a job a handler just started, or one found
+        free); the job, or None when another instance holds it or it is finished."""
+        job = await self._ledger.claim_job(job_id, self._lease, self._clock())
+        if job is None:
+            self._held.discard(job_id)
+        else:
+            self._held.add(job_id)
+        return job
+
+    async def _leased_job(self, job_id: int) -> Job | None:
+        """The job for the next step: claimed when this instance does not hold it (yet),
+        else read. None: not (or no longer) this instance's to drive."""
+        if job_id not in self._held:
+            return await self.claim(job_id)
+        return await self._ledger.get(job_id)
+
+    async def _hold(self, job: Job) -> None:
+        """Right before a message goes out: the lease is still held (and now extended)
+        and the job still where this step found it; else LeaseLost."""
+        if not await self._ledger.hold_job(job.id, job.state, self._lease, self._clock()):
+            raise LeaseLost(job.short_id)
+
+    async def _claim_free(self) -> list[Job]:
+        """Every unfinished job nobody holds, claimed in batches of CLAIM_BATCH."""
+        claimed: list[Job] = []
+        while True:
+            batch = await self._ledger.claim_jobs(self._lease, CLAIM_BATCH, self._clock())
+            claimed.extend(batch)
+            self._held.update(job.id for job in batch)
+            if len(batch) < CLAIM_BATCH:
+                return claimed
+
+    async def renew_leases(self) -> None:
+        """Extend every lease this instance holds (one statement); jobs it no longer
+        holds (taken over while it was paused) are no longer driven."""
+        before = set(self._held)
+        held = set(await self._ledger.renew_leases(self._lease, self._clock()))
+        for job_id in sorted(before - held):
+            log.warning("job J%s: lease lost; another instance drives it now", job_id)
+        self._held = held | (self._held - before)  # with the claims made meanwhile
+
+    async def take_over(self) -> int:
+        """Claim and drive the jobs nobody holds (their instance died or stopped), and
+        drive again any job this instance holds whose task ended unfinished."""
+        plan = await self.resume_plan()
+        for job_id, delay in plan:
+            self.track(job_id, delay=delay)
+        if plan:
+            log.info("took over %d job(s) nobody was driving", len(plan))
+        for job_id in sorted(self._held - set(self._tasks)):
+            self.track(job_id)
+        return len(plan)
+
+    async def _keep_leases(self) -> None:
+        """Look for jobs to take over every TAKEOVER_SCAN_SECONDS, and renew every
+        RENEW_SECONDS. A ledger fault is logged and tried again next time."""
+        scans_per_renewal = max(1, round(RENEW_SECONDS / TAKEOVER_SCAN_SECONDS))
+        scans = 0
+        while True:
+            await asyncio.sleep(TAKEOVER_SCAN_SECONDS)
+            scans += 1
+            try:
+                if scans % scans_per_renewal == 0:
+                    await self.renew_leases()
+                await self.take_over()
+            except Exception as exc:
+                log.warning("leases: renewal or takeover failed (%s: %s)", type(exc).__name__, exc)
+
+    async def _release_leases(self) -> None:
+        """At a clean stop: let every lease go (best effort: unreleased ones lapse)."""
+        try:
+            await self._ledger.release_leases(self._lease.owner)
+        except Exception as exc:
+            log.warning("leases: release failed (%s: %s); they lapse", type(exc).__name__, exc)
+        self._held.clear()

@@ -34,6 +34,7 @@ from ..core.jobs import (
     Reason,
     can_transition,
 )
+from ..core.leases import Lease, LeaseLost
 from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
 from ..core.options import VideoOptions
 from ..core.payments import (
@@ -161,6 +162,43 @@ _TERMINAL = tuple(state.value for state in TERMINAL_STATES)
 #: Ended without a video: a paid job in one of these owes its payment back.
 _UNDELIVERED = tuple(s.value for s in TERMINAL_STATES if s is not JobState.DELIVERED)
 _PAYMENT = "SELECT * FROM payments"
+#: Jobs the tracker must (re)drive: active, or ended and the user not told yet. The
+#: parameters are ``_UNFINISHED_PARAMS``.
+_UNFINISHED = (
+    f"(state IN ({_placeholders(_ACTIVE)}) "
+    f"OR (state IN ({_placeholders(_TERMINAL)}) AND notified_at IS NULL))"
+)
+_UNFINISHED_PARAMS = (*_ACTIVE, *_TERMINAL)
+#: Refunds to work: due and their time has come (parameter: now), or done and untold.
+_REFUNDS_TO_WORK = "((refund=? AND next_refund_at<=?) OR (refund=? AND refund_told_at IS NULL))"
+
+
+def _holds(row: Row | None, owner: str, now: float) -> bool:
+    """Whether a row (its ``owner`` and ``lease_until``) is leased to ``owner`` at ``now``."""
+    return (
+        row is not None
+        and row["owner"] == owner
+        and row["lease_until"] is not None
+        and row["lease_until"] >= now
+    )
+
+
+def _lease_clauses(
+    lease: Lease | None, now: float, *, lets_go: bool = False
+) -> tuple[str, tuple[Any, ...], str, tuple[Any, ...]]:
+    """The SQL a fenced write adds: (SET part, its parameters, WHERE part, its
+    parameters). The WHERE part requires ``lease`` unlapsed; the SET part extends it, or
+    lets it go when the write ends the row's need of a driver (``lets_go``)."""
+    set_params: tuple[Any, ...] = ()
+    if lets_go:
+        set_sql = ", owner=NULL, lease_until=NULL"
+    elif lease is not None:
+        set_sql, set_params = ", lease_until=?", (lease.until(now),)
+    else:
+        set_sql = ""
+    if lease is None:
+        return set_sql, set_params, "", ()
+    return set_sql, set_params, " AND owner=? AND lease_until>=?", (lease.owner, now)
 
 
 class LedgerUnusable(RuntimeError):
@@ -250,6 +288,8 @@ class SqliteLedger:
             await db.execute("PRAGMA busy_timeout=5000")
             await db.execute("PRAGMA foreign_keys=ON")
             await self._migrate()
+            if self._exclusive:
+                await self._release_dead_leases()
             if str(self.path) != ":memory:":
                 opened = os.stat(self.path)
                 self._identity = (opened.st_dev, opened.st_ino)
@@ -325,6 +365,16 @@ class SqliteLedger:
                     await db.execute(statement)
                 # PRAGMA takes no parameters; the version is an int from our own files.
                 await db.execute(f"PRAGMA user_version={migration.version:d}")
+
+    async def _release_dead_leases(self) -> None:
+        """The OS lock says no other bot has this file open: every lease in it was left
+        by a process that is gone (killed, crashed). Let them go, so that a restart
+        resumes its jobs at once rather than after they lapse."""
+        async with self._transaction() as db:
+            for table in ("jobs", "payments"):
+                await db.execute(
+                    f"UPDATE {table} SET owner=NULL, lease_until=NULL WHERE owner IS NOT NULL"
+                )
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -656,11 +706,18 @@ class SqliteLedger:
     # -- transitions -----------------------------------------------------------------
 
     async def transition(
-        self, job_id: int, source: JobState, target: JobState, **fields: Any
+        self,
+        job_id: int,
+        source: JobState,
+        target: JobState,
+        *,
+        lease: Lease | None = None,
+        **fields: Any,
     ) -> Job | None:
         """Compare-and-set ``source`` → ``target``; None if the job was not in ``source``.
 
-        Entering a terminal state stamps ``finished_at``.
+        Entering a terminal state stamps ``finished_at``. With ``lease``, fenced: the same
+        statement requires the lease and extends it (LeaseLost when it is not held).
         """
         if not can_transition(source, target):
             raise InvalidTransition(f"{source.value} -> {target.value}")
@@ -676,15 +733,31 @@ class SqliteLedger:
             values.setdefault("finished_at", now)
         # Column names come from _SETTABLE only; values are parameters.
         assignments = "".join(f", {key}=?" for key in values)
-        update = f"UPDATE jobs SET state=?, updated_at=?{assignments} WHERE id=? AND state=?"
-        params = (target.value, now, *values.values(), job_id, source.value)
-        if target.value not in _UNDELIVERED:
+        lease_sql, lease_params, fence_sql, fence_params = _lease_clauses(
+            lease, now, lets_go=values.get("notified_at") is not None
+        )
+        update = (
+            f"UPDATE jobs SET state=?, updated_at=?{assignments}{lease_sql} "
+            f"WHERE id=? AND state=?{fence_sql}"
+        )
+        params = (
+            target.value,
+            now,
+            *values.values(),
+            *lease_params,
+            job_id,
+            source.value,
+            *fence_params,
+        )
+        if target.value not in _UNDELIVERED and lease is None:
             changed = await self._write(update, params)
         else:
             async with self._transaction() as db:
                 changed = (await db.execute(update, params)).rowcount
-                if changed:
+                if changed and target.value in _UNDELIVERED:
                     await self._owe_refund(job_id, RefundReason.JOB_ENDED, now)
+                if not changed and lease is not None:
+                    await self._check_lease("jobs", "id", job_id, lease, now)
         if not changed:
             return None
         job = await self.get(job_id)
@@ -709,13 +782,132 @@ class SqliteLedger:
             ),
         )
 
-    async def mark_notified(self, job_id: int, now: float | None = None) -> None:
-        """The user has heard the outcome: the job leaves the tracker for good."""
+    async def mark_notified(
+        self, job_id: int, now: float | None = None, *, lease: Lease | None = None
+    ) -> None:
+        """The user has heard the outcome: the job leaves the tracker for good, and its
+        lease is let go. With ``lease``, fenced (LeaseLost when it is not held)."""
         stamp = self._clock()
-        await self._write(
-            "UPDATE jobs SET notified_at=?, updated_at=? WHERE id=? AND notified_at IS NULL",
-            (stamp if now is None else now, stamp, job_id),
+        _, _, fence_sql, fence_params = _lease_clauses(lease, stamp)
+        update = (
+            "UPDATE jobs SET notified_at=?, updated_at=?, owner=NULL, lease_until=NULL "
+            f"WHERE id=? AND notified_at IS NULL{fence_sql}"
         )
+        params = (stamp if now is None else now, stamp, job_id, *fence_params)
+        if lease is None:
+            await self._write(update, params)
+            return
+        async with self._transaction() as db:
+            if (await db.execute(update, params)).rowcount == 0:
+                told = await self._scalar(
+                    "SELECT notified_at IS NOT NULL FROM jobs WHERE id=?", (job_id,)
+                )
+                if not told:
+                    await self._check_lease("jobs", "id", job_id, lease, stamp)
+
+    async def _check_lease(
+        self, table: str, key_column: str, key: Any, lease: Lease, now: float
+    ) -> None:
+        """After a fenced write changed nothing (inside its transaction): LeaseLost
+        unless the row is still leased to ``lease.owner`` (then the row was elsewhere
+        in its life, and the caller's compare-and-set says so)."""
+        async with self.db.execute(
+            f"SELECT owner, lease_until FROM {table} WHERE {key_column}=?", (key,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is not None and not _holds(row, lease.owner, now):
+            raise LeaseLost(f"{table} {key}")
+
+    # -- leases (bot.core.leases) ---------------------------------------------------------
+
+    async def _write_returning(self, sql: str, params: Iterable[Any]) -> list[sqlite3.Row]:
+        """One ``UPDATE … RETURNING`` in its own transaction; the rows it changed."""
+        async with self._transaction() as db, db.execute(sql, tuple(params)) as cursor:
+            return list(await cursor.fetchall())
+
+    async def claim_job(self, job_id: int, lease: Lease, now: float | None = None) -> Job | None:
+        """Claim (or extend) one unfinished job's lease unless another instance holds it
+        unlapsed; the job, or None."""
+        now = self._clock() if now is None else now
+        rows = await self._write_returning(
+            "UPDATE jobs SET owner=?, lease_until=? WHERE id=? "
+            f"AND (owner IS NULL OR owner=? OR lease_until<?) AND {_UNFINISHED} RETURNING *",
+            (lease.owner, lease.until(now), job_id, lease.owner, now, *_UNFINISHED_PARAMS),
+        )
+        return row_to_job(rows[0]) if rows else None
+
+    async def claim_jobs(self, lease: Lease, limit: int, now: float | None = None) -> list[Job]:
+        """Up to ``limit`` unfinished jobs nobody holds, oldest first, now ``lease``'s.
+        (PostgreSQL: the inner SELECT takes ``FOR UPDATE SKIP LOCKED``.)"""
+        now = self._clock() if now is None else now
+        rows = await self._write_returning(
+            "UPDATE jobs SET owner=?, lease_until=? WHERE id IN (SELECT id FROM jobs "
+            f"WHERE {_UNFINISHED} AND (owner IS NULL OR lease_until<?) ORDER BY id LIMIT ?) "
+            "RETURNING *",
+            (lease.owner, lease.until(now), *_UNFINISHED_PARAMS, now, limit),
+        )
+        return sorted((row_to_job(row) for row in rows), key=lambda job: job.id)
+
+    async def renew_leases(self, lease: Lease, now: float | None = None) -> list[int]:
+        """One statement: every unlapsed lease of ``lease.owner`` extended; their job ids."""
+        now = self._clock() if now is None else now
+        rows = await self._write_returning(
+            "UPDATE jobs SET lease_until=? WHERE owner=? AND lease_until>=? "
+            "AND notified_at IS NULL RETURNING id",
+            (lease.until(now), lease.owner, now),
+        )
+        return sorted(int(row["id"]) for row in rows)
+
+    async def hold_job(
+        self, job_id: int, state: JobState, lease: Lease, now: float | None = None
+    ) -> bool:
+        """Still ``lease.owner``'s, unlapsed, and in ``state``: extended, True."""
+        now = self._clock() if now is None else now
+        changed = await self._write(
+            "UPDATE jobs SET lease_until=? WHERE id=? AND state=? AND owner=? AND lease_until>=?",
+            (lease.until(now), job_id, state.value, lease.owner, now),
+        )
+        return changed == 1
+
+    async def release_leases(self, owner: str) -> None:
+        await self._write("UPDATE jobs SET owner=NULL, lease_until=NULL WHERE owner=?", (owner,))
+
+    async def claim_refunds(self, lease: Lease, now: float, limit: int = 10) -> list[Payment]:
+        """Refunds to work (as refunds_to_work) that no other instance holds, now
+        ``lease``'s. (PostgreSQL: the inner SELECT takes ``FOR UPDATE SKIP LOCKED``.)"""
+        rows = await self._write_returning(
+            "UPDATE payments SET owner=?, lease_until=? WHERE charge_id IN (SELECT charge_id "
+            f"FROM payments WHERE {_REFUNDS_TO_WORK} AND (owner IS NULL OR owner=? "
+            "OR lease_until<?) ORDER BY refund_due_at LIMIT ?) RETURNING *",
+            (
+                lease.owner,
+                lease.until(now),
+                RefundState.DUE.value,
+                now,
+                RefundState.DONE.value,
+                lease.owner,
+                now,
+                limit,
+            ),
+        )
+        payments = [row_to_payment(row) for row in rows]
+        return sorted(payments, key=lambda p: (p.refund_due_at or 0.0, p.charge_id))
+
+    async def release_refunds(self, owner: str) -> None:
+        await self._write(
+            "UPDATE payments SET owner=NULL, lease_until=NULL WHERE owner=?", (owner,)
+        )
+
+    async def _fenced_payment_write(
+        self, sql: str, params: tuple[Any, ...], charge_id: str, lease: Lease | None, now: float
+    ) -> None:
+        """A refund's write; with ``lease`` fenced on the payment's claim (LeaseLost)."""
+        if lease is None:
+            await self._write(sql, params)
+            return
+        async with self._transaction() as db:
+            if (await db.execute(sql, params)).rowcount == 0:
+                await self._check_lease("payments", "charge_id", charge_id, lease, now)
 
     # -- reads -----------------------------------------------------------------------
 
@@ -724,11 +916,7 @@ class SqliteLedger:
 
     async def unfinished(self) -> list[Job]:
         """Jobs the tracker must (re)drive: active, or ended but not yet told to the user."""
-        return await self._fetch_all(
-            f"{_JOB} WHERE state IN ({_placeholders(_ACTIVE)}) "
-            f"OR (state IN ({_placeholders(_TERMINAL)}) AND notified_at IS NULL) ORDER BY id",
-            (*_ACTIVE, *_TERMINAL),
-        )
+        return await self._fetch_all(f"{_JOB} WHERE {_UNFINISHED} ORDER BY id", _UNFINISHED_PARAMS)
 
     async def recent(self, limit: int = 10) -> list[Job]:
         """The latest started jobs, newest first (for operators)."""
@@ -962,31 +1150,58 @@ class SqliteLedger:
         )
         return float(value) if value is not None else None
 
-    async def refund_confirmed(self, charge_id: str, now: float | None = None) -> None:
-        """Telegram confirmed the refund (or said it already happened)."""
-        await self._write(
-            "UPDATE payments SET refund=?, refunded_at=? WHERE charge_id=? AND refund=?",
+    async def refund_confirmed(
+        self, charge_id: str, now: float | None = None, *, lease: Lease | None = None
+    ) -> None:
+        """Telegram confirmed the refund (or said it already happened). With ``lease``,
+        fenced on the claim, which it extends (the payer is told next)."""
+        stamp = self._clock()
+        lease_sql, lease_params, fence_sql, fence_params = _lease_clauses(lease, stamp)
+        await self._fenced_payment_write(
+            f"UPDATE payments SET refund=?, refunded_at=?{lease_sql} "
+            f"WHERE charge_id=? AND refund=?{fence_sql}",
             (
                 RefundState.DONE.value,
-                self._clock() if now is None else now,
+                stamp if now is None else now,
+                *lease_params,
                 charge_id,
                 RefundState.DUE.value,
+                *fence_params,
             ),
+            charge_id,
+            lease,
+            stamp,
         )
 
-    async def refund_failed(self, charge_id: str, retry_at: float) -> None:
-        """This attempt failed: try again at ``retry_at``."""
-        await self._write(
-            "UPDATE payments SET refund_attempts=refund_attempts+1, next_refund_at=? "
-            "WHERE charge_id=? AND refund=?",
-            (retry_at, charge_id, RefundState.DUE.value),
+    async def refund_failed(
+        self, charge_id: str, retry_at: float, *, lease: Lease | None = None
+    ) -> None:
+        """This attempt failed: try again at ``retry_at`` (the claim is let go)."""
+        stamp = self._clock()
+        _, _, fence_sql, fence_params = _lease_clauses(lease, stamp)
+        await self._fenced_payment_write(
+            "UPDATE payments SET refund_attempts=refund_attempts+1, next_refund_at=?, "
+            f"owner=NULL, lease_until=NULL WHERE charge_id=? AND refund=?{fence_sql}",
+            (retry_at, charge_id, RefundState.DUE.value, *fence_params),
+            charge_id,
+            lease,
+            stamp,
         )
 
-    async def refund_told(self, charge_id: str, now: float | None = None) -> None:
-        """The payer has heard the refund went through (or cannot be reached)."""
-        await self._write(
-            "UPDATE payments SET refund_told_at=? WHERE charge_id=? AND refund_told_at IS NULL",
-            (self._clock() if now is None else now, charge_id),
+    async def refund_told(
+        self, charge_id: str, now: float | None = None, *, lease: Lease | None = None
+    ) -> None:
+        """The payer has heard the refund went through (or cannot be reached); the claim
+        is let go."""
+        stamp = self._clock()
+        _, _, fence_sql, fence_params = _lease_clauses(lease, stamp)
+        await self._fenced_payment_write(
+            "UPDATE payments SET refund_told_at=?, owner=NULL, lease_until=NULL "
+            f"WHERE charge_id=? AND refund_told_at IS NULL{fence_sql}",
+            (stamp if now is None else now, charge_id, *fence_params),
+            charge_id,
+            lease,
+            stamp,
         )
 
     async def request_refund(self, charge_id: str, now: float | None = None) -> Payment | None:

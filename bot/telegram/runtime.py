@@ -22,6 +22,7 @@ from telegram.ext import ExtBot
 from ..core.alerts import AlertKind, Alerts
 from ..core.errors import LedgerWriteFailed
 from ..core.jobs import Job
+from ..core.leases import instance_id
 from ..core.limits import Limits
 from ..core.payments import NewPayment, Payment, PaymentOutcome
 from ..core.ports import Ledger, Messenger, StarCharge, VideoService
@@ -351,6 +352,8 @@ class Runtime:
         self.limiter = PriorityRateLimiter(
             on_flood=self._telegram_flooded, on_answer=self._telegram_answered
         )
+        #: This process's id in the ledger's leases (bot.core.leases), made once.
+        self.instance = instance_id()
         self.limits = Limits(
             max_active_per_user=settings.max_active_jobs_per_user,
             daily_per_user=settings.daily_jobs_per_user,
@@ -470,7 +473,7 @@ class Runtime:
             # Telegram refused the refund itself: operators must look at once.
             await alerts.trouble(AlertKind.REFUND_STUCK)
 
-        self._refunds = Refunds(ledger, metered, on_refused=refund_refused)
+        self._refunds = Refunds(ledger, metered, on_refused=refund_refused, owner=self.instance)
         self._reconciliation = Reconciliation(ledger, metered, alerts)
         self._tracker = Tracker(
             ledger,
@@ -486,7 +489,9 @@ class Runtime:
             on_refund_due=self._refunds.poke,
             on_ledger_failed=self.ledger_failed,
             on_submitted=on_submitted,
+            owner=self.instance,
         )
+        log.info("instance %s: driving the jobs it claims in the ledger", self.instance)
         await self._tracker.resume()
         await self._record_payments_held_before()
         self._refunds.start()

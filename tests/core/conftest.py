@@ -42,6 +42,8 @@ CHAT = 4242
 USER = 77
 LIMITS = Limits(max_active_per_user=1000, daily_per_user=0)
 INTERVAL = TrackerConfig().poll_interval
+#: The instance id of the harness's tracker in the ledger's leases.
+OWNER = "instance-A"
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Harness:
             TrackerConfig(**config),
             clock=self.clock,
             rng=random.Random(0),
+            owner=self.tracker.owner,  # the same instance, configured anew
         )
 
     # -- making jobs through the ledger's own API --------------------------------------
@@ -194,9 +197,11 @@ class Harness:
         return job
 
     async def step(self, job_id: int) -> float | None:
-        """One ``Tracker.step`` on the job as the ledger has it now."""
+        """One ``Tracker.step`` on the job as the ledger has it now, claimed for the
+        tracker first (as its task does; a finished job is stepped as read)."""
         before = len(self.ledger.moves)
-        delay = await self.tracker.step(await self.job(job_id))
+        job = await self.tracker.claim(job_id) or await self.job(job_id)
+        delay = await self.tracker.step(job)
         self.step_moves.extend(self.ledger.moves[before:])
         return delay
 
@@ -269,6 +274,7 @@ async def h(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Harness]:
             TrackerConfig(),
             clock=clock,
             rng=random.Random(0),
+            owner=OWNER,
         ),
     )
     try:

@@ -11,8 +11,10 @@ import pytest
 
 from bot.core.errors import InvalidTransition
 from bot.core.jobs import TERMINAL_STATES, JobState, Reason
+from bot.core.leases import Lease, LeaseLost
 from bot.core.limits import Limits, StartOutcome, utc_day_start
 from bot.core.options import VideoOptions
+from bot.core.payments import PaymentOutcome, RefundState
 from bot.core.ports import UPDATE_CLAIM_SECONDS, Ledger, RunSeconds
 from tests.builders import new_job
 from tests.storage.conftest import Clock
@@ -528,3 +530,221 @@ async def test_delivered_videos_are_the_users_own_with_a_file_id_newest_first(le
     assert [job.video_file_id for job in videos] == [f"video-{second}", f"video-{first}"]
     assert [job.id for job in await ledger.delivered_videos(1, limit=1)] == [second]
     assert await ledger.delivered_videos(3) == []
+
+
+# -- leases: which instance drives a job (bot.core.leases) ------------------------------
+
+A = Lease("instance-A")
+B = Lease("instance-B")
+
+
+async def test_a_claimed_job_is_not_claimed_by_another_until_its_lease_lapses(ledger, clock):
+    job_id = await started(ledger)
+    claimed = await ledger.claim_job(job_id, A)
+    assert claimed is not None
+    assert (claimed.id, claimed.state) == (job_id, JobState.PREPARING)
+    assert await ledger.claim_job(job_id, B) is None
+    assert await ledger.claim_jobs(B, 10) == []
+    assert await ledger.claim_job(job_id, A) is not None  # its holder may claim again
+    clock.now += A.seconds  # lapses only after lease_until has passed
+    assert await ledger.claim_job(job_id, B) is None
+    clock.now += 0.5
+    taken = await ledger.claim_job(job_id, B)
+    assert taken is not None
+    assert await ledger.claim_job(job_id, A) is None
+
+
+async def test_only_unfinished_jobs_are_claimed(ledger):
+    draft, _ = await ledger.create_draft(new_job(1), VideoOptions())
+    told = await started(ledger, message_id=2)
+    await ledger.transition(told, JobState.PREPARING, JobState.REJECTED, reason=Reason.BUSY)
+    untold = await started(ledger, message_id=3)
+    await ledger.transition(untold, JobState.PREPARING, JobState.REJECTED, reason=Reason.BUSY)
+    await ledger.mark_notified(told)
+    assert await ledger.claim_job(draft.id, A) is None
+    assert await ledger.claim_job(told, A) is None
+    assert await ledger.claim_job(12345, A) is None
+    assert [job.id for job in await ledger.claim_jobs(A, 10)] == [untold]
+
+
+async def test_claim_jobs_takes_a_bounded_batch_oldest_first_of_those_nobody_holds(ledger, clock):
+    ids = [await started(ledger, message_id=m, user_id=m) for m in range(1, 6)]
+    await ledger.claim_job(ids[0], A)
+    first = await ledger.claim_jobs(B, 2)
+    assert [job.id for job in first] == ids[1:3]
+    assert [job.id for job in await ledger.claim_jobs(B, 10)] == ids[3:]
+    assert await ledger.claim_jobs(A, 10) == []  # all held
+    clock.now += A.seconds + 1  # every lease lapsed: all free again
+    assert [job.id for job in await ledger.claim_jobs(A, 10)] == ids
+
+
+async def test_concurrent_claims_never_share_a_job(open_ledger):
+    """Two instances (two connections to one ledger) claiming at once split the jobs."""
+    first = await open_ledger()
+    second = await open_ledger()
+    ids = {await started(first, message_id=m, user_id=m) for m in range(1, 41)}
+    batches = await asyncio.gather(
+        *(
+            ledger.claim_jobs(lease, 7)
+            for _ in range(4)
+            for ledger, lease in ((first, A), (second, B))
+        )
+    )
+    claimed = [job.id for batch in batches for job in batch]
+    assert len(claimed) == len(set(claimed))  # nobody got a job twice
+    assert set(claimed) <= ids
+    rest = await first.claim_jobs(A, 100)
+    assert set(claimed) | {job.id for job in rest} == ids
+
+
+async def test_renewal_extends_the_unlapsed_leases_of_its_owner_only(ledger, clock):
+    mine = [await started(ledger, message_id=m, user_id=m) for m in (1, 2)]
+    theirs = await started(ledger, message_id=3, user_id=3)
+    for job_id in mine:
+        await ledger.claim_job(job_id, A)
+    await ledger.claim_job(theirs, B)
+    clock.now += 20
+    assert await ledger.renew_leases(A) == mine
+    clock.now += 20  # A renewed 20 s ago; B claimed 40 s ago: B's lapsed
+    assert [job.id for job in await ledger.claim_jobs(Lease("instance-C"), 10)] == [theirs]
+    assert await ledger.renew_leases(B) == []  # lapsed and taken: not renewed
+    clock.now += A.seconds + 1
+    assert await ledger.renew_leases(A) == []  # a lapsed lease is not renewed either
+    assert {job.id for job in await ledger.claim_jobs(B, 10)} == {*mine, theirs}
+
+
+async def test_a_fenced_transition_needs_the_lease_and_keeps_it_alive(ledger, clock):
+    job_id = await started(ledger)
+    with pytest.raises(LeaseLost):  # nobody claimed it: nobody may record a submit
+        await ledger.transition(job_id, JobState.PREPARING, JobState.SUBMITTING, lease=A, seed=7)
+    await ledger.claim_job(job_id, A)
+    with pytest.raises(LeaseLost):
+        await ledger.transition(job_id, JobState.PREPARING, JobState.SUBMITTING, lease=B, seed=7)
+    assert (await ledger.get(job_id)).state is JobState.PREPARING  # nothing written
+    clock.now += 20
+    moved = await ledger.transition(
+        job_id, JobState.PREPARING, JobState.SUBMITTING, lease=A, seed=7
+    )
+    assert moved is not None
+    assert moved.options.seed == 7
+    clock.now += 20  # 40 s after the claim, 20 after the fenced write: still A's
+    assert await ledger.claim_job(job_id, B) is None
+    # Not in that state any more, while the lease is held: None, as without a lease.
+    assert (
+        await ledger.transition(job_id, JobState.PREPARING, JobState.SUBMITTING, lease=A) is None
+    )
+    clock.now += A.seconds + 1
+    with pytest.raises(LeaseLost):  # lapsed: refused even though nobody took it yet
+        await ledger.transition(
+            job_id, JobState.SUBMITTING, JobState.QUEUED, lease=A, request_id="req-1"
+        )
+    assert (await ledger.get(job_id)).request_id is None
+
+
+async def test_a_paid_job_ended_without_its_lease_owes_nothing_yet(ledger, clock):
+    """Making a refund due is part of ending the job: fenced with it."""
+    from tests.storage.test_payments_contract import invoiced, paid
+
+    job = await invoiced(ledger)
+    outcome, _, started_job = await ledger.record_payment(paid(job))
+    assert outcome is PaymentOutcome.STARTED
+    await ledger.claim_job(job.id, A)
+    with pytest.raises(LeaseLost):
+        await ledger.transition(
+            job.id, JobState.PREPARING, JobState.REJECTED, lease=B, reason=Reason.BUSY
+        )
+    assert await ledger.refunds_to_work(1e12) == []
+    ended = await ledger.transition(
+        job.id, JobState.PREPARING, JobState.REJECTED, lease=A, reason=Reason.BUSY
+    )
+    assert ended is not None
+    [due] = await ledger.refunds_to_work(1e12)
+    assert due.charge_id == "ch-1"
+
+
+async def test_the_end_of_a_job_lets_its_lease_go(ledger, clock):
+    delivered_id = await started(ledger, message_id=1)
+    told_id = await started(ledger, message_id=2)
+    for job_id in (delivered_id, told_id):
+        await ledger.claim_job(job_id, A)
+    for source, target, fields in [
+        (JobState.PREPARING, JobState.SUBMITTING, {}),
+        (JobState.SUBMITTING, JobState.QUEUED, {"request_id": "req-1"}),
+        (JobState.QUEUED, JobState.COMPLETED, {"output_url": "https://v"}),
+        (JobState.COMPLETED, JobState.DELIVERED, {"notified_at": clock.now}),
+    ]:
+        assert await ledger.transition(delivered_id, source, target, lease=A, **fields)
+    await ledger.transition(
+        told_id, JobState.PREPARING, JobState.REJECTED, lease=A, reason=Reason.BUSY
+    )
+    with pytest.raises(LeaseLost):
+        await ledger.mark_notified(told_id, lease=B)
+    assert (await ledger.get(told_id)).notified_at is None
+    await ledger.mark_notified(told_id, lease=A)
+    assert (await ledger.get(told_id)).notified_at is not None
+    await ledger.mark_notified(told_id, lease=A)  # told already: nothing to do, no error
+    assert await ledger.renew_leases(A) == []
+
+
+async def test_hold_job_is_true_only_for_the_holder_in_the_state_it_expects(ledger, clock):
+    job_id = await started(ledger)
+    assert not await ledger.hold_job(job_id, JobState.PREPARING, A)  # not claimed
+    await ledger.claim_job(job_id, A)
+    assert await ledger.hold_job(job_id, JobState.PREPARING, A)
+    assert not await ledger.hold_job(job_id, JobState.COMPLETED, A)
+    assert not await ledger.hold_job(job_id, JobState.PREPARING, B)
+    clock.now += 25
+    assert await ledger.hold_job(job_id, JobState.PREPARING, A)  # and extends it
+    clock.now += 25
+    assert await ledger.claim_job(job_id, B) is None
+    clock.now += A.seconds + 1
+    assert not await ledger.hold_job(job_id, JobState.PREPARING, A)
+
+
+async def test_released_leases_are_claimed_at_once(ledger):
+    ids = [await started(ledger, message_id=m, user_id=m) for m in (1, 2)]
+    await ledger.claim_jobs(A, 10)
+    other = await started(ledger, message_id=3, user_id=3)
+    await ledger.claim_job(other, B)
+    await ledger.release_leases(A.owner)
+    assert [job.id for job in await ledger.claim_jobs(Lease("instance-C"), 10)] == ids
+    assert await ledger.claim_job(other, A) is None  # B's was not released
+
+
+async def test_a_due_refund_is_claimed_by_one_instance_and_fenced_on_its_claim(ledger, clock):
+    from tests.storage.test_payments_contract import invoiced, paid
+
+    job = await invoiced(ledger)
+    await ledger.record_payment(paid(job, "ch-1"))
+    await ledger.record_payment(paid(job, "ch-2"))  # paid twice: owed back at once
+    [claimed] = await ledger.claim_refunds(A, clock.now)
+    assert (claimed.charge_id, claimed.refund) == ("ch-2", RefundState.DUE)
+    assert await ledger.claim_refunds(B, clock.now) == []
+    assert [p.charge_id for p in await ledger.claim_refunds(A, clock.now)] == ["ch-2"]
+    with pytest.raises(LeaseLost):
+        await ledger.refund_confirmed("ch-2", lease=B)
+    assert (await ledger.payment("ch-2")).refund is RefundState.DUE
+    clock.now += A.seconds + 1  # A paused past its claim: B takes the refund over
+    [taken] = await ledger.claim_refunds(B, clock.now)
+    assert taken.charge_id == "ch-2"
+    with pytest.raises(LeaseLost):
+        await ledger.refund_confirmed("ch-2", lease=A)
+    await ledger.refund_confirmed("ch-2", lease=B)
+    assert await ledger.claim_refunds(A, clock.now) == []  # B still tells the payer
+    await ledger.refund_told("ch-2", lease=B)  # told: the claim is let go
+    assert await ledger.claim_refunds(A, 1e12) == []
+    assert (await ledger.payment("ch-2")).refund_told_at is not None
+
+
+async def test_a_failed_refund_attempt_lets_its_claim_go(ledger, clock):
+    from tests.storage.test_payments_contract import invoiced, paid
+
+    job = await invoiced(ledger)
+    await ledger.record_payment(paid(job, "ch-1"))
+    await ledger.record_payment(paid(job, "ch-2"))
+    await ledger.claim_refunds(A, clock.now)
+    await ledger.refund_failed("ch-2", clock.now + 5, lease=A)
+    [retry] = await ledger.claim_refunds(B, clock.now + 5)  # no lapse needed
+    assert (retry.charge_id, retry.refund_attempts) == ("ch-2", 1)
+    await ledger.release_refunds(B.owner)
+    assert [p.charge_id for p in await ledger.claim_refunds(A, clock.now + 5)] == ["ch-2"]

@@ -5,6 +5,8 @@ import sqlite3
 import pytest
 
 from bot.core.jobs import JobState
+from bot.core.leases import Lease
+from bot.core.limits import Limits
 from bot.core.options import VideoOptions
 from bot.core.ports import RunSeconds
 from bot.storage import SCHEMA_VERSION, LedgerUnusable, SqliteLedger
@@ -195,3 +197,28 @@ async def test_check_proves_the_ledger_can_be_written(tmp_path):
         assert await ledger.unfinished() == []  # and nothing changed
     finally:
         await ledger.close()
+
+
+async def test_a_bot_opening_the_ledger_lets_go_of_leases_a_dead_process_left(tmp_path):
+    """The OS lock proves no other bot has the file: a killed bot's leases (which would
+    hold its jobs for 30 s) are let go at once, so a restart resumes them at once."""
+    path = tmp_path / "ledger.sqlite3"
+    killed = SqliteLedger(path)
+    await killed.open()
+    draft, _ = await killed.create_draft(new_job(), VideoOptions())
+    await killed.start(draft.id, 1, Limits(max_active_per_user=2, daily_per_user=0))
+    assert await killed.claim_job(draft.id, Lease("killed-instance")) is not None
+    await killed.close()  # as if SIGKILLed: nothing released
+
+    checking = SqliteLedger(path)  # `python -m bot check` beside it takes no lock
+    await checking.open()
+    assert await checking.claim_job(draft.id, Lease("new-instance")) is None
+    await checking.close()
+
+    restarted = SqliteLedger(path, exclusive=True)
+    await restarted.open()
+    try:
+        [resumed] = await restarted.claim_jobs(Lease("new-instance"), 10)
+        assert resumed.id == draft.id
+    finally:
+        await restarted.close()

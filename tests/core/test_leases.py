@@ -1,0 +1,280 @@
+"""Two instances on one ledger: each job is driven by the one holding its lease.
+
+Instance A is the harness's tracker; instance B a second Tracker on the same ledger,
+Segmind and chat. "A is paused" means A's clock moves on while A neither steps nor
+renews; A then "wakes" and steps the job as it had read it before the pause. Every
+test counts what reached Segmind (submits) and the chat (videos, outcomes): exactly one
+of each per Generate, whoever drove it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from bot.core import tracker as tracker_module
+from bot.core.errors import AlreadyRefunded
+from bot.core.jobs import Job, JobState, Reason
+from bot.core.leases import LEASE_SECONDS, Lease, LeaseLost
+from bot.core.payments import RefundState
+from bot.core.refunds import Refunds
+from bot.core.tracker import Tracker, TrackerConfig
+from tests.core.conftest import Harness
+from tests.core.doubles import GatedBody
+from tests.core.test_refunds import paid_job
+
+S = JobState
+LAPSE = LEASE_SECONDS + 1
+
+
+def instance(h: Harness, owner: str) -> Tracker:
+    """Another bot instance sharing the harness's ledger, Segmind and chat."""
+    return Tracker(
+        h.ledger,
+        h.client,
+        h.messenger,
+        h.alerts_core,
+        TrackerConfig(),
+        clock=h.clock,
+        rng=random.Random(1),
+        owner=owner,
+    )
+
+
+async def drive(h: Harness, tracker: Tracker, job_id: int, max_steps: int = 50) -> None:
+    """Step the job with ``tracker`` (its task would), advancing the clock, to the end."""
+    for _ in range(max_steps):
+        job = await h.ledger.get(job_id)
+        assert job is not None
+        delay = await tracker.step(job)
+        if delay is None:
+            return
+        h.clock.advance(delay)
+    raise AssertionError(f"job {job_id} not finished after {max_steps} steps")
+
+
+async def claimed(tracker: Tracker, job_id: int) -> Job:
+    job = await tracker.claim(job_id)
+    assert job is not None
+    return job
+
+
+async def test_the_instance_that_claims_a_job_drives_it_and_no_other_may(h: Harness):
+    b = instance(h, "instance-B")
+    job = await h.new_job()  # Generate pressed on instance A: A's task claims it
+    await claimed(h.tracker, job.id)
+    assert await b.claim(job.id) is None
+    assert await b.resume_plan() == []  # B's takeover scan finds nothing free
+    assert not b.holds(job.id)
+    h.segmind.next_timeline = ["COMPLETED"]
+    await drive(h, h.tracker, job.id)
+    assert (await h.job(job.id)).state is S.DELIVERED
+    assert len(h.segmind.accepted) == 1
+    assert len(h.messenger.videos) == 1
+    assert await b.claim(job.id) is None  # delivered and told: nobody drives it again
+
+
+async def test_renewal_keeps_a_job_and_without_it_the_job_is_taken_over(h: Harness):
+    b = instance(h, "instance-B")
+    job = await h.new_job()
+    await claimed(h.tracker, job.id)
+    h.clock.advance(20)
+    await h.tracker.renew_leases()
+    h.clock.advance(20)  # 40 s after the claim, 20 after the renewal
+    assert await b.resume_plan() == []
+    assert h.tracker.holds(job.id)
+    h.clock.advance(11)  # A stopped renewing (paused): its lease lapsed
+    assert [job_id for job_id, _ in await b.resume_plan()] == [job.id]
+    assert b.holds(job.id)
+    await h.tracker.renew_leases()  # A wakes: it learns the job is no longer its own
+    assert not h.tracker.holds(job.id)
+
+
+async def test_a_paused_instance_cannot_submit_a_job_taken_over_meanwhile(h: Harness):
+    b = instance(h, "instance-B")
+    job = await h.new_job()
+    before_pause = await claimed(h.tracker, job.id)
+    h.clock.advance(LAPSE)  # A paused past its lease
+    assert [job_id for job_id, _ in await b.resume_plan()] == [job.id]
+    # A wakes and carries on from what it read: storing SUBMITTING (before the POST)
+    # is fenced on the lease, so its submit never leaves.
+    with pytest.raises(LeaseLost):
+        await h.tracker.step(before_pause)
+    assert h.segmind.count("submit") == 0
+    assert (await h.job(job.id)).state is S.PREPARING
+    h.segmind.next_timeline = ["COMPLETED"]
+    await drive(h, b, job.id)  # B submits once and delivers
+    assert (await h.job(job.id)).state is S.DELIVERED
+    assert h.segmind.count("submit") == 1
+    assert len(h.messenger.videos) == 1
+
+
+async def test_a_submit_whose_answer_comes_after_a_takeover_is_found_not_resubmitted(
+    h: Harness,
+):
+    """A sent its submit and was paused before recording the answer: its write of the
+    request_id is refused, and B, finding the job SUBMITTING, looks the request up in
+    Segmind's history rather than submitting again."""
+    b = instance(h, "instance-B")
+    job = await h.new_job()
+    await claimed(h.tracker, job.id)
+
+    async def paused_while_answering(body: object) -> None:
+        h.clock.advance(LAPSE)
+        assert [job_id for job_id, _ in await b.resume_plan()] == [job.id]
+
+    h.segmind.on_submit = paused_while_answering
+    with pytest.raises(LeaseLost):
+        await h.step(job.id)
+    h.segmind.on_submit = None
+    submitting = await h.job(job.id)
+    assert (submitting.state, submitting.request_id) == (S.SUBMITTING, None)
+    assert h.segmind.accepted == ["req-1"]
+
+    h.segmind.jobs["req-1"].timeline = ["COMPLETED"]
+    await drive(h, b, job.id)
+    done = await h.job(job.id)
+    assert (done.state, done.request_id) == (S.DELIVERED, "req-1")
+    assert h.segmind.count("submit") == 1
+    assert h.segmind.count("history") >= 1
+    assert len(h.messenger.videos) == 1
+
+
+async def test_a_paused_instance_sends_no_second_video(h: Harness):
+    """A was downloading the video when it was paused; B took over and delivered it.
+    When A's download finishes, its lease check before sending refuses: one video."""
+    b = instance(h, "instance-B")
+    job, request = await h.completed_job()
+    await claimed(h.tracker, job.id)
+    gate = asyncio.Event()
+    body = GatedBody(request.video, gate)
+    request.video_body = body
+    a_step = asyncio.create_task(h.tracker.step(job))
+    await body.started.wait()  # A is mid-download...
+    h.clock.advance(LAPSE)  # ...and paused past its lease
+    request.video_body = None  # B's download is not held up
+    assert [job_id for job_id, _ in await b.resume_plan()] == [job.id]
+    await drive(h, b, job.id)
+    assert (await h.job(job.id)).state is S.DELIVERED
+    assert len(h.messenger.videos) == 1
+    gate.set()  # A wakes with the video downloaded
+    with pytest.raises(LeaseLost):
+        await a_step
+    assert len(h.messenger.videos) == 1
+    assert len(h.messenger.calls_to("send_video_link")) == 0
+
+
+async def test_a_video_is_not_sent_by_an_instance_that_lost_the_job_before_sending(
+    h: Harness,
+):
+    """B has only claimed the job (not delivered yet) when A wakes: A still sends nothing."""
+    b = instance(h, "instance-B")
+    job, _ = await h.completed_job()
+    before_pause = await claimed(h.tracker, job.id)
+    h.clock.advance(LAPSE)
+    await b.resume_plan()
+    with pytest.raises(LeaseLost):
+        await h.tracker.step(before_pause)
+    assert h.messenger.videos == []
+    assert (await h.job(job.id)).state is S.COMPLETED
+    await drive(h, b, job.id)
+    assert len(h.messenger.videos) == 1
+
+
+async def test_an_outcome_is_told_once_across_a_takeover(h: Harness):
+    b = instance(h, "instance-B")
+    job = await h.finished_job(S.REJECTED, reason=Reason.BUSY)
+    before_pause = await claimed(h.tracker, job.id)
+    h.clock.advance(LAPSE)
+    await b.resume_plan()
+    with pytest.raises(LeaseLost):
+        await h.tracker.step(before_pause)
+    assert h.messenger.calls_to("send_outcome") == []
+    await drive(h, b, job.id)
+    assert len(h.messenger.calls_to("send_outcome")) == 1
+    assert (await h.job(job.id)).notified_at is not None
+
+
+async def test_a_clean_stop_lets_another_instance_take_over_at_once(h: Harness):
+    b = instance(h, "instance-B")
+    job = await h.new_job()
+    await claimed(h.tracker, job.id)
+    h.clock.advance(1)
+    assert await b.resume_plan() == []
+    await h.tracker.stop()  # SIGTERM on A
+    assert not h.tracker.holds(job.id)
+    assert [job_id for job_id, _ in await b.resume_plan()] == [job.id]  # no lapse needed
+    h.segmind.next_timeline = ["COMPLETED"]
+    await drive(h, b, job.id)
+    assert h.segmind.count("submit") == 1
+    assert len(h.messenger.videos) == 1
+
+
+async def test_a_refund_is_worked_by_one_instance_and_told_once(h: Harness, monkeypatch):
+    """A asked Telegram for the refund and was paused before recording it; B took the
+    refund over (Telegram: already refunded) and told the payer. A's late confirmation
+    is refused, so A tells nobody."""
+    job = await paid_job(h)
+    ended = await h.ledger.transition(job.id, S.PREPARING, S.REJECTED, reason=Reason.BUSY)
+    assert ended is not None
+    a = Refunds(h.ledger, h.messenger, clock=h.clock, owner="instance-A")
+    b = Refunds(h.ledger, h.messenger, clock=h.clock, owner="instance-B")
+    asked: list[str] = []
+
+    async def refund_stars(user_id: int, charge_id: str) -> None:
+        asked.append(charge_id)
+        if len(asked) == 1:  # A's request went through; A is paused before its answer
+            h.clock.advance(LAPSE)
+            await b.step()
+        else:
+            raise AlreadyRefunded("CHARGE_ALREADY_REFUNDED")
+
+    monkeypatch.setattr(h.messenger, "refund_stars", refund_stars)
+    await a.step()
+    assert asked == ["charge-1", "charge-1"]
+    assert h.messenger.told == [("charge-1", job.id)]  # by B only
+    payment = await h.ledger.payment("charge-1")
+    assert payment is not None
+    assert payment.refund is RefundState.DONE
+    await a.step()
+    await b.step()
+    assert len(asked) == 2
+    assert len(h.messenger.told) == 1
+
+
+async def test_one_refund_claimed_by_one_instance_is_not_worked_by_another(h: Harness):
+    job = await paid_job(h)
+    await h.ledger.transition(job.id, S.PREPARING, S.REJECTED, reason=Reason.BUSY)
+    a = Refunds(h.ledger, h.messenger, clock=h.clock, owner="instance-A")
+    b = Refunds(h.ledger, h.messenger, clock=h.clock, owner="instance-B")
+    [mine] = await h.ledger.claim_refunds(a._lease, h.clock())  # A's step has begun
+    await b.step()
+    assert h.messenger.refunded == []  # B leaves it to A
+    await a.step()
+    assert h.messenger.refunded == [(mine.user_id, "charge-1")]
+    assert h.messenger.told == [("charge-1", job.id)]
+    await b.step()
+    assert len(h.messenger.refunded) == 1
+
+
+async def test_a_running_instance_takes_over_a_dead_ones_job_by_itself(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+):
+    """The background loop (not a test's call) claims the lapsed job and drives it; a
+    stop lets it go. The loop's real-time tick is shortened; leases use the fake clock."""
+    monkeypatch.setattr(tracker_module, "TAKEOVER_SCAN_SECONDS", 0.01)
+    b = instance(h, "instance-B")
+    job = await h.new_job()
+    await claimed(h.tracker, job.id)  # instance A, which then dies
+    assert await b.resume() == 0
+    h.clock.advance(LAPSE)
+    for _ in range(500):  # B's next scans take it over and submit it
+        if h.segmind.count("submit") == 1 and (await h.job(job.id)).state is S.QUEUED:
+            break
+        await asyncio.sleep(0.01)
+    assert b.holds(job.id)
+    assert h.segmind.count("submit") == 1
+    await b.stop()
+    assert await h.ledger.claim_job(job.id, Lease("instance-C")) is not None  # let go
