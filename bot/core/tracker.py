@@ -1004,7 +1004,11 @@ class Tracker:
         before = set(self._held)
         held = set(await self._ledger.renew_leases(self._lease, self._clock()))
         for job_id in sorted(before - held):
-            log.warning("job J%s: lease lost; another instance drives it now", job_id)
+            # A job that ended meanwhile let its lease go itself (its task may still be
+            # writing the status summary): not lost, only finished.
+            job = await self._ledger.get(job_id)
+            if job is not None and job.notified_at is None:
+                log.warning("job J%s: lease lost; another instance drives it now", job_id)
         self._held = held | (self._held - before)  # with the claims made meanwhile
 
     async def take_over(self) -> int:
