@@ -7,10 +7,14 @@ no second video: each Generate is submitted once and delivered once.
   once its leases lapse (30 s) and deliver each once;
 - an instance stopped (SIGSTOP) past its lease, taken over, then woken (SIGCONT): it
   notices it lost the job and sends nothing;
+- an instance stopped while downloading a finished video (its next step sends it),
+  taken over, then woken: refused at the lease check right before sending;
 - the same update handed to two instances at the same moment: handled once.
 
-The leases are the real ones (30 s, renewed every 10 s, scanned every 5 s): these tests
-wait on rows and log lines, bounded by those figures, never on fixed sleeps.
+The leases are the real ones (30 s, renewed every 10 s, scanned every 5 s), except in
+the stalled-download test, whose instances run tests/short_leases.py (test-only, 6 s
+leases) so the stop stays within the download's read timeout. The tests wait on rows
+and log lines, bounded by those figures, never on fixed sleeps.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -31,14 +36,18 @@ from tests.fakes.balancer import RoundRobinBalancer
 from tests.fakes.segmind import FakeSegmind
 from tests.fakes.telegram import FakeTelegram
 from tests.processes import BotProcess
+from tests.short_leases import LEASE_ENV
 from tests.test_private_flow import button_data, reply_target, send_photo_get_keyboard
 
 INSTANCES = 3
+REPO = Path(__file__).resolve().parents[1]
 JOB_SECONDS = 600.0  # at Segmind until the test moves its clock
 WEBHOOK_PATH = "/telegram/hook"
 #: Longest a dead instance's job waits: its lease (renewed up to RENEW_SECONDS before
 #: the fault), then the next takeover scan, with room for a loaded machine.
 TAKEOVER_WITHIN = LEASE_SECONDS + TAKEOVER_SCAN_SECONDS + 10.0
+#: The test-only lease of the stalled-download test (tests/short_leases.py).
+SHORT_LEASE = 6.0
 
 
 @dataclass(eq=False)  # one process each: compared (and hashed) by identity
@@ -96,45 +105,60 @@ class Cluster:
             await asyncio.sleep(0.1)  # between reads of a state; never a wait in itself
 
 
+#: Starts the three instances; ``lease_seconds`` (test-only) shortens their leases.
+StartCluster = Callable[..., Awaitable[Cluster]]
+
+
 @pytest.fixture
-async def cluster(
+async def start_cluster(
     telegram: FakeTelegram,
     segmind: FakeSegmind,
     env: dict[str, str],
     postgres_url: str,
-    spawn: Callable[..., Awaitable[BotProcess]],
-) -> AsyncIterator[Cluster]:
+    tmp_path: Path,
+) -> AsyncIterator[StartCluster]:
     """Three bots on one DATABASE_URL, each serving its own port, behind the balancer."""
-    ports = [free_port() for _ in range(INSTANCES)]
-    balancer = await RoundRobinBalancer([f"http://127.0.0.1:{p}" for p in ports]).start()
-    telegram.webhook_proxy = balancer.url
-    instances = []
-    for port in ports:
-        process = await spawn(
-            {
-                **env,
-                "DATABASE_URL": postgres_url,
-                "WEBHOOK_URL": f"https://bot.example.test{WEBHOOK_PATH}",
-                "WEBHOOK_SECRET": "s3cret_Webhook-token",
-                "HTTP_LISTEN": f"127.0.0.1:{port}",
-                "LOG_LEVEL": "INFO",
-                "POLL_INTERVAL_SECONDS": "0.5",
-            }
+    started: list[Cluster] = []
+
+    async def start(lease_seconds: float | None = None) -> Cluster:
+        ports = [free_port() for _ in range(INSTANCES)]
+        balancer = await RoundRobinBalancer([f"http://127.0.0.1:{p}" for p in ports]).start()
+        telegram.webhook_proxy = balancer.url
+        instance_env = {
+            **env,
+            "DATABASE_URL": postgres_url,
+            "WEBHOOK_URL": f"https://bot.example.test{WEBHOOK_PATH}",
+            "WEBHOOK_SECRET": "s3cret_Webhook-token",
+            "LOG_LEVEL": "INFO",
+            "POLL_INTERVAL_SECONDS": "0.5",
+        }
+        module = "bot"
+        if lease_seconds is not None:
+            module = "tests.short_leases"
+            instance_env[LEASE_ENV] = str(lease_seconds)
+            instance_env["PYTHONPATH"] = str(REPO)
+        cluster = Cluster([], balancer, postgres_url)
+        started.append(cluster)
+        for port in ports:
+            process = BotProcess(
+                {**instance_env, "HTTP_LISTEN": f"127.0.0.1:{port}"}, tmp_path, module=module
+            )
+            cluster.instances.append(Instance(await process.start(), port))
+        # Each one calls setWebhook once its HTTP server listens.
+        await wait_until(
+            lambda: len(telegram.calls_of("setWebhook")) == INSTANCES,
+            timeout=60,
+            what="three instances serving",
         )
-        instances.append(Instance(process, port))
-    # Each one calls setWebhook once its HTTP server listens.
-    await wait_until(
-        lambda: len(telegram.calls_of("setWebhook")) == INSTANCES,
-        timeout=60,
-        what="three instances serving",
-    )
-    try:
-        yield Cluster(instances, balancer, postgres_url)
-    finally:
-        for instance in instances:
+        return cluster
+
+    yield start
+    for cluster in started:
+        for instance in cluster.instances:
             if instance.alive:
-                instance.process.signal(signal.SIGCONT)  # a stopped one must hear SIGTERM
-        await balancer.close()
+                instance.process.signal(signal.SIGCONT)  # a stopped one must hear SIGKILL
+            await instance.process.kill()
+        await cluster.balancer.close()
 
 
 def at_segmind(jobs: list[dict[str, Any]], count: int) -> bool:
@@ -174,8 +198,9 @@ def assert_once_each(
 
 
 async def test_an_instance_killed_while_its_jobs_are_at_segmind_is_taken_over(
-    telegram: FakeTelegram, segmind: FakeSegmind, cluster: Cluster
+    telegram: FakeTelegram, segmind: FakeSegmind, start_cluster: StartCluster
 ):
+    cluster = await start_cluster()
     users = [801, 802, 803, 804, 805, 806]
     segmind.processing_seconds = JOB_SECONDS
     for user in users:
@@ -214,8 +239,9 @@ async def test_an_instance_killed_while_its_jobs_are_at_segmind_is_taken_over(
 
 
 async def test_an_instance_stopped_past_its_lease_and_woken_sends_nothing_twice(
-    telegram: FakeTelegram, segmind: FakeSegmind, cluster: Cluster
+    telegram: FakeTelegram, segmind: FakeSegmind, start_cluster: StartCluster
 ):
+    cluster = await start_cluster()
     user = 811
     telegram.private_chat(user)
     segmind.processing_seconds = JOB_SECONDS
@@ -261,8 +287,9 @@ async def test_an_instance_stopped_past_its_lease_and_woken_sends_nothing_twice(
 
 
 async def test_one_update_handed_to_two_instances_at_once_is_handled_once(
-    telegram: FakeTelegram, segmind: FakeSegmind, cluster: Cluster
+    telegram: FakeTelegram, segmind: FakeSegmind, start_cluster: StartCluster
 ):
+    cluster = await start_cluster()
     user = 821
     telegram.private_chat(user)
     cluster.balancer.duplicate_next(2)  # the photo
@@ -285,3 +312,50 @@ async def test_one_update_handed_to_two_instances_at_once_is_handled_once(
     assert len(keyboards) == 1
     assert_once_each(telegram, segmind, [user], done)
     await stop_all(cluster)
+
+
+async def test_an_instance_stalled_mid_delivery_past_its_lease_sends_no_second_video(
+    telegram: FakeTelegram, segmind: FakeSegmind, start_cluster: StartCluster
+):
+    """The narrow case: the holder is stopped while downloading the finished video (its
+    next step would send it). Another instance takes over and delivers; woken, the first
+    finishes its download and is refused at the lease check right before sending.
+    Leases of SHORT_LEASE seconds (tests/short_leases.py), so that the stop stays
+    shorter than the download's read timeout and the download does finish after it."""
+    cluster = await start_cluster(lease_seconds=SHORT_LEASE)
+    user = 831
+    telegram.private_chat(user)
+    stalled_download = segmind.hold_next_video()
+    await generate(telegram, user)
+    await wait_until(
+        lambda: [job.video_downloads for job in segmind.jobs.values()] == [1],
+        timeout=30,
+        what="the holder downloading the video",
+    )
+    [job] = await cluster.jobs()
+    stalled = cluster.by_owner(job["owner"])
+    assert stalled is not None
+    assert job["state"] == "completed"
+    stalled.process.signal(signal.SIGSTOP)
+
+    done = await cluster.until_jobs(
+        lambda js: delivered_and_told(js, 1),
+        "another instance delivered",
+        timeout=SHORT_LEASE * 2 + 15,
+    )
+    assert len(telegram.calls_of("sendVideo", chat_id=user)) == 1
+    stalled.process.signal(signal.SIGCONT)
+    stalled_download.set()  # its download completes; it would send the video next
+    short_id = f"J{job['id']}"
+    await wait_until(
+        lambda: stalled.logged(f"job {short_id}: taken over by another instance"),
+        timeout=15,
+        what="the woken instance refused at the lease check",
+    )
+    assert [j.video_downloads for j in segmind.jobs.values()] == [2]  # both downloaded
+    assert_once_each(telegram, segmind, [user], done)
+    deliverers = [i for i in cluster.instances if i.logged(f"job {short_id}: ", "-> delivered")]
+    assert len(deliverers) == 1
+    assert stalled not in deliverers
+    await stop_all(cluster)
+    assert len(telegram.calls_of("sendVideo")) == 1
