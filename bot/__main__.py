@@ -52,9 +52,7 @@ def _why_not_started(exc: BaseException, settings: Settings) -> str:
 def _why_stopped(runtime: Runtime, settings: Settings) -> str | None:
     """Why a bot that ran stopped on its own (None: it was asked to stop)."""
     gone = runtime.ledger_gone
-    if gone is not None and settings.database_url is not None:
-        return f"{settings.ledger_where} {gone}; this bot stopped"
-    if gone is not None:
+    if gone is not None:  # only a SQLite file goes (PostgreSQL's gone() is always None)
         advice = (
             "restore it from a backup before starting again, or its unfinished jobs are forgotten"
             if gone == "was deleted"

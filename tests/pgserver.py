@@ -9,7 +9,6 @@ PostgreSQL fails loudly (``.ci/run`` installs it); nothing here skips.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import glob
 import itertools
@@ -19,13 +18,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-import asyncpg
-
-from bot.storage.postgres import RUNNING_LOCK_KEY
 
 __all__ = [
     "PASSWORD",
@@ -33,10 +26,6 @@ __all__ = [
     "USER",
     "closed_port",
     "find_bindir",
-    "holder_of_the_running_lock",
-    "lock_waiters",
-    "terminate",
-    "wait_until_async",
 ]
 
 USER = "bot"
@@ -199,57 +188,3 @@ class PostgresServer:
 
     def drop_database(self, name: str) -> None:
         self.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-# -- looking at a ledger's database as an operator would --------------------------------
-
-
-async def holder_of_the_running_lock(url: str) -> int | None:
-    """The server process holding a running bot's lock, as an operator finds it."""
-    conn = await asyncpg.connect(url)
-    try:
-        return await conn.fetchval(
-            "SELECT pid FROM pg_locks WHERE locktype='advisory' AND objid=$1 AND granted "
-            "AND database=(SELECT oid FROM pg_database WHERE datname=current_database())",
-            RUNNING_LOCK_KEY,
-        )
-    finally:
-        await conn.close()
-
-
-async def lock_waiters(url: str) -> int:
-    """Sessions waiting for a running bot's lock."""
-    conn = await asyncpg.connect(url)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT COUNT(*) FROM pg_locks WHERE locktype='advisory' AND objid=$1 "
-                "AND NOT granted",
-                RUNNING_LOCK_KEY,
-            )
-        )
-    finally:
-        await conn.close()
-
-
-async def terminate(url: str, pid: int | None) -> None:
-    """Cut one server process's connection (``pg_terminate_backend``), as a restart does."""
-    assert pid is not None, "nothing to terminate"
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("SELECT pg_terminate_backend($1)", pid)
-    finally:
-        await conn.close()
-
-
-async def wait_until_async(
-    read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout: float = 5.0
-) -> Any:
-    """Await ``read()`` until ``done(value)``; fail after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await read()
-        if done(value):
-            return value
-        assert asyncio.get_running_loop().time() < deadline, f"still {value!r}"
-        await asyncio.sleep(0.02)  # between reads of a state; never a wait in itself

@@ -12,12 +12,14 @@ __all__ = ["BotProcess"]
 
 
 class BotProcess:
-    """``python -m bot`` in a child process; its stderr collected for inspection."""
+    """``python -m bot`` in a child process; its stderr collected for inspection.
+    ``module`` runs another entry point instead (tests/short_leases.py)."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
+    def __init__(self, env: dict[str, str], cwd: Path, *args: str, module: str = "bot") -> None:
         self.env = {**os.environ, **env}
         self.cwd = cwd
         self.args = args
+        self.module = module
         self.process: asyncio.subprocess.Process | None = None
         self.stderr = b""
         self._reader: asyncio.Task[None] | None = None
@@ -26,7 +28,7 @@ class BotProcess:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bot",
+            self.module,
             *self.args,
             cwd=self.cwd,
             env=self.env,

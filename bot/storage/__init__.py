@@ -37,9 +37,10 @@ class StoredLedger(Ledger, Protocol):
 
 def make_ledger(*, database_url: str | None, database_path: Path, exclusive: bool) -> StoredLedger:
     """The ledger the settings name: PostgreSQL when ``database_url`` is set, else the
-    SQLite file; held by one running bot at a time when ``exclusive``."""
+    SQLite file, held by one running bot at a time when ``exclusive``. PostgreSQL has no
+    such hold: several bots share it, each job leased to one of them (bot.core.leases)."""
     if database_url:
         from .postgres import PostgresLedger  # the driver only when asked
 
-        return PostgresLedger(database_url, exclusive=exclusive)
+        return PostgresLedger(database_url)
     return SqliteLedger(database_path, exclusive=exclusive)

@@ -21,6 +21,12 @@ How the SQLite ledger's guarantees carry over:
   happened). A single statement made twice is harmless for the same reason.
   A call that still fails raises :class:`LedgerWriteFailed` or :class:`LedgerReadFailed`,
   like SQLite's faults; nothing above the ledger knows which database it is.
+- Leases (which instance drives a job or works a refund) are single statements at READ
+  COMMITTED: an ``UPDATE … WHERE`` re-checks its row after a concurrent writer commits,
+  and batch claims lock their rows ``FOR UPDATE SKIP LOCKED``, so two instances claiming
+  at once split the jobs without waiting on or retrying each other. A fenced write
+  (the lease required in its ``WHERE``) that must write more than one row runs in one
+  READ COMMITTED transaction.
 - Migrations are ``migrations/postgres/000N_*.sql`` (SQLite's numbers and names), each
   in its own transaction with its version recorded in ``schema_migrations``, under an
   advisory lock so that bots starting together migrate once.
@@ -35,7 +41,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import asyncpg
 
@@ -45,6 +51,7 @@ from ..core.errors import (
     LedgerWriteFailed,
 )
 from ..core.jobs import TERMINAL_STATES, Job, JobState, NewJob, can_transition
+from ..core.leases import Lease, LeaseLost
 from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
 from ..core.options import VideoOptions
 from ..core.payments import (
@@ -65,7 +72,6 @@ from .sqlite import (
     _SETTABLE,
     _TERMINAL,
     _UNDELIVERED,
-    LedgerLocked,
     LedgerUnusable,
     row_to_job,
     row_to_payment,
@@ -87,10 +93,6 @@ POSTGRES_SCHEMA_VERSION = len(_MIGRATIONS)
 
 #: Key of the advisory lock held while migrating: bots starting together migrate once.
 _MIGRATION_LOCK = 0x5741524D  # "WARM"
-#: Key of the advisory lock a running bot holds (``exclusive``): one bot per database.
-RUNNING_LOCK_KEY = 0x57424F54  # "WBOT"
-#: How often a running bot makes sure it still holds that lock.
-LOCK_CHECK_SECONDS = 5.0
 #: A serialization failure is retried this often before the call counts as failed.
 _SERIALIZATION_RETRIES = 20
 #: Seconds to connect before PostgreSQL counts as unreachable.
@@ -114,7 +116,17 @@ _CONNECTION_LOST = (
 )
 _RETRY_TRANSACTION = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 
+#: Transaction isolation levels asyncpg takes.
+Isolation: TypeAlias = Literal["serializable", "read_committed"]
+
 _JOB = "SELECT * FROM jobs"
+#: Jobs the tracker must (re)drive: active, or ended and the user not told yet (two
+#: ``text[]`` parameters, the active and the terminal states).
+_UNFINISHED = (
+    "(state = ANY({active}::text[]) OR (state = ANY({terminal}::text[]) AND notified_at IS NULL))"
+)
+#: What a fenced write adds to its WHERE: the row leased to the writer, unlapsed.
+_FENCE = " AND owner={owner} AND lease_until>={now}"
 _PAYMENT = "SELECT * FROM payments"
 
 
@@ -152,13 +164,11 @@ def _values(values: Sequence[Any]) -> list[Any]:
 class PostgresLedger:
     """The :class:`~bot.core.ports.Ledger` in one PostgreSQL database. Open, use, close.
 
-    The ledger's rules hold across connections and processes. Until jobs are leased to
-    one instance each, a running bot opens it ``exclusive``: it holds a session advisory
-    lock on a connection of its own, so a second bot on the same database stops at start
-    (:class:`LedgerLocked`), as with SQLite's file lock. A restart of PostgreSQL drops
-    that lock with the connection: it is taken again within ``LOCK_CHECK_SECONDS``, and
-    if another bot took it meanwhile, :meth:`gone` says so and the running bot stops.
-    ``check`` and ``copy-ledger`` open without it.
+    The ledger's rules hold across connections and processes, so several bots may run
+    on one database: each job is driven by the instance holding its lease
+    (:mod:`bot.core.leases`), and every paid step is fenced on that lease in the
+    statement that records it. Unlike SQLite's exclusive open, nothing here can prove
+    that another instance is gone: a dead instance's jobs wait for its leases to lapse.
     """
 
     def __init__(
@@ -167,20 +177,13 @@ class PostgresLedger:
         *,
         clock: Callable[[], float] = time.time,
         pool_size: int = POOL_MAX_SIZE,
-        exclusive: bool = False,
     ) -> None:
         self._url = url
         self._clock = clock
         self._pool_size = pool_size
-        self._exclusive = exclusive
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         #: Where the ledger is, without the password: for log lines and errors.
         self.where = redact_database_url(url)
-        #: The connection holding the running bot's advisory lock (``exclusive``).
-        self._lock_conn: asyncpg.Connection[asyncpg.Record] | None = None
-        self._lock_watch: asyncio.Task[None] | None = None
-        #: Set when another bot took the lock after this one's lapsed.
-        self._lost: str | None = None
         #: When old update claims were last pruned (at most once an hour).
         self._claims_pruned_at = float("-inf")
 
@@ -205,66 +208,14 @@ class PostgresLedger:
             raise LedgerUnusable("is not a usable postgresql:// URL") from None
         try:
             await self._migrate()
-            if self._exclusive:
-                if not await self._take_running_lock():
-                    raise LedgerLocked(f"another bot holds the ledger {self.where}")
-                self._lock_watch = asyncio.create_task(
-                    self._keep_running_lock(), name="ledger-lock-watch"
-                )
-        except (LedgerUnusable, LedgerLocked):
+        except LedgerUnusable:
             await self.close()
             raise
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             await self.close()
             raise LedgerUnusable(_why(exc)) from None
 
-    async def _take_running_lock(self) -> bool:
-        """Hold the running bot's lock on a connection of its own; False if another has it."""
-        conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(
-            self._url, timeout=CONNECT_TIMEOUT
-        )
-        try:
-            held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", RUNNING_LOCK_KEY))
-        except BaseException:
-            await conn.close(timeout=CONNECT_TIMEOUT)
-            raise
-        if not held:
-            await conn.close(timeout=CONNECT_TIMEOUT)
-            return False
-        self._lock_conn = conn
-        return True
-
-    async def _keep_running_lock(self) -> None:
-        """Take the lock again when its connection was lost (PostgreSQL restarted)."""
-        while True:
-            await asyncio.sleep(LOCK_CHECK_SECONDS)
-            if self._lock_conn is not None and not self._lock_conn.is_closed():
-                continue
-            self._lock_conn = None
-            try:
-                if await self._take_running_lock():
-                    log.info("ledger %s: the running bot's lock is held again", self.where)
-                    continue
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                continue  # PostgreSQL still away: try again shortly
-            self._lost = (
-                "was taken by another bot while PostgreSQL was unreachable (two bots must"
-                " not drive the same jobs)"
-            )
-            log.error("ledger %s %s", self.where, self._lost)
-            return
-
     async def close(self) -> None:
-        if self._lock_watch is not None:
-            self._lock_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lock_watch
-            self._lock_watch = None
-        if self._lock_conn is not None:
-            conn, self._lock_conn = self._lock_conn, None
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=CONNECT_TIMEOUT)
-            conn.terminate()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             with contextlib.suppress(Exception):
@@ -324,10 +275,9 @@ class PostgresLedger:
             raise LedgerUnusable(str(exc)) from exc
 
     def gone(self) -> str | None:
-        """None while this bot may drive the ledger's jobs; what happened otherwise
-        (another bot took the running bot's lock). A database cannot be deleted from
-        under a path as SQLite's file can."""
-        return self._lost
+        """Always None: a database cannot be deleted from under a path as SQLite's file
+        can, and several bots may share it (leases say which drives each job)."""
+        return None
 
     async def run_in_transaction(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         """``work`` in one SERIALIZABLE write transaction (``copy-ledger``'s bulk copy)."""
@@ -341,8 +291,10 @@ class PostgresLedger:
         *,
         write: bool,
         transaction: bool = False,
+        isolation: Isolation = "serializable",
     ) -> T:
-        """``work`` on a pooled connection (in one SERIALIZABLE transaction when asked).
+        """``work`` on a pooled connection (in one transaction when asked, SERIALIZABLE
+        unless ``isolation`` says otherwise).
 
         A serialization failure runs it again from the start; a connection lost before
         ``COMMIT`` runs it once more on a fresh connection; any other failure is the
@@ -357,7 +309,7 @@ class PostgresLedger:
                 async with self.pool.acquire() as conn:
                     if not transaction:
                         return await work(conn)
-                    tx = conn.transaction(isolation="serializable")
+                    tx = conn.transaction(isolation=isolation)
                     await tx.start()
                     try:
                         result = await work(conn)
@@ -698,12 +650,20 @@ class PostgresLedger:
     # -- transitions -----------------------------------------------------------------
 
     async def transition(
-        self, job_id: int, source: JobState, target: JobState, **fields: Any
+        self,
+        job_id: int,
+        source: JobState,
+        target: JobState,
+        *,
+        lease: Lease | None = None,
+        **fields: Any,
     ) -> Job | None:
         """Compare-and-set ``source`` → ``target``; None if the job was not in ``source``.
 
         Entering a terminal state stamps ``finished_at``; ending a paid job without a
-        video owes its payment back in the same transaction.
+        video owes its payment back in the same transaction. With ``lease``, fenced: the
+        same statement requires the lease and extends it (or lets it go once the user is
+        told), and :class:`LeaseLost` says it is not held (nothing written).
         """
         if not can_transition(source, target):
             raise InvalidTransition(f"{source.value} -> {target.value}")
@@ -715,37 +675,178 @@ class PostgresLedger:
         if target in TERMINAL_STATES:
             values.setdefault("finished_at", now)
         # Column names come from _SETTABLE only; values are parameters.
+        params: list[Any] = [target.value, now, *values.values()]
         assignments = "".join(f", {key}=${n}" for n, key in enumerate(values, start=3))
-        where = len(values) + 3
-        update = (
-            f"UPDATE jobs SET state=$1, updated_at=$2{assignments} "
-            f"WHERE id=${where} AND state=${where + 1} RETURNING *"
-        )
-        params = (target.value, now, *values.values(), job_id, source.value)
+        if lease is not None and values.get("notified_at") is not None:
+            assignments += ", owner=NULL, lease_until=NULL"  # told: nobody needs to drive it
+        elif lease is not None:
+            params.append(lease.until(now))
+            assignments += f", lease_until=${len(params)}"
+        params += [job_id, source.value]
+        where = f"id=${len(params) - 1} AND state=${len(params)}"
+        if lease is not None:
+            params += [lease.owner, now]
+            where += f" AND owner=${len(params) - 1} AND lease_until>=${len(params)}"
+        update = f"UPDATE jobs SET state=$1, updated_at=$2{assignments} WHERE {where} RETURNING *"
         owes_refund = target.value in _UNDELIVERED
 
         async def work(conn: Connection) -> Job | None:
             row = await conn.fetchrow(update, *params)
             if row is not None and owes_refund:
                 await _owe_refund(conn, job_id, RefundReason.JOB_ENDED, now)
+            if row is None and lease is not None:
+                await _check_lease(conn, "jobs", "id", job_id, lease, now)
             return row_to_job(row) if row else None
 
-        job = await self._run(work, write=True, transaction=owes_refund)
+        if lease is None:
+            job = await self._run(work, write=True, transaction=owes_refund)
+        else:
+            job = await self._run(work, write=True, transaction=True, isolation="read_committed")
         if job is not None:
             since = f", {now - job.generate_at:.1f}s after Generate" if job.generate_at else ""
             why = f" ({job.reason.value})" if job.reason and target in TERMINAL_STATES else ""
             log.info("job %s: %s -> %s%s%s", job.short_id, source.value, target.value, why, since)
         return job
 
-    async def mark_notified(self, job_id: int, now: float | None = None) -> None:
-        """The user has heard the outcome: the job leaves the tracker for good."""
+    async def mark_notified(
+        self, job_id: int, now: float | None = None, *, lease: Lease | None = None
+    ) -> None:
+        """The user has heard the outcome: the job leaves the tracker for good, and its
+        lease is let go. With ``lease``, fenced (LeaseLost when it is not held)."""
         stamp = self._clock()
-        await self._execute(
-            "UPDATE jobs SET notified_at=$1, updated_at=$2 WHERE id=$3 AND notified_at IS NULL",
-            stamp if now is None else now,
-            stamp,
-            job_id,
+        params: list[Any] = [stamp if now is None else now, stamp, job_id]
+        update = (
+            "UPDATE jobs SET notified_at=$1, updated_at=$2, owner=NULL, lease_until=NULL "
+            "WHERE id=$3 AND notified_at IS NULL"
         )
+        if lease is None:
+            await self._execute(update, *params)
+            return
+        fenced = f"{update} AND owner=$4 AND lease_until>=$5"
+        held = lease
+
+        async def work(conn: Connection) -> None:
+            if _rowcount(await conn.execute(fenced, *params, held.owner, stamp)) == 0:
+                told = await conn.fetchval(
+                    "SELECT notified_at IS NOT NULL FROM jobs WHERE id=$1", job_id
+                )
+                if not told:
+                    await _check_lease(conn, "jobs", "id", job_id, held, stamp)
+
+        await self._run(work, write=True, transaction=True, isolation="read_committed")
+
+    # -- leases (bot.core.leases) ---------------------------------------------------------
+
+    async def _claim(self, sql: str, *params: Any) -> list[asyncpg.Record]:
+        """One claiming ``UPDATE … RETURNING`` on its own (READ COMMITTED); its rows."""
+        return await self._run(lambda conn: conn.fetch(sql, *_values(params)), write=True)
+
+    async def claim_job(self, job_id: int, lease: Lease, now: float | None = None) -> Job | None:
+        """Claim (or extend) one unfinished job's lease unless another instance holds it
+        unlapsed; the job, or None."""
+        now = self._clock() if now is None else now
+        rows = await self._claim(
+            "UPDATE jobs SET owner=$1, lease_until=$2 "
+            "WHERE id=$3 AND (owner IS NULL OR owner=$1 OR lease_until<$4) "
+            f"AND {_UNFINISHED.format(active='$5', terminal='$6')} RETURNING *",
+            lease.owner,
+            lease.until(now),
+            job_id,
+            now,
+            list(_ACTIVE),
+            list(_TERMINAL),
+        )
+        return row_to_job(rows[0]) if rows else None
+
+    async def claim_jobs(self, lease: Lease, limit: int, now: float | None = None) -> list[Job]:
+        """Up to ``limit`` unfinished jobs nobody holds, oldest first, now ``lease``'s.
+        Rows another instance is claiming right now are skipped, not waited for."""
+        now = self._clock() if now is None else now
+        rows = await self._claim(
+            "UPDATE jobs SET owner=$1, lease_until=$2 WHERE id IN (SELECT id FROM jobs "
+            f"WHERE {_UNFINISHED.format(active='$3', terminal='$4')} "
+            "AND (owner IS NULL OR lease_until<$5) "
+            "ORDER BY id LIMIT $6 FOR UPDATE SKIP LOCKED) RETURNING *",
+            lease.owner,
+            lease.until(now),
+            list(_ACTIVE),
+            list(_TERMINAL),
+            now,
+            limit,
+        )
+        return sorted((row_to_job(row) for row in rows), key=lambda job: job.id)
+
+    async def renew_leases(self, lease: Lease, now: float | None = None) -> list[int]:
+        """One statement: every unlapsed lease of ``lease.owner`` extended; their job ids."""
+        now = self._clock() if now is None else now
+        rows = await self._claim(
+            "UPDATE jobs SET lease_until=$1 WHERE owner=$2 AND lease_until>=$3 "
+            "AND notified_at IS NULL RETURNING id",
+            lease.until(now),
+            lease.owner,
+            now,
+        )
+        return sorted(int(row["id"]) for row in rows)
+
+    async def hold_job(
+        self, job_id: int, state: JobState, lease: Lease, now: float | None = None
+    ) -> bool:
+        """Still ``lease.owner``'s, unlapsed, and in ``state``: extended, True."""
+        now = self._clock() if now is None else now
+        changed = await self._execute(
+            "UPDATE jobs SET lease_until=$1 WHERE id=$2 AND state=$3 AND owner=$4 "
+            "AND lease_until>=$5",
+            lease.until(now),
+            job_id,
+            state,
+            lease.owner,
+            now,
+        )
+        return changed == 1
+
+    async def release_leases(self, owner: str) -> None:
+        await self._execute("UPDATE jobs SET owner=NULL, lease_until=NULL WHERE owner=$1", owner)
+
+    async def claim_refunds(self, lease: Lease, now: float, limit: int = 10) -> list[Payment]:
+        """Refunds to work (as refunds_to_work) that no other instance holds, now
+        ``lease``'s; rows another instance is claiming right now are skipped."""
+        rows = await self._claim(
+            "UPDATE payments SET owner=$1, lease_until=$2 WHERE charge_id IN (SELECT charge_id "
+            "FROM payments WHERE ((refund=$3 AND next_refund_at<=$4) "
+            "OR (refund=$5 AND refund_told_at IS NULL)) "
+            "AND (owner IS NULL OR owner=$1 OR lease_until<$4) "
+            "ORDER BY refund_due_at LIMIT $6 FOR UPDATE SKIP LOCKED) RETURNING *",
+            lease.owner,
+            lease.until(now),
+            RefundState.DUE,
+            now,
+            RefundState.DONE,
+            limit,
+        )
+        payments = [row_to_payment(row) for row in rows]
+        return sorted(payments, key=lambda p: (p.refund_due_at or 0.0, p.charge_id))
+
+    async def release_refunds(self, owner: str) -> None:
+        await self._execute(
+            "UPDATE payments SET owner=NULL, lease_until=NULL WHERE owner=$1", owner
+        )
+
+    async def _fenced_payment_write(
+        self, sql: str, params: list[Any], charge_id: str, lease: Lease | None, now: float
+    ) -> None:
+        """A refund's write; with ``lease`` (its owner and ``now`` are the statement's
+        last two parameters) fenced on the payment's claim (LeaseLost)."""
+        if lease is None:
+            await self._execute(sql, *params)
+            return
+        held = lease
+
+        async def work(conn: Connection) -> None:
+            status = await conn.execute(sql, *_values(params), held.owner, now)
+            if _rowcount(status) == 0:
+                await _check_lease(conn, "payments", "charge_id", charge_id, held, now)
+
+        await self._run(work, write=True, transaction=True, isolation="read_committed")
 
     # -- reads -----------------------------------------------------------------------
 
@@ -755,8 +856,7 @@ class PostgresLedger:
     async def unfinished(self) -> list[Job]:
         """Jobs the tracker must (re)drive: active, or ended but not yet told to the user."""
         return await self._fetch_all(
-            f"{_JOB} WHERE state = ANY($1::text[]) "
-            "OR (state = ANY($2::text[]) AND notified_at IS NULL) ORDER BY id",
+            f"{_JOB} WHERE {_UNFINISHED.format(active='$1', terminal='$2')} ORDER BY id",
             list(_ACTIVE),
             list(_TERMINAL),
         )
@@ -1021,32 +1121,63 @@ class PostgresLedger:
         )
         return float(value) if value is not None else None
 
-    async def refund_confirmed(self, charge_id: str, now: float | None = None) -> None:
-        """Telegram confirmed the refund (or said it already happened)."""
-        await self._execute(
-            "UPDATE payments SET refund=$1, refunded_at=$2 WHERE charge_id=$3 AND refund=$4",
-            RefundState.DONE,
-            self._clock() if now is None else now,
+    async def refund_confirmed(
+        self, charge_id: str, now: float | None = None, *, lease: Lease | None = None
+    ) -> None:
+        """Telegram confirmed the refund (or said it already happened). With ``lease``,
+        fenced on the claim, which it extends (the payer is told next)."""
+        stamp = self._clock()
+        params: list[Any] = [RefundState.DONE, stamp if now is None else now]
+        extend = ""
+        if lease is not None:
+            params.append(lease.until(stamp))
+            extend = ", lease_until=$3"
+        n = len(params)
+        params += [charge_id, RefundState.DUE]
+        sql = (
+            f"UPDATE payments SET refund=$1, refunded_at=$2{extend} "
+            f"WHERE charge_id=${n + 1} AND refund=${n + 2}"
+        )
+        await self._fenced_payment_write(
+            sql + _FENCE.format(owner=f"${n + 3}", now=f"${n + 4}") if lease else sql,
+            params,
             charge_id,
-            RefundState.DUE,
+            lease,
+            stamp,
         )
 
-    async def refund_failed(self, charge_id: str, retry_at: float) -> None:
-        """This attempt failed: try again at ``retry_at``."""
-        await self._execute(
-            "UPDATE payments SET refund_attempts=refund_attempts+1, next_refund_at=$1 "
-            "WHERE charge_id=$2 AND refund=$3",
-            retry_at,
+    async def refund_failed(
+        self, charge_id: str, retry_at: float, *, lease: Lease | None = None
+    ) -> None:
+        """This attempt failed: try again at ``retry_at`` (the claim is let go)."""
+        sql = (
+            "UPDATE payments SET refund_attempts=refund_attempts+1, next_refund_at=$1, "
+            "owner=NULL, lease_until=NULL WHERE charge_id=$2 AND refund=$3"
+        )
+        await self._fenced_payment_write(
+            sql + _FENCE.format(owner="$4", now="$5") if lease else sql,
+            [retry_at, charge_id, RefundState.DUE],
             charge_id,
-            RefundState.DUE,
+            lease,
+            self._clock(),
         )
 
-    async def refund_told(self, charge_id: str, now: float | None = None) -> None:
-        """The payer has heard the refund went through (or cannot be reached)."""
-        await self._execute(
-            "UPDATE payments SET refund_told_at=$1 WHERE charge_id=$2 AND refund_told_at IS NULL",
-            self._clock() if now is None else now,
+    async def refund_told(
+        self, charge_id: str, now: float | None = None, *, lease: Lease | None = None
+    ) -> None:
+        """The payer has heard the refund went through (or cannot be reached); the claim
+        is let go."""
+        stamp = self._clock()
+        sql = (
+            "UPDATE payments SET refund_told_at=$1, owner=NULL, lease_until=NULL "
+            "WHERE charge_id=$2 AND refund_told_at IS NULL"
+        )
+        await self._fenced_payment_write(
+            sql + _FENCE.format(owner="$3", now="$4") if lease else sql,
+            [stamp if now is None else now, charge_id],
             charge_id,
+            lease,
+            stamp,
         )
 
     async def request_refund(self, charge_id: str, now: float | None = None) -> Payment | None:
@@ -1186,6 +1317,22 @@ class PostgresLedger:
             write=False,
         )
         return {JobState(row["state"]): int(row["n"]) for row in rows}
+
+
+async def _check_lease(
+    conn: Connection, table: str, key_column: str, key: Any, lease: Lease, now: float
+) -> None:
+    """After a fenced write changed nothing (in its transaction): LeaseLost unless the
+    row is still leased to ``lease.owner`` (then the row was elsewhere in its life, and
+    the caller's compare-and-set says so). ``table`` and ``key_column`` are this
+    module's own names, never input."""
+    row = await conn.fetchrow(f"SELECT owner, lease_until FROM {table} WHERE {key_column}=$1", key)
+    if row is not None and not (
+        row["owner"] == lease.owner
+        and row["lease_until"] is not None
+        and row["lease_until"] >= now
+    ):
+        raise LeaseLost(f"{table} {key}")
 
 
 def _job(row: asyncpg.Record | None) -> Job:

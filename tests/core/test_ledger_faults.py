@@ -1,11 +1,11 @@
-"""A ledger that cannot be read for a moment (PostgreSQL restarting) does not drop a job:
-the tracker's task reads it again after a backoff and carries on."""
+"""A ledger that cannot be reached for a moment (PostgreSQL restarting) does not drop a
+job: the tracker's task claims (reads) it again after a backoff and carries on."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bot.core.errors import LedgerReadFailed
+from bot.core.errors import LedgerWriteFailed
 from bot.core.jobs import JobState
 from tests.conftest import wait_until
 from tests.core.conftest import Harness
@@ -14,16 +14,17 @@ from tests.core.conftest import Harness
 async def test_a_job_whose_ledger_read_failed_is_driven_on(h: Harness, monkeypatch):
     h.configure(poll_interval=0.01)  # the backoff after the failed read: 10-20 ms
     job = await h.new_job()
-    real_get = h.ledger.get
+    real_claim = h.ledger.claim_job
     failures: list[int] = []
 
-    async def get_failing_once(job_id: int) -> Any:
+    async def claim_failing_once(job_id: int, *args: Any) -> Any:
+        # The task's first read of its job is its claim (leases): that one fails.
         if not failures:
             failures.append(job_id)
-            raise LedgerReadFailed("cannot be reached (connection refused)")
-        return await real_get(job_id)
+            raise LedgerWriteFailed("cannot be reached (connection refused)")
+        return await real_claim(job_id, *args)
 
-    monkeypatch.setattr(h.ledger, "get", get_failing_once)
+    monkeypatch.setattr(h.ledger, "claim_job", claim_failing_once)
     h.tracker.track(job.id)
     try:
         # The background task (real time) goes on past its failed read: uploaded, submitted.

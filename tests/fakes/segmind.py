@@ -302,6 +302,9 @@ class FakeSegmind:
         #: HEAD requests on uploaded images (a client checking one is still served).
         self.asset_checks = 0
 
+        #: Gates for the next video downloads (hold_next_video), first come first held.
+        self._video_holds: list[asyncio.Event] = []
+
         self.jobs: dict[str, FakeJob] = {}
         self.submits: list[dict[str, Any]] = []
         self.uploads: list[int] = []
@@ -496,6 +499,13 @@ class FakeSegmind:
         for asset in self.assets.values():
             asset.uploaded_at -= seconds
 
+    def hold_next_video(self) -> asyncio.Event:
+        """The next video download is counted, then answered only once the returned
+        event is set (a download stalled on the way); the ones after it are not held."""
+        gate = asyncio.Event()
+        self._video_holds.append(gate)
+        return gate
+
     def status_polls(self) -> list[int]:
         """Status polls per job, in submit order."""
         return [job.status_polls for job in self.jobs.values()]
@@ -652,6 +662,8 @@ class FakeSegmind:
         if job is None or job.status(time.monotonic()) != "COMPLETED":
             return _error(404, "Not found")
         job.video_downloads += 1
+        if request.method != "HEAD" and self._video_holds:
+            await self._video_holds.pop(0).wait()
         size = self.video_size
         response = web.StreamResponse()
         response.content_type = "video/mp4"

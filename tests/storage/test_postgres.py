@@ -12,23 +12,16 @@ import pytest
 
 from bot.core.errors import LedgerReadFailed, LedgerWriteFailed
 from bot.core.jobs import JobState
+from bot.core.leases import Lease
 from bot.core.limits import Limits, StartOutcome
 from bot.core.options import VideoOptions
 from bot.core.payments import NewPayment, PaymentOutcome, invoice_payload
-from bot.storage import SCHEMA_VERSION, LedgerLocked, LedgerUnusable
-from bot.storage import postgres as postgres_module
+from bot.storage import SCHEMA_VERSION, LedgerUnusable
 from bot.storage.migrations import load_migrations
-from bot.storage.postgres import POSTGRES_SCHEMA_VERSION, RUNNING_LOCK_KEY, PostgresLedger
+from bot.storage.postgres import POSTGRES_SCHEMA_VERSION, PostgresLedger
 from tests.builders import new_job
-from tests.pgserver import (
-    PASSWORD,
-    PostgresServer,
-    closed_port,
-    holder_of_the_running_lock,
-    lock_waiters,
-    terminate,
-    wait_until_async,
-)
+from tests.pgserver import PASSWORD, PostgresServer, closed_port
+from tests.storage.test_ledger_contract import started
 
 LIMITS = Limits(max_active_per_user=2, daily_per_user=10)
 
@@ -213,49 +206,39 @@ async def test_options_the_driver_refuses_are_named_without_the_password(
     assert PASSWORD not in str(refused.value)
 
 
-async def test_one_running_bot_per_database_until_it_closes(postgres_url):
-    first = PostgresLedger(postgres_url, exclusive=True)
-    await first.open()
-    second = PostgresLedger(postgres_url, exclusive=True)
-    with pytest.raises(LedgerLocked, match="another bot holds the ledger postgresql://bot@"):
-        await second.open()
-    reader = PostgresLedger(postgres_url)  # check's and copy-ledger's way: no lock
-    await reader.open()
-    await reader.close()
-    await first.close()
-    await second.open()  # free again once the first closed
-    assert second.gone() is None
-    await second.close()
-
-
-async def test_a_lapsed_lock_is_taken_again_or_the_bot_hears_it_was_taken(
-    postgres_url, monkeypatch
-):
-    monkeypatch.setattr(postgres_module, "LOCK_CHECK_SECONDS", 0.05)
-    ledger = PostgresLedger(postgres_url, exclusive=True)
-    await ledger.open()
+async def test_several_bots_open_one_database_at_once_and_none_is_locked_out(postgres_url):
+    """No single-bot lock any more: bots share the database, each job leased to one."""
+    ledgers = [PostgresLedger(postgres_url) for _ in range(3)]
+    for ledger in ledgers:
+        await ledger.open()  # one after another, each while the others stay open
     try:
-        # Its lock connection is cut (as by a restart) and nobody else wants it: taken again.
-        first = await holder_of_the_running_lock(postgres_url)
-        assert first is not None
-        await terminate(postgres_url, first)
-        await wait_until_async(
-            lambda: holder_of_the_running_lock(postgres_url), lambda pid: pid not in (None, first)
+        assert [ledger.gone() for ledger in ledgers] == [None, None, None]
+        job_id = await started(ledgers[0])
+        claims = await asyncio.gather(
+            *(ledger.claim_job(job_id, Lease(f"bot-{n}")) for n, ledger in enumerate(ledgers))
         )
-        assert ledger.gone() is None
-        # Another bot waits for the lock; cut again: it takes the lock first, and this
-        # one hears it was taken.
-        other = await asyncpg.connect(postgres_url)
-        try:
-            waiting = asyncio.create_task(
-                other.execute("SELECT pg_advisory_lock($1)", RUNNING_LOCK_KEY)
-            )
-            await wait_until_async(lambda: lock_waiters(postgres_url), bool)
-            await terminate(postgres_url, await holder_of_the_running_lock(postgres_url))
-            await waiting
-            await wait_until_async(lambda: asyncio.sleep(0, ledger.gone()), bool)
-            assert "taken by another bot" in (ledger.gone() or "")
-        finally:
-            await other.close()
+        assert len([job for job in claims if job is not None]) == 1
     finally:
+        for ledger in ledgers:
+            await ledger.close()
+
+
+async def test_a_batch_claim_skips_a_row_another_instance_is_claiming_without_waiting(
+    postgres_url,
+):
+    """FOR UPDATE SKIP LOCKED: a job whose row another transaction holds (another
+    instance's claim in flight) is left to it; the others are claimed at once."""
+    ledger = PostgresLedger(postgres_url)
+    await ledger.open()
+    other = await asyncpg.connect(postgres_url)
+    try:
+        ids = [await started(ledger, message_id=m, user_id=m) for m in (1, 2, 3)]
+        async with other.transaction():
+            await other.execute("SELECT id FROM jobs WHERE id=$1 FOR UPDATE", ids[0])
+            claimed = await asyncio.wait_for(ledger.claim_jobs(Lease("bot-a"), 10), 5)
+            assert [job.id for job in claimed] == ids[1:]
+        # Once that transaction ended (without claiming it), the row is free again.
+        assert [job.id for job in await ledger.claim_jobs(Lease("bot-b"), 10)] == ids[:1]
+    finally:
+        await other.close()
         await ledger.close()
