@@ -115,6 +115,8 @@ async def _child(api_url: str, index: int, chats: list[int], shared: bool) -> di
 @dataclass
 class BudgetRound:
     shared: bool
+    #: Each chat written to by one process only (else by all three at once).
+    split: bool
     messages: int
     arrived: int
     seconds: float
@@ -123,11 +125,13 @@ class BudgetRound:
     chat_max_in_one_second: int
     chat_min_gap: float
     statements_per_message: float
+    statements: dict[str, int]
     failures: list[str]
 
     def row(self) -> str:
         return (
-            f"| {'one shared budget' if self.shared else 'each alone'} | {self.messages}"
+            f"| {'one shared budget' if self.shared else 'each alone'}"
+            f"{', chats split' if self.split else ', same chats'} | {self.messages}"
             f" | {self.arrived} | {self.seconds:.1f} | {self.mean_per_second:.1f}"
             f" | {self.max_in_one_second} | {self.chat_max_in_one_second}"
             f" | {self.chat_min_gap:.2f} | {self.statements_per_message:.2f} |"
@@ -142,7 +146,7 @@ HEADER = (
 
 
 async def _round(
-    server: PostgresServer, private_chats: int, groups: int, shared: bool
+    server: PostgresServer, private_chats: int, groups: int, shared: bool, split: bool
 ) -> BudgetRound:
     database = server.create_database()
     url = server.url(database)
@@ -153,6 +157,8 @@ async def _round(
         async with FakeTelegram() as telegram:
             chats = [telegram.private_chat(10_000 + i) for i in range(private_chats)]
             chats += [telegram.group(-100_900 - i) for i in range(groups)]
+            # Split: as many messages, each chat's three from one process.
+            shares = [chats[index::PROCESSES] if split else chats for index in range(PROCESSES)]
             children = [
                 await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -164,7 +170,7 @@ async def _round(
                     "--api",
                     telegram.api_url,
                     "--chats",
-                    ",".join(map(str, chats)),
+                    ",".join(map(str, shares[index] * (PROCESSES if split else 1))),
                     *([] if shared else ["--alone"]),
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
@@ -189,7 +195,10 @@ async def _round(
             per_chat = [telegram.send_times(chat) for chat in chats]
     finally:
         server.drop_database(database)
-    calls = sum(sum(report["budget_calls"].values()) for report in reports)
+    statements: Counter[str] = Counter()
+    for report in reports:
+        statements.update(report["budget_calls"])
+    calls = sum(statements.values())
     gaps = [
         later - earlier
         for chat_times in per_chat
@@ -198,7 +207,8 @@ async def _round(
     seconds = times[-1] - times[0] if len(times) > 1 else 0.0
     return BudgetRound(
         shared=shared,
-        messages=PROCESSES * len(chats),
+        split=split,
+        messages=sum(len(share) for share in shares) * (PROCESSES if split else 1),
         arrived=len(times),
         seconds=seconds,
         mean_per_second=(len(times) - 1) / seconds if seconds else float("nan"),
@@ -206,6 +216,7 @@ async def _round(
         chat_max_in_one_second=max(max_in_window(chat_times) for chat_times in per_chat),
         chat_min_gap=min(gaps) if gaps else float("nan"),
         statements_per_message=calls / max(1, len(times)),
+        statements=dict(statements),
         failures=[failure for report in reports for failure in report["failures"]],
     )
 
@@ -214,9 +225,10 @@ async def _main_async(args: argparse.Namespace) -> list[BudgetRound]:
     server = await asyncio.to_thread(PostgresServer().start)
     try:
         rounds = []
-        for shared in (True, False) if args.contrast else (True,):
-            say(f"{'shared budget' if shared else 'each alone'}: {PROCESSES} processes ...")
-            result = await _round(server, args.private_chats, args.groups, shared)
+        kinds = [(True, False), (True, True)] + ([(False, False)] if args.contrast else [])
+        for shared, split in kinds:
+            say(f"{'shared budget' if shared else 'each alone'}, split {split} ...")
+            result = await _round(server, args.private_chats, args.groups, shared, split)
             say(result.row())
             rounds.append(result)
         return rounds
@@ -256,4 +268,7 @@ def main(argv: Sequence[str]) -> int:
         f"\n{time.strftime('%Y-%m-%d', time.gmtime())}, Python {platform.python_version()},"
         f" {os.cpu_count()} cores; failures: {[r.failures for r in rounds]}"
     )
+    for result in rounds:
+        if result.statements:
+            print(f"budget statements ({result.messages} messages): {result.statements}")
     return 0

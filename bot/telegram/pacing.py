@@ -131,6 +131,13 @@ SHARED_FLIGHT_SECONDS = 30.0
 #: give a place back early (its message failed), and a clock never waits for nothing.
 _SHARED_WAIT_MIN = 0.01
 _SHARED_WAIT_MAX = 0.5
+#: With every place busy, ask again no sooner than this: places free one by one (a
+#: second after each answer), so waiting a little lets one statement take several.
+_SHARED_PLACES_WAIT_MIN = 0.05
+#: A chat's turn held by a message on its way at another instance is asked for again
+#: after 10 ms, 20 ms, … up to this: a conversation's next reply is rarely late by much,
+#: and a chat that many instances write to at once does not cost a statement every 10 ms.
+_SHARED_TURN_POLL_MAX = 1.0
 #: The shared budget unreachable: this process keeps to its own budget meanwhile, and
 #: says so at most once a minute.
 _SHARED_FAULT_LOG_SECONDS = 60.0
@@ -224,6 +231,10 @@ class _Budget:
         self._answered.append(self._clock())
         self._released.set()
 
+    def released(self) -> None:
+        """A place taken back unused (in_flight already lowered): room at once."""
+        self._released.set()
+
 
 class PriorityRateLimiter(BaseRateLimiter[Priority]):
     def __init__(
@@ -297,12 +308,14 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
             paced = chat_id is not None and endpoint.lower() in PACED_METHODS
             try:
                 if paced and chat_id is not None:
-                    async with self.pacer.turn(chat_id, priority), self._shared_turn(chat_id):
+                    async with self.pacer.turn(chat_id, priority):
                         result = await self._within_budget(
-                            callback, args, kwargs, chat_id, priority
+                            callback, args, kwargs, chat_id, priority, paced=True
                         )
                 else:
-                    result = await self._within_budget(callback, args, kwargs, chat_id, priority)
+                    result = await self._within_budget(
+                        callback, args, kwargs, chat_id, priority, paced=False
+                    )
             except TelegramError as exc:
                 if self._on_answer is not None:
                     self._on_answer(exc)
@@ -339,20 +352,72 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         kwargs: dict[str, Any],
         chat_id: int | None,
         priority: Priority,
+        *,
+        paced: bool,
     ) -> _Answer:
-        """Make the request holding its places in the bot's and the group's budgets."""
+        """Make the request holding its places in the bot's and the group's budgets (and,
+        shared, the chat's turn there too)."""
         if chat_id is None:
             return await callback(*args, **kwargs)
         group = await self._group_slot(chat_id) if chat_id < 0 else None
         try:
-            place = await self._slot(priority)
+            place, turn = await self._place_and_turn(chat_id, priority, paced=paced)
             try:
                 return await callback(*args, **kwargs)
             finally:
                 self._give_back(place)
+                if turn is not None:
+                    await self._end_shared_turn(chat_id, turn)
         finally:
             if group is not None:
                 group.give_back()
+
+    async def _place_and_turn(
+        self, chat_id: int, priority: Priority, *, paced: bool
+    ) -> tuple[SharedPlace | None, float | None]:
+        """A place in the budget, and for a chat message with a shared budget the chat's
+        turn there, taken only once the place is had: a turn is held only while its
+        message is really on its way, so another instance waiting for the same chat waits
+        for a send, not for this instance's queue. A turn not free gives the place back
+        (to this process's stock) and the request queues again."""
+        backoff = _SHARED_WAIT_MIN
+        while True:
+            place = await self._slot(priority)
+            shared = self._shared
+            if not paced or shared is None or place is None:
+                return place, None
+            try:
+                held, wait = await shared.take_chat_turn(chat_id, SHARED_FLIGHT_SECONDS)
+            except (LedgerWriteFailed, LedgerReadFailed) as exc:
+                self._shared_fault(exc)
+                return place, None
+            except BaseException:
+                self._unslot(place)
+                raise
+            if held is not None:
+                return place, held
+            self._unslot(place)
+            if wait <= GROUP_CHAT_GAP:  # answered: the turn is free in ``wait`` seconds
+                await asyncio.sleep(max(wait, _SHARED_WAIT_MIN))
+            else:  # on its way at another instance: when its answer comes is unknown
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _SHARED_TURN_POLL_MAX)
+
+    def _unslot(self, place: SharedPlace) -> None:
+        """A place granted but not used: back to the stock for the next waiter."""
+        self._global.in_flight -= 1
+        self._global.released()
+        self._stock.append(place)
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch(), name="rate-limiter")
+
+    async def _end_shared_turn(self, chat_id: int, held: float) -> None:
+        """The chat's next turn comes its gap after this answer."""
+        assert self._shared is not None
+        try:
+            await self._shared.end_chat_turn(chat_id, held, ChatPacer.gap(chat_id))
+        except (LedgerWriteFailed, LedgerReadFailed) as exc:
+            self._shared_fault(exc)  # the turn comes free when its flight lapses
 
     def _give_back(self, place: SharedPlace | None) -> None:
         """The request is answered: its places come free a second from now."""
@@ -372,31 +437,6 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
                 await self._shared.give_back_send_places(places, 1.0)
             except (LedgerWriteFailed, LedgerReadFailed) as exc:
                 self._shared_fault(exc)  # they come free when their flight lapses
-
-    @contextlib.asynccontextmanager
-    async def _shared_turn(self, chat_id: int) -> AsyncIterator[None]:
-        """The chat's turn in the shared budget (another instance may be writing to the
-        same chat), held until the block ends; nothing without a shared budget."""
-        shared = self._shared
-        held: float | None = None
-        if shared is not None:
-            while True:
-                try:
-                    held, wait = await shared.take_chat_turn(chat_id, SHARED_FLIGHT_SECONDS)
-                except (LedgerWriteFailed, LedgerReadFailed) as exc:
-                    self._shared_fault(exc)
-                    break
-                if held is not None:
-                    break
-                await asyncio.sleep(min(max(wait, _SHARED_WAIT_MIN), _SHARED_WAIT_MAX))
-        try:
-            yield
-        finally:
-            if shared is not None and held is not None:
-                try:
-                    await shared.end_chat_turn(chat_id, held, ChatPacer.gap(chat_id))
-                except (LedgerWriteFailed, LedgerReadFailed) as exc:
-                    self._shared_fault(exc)  # the turn comes free when its flight lapses
 
     def _shared_fault(self, error: Exception) -> None:
         """Carry on under this process's own budget: Telegram's "retry after" is waited
@@ -423,8 +463,9 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
             raise
 
     async def _dispatch(self) -> None:
-        """Hand out places in the budget, most urgent waiter first."""
-        try:
+        """Hand out places in the budget, most urgent waiter first; then give the shared
+        places nobody took back (a waiter that comes meanwhile is served first)."""
+        while True:
             while self._queue:
                 await self._global.wait_for_room()
                 place = None
@@ -440,7 +481,8 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
                         break
                 if place is not None:
                     self._stock.append(place)
-        finally:
+            if not self._stock:
+                return  # no await since the queue was seen empty: no waiter is left behind
             await self._give_back_spare_places()
 
     async def _shared_place(self) -> SharedPlace | None:
@@ -462,14 +504,17 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
                 return None
             self._stock.extend(places)
             if not places:
-                await asyncio.sleep(min(max(wait or 0.0, _SHARED_WAIT_MIN), _SHARED_WAIT_MAX))
+                await asyncio.sleep(
+                    min(max(wait or 0.0, _SHARED_PLACES_WAIT_MIN), _SHARED_WAIT_MAX)
+                )
         return self._stock.pop()
 
     async def _give_back_spare_places(self) -> None:
-        """Places taken for waiters that gave up: free at once (none was used)."""
-        if self._shared is None or not self._stock or self._queue:
-            return
+        """Places taken for waiters that gave up (or whose chat was busy): free at once,
+        none was used."""
         spare, self._stock = self._stock, []
+        if self._shared is None or not spare:
+            return
         try:
             await self._shared.give_back_send_places(spare, 0.0)
         except (LedgerWriteFailed, LedgerReadFailed) as exc:
