@@ -19,6 +19,7 @@ from telegram.request import HTTPXRequest
 
 from bot.core.errors import LedgerWriteFailed
 from bot.storage.postgres import PostgresLedger
+from bot.storage.sqlite import SqliteLedger
 from bot.telegram import pacing
 from bot.telegram.pacing import Priority, PriorityRateLimiter, SharedBudget, SharedPlace
 from tests.fakes.telegram import TEST_TOKEN, FakeTelegram
@@ -218,3 +219,19 @@ async def test_an_unreachable_shared_budget_leaves_the_instance_to_its_own_pace(
     finally:
         await bot.shutdown()
         await limiter.shutdown()
+
+
+async def test_a_bot_on_sqlite_keeps_its_budget_in_memory(bot, tmp_path) -> None:
+    """One process owns a SQLite ledger: nothing is shared, nothing extra is asked."""
+    runtime = bot.bot_data["runtime"]
+    assert not runtime.limiter.shares_budget
+    assert not isinstance(SqliteLedger(tmp_path / "x.sqlite3"), SharedBudget)
+
+
+async def test_the_postgres_ledger_is_a_shared_budget(postgres_url: str) -> None:
+    """What the runtime checks to share it (bot.telegram.runtime)."""
+    ledger = PostgresLedger(postgres_url)
+    assert isinstance(ledger, SharedBudget)
+    limiter = PriorityRateLimiter()
+    limiter.share(ledger)
+    assert limiter.shares_budget

@@ -31,14 +31,18 @@ first there too), then for its group's budget, then for the bot's.
 
 Several instances on one PostgreSQL ledger share one bot token, so they share its
 budget: :meth:`PriorityRateLimiter.share` hands the limiter a :class:`SharedBudget` (the
-ledger), and every chat message then also takes the chat's turn there, and every
-request to a chat one of the bot's places there, under the same rule (held from being
-let go until a second — a chat's gap — after the answer, in the database's one clock).
-The in-memory budgets stay in front of it, so waiting happens here, by priority, and
-the database is asked only for what can go now: one statement takes places for every
-waiter that fits, and the places given back meanwhile go back in one statement. A bot
-on SQLite is alone and never calls :meth:`~PriorityRateLimiter.share`: nothing changes
-for it.
+ledger), and every request to a chat then also holds one of the bot's places there, and
+every chat message its chat's turn there, under the same rule (held from being let go
+until a second — a chat's gap — after the answer, in the database's one clock). The
+in-memory budgets stay in front of it, so waiting happens here, by priority, and the
+database is asked only for what can go now: one statement takes places for every waiter
+that fits, and the places given back meanwhile go back in one statement. A chat's shared
+turn is asked for once a place is had (if another instance's message to that chat is on
+its way, the place goes back to this process's stock and the request queues again), so
+a turn is held only while its message travels. An instance that dies holding places or
+turns frees them after ``SHARED_FLIGHT_SECONDS``; a shared budget that cannot be reached
+leaves each process to its own (a warning at most once a minute). A bot on SQLite is
+alone and never calls :meth:`~PriorityRateLimiter.share`: nothing changes for it.
 """
 
 from __future__ import annotations
@@ -272,6 +276,11 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
     def share(self, budget: SharedBudget) -> None:
         """Keep to ``budget`` too: the one every instance of this bot token shares."""
         self._shared = budget
+
+    @property
+    def shares_budget(self) -> bool:
+        """Whether a shared budget is kept to (PostgreSQL), not this process's alone."""
+        return self._shared is not None
 
     async def initialize(self) -> None:
         pass
