@@ -1318,7 +1318,7 @@ WITH clock AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t),
 free AS (
     SELECT place FROM telegram_places, clock
     WHERE place <= $1 AND busy_until <= clock.t
-    ORDER BY busy_until, place LIMIT $2 FOR UPDATE SKIP LOCKED
+    ORDER BY busy_until, place LIMIT $2 FOR UPDATE OF telegram_places SKIP LOCKED
 ),
 taken AS (
     UPDATE telegram_places p SET busy_until = clock.t + $3 FROM clock, free
