@@ -150,7 +150,7 @@ async def test_places_held_by_an_instance_that_died_come_free_after_their_flight
         started = time.monotonic()
         await alive.bot.send_message(telegram.private_chat(7), "after the lapse")
         waited = time.monotonic() - started
-        assert 1.3 <= waited < 3.0
+        assert 1.3 <= waited < 5.0  # not the limiter's own wait: its place lapsed
     finally:
         await dead.close()
         await stop_instance(alive)

@@ -293,7 +293,8 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         if self._shared is not None:  # let other instances have them now
             places, self._returns = self._returns, []
             spare, self._stock = self._stock, []
-            with contextlib.suppress(LedgerWriteFailed, LedgerReadFailed):
+            # RuntimeError: the ledger was closed first; its places lapse by themselves.
+            with contextlib.suppress(LedgerWriteFailed, LedgerReadFailed, RuntimeError):
                 await self._shared.give_back_send_places(places, 1.0)
                 await self._shared.give_back_send_places(spare, 0.0)
 
