@@ -52,10 +52,10 @@ class CountingBudget:
         self.calls: Counter[str] = Counter()
 
     async def take_send_places(
-        self, limit: int, count: int, flight: float
+        self, limit: int, count: int, flight: float, reserve: int = 0
     ) -> tuple[list[SharedPlace], float | None]:
         self.calls["take_send_places"] += 1
-        return await self._budget.take_send_places(limit, count, flight)
+        return await self._budget.take_send_places(limit, count, flight, reserve)
 
     async def give_back_send_places(self, places: Sequence[SharedPlace], span: float) -> None:
         self.calls["give_back_send_places"] += 1

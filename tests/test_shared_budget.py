@@ -22,6 +22,7 @@ from bot.storage.postgres import PostgresLedger
 from bot.storage.sqlite import SqliteLedger
 from bot.telegram import pacing
 from bot.telegram.pacing import Priority, PriorityRateLimiter, SharedBudget, SharedPlace
+from tests.conftest import wait_until
 from tests.fakes.telegram import TEST_TOKEN, FakeTelegram
 from tests.test_ratelimit import most_in_one_second
 
@@ -179,7 +180,7 @@ class UnreachableBudget:
         return LedgerWriteFailed("cannot be reached (connection refused)")
 
     async def take_send_places(
-        self, limit: int, count: int, flight: float
+        self, limit: int, count: int, flight: float, reserve: int = 0
     ) -> tuple[list[SharedPlace], float | None]:
         raise self._fail()
 
@@ -235,3 +236,36 @@ async def test_the_postgres_ledger_is_a_shared_budget(postgres_url: str) -> None
     limiter = PriorityRateLimiter()
     limiter.share(ledger)
     assert limiter.shares_budget
+
+
+async def test_a_status_edit_leaves_the_last_free_places_to_other_instances_deliveries(
+    telegram: FakeTelegram, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Priorities across instances: with 6 places and 5 held elsewhere, the one left is
+    kept for an urgent request — a video from this or any instance goes at once, a
+    status edit waits until places come free again."""
+    monkeypatch.setattr(pacing, "SHARED_FLIGHT_SECONDS", 1.5)
+    other = PostgresLedger(postgres_url)
+    await other.open()
+    instance = await start_instance(postgres_url, telegram, per_second=6)  # reserve: 1
+    try:
+        held, _ = await other.take_send_places(6, 5, pacing.SHARED_FLIGHT_SECONDS)
+        assert len(held) == 5  # on their way at another instance (they lapse in 1.5 s)
+        started = time.monotonic()
+        arrived: dict[str, float] = {}
+
+        async def send(chat: int, what: str, priority: Priority) -> None:
+            await instance.bot.send_message(
+                telegram.private_chat(chat), what, rate_limit_args=priority
+            )
+            arrived[what] = time.monotonic() - started
+
+        edit = asyncio.create_task(send(1, "edit", Priority.LOW))
+        await wait_until(lambda: instance.limiter.backlog == 1, what="the edit to wait")
+        await send(2, "video", Priority.DELIVERY)
+        await edit
+        assert arrived["video"] < 1.0  # the reserved place
+        assert arrived["edit"] >= 1.3  # only once the other instance's places lapsed
+    finally:
+        await other.close()
+        await stop_instance(instance)

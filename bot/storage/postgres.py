@@ -1197,12 +1197,13 @@ class PostgresLedger:
     _turns_pruned_at: float = float("-inf")
 
     async def take_send_places(
-        self, limit: int, count: int, flight: float
+        self, limit: int, count: int, flight: float, reserve: int = 0
     ) -> tuple[list[tuple[int, float]], float | None]:
         """Up to ``count`` of the bot's ``limit`` places that are free now, held for
-        ``flight`` seconds (unless given back sooner), in one statement. Returns each place
-        with the moment it is held until (the proof of holding it, for the give-back), and
-        when none was free, the seconds until the next one frees (None if unknown)."""
+        ``flight`` seconds (unless given back sooner), leaving ``reserve`` of them free,
+        in one statement. Returns each place with the moment it is held until (the proof
+        of holding it, for the give-back), and when none was free, the seconds until the
+        next one frees (None if unknown)."""
 
         async def work(conn: Connection) -> tuple[list[tuple[int, float]], float | None]:
             if limit > self._budget_places:
@@ -1212,7 +1213,7 @@ class PostgresLedger:
                     limit,
                 )
                 self._budget_places = limit
-            row = await conn.fetchrow(_TAKE_PLACES, limit, count, flight)
+            row = await conn.fetchrow(_TAKE_PLACES, limit, count, flight, reserve)
             assert row is not None
             places = [
                 (int(place), float(until))
@@ -1310,19 +1311,22 @@ def _rowcount(status: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-#: Takes up to $2 of the first $1 places that are free now, holding them $3 seconds; also
-#: says how long until the next busy one frees (the outer query sees the places as they
-#: were before this statement: those taken now were free, so they do not count).
+#: Takes up to $2 of the first $1 places that are free now, holding them $3 seconds, and
+#: leaves $4 of the free ones alone (it locks up to $2 + $4 and takes those past the
+#: first $4); also says how long until the next busy one frees (the outer query sees the
+#: places as they were before this statement: those taken now were free, so they do not
+#: count).
 _TAKE_PLACES = """
 WITH clock AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t),
 free AS (
     SELECT place FROM telegram_places, clock
     WHERE place <= $1 AND busy_until <= clock.t
-    ORDER BY busy_until, place LIMIT $2 FOR UPDATE OF telegram_places SKIP LOCKED
+    ORDER BY busy_until, place LIMIT $2::int + $4::int FOR UPDATE OF telegram_places SKIP LOCKED
 ),
+chosen AS (SELECT place FROM free ORDER BY place OFFSET $4::int),
 taken AS (
-    UPDATE telegram_places p SET busy_until = clock.t + $3 FROM clock, free
-    WHERE p.place = free.place RETURNING p.place, p.busy_until
+    UPDATE telegram_places p SET busy_until = clock.t + $3 FROM clock, chosen
+    WHERE p.place = chosen.place RETURNING p.place, p.busy_until
 )
 SELECT
     (SELECT array_agg(place) FROM taken) AS places,

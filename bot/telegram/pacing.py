@@ -39,7 +39,9 @@ database is asked only for what can go now: one statement takes places for every
 that fits, and the places given back meanwhile go back in one statement. A chat's shared
 turn is asked for once a place is had (if another instance's message to that chat is on
 its way, the place goes back to this process's stock and the request queues again), so
-a turn is held only while its message travels. An instance that dies holding places or
+a turn is held only while its message travels. Priorities hold across instances too: a
+``Priority.LOW`` request takes a shared place only while a few stay free for anyone's
+urgent ones (``LOW_RESERVE_SHARE``). An instance that dies holding places or
 turns frees them after ``SHARED_FLIGHT_SECONDS``; a shared budget that cannot be reached
 leaves each process to its own (a warning at most once a minute). A bot on SQLite is
 alone and never calls :meth:`~PriorityRateLimiter.share`: nothing changes for it.
@@ -146,6 +148,10 @@ _SHARED_TURN_POLL_MAX = 1.0
 #: says so at most once a minute.
 _SHARED_FAULT_LOG_SECONDS = 60.0
 
+#: Deliveries first across instances too: a LOW request (a status edit) takes a shared
+#: place only while one in this many (5 of 30) stays free for any instance's urgent ones.
+LOW_RESERVE_SHARE = 6
+
 #: What PTB's request callback returns: Telegram's ``result``.
 _Answer = bool | dict[str, Any] | list[dict[str, Any]]
 #: Told True when Telegram starts limiting the bot for long, False when it stops.
@@ -174,10 +180,11 @@ class SharedBudget(Protocol):
     """
 
     async def take_send_places(
-        self, limit: int, count: int, flight: float
+        self, limit: int, count: int, flight: float, reserve: int = 0
     ) -> tuple[list[SharedPlace], float | None]:
-        """Up to ``count`` of the first ``limit`` places free now, held ``flight`` seconds;
-        and when none was free, the seconds until one frees (None: unknown)."""
+        """Up to ``count`` of the first ``limit`` places free now, held ``flight`` seconds,
+        leaving ``reserve`` of the free ones to others; and when none was free, the
+        seconds until one frees (None: unknown)."""
 
     async def give_back_send_places(self, places: Sequence[SharedPlace], span: float) -> None:
         """The places come free ``span`` seconds from now."""
@@ -272,6 +279,8 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         self._returns: list[SharedPlace] = []
         self._returner: asyncio.Task[None] | None = None
         self._shared_fault_logged_at = float("-inf")
+        #: Shared places a LOW request leaves free for other instances' urgent ones.
+        self._low_reserve = max(1, per_second // LOW_RESERVE_SHARE)
 
     def share(self, budget: SharedBudget) -> None:
         """Keep to ``budget`` too: the one every instance of this bot token shares."""
@@ -504,12 +513,22 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
             if self._waiting == 0:
                 return None  # every waiter gave up: nobody to take a place for
             room = self._global.limit - self._global.in_flight
-            wanted = max(1, min(self._waiting, room))
+            urgent = sum(
+                1 for rank, _, future in self._queue if rank < Priority.LOW and not future.done()
+            )
+            if urgent:  # places for them first; a LOW one may follow in the batch
+                wanted, reserve = max(1, min(urgent, room)), 0
+            else:  # only nice-to-haves wait: leave some places to other instances' urgent
+                wanted, reserve = max(1, min(self._waiting, room)), self._low_reserve
             try:
                 places, wait = await self._shared.take_send_places(
-                    self._global.limit, wanted, SHARED_FLIGHT_SECONDS
+                    self._global.limit, wanted, SHARED_FLIGHT_SECONDS, reserve
                 )
             except (LedgerWriteFailed, LedgerReadFailed) as exc:
+                self._shared_fault(exc)
+                return None
+            except Exception as exc:  # a bug: said loudly, but no waiter is left hanging
+                log.exception("the shared Telegram budget failed")
                 self._shared_fault(exc)
                 return None
             self._stock.extend(places)
