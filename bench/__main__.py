@@ -324,6 +324,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .photos import main as photos_main
 
         return photos_main(arguments[1:])
+    if arguments[:1] == ["budget"]:
+        # python -m bench budget: three processes sharing one Telegram budget (bench/budget.py).
+        from .budget import main as budget_main
+
+        return budget_main(arguments[1:])
     args = parse_args(arguments)
     command = " ".join(["python -m bench", *arguments])
     report = asyncio.run(main_async(args, command))

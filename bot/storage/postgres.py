@@ -1318,6 +1318,99 @@ class PostgresLedger:
         )
         return {JobState(row["state"]): int(row["n"]) for row in rows}
 
+    # -- the Telegram budget shared by every instance (bot.telegram.pacing) -------------
+    # Kept in one block: PostgreSQL is the one ledger several instances share; a SQLite
+    # bot is alone and keeps its budget in memory. Times are the server's clock.
+
+    #: Places of the shared Telegram budget known to exist (the migration makes 30).
+    _budget_places: int = 30
+    #: When quiet chats' turns were last forgotten (monotonic; at most once a minute).
+    _turns_pruned_at: float = float("-inf")
+
+    async def take_send_places(
+        self, limit: int, count: int, flight: float, reserve: int = 0
+    ) -> tuple[list[tuple[int, float]], float | None]:
+        """Up to ``count`` of the bot's ``limit`` places that are free now, held for
+        ``flight`` seconds (unless given back sooner), leaving ``reserve`` of them free,
+        in one statement. Returns each place with the moment it is held until (the proof
+        of holding it, for the give-back), and when none was free, the seconds until the
+        next one frees (None if unknown)."""
+
+        async def work(conn: Connection) -> tuple[list[tuple[int, float]], float | None]:
+            if limit > self._budget_places:
+                await conn.execute(
+                    "INSERT INTO telegram_places (place) SELECT generate_series(1, $1::int) "
+                    "ON CONFLICT (place) DO NOTHING",
+                    limit,
+                )
+                self._budget_places = limit
+            row = await conn.fetchrow(_TAKE_PLACES, limit, count, flight, reserve)
+            assert row is not None
+            places = [
+                (int(place), float(until))
+                for place, until in zip(row["places"] or (), row["untils"] or (), strict=True)
+            ]
+            wait = row["wait"]
+            return places, None if wait is None else max(0.0, float(wait))
+
+        return await self._run(work, write=True)
+
+    async def give_back_send_places(
+        self, places: Sequence[tuple[int, float]], span: float
+    ) -> None:
+        """Each place comes free ``span`` seconds from now — unless it lapsed and another
+        instance holds it meanwhile (then it is theirs to give back)."""
+        if not places:
+            return
+        await self._execute(
+            "UPDATE telegram_places p SET busy_until = extract(epoch FROM clock_timestamp())"
+            " + $3 FROM unnest($1::int[], $2::float8[]) AS r(place, held)"
+            " WHERE p.place = r.place AND p.busy_until = r.held",
+            [place for place, _ in places],
+            [held for _, held in places],
+            span,
+        )
+
+    async def take_chat_turn(self, chat_id: int, flight: float) -> tuple[float | None, float]:
+        """The chat's turn if it is free now, held for ``flight`` seconds: the moment it is
+        held until (the proof of holding it), or None and the seconds until it frees."""
+
+        async def work(conn: Connection) -> tuple[float | None, float]:
+            held = await conn.fetchval(_TAKE_CHAT_TURN, chat_id, flight)
+            if held is not None:
+                return float(held), 0.0
+            wait = await conn.fetchval(
+                "SELECT busy_until - extract(epoch FROM clock_timestamp()) "
+                "FROM telegram_chat_turns WHERE chat_id=$1",
+                chat_id,
+            )
+            return None, max(0.0, float(wait or 0.0))
+
+        return await self._run(work, write=True)
+
+    async def end_chat_turn(self, chat_id: int, held: float, gap: float) -> None:
+        """The chat's next turn comes ``gap`` seconds from now (if this turn still holds
+        it); chats quiet for a minute are forgotten about once a minute."""
+        prune = time.monotonic() - self._turns_pruned_at >= 60.0
+
+        async def work(conn: Connection) -> None:
+            await conn.execute(
+                "UPDATE telegram_chat_turns SET busy_until = "
+                "extract(epoch FROM clock_timestamp()) + $3 WHERE chat_id=$1 AND busy_until=$2",
+                chat_id,
+                held,
+                gap,
+            )
+            if prune:
+                await conn.execute(
+                    "DELETE FROM telegram_chat_turns "
+                    "WHERE busy_until < extract(epoch FROM clock_timestamp()) - 60"
+                )
+
+        await self._run(work, write=True)
+        if prune:
+            self._turns_pruned_at = time.monotonic()
+
 
 async def _check_lease(
     conn: Connection, table: str, key_column: str, key: Any, lease: Lease, now: float
@@ -1363,3 +1456,36 @@ def _rowcount(status: str) -> int:
     """Rows a statement changed, from its status tag (``UPDATE 1``)."""
     tail = status.rsplit(" ", 1)[-1]
     return int(tail) if tail.isdigit() else 0
+
+
+#: Takes up to $2 of the first $1 places that are free now, holding them $3 seconds, and
+#: leaves $4 of the free ones alone (it locks up to $2 + $4 and takes those past the
+#: first $4); also says how long until the next busy one frees (the outer query sees the
+#: places as they were before this statement: those taken now were free, so they do not
+#: count).
+_TAKE_PLACES = """
+WITH clock AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t),
+free AS (
+    SELECT place FROM telegram_places, clock
+    WHERE place <= $1 AND busy_until <= clock.t
+    ORDER BY busy_until, place LIMIT $2::int + $4::int FOR UPDATE OF telegram_places SKIP LOCKED
+),
+chosen AS (SELECT place FROM free ORDER BY place OFFSET $4::int),
+taken AS (
+    UPDATE telegram_places p SET busy_until = clock.t + $3 FROM clock, chosen
+    WHERE p.place = chosen.place RETURNING p.place, p.busy_until
+)
+SELECT
+    (SELECT array_agg(place) FROM taken) AS places,
+    (SELECT array_agg(busy_until) FROM taken) AS untils,
+    (SELECT MIN(busy_until) FROM telegram_places, clock
+     WHERE place <= $1 AND busy_until > clock.t) - (SELECT t FROM clock) AS wait
+"""
+#: Takes chat $1's turn for $2 seconds if nobody holds it now; the moment it is held until.
+_TAKE_CHAT_TURN = """
+WITH clock AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t)
+INSERT INTO telegram_chat_turns AS c (chat_id, busy_until) SELECT $1, clock.t + $2 FROM clock
+ON CONFLICT (chat_id) DO UPDATE SET busy_until = excluded.busy_until
+WHERE c.busy_until <= excluded.busy_until - $2
+RETURNING c.busy_until
+"""

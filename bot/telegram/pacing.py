@@ -28,6 +28,23 @@ Pass the priority as ``rate_limit_args``. Requests without a chat (getUpdates, g
 answerCallbackQuery) are not limited by the budget, but their flood waits are handled
 the same way. A message to a chat first waits for that chat's turn (the most urgent
 first there too), then for its group's budget, then for the bot's.
+
+Several instances on one PostgreSQL ledger share one bot token, so they share its
+budget: :meth:`PriorityRateLimiter.share` hands the limiter a :class:`SharedBudget` (the
+ledger), and every request to a chat then also holds one of the bot's places there, and
+every chat message its chat's turn there, under the same rule (held from being let go
+until a second — a chat's gap — after the answer, in the database's one clock). The
+in-memory budgets stay in front of it, so waiting happens here, by priority, and the
+database is asked only for what can go now: one statement takes places for every waiter
+that fits, and the places given back meanwhile go back in one statement. A chat's shared
+turn is asked for once a place is had (if another instance's message to that chat is on
+its way, the place goes back to this process's stock and the request queues again), so
+a turn is held only while its message travels. Priorities hold across instances too: a
+``Priority.LOW`` request takes a shared place only while a few stay free for anyone's
+urgent ones (``LOW_RESERVE_SHARE``). An instance that dies holding places or
+turns frees them after ``SHARED_FLIGHT_SECONDS``; a shared budget that cannot be reached
+leaves each process to its own (a warning at most once a minute). A bot on SQLite is
+alone and never calls :meth:`~PriorityRateLimiter.share`: nothing changes for it.
 """
 
 from __future__ import annotations
@@ -40,15 +57,16 @@ import logging
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from enum import IntEnum
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from telegram.error import RetryAfter, TelegramError
 from telegram.ext import BaseRateLimiter
 from telegram.warnings import PTBDeprecationWarning
 
+from ..core.errors import LedgerReadFailed, LedgerWriteFailed
 from ..core.tasks import cancel_and_wait
 
 __all__ = [
@@ -57,6 +75,7 @@ __all__ = [
     "PACED_METHODS",
     "Priority",
     "PriorityRateLimiter",
+    "SharedBudget",
     "TELEGRAM_PER_SECOND",
     "retry_after_seconds",
 ]
@@ -111,6 +130,28 @@ PACED_METHODS = frozenset(
     )
 )
 
+#: A place in the shared budget, or a chat's turn there, is held at most this long while
+#: its message is on its way: an instance that died holding it frees it after that.
+SHARED_FLIGHT_SECONDS = 30.0
+#: Bounds on one wait for the shared budget before asking it again: another instance may
+#: give a place back early (its message failed), and a clock never waits for nothing.
+_SHARED_WAIT_MIN = 0.01
+_SHARED_WAIT_MAX = 0.5
+#: With every place busy, ask again no sooner than this: places free one by one (a
+#: second after each answer), so waiting a little lets one statement take several.
+_SHARED_PLACES_WAIT_MIN = 0.05
+#: A chat's turn held by a message on its way at another instance is asked for again
+#: after 10 ms, 20 ms, … up to this: a conversation's next reply is rarely late by much,
+#: and a chat that many instances write to at once does not cost a statement every 10 ms.
+_SHARED_TURN_POLL_MAX = 1.0
+#: The shared budget unreachable: this process keeps to its own budget meanwhile, and
+#: says so at most once a minute.
+_SHARED_FAULT_LOG_SECONDS = 60.0
+
+#: Deliveries first across instances too: a LOW request (a status edit) takes a shared
+#: place only while one in this many (5 of 30) stays free for any instance's urgent ones.
+LOW_RESERVE_SHARE = 6
+
 #: What PTB's request callback returns: Telegram's ``result``.
 _Answer = bool | dict[str, Any] | list[dict[str, Any]]
 #: Told True when Telegram starts limiting the bot for long, False when it stops.
@@ -123,6 +164,36 @@ def retry_after_seconds(error: RetryAfter) -> float:
         warnings.simplefilter("ignore", PTBDeprecationWarning)
         value = error.retry_after
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+#: A place in the shared budget: its number and the moment it is held until (the proof
+#: of holding it when it is given back).
+SharedPlace = tuple[int, float]
+
+
+@runtime_checkable
+class SharedBudget(Protocol):
+    """The bot token's budget kept where every instance sees it (the PostgreSQL ledger).
+
+    Times are the budget's own clock, so instances on different machines agree. A call
+    that cannot reach it raises the core's ``LedgerWriteFailed``/``LedgerReadFailed``.
+    """
+
+    async def take_send_places(
+        self, limit: int, count: int, flight: float, reserve: int = 0
+    ) -> tuple[list[SharedPlace], float | None]:
+        """Up to ``count`` of the first ``limit`` places free now, held ``flight`` seconds,
+        leaving ``reserve`` of the free ones to others; and when none was free, the
+        seconds until one frees (None: unknown)."""
+
+    async def give_back_send_places(self, places: Sequence[SharedPlace], span: float) -> None:
+        """The places come free ``span`` seconds from now."""
+
+    async def take_chat_turn(self, chat_id: int, flight: float) -> tuple[float | None, float]:
+        """The chat's turn (its proof) if free now, else None and the seconds until it frees."""
+
+    async def end_chat_turn(self, chat_id: int, held: float, gap: float) -> None:
+        """The chat's next turn comes ``gap`` seconds from now."""
 
 
 class Priority(IntEnum):
@@ -171,6 +242,10 @@ class _Budget:
         self._answered.append(self._clock())
         self._released.set()
 
+    def released(self) -> None:
+        """A place taken back unused (in_flight already lowered): room at once."""
+        self._released.set()
+
 
 class PriorityRateLimiter(BaseRateLimiter[Priority]):
     def __init__(
@@ -193,10 +268,28 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         self._group_per_minute = group_per_minute
         self._groups: dict[int, _Budget] = {}
         self._group_locks: dict[int, asyncio.Lock] = {}
-        self._queue: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._queue: list[tuple[int, int, asyncio.Future[SharedPlace | None]]] = []
         self._order = itertools.count()
         self._waiting = 0
         self._dispatcher: asyncio.Task[None] | None = None
+        self._shared: SharedBudget | None = None
+        #: Places taken from the shared budget and not yet handed to a waiter.
+        self._stock: list[SharedPlace] = []
+        #: Places whose requests are done, to give back in the next statement.
+        self._returns: list[SharedPlace] = []
+        self._returner: asyncio.Task[None] | None = None
+        self._shared_fault_logged_at = float("-inf")
+        #: Shared places a LOW request leaves free for other instances' urgent ones.
+        self._low_reserve = max(1, per_second // LOW_RESERVE_SHARE)
+
+    def share(self, budget: SharedBudget) -> None:
+        """Keep to ``budget`` too: the one every instance of this bot token shares."""
+        self._shared = budget
+
+    @property
+    def shares_budget(self) -> bool:
+        """Whether a shared budget is kept to (PostgreSQL), not this process's alone."""
+        return self._shared is not None
 
     async def initialize(self) -> None:
         pass
@@ -204,6 +297,15 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
     async def shutdown(self) -> None:
         await cancel_and_wait(self._dispatcher)
         self._dispatcher = None
+        await cancel_and_wait(self._returner)
+        self._returner = None
+        if self._shared is not None:  # let other instances have them now
+            places, self._returns = self._returns, []
+            spare, self._stock = self._stock, []
+            # RuntimeError: the ledger was closed first; its places lapse by themselves.
+            with contextlib.suppress(LedgerWriteFailed, LedgerReadFailed, RuntimeError):
+                await self._shared.give_back_send_places(places, 1.0)
+                await self._shared.give_back_send_places(spare, 0.0)
 
     @property
     def backlog(self) -> int:
@@ -227,10 +329,12 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
                 if paced and chat_id is not None:
                     async with self.pacer.turn(chat_id, priority):
                         result = await self._within_budget(
-                            callback, args, kwargs, chat_id, priority
+                            callback, args, kwargs, chat_id, priority, paced=True
                         )
                 else:
-                    result = await self._within_budget(callback, args, kwargs, chat_id, priority)
+                    result = await self._within_budget(
+                        callback, args, kwargs, chat_id, priority, paced=False
+                    )
             except TelegramError as exc:
                 if self._on_answer is not None:
                     self._on_answer(exc)
@@ -267,47 +371,183 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         kwargs: dict[str, Any],
         chat_id: int | None,
         priority: Priority,
+        *,
+        paced: bool,
     ) -> _Answer:
-        """Make the request holding its places in the bot's and the group's budgets."""
+        """Make the request holding its places in the bot's and the group's budgets (and,
+        shared, the chat's turn there too)."""
         if chat_id is None:
             return await callback(*args, **kwargs)
         group = await self._group_slot(chat_id) if chat_id < 0 else None
         try:
-            await self._slot(priority)
+            place, turn = await self._place_and_turn(chat_id, priority, paced=paced)
             try:
                 return await callback(*args, **kwargs)
             finally:
-                self._global.give_back()
+                self._give_back(place)
+                if turn is not None:
+                    await self._end_shared_turn(chat_id, turn)
         finally:
             if group is not None:
                 group.give_back()
 
-    async def _slot(self, priority: Priority) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def _place_and_turn(
+        self, chat_id: int, priority: Priority, *, paced: bool
+    ) -> tuple[SharedPlace | None, float | None]:
+        """A place in the budget, and for a chat message with a shared budget the chat's
+        turn there, taken only once the place is had: a turn is held only while its
+        message is really on its way, so another instance waiting for the same chat waits
+        for a send, not for this instance's queue. A turn not free gives the place back
+        (to this process's stock) and the request queues again."""
+        backoff = _SHARED_WAIT_MIN
+        while True:
+            place = await self._slot(priority)
+            shared = self._shared
+            if not paced or shared is None or place is None:
+                return place, None
+            try:
+                held, wait = await shared.take_chat_turn(chat_id, SHARED_FLIGHT_SECONDS)
+            except (LedgerWriteFailed, LedgerReadFailed) as exc:
+                self._shared_fault(exc)
+                return place, None
+            except BaseException:
+                self._unslot(place)
+                raise
+            if held is not None:
+                return place, held
+            self._unslot(place)
+            if wait <= GROUP_CHAT_GAP:  # answered: the turn is free in ``wait`` seconds
+                await asyncio.sleep(max(wait, _SHARED_WAIT_MIN))
+            else:  # on its way at another instance: when its answer comes is unknown
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _SHARED_TURN_POLL_MAX)
+
+    def _unslot(self, place: SharedPlace) -> None:
+        """A place granted but not used: back to the stock for the next waiter."""
+        self._global.in_flight -= 1
+        self._global.released()
+        self._stock.append(place)
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch(), name="rate-limiter")
+
+    async def _end_shared_turn(self, chat_id: int, held: float) -> None:
+        """The chat's next turn comes its gap after this answer."""
+        assert self._shared is not None
+        try:
+            await self._shared.end_chat_turn(chat_id, held, ChatPacer.gap(chat_id))
+        except (LedgerWriteFailed, LedgerReadFailed) as exc:
+            self._shared_fault(exc)  # the turn comes free when its flight lapses
+
+    def _give_back(self, place: SharedPlace | None) -> None:
+        """The request is answered: its places come free a second from now."""
+        self._global.give_back()
+        if place is None:
+            return
+        self._returns.append(place)
+        if self._returner is None or self._returner.done():
+            self._returner = asyncio.create_task(self._return_places(), name="budget-returns")
+
+    async def _return_places(self) -> None:
+        """Give the answered requests' places back, all that gathered in one statement."""
+        assert self._shared is not None
+        while self._returns:
+            places, self._returns = self._returns, []
+            try:
+                await self._shared.give_back_send_places(places, 1.0)
+            except (LedgerWriteFailed, LedgerReadFailed) as exc:
+                self._shared_fault(exc)  # they come free when their flight lapses
+
+    def _shared_fault(self, error: Exception) -> None:
+        """Carry on under this process's own budget: Telegram's "retry after" is waited
+        out here if instances together go over, and a bot without its ledger does little."""
+        now = time.monotonic()
+        if now - self._shared_fault_logged_at >= _SHARED_FAULT_LOG_SECONDS:
+            self._shared_fault_logged_at = now
+            log.warning("the shared Telegram budget is unreachable (%s): pacing alone", error)
+
+    async def _slot(self, priority: Priority) -> SharedPlace | None:
+        """A place in the bot's budget (and the shared one's place, if any)."""
+        future: asyncio.Future[SharedPlace | None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._queue, (int(priority), next(self._order), future))
         self._waiting += 1
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch(), name="rate-limiter")
         try:
-            await future
+            return await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self._global.give_back()  # granted, but its caller is gone
+                self._give_back(future.result())  # granted, but its caller is gone
             else:
                 self._waiting -= 1  # the dispatcher drops its entry when it comes to it
             raise
 
     async def _dispatch(self) -> None:
-        """Hand out places in the budget, most urgent waiter first."""
-        while self._queue:
-            await self._global.wait_for_room()
+        """Hand out places in the budget, most urgent waiter first; then give the shared
+        places nobody took back (a waiter that comes meanwhile is served first)."""
+        while True:
             while self._queue:
-                _, _, future = heapq.heappop(self._queue)
-                if not future.done():  # else its caller gave up (cancelled)
-                    self._global.take()
-                    self._waiting -= 1
-                    future.set_result(None)
-                    break
+                await self._global.wait_for_room()
+                place = None
+                if self._shared is not None:
+                    place = await self._shared_place()
+                while self._queue:
+                    _, _, future = heapq.heappop(self._queue)
+                    if not future.done():  # else its caller gave up (cancelled)
+                        self._global.take()
+                        self._waiting -= 1
+                        future.set_result(place)
+                        place = None
+                        break
+                if place is not None:
+                    self._stock.append(place)
+            if not self._stock:
+                return  # no await since the queue was seen empty: no waiter is left behind
+            await self._give_back_spare_places()
+
+    async def _shared_place(self) -> SharedPlace | None:
+        """A place in the shared budget: from the stock, else one statement takes places
+        for every waiter that fits this process's budget too; None when the budget is
+        unreachable (this process's own then rules alone) or nobody waits any more."""
+        assert self._shared is not None
+        while not self._stock:
+            if self._waiting == 0:
+                return None  # every waiter gave up: nobody to take a place for
+            room = self._global.limit - self._global.in_flight
+            urgent = sum(
+                1 for rank, _, future in self._queue if rank < Priority.LOW and not future.done()
+            )
+            if urgent:  # places for them first; a LOW one may follow in the batch
+                wanted, reserve = max(1, min(urgent, room)), 0
+            else:  # only nice-to-haves wait: leave some places to other instances' urgent
+                wanted, reserve = max(1, min(self._waiting, room)), self._low_reserve
+            try:
+                places, wait = await self._shared.take_send_places(
+                    self._global.limit, wanted, SHARED_FLIGHT_SECONDS, reserve
+                )
+            except (LedgerWriteFailed, LedgerReadFailed) as exc:
+                self._shared_fault(exc)
+                return None
+            except Exception as exc:  # a bug: said loudly, but no waiter is left hanging
+                log.exception("the shared Telegram budget failed")
+                self._shared_fault(exc)
+                return None
+            self._stock.extend(places)
+            if not places:
+                await asyncio.sleep(
+                    min(max(wait or 0.0, _SHARED_PLACES_WAIT_MIN), _SHARED_WAIT_MAX)
+                )
+        return self._stock.pop()
+
+    async def _give_back_spare_places(self) -> None:
+        """Places taken for waiters that gave up (or whose chat was busy): free at once,
+        none was used."""
+        spare, self._stock = self._stock, []
+        if self._shared is None or not spare:
+            return
+        try:
+            await self._shared.give_back_send_places(spare, 0.0)
+        except (LedgerWriteFailed, LedgerReadFailed) as exc:
+            self._shared_fault(exc)
 
     async def _group_slot(self, chat_id: int) -> _Budget:
         """A place in the group's own budget: ``group_per_minute`` in any 60 s."""

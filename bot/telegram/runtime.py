@@ -36,7 +36,7 @@ from ..settings import Settings
 from ..storage import LedgerUnusable, StoredLedger, make_ledger
 from ..storage.held import HeldPayments
 from .messenger import TelegramMessenger
-from .pacing import Priority, PriorityRateLimiter
+from .pacing import Priority, PriorityRateLimiter, SharedBudget
 from .photos import Photos
 
 if TYPE_CHECKING:  # loaded only with the HTTP server (bot.metrics imports prometheus_client)
@@ -426,6 +426,8 @@ class Runtime:
         )
         await ledger.open()
         self._ledger = ledger
+        if isinstance(ledger, SharedBudget):  # PostgreSQL: other instances may share the token
+            self.limiter.share(ledger)
         self._http = httpx.AsyncClient(timeout=_HTTP_TIMEOUT, limits=_HTTP_LIMITS)
         segmind: VideoService = SegmindClient(
             self._http,
