@@ -49,6 +49,8 @@ class RestartRound:
     status_max_before: int
     #: Every request to FakeSegmind in any 1 s window after the restart.
     requests_max_after: int
+    #: Requests to Segmind's API (status, result, history): not uploads or downloads.
+    api_max_after: int
     status_polls_mean: float
     delivered: int
     duplicates: int
@@ -73,6 +75,7 @@ class RestartRound:
             "status_max_per_s_after_restart": self.status_max_after,
             "status_max_per_s_before_restart": self.status_max_before,
             "requests_max_per_s_after_restart": self.requests_max_after,
+            "api_requests_max_per_s_after_restart": self.api_max_after,
             "status_polls_mean": round(self.status_polls_mean, 2),
             "delivered": self.delivered,
             "lost": self.lost,
@@ -92,13 +95,14 @@ class RestartRound:
         return "\n".join(
             [
                 "| restart round | jobs | in flight at SIGTERM | stop / start s"
-                " | status req/s max: after / before | all Segmind req/s max after"
+                " | status req/s max: after / before | API req/s max after"
+                " | all Segmind req/s max after"
                 " | status polls/job | COMPLETED→sendVideo s p50 / p95 | delivered | lost"
                 " | duplicates | submits |",
-                "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+                "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
                 f"| bot | {self.jobs} | {self.in_flight} | {self.stop_seconds:.2f} /"
                 f" {self.start_seconds:.2f} | {self.status_max_after} /"
-                f" {self.status_max_before} | {self.requests_max_after} |"
+                f" {self.status_max_before} | {self.api_max_after} | {self.requests_max_after} |"
                 f" {self.status_polls_mean:.1f} | {pair} | {self.delivered} | {self.lost}"
                 f" | {self.duplicates} | {self.submits} |",
             ]
@@ -200,6 +204,13 @@ async def run_restart_round(config: BenchConfig, jobs: int) -> RestartRound:
             status_max_after=max_in_window([t for t in status if t >= restart_at]),
             status_max_before=max_in_window([t for t in status if t < restart_at]),
             requests_max_after=max_in_window([t for t, *_ in log if t >= restart_at]),
+            api_max_after=max_in_window(
+                [
+                    t
+                    for t, _method, path, _ in log
+                    if t >= restart_at and not path.startswith(("/outputs/", "/assets/"))
+                ]
+            ),
             status_polls_mean=statistics.fmean(polls) if polls else math.nan,
             delivered=sum(1 for user in measured if user.videos > 0),
             duplicates=sum(user.videos - 1 for user in measured if user.videos > 1),

@@ -118,6 +118,17 @@ def test_however_late_the_turns_wake_no_more_than_per_second_start_in_any_second
     assert pace.start(104.0) == 0.0  # the window moved on
 
 
+def test_result_fetches_count_against_the_status_polls_pace():
+    """After a restart many jobs are found done at once: each result fetch follows its
+    status poll without waiting, but together they still keep to the rate."""
+    pace = PollPace(40)
+    for _ in range(10):
+        pace.record(50.0)  # ten results fetched at 50 s
+    started = [pace.start(50.2) for _ in range(40)]
+    assert started.count(0.0) == 30  # the second already holds ten requests
+    assert pace.wait(50.2) == pytest.approx(50.0 + 10 / 40 - 50.2)  # and ten turns
+
+
 def test_the_pace_refuses_a_rate_that_is_not_one():
     for bad in (0.0, 0.5, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="positive number"):

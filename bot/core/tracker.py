@@ -804,6 +804,7 @@ class Tracker:
         try:
             report = await self._segmind.status(job.request_id)
             if report.status == "COMPLETED":
+                self._pace.record(self._clock())  # Segmind's API sees it like a poll
                 report = await self._segmind.result(job.request_id)
         except NotFound:
             return await self._end(job, JobState.EXPIRED, Reason.RESULT_EXPIRED)
