@@ -570,27 +570,15 @@ class PostgresLedger:
             refused = await self._limit_outcome(conn, user_id, limits, now)
             if refused is not None:
                 return StartResult(refused, old)
-            priced = await self._needs_payment(conn, user_id, price, free_videos)
-            state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
-            row = await conn.fetchrow(
-                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
-                "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
-                "quality, duration, style, seed, state, keyboard_message_id, retry_of, "
-                "price_stars, invoice_no, created_at, generate_at, updated_at, language) "
-                "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
-                "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
-                "style, NULL, $1, $2, id, $3, $4, $5, $6, $5, language FROM jobs WHERE id=$7 "
-                "RETURNING *",
-                state.value,
-                status_message_id,
-                price if priced else 0,
-                1 if priced else 0,
-                now,
-                None if priced else now,
-                old_job_id,
+            return await self._start_follow_up(
+                conn,
+                old,
+                price=price,
+                free_videos=free_videos,
+                now=now,
+                status_message_id=status_message_id,
+                reuse_image_url=False,
             )
-            outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
-            return StartResult(outcome, _job(row))
 
         return await self._run(work, write=True, transaction=True)
 
@@ -624,28 +612,53 @@ class PostgresLedger:
             refused = await self._limit_outcome(conn, user_id, limits, now)
             if refused is not None:
                 return StartResult(refused, old)
-            priced = await self._needs_payment(conn, user_id, price, free_videos)
-            state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
-            row = await conn.fetchrow(
-                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
-                "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
-                "quality, duration, style, seed, image_url, state, retry_of, price_stars, "
-                "invoice_no, created_at, generate_at, updated_at, language) "
-                "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
-                "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
-                "style, NULL, image_url, $1, id, $2, $3, $4, $5, $4, language FROM jobs "
-                "WHERE id=$6 RETURNING *",
-                state.value,
-                price if priced else 0,
-                1 if priced else 0,
-                now,
-                None if priced else now,
-                old_job_id,
+            return await self._start_follow_up(
+                conn,
+                old,
+                price=price,
+                free_videos=free_videos,
+                now=now,
+                status_message_id=None,
+                reuse_image_url=True,
             )
-            outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
-            return StartResult(outcome, _job(row))
 
         return await self._run(work, write=True, transaction=True)
+
+    async def _start_follow_up(
+        self,
+        conn: Connection,
+        old: Job,
+        *,
+        price: int,
+        free_videos: int,
+        now: float,
+        status_message_id: int | None,
+        reuse_image_url: bool,
+    ) -> StartResult:
+        """The new job of "Try again" or "Again": a copy of ``old`` (photo, options,
+        language; its upload too with ``reuse_image_url``) with no seed yet, free or
+        awaiting its own payment. ``retry_of`` names ``old`` (unique: one per press)."""
+        priced = await self._needs_payment(conn, old.user_id, price, free_videos)
+        state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
+        row = await conn.fetchrow(
+            "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
+            "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
+            "quality, duration, style, seed, image_url, state, keyboard_message_id, "
+            "retry_of, price_stars, invoice_no, created_at, generate_at, updated_at, language) "
+            "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
+            "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
+            "style, NULL, CASE WHEN $1 THEN image_url END, $2, $3, id, $4, $5, $6, $7, $6, "
+            "language FROM jobs WHERE id=$8 RETURNING *",
+            reuse_image_url,
+            state.value,
+            status_message_id,
+            price if priced else 0,
+            1 if priced else 0,
+            now,
+            None if priced else now,
+            old.id,
+        )
+        return StartResult(StartOutcome.INVOICE if priced else StartOutcome.STARTED, _job(row))
 
     # -- transitions -----------------------------------------------------------------
 

@@ -622,30 +622,15 @@ class SqliteLedger:
             refused = await self._limit_outcome(user_id, limits, now)
             if refused is not None:
                 return StartResult(refused, old)
-            priced = await self._needs_payment(user_id, price, free_videos)
-            state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
-            cursor = await db.execute(
-                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
-                "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
-                "quality, duration, style, seed, state, keyboard_message_id, retry_of, "
-                "price_stars, invoice_no, created_at, generate_at, updated_at, language) "
-                "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
-                "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
-                "style, NULL, ?, ?, id, ?, ?, ?, ?, ?, language FROM jobs WHERE id=?",
-                (
-                    state.value,
-                    status_message_id,
-                    price if priced else 0,
-                    1 if priced else 0,
-                    now,
-                    None if priced else now,
-                    now,
-                    old_job_id,
-                ),
+            return await self._start_follow_up(
+                db,
+                old,
+                price=price,
+                free_videos=free_videos,
+                now=now,
+                status_message_id=status_message_id,
+                reuse_image_url=False,
             )
-            new = await self._fetch_one(f"{_JOB} WHERE id=?", (cursor.lastrowid,))
-            outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
-            return StartResult(outcome, new)
 
     async def start_again(
         self,
@@ -679,29 +664,56 @@ class SqliteLedger:
             refused = await self._limit_outcome(user_id, limits, now)
             if refused is not None:
                 return StartResult(refused, old)
-            priced = await self._needs_payment(user_id, price, free_videos)
-            state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
-            cursor = await db.execute(
-                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
-                "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
-                "quality, duration, style, seed, image_url, state, retry_of, price_stars, "
-                "invoice_no, created_at, generate_at, updated_at, language) "
-                "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
-                "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
-                "style, NULL, image_url, ?, id, ?, ?, ?, ?, ?, language FROM jobs WHERE id=?",
-                (
-                    state.value,
-                    price if priced else 0,
-                    1 if priced else 0,
-                    now,
-                    None if priced else now,
-                    now,
-                    old_job_id,
-                ),
+            return await self._start_follow_up(
+                db,
+                old,
+                price=price,
+                free_videos=free_videos,
+                now=now,
+                status_message_id=None,
+                reuse_image_url=True,
             )
-            new = await self._fetch_one(f"{_JOB} WHERE id=?", (cursor.lastrowid,))
-            outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
-            return StartResult(outcome, new)
+
+    async def _start_follow_up(
+        self,
+        db: aiosqlite.Connection,
+        old: Job,
+        *,
+        price: int,
+        free_videos: int,
+        now: float,
+        status_message_id: int | None,
+        reuse_image_url: bool,
+    ) -> StartResult:
+        """The new job of "Try again" or "Again": a copy of ``old`` (photo, options,
+        language; its upload too with ``reuse_image_url``) with no seed yet, free or
+        awaiting its own payment. ``retry_of`` names ``old`` (unique: one per press)."""
+        priced = await self._needs_payment(old.user_id, price, free_videos)
+        state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
+        cursor = await db.execute(
+            "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
+            "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
+            "quality, duration, style, seed, image_url, state, keyboard_message_id, "
+            "retry_of, price_stars, invoice_no, created_at, generate_at, updated_at, language) "
+            "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
+            "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
+            "style, NULL, CASE WHEN ? THEN image_url END, ?, ?, id, ?, ?, ?, ?, ?, language "
+            "FROM jobs WHERE id=?",
+            (
+                reuse_image_url,
+                state.value,
+                status_message_id,
+                price if priced else 0,
+                1 if priced else 0,
+                now,
+                None if priced else now,
+                now,
+                old.id,
+            ),
+        )
+        new = await self._fetch_one(f"{_JOB} WHERE id=?", (cursor.lastrowid,))
+        outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
+        return StartResult(outcome, new)
 
     # -- transitions -----------------------------------------------------------------
 
