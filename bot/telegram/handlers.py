@@ -678,14 +678,8 @@ class Handlers:
     ) -> None:
         """Send the job's invoice first; only then swap the keyboard for "Change options",
         so a failed send leaves Generate there to press again."""
-        try:
-            await self._send_invoice(job, bot)
-        except TelegramError as exc:
-            log.warning("job %s: the invoice could not be sent: %s", job.short_id, exc)
-            await self._answer(query, texts.answer_invoice_failed(lang), alert=True)
+        if not await self._invoice_out(query, job, bot, lang, texts.answer_invoice_failed(lang)):
             return
-        log.info("job %s: invoice %d for %d Stars", job.short_id, job.invoice_no, job.price_stars)
-        await self._answer(query, texts.answer_invoice_sent(lang))
         await self._edit(
             message,
             texts.awaiting_payment(job.language, job.options, job.price_stars),
@@ -765,17 +759,26 @@ class Handlers:
         else:
             await self._answer(query, texts.answer_again_before(lang))
 
-    async def _again_invoice(self, query: CallbackQuery, job: Job, bot: Bot, lang: str) -> None:
-        """The Again job's invoice, then (once it is out) its status message with
-        "Change options"; a failed send leaves Again to press once more."""
+    async def _invoice_out(
+        self, query: CallbackQuery, job: Job, bot: Bot, lang: str, failed: str
+    ) -> bool:
+        """Send the job's invoice and answer the press: "sent", or ``failed`` (False)."""
         try:
             await self._send_invoice(job, bot)
         except TelegramError as exc:
             log.warning("job %s: the invoice could not be sent: %s", job.short_id, exc)
-            await self._answer(query, texts.answer_again_invoice_failed(lang), alert=True)
-            return
+            await self._answer(query, failed, alert=True)
+            return False
         log.info("job %s: invoice %d for %d Stars", job.short_id, job.invoice_no, job.price_stars)
         await self._answer(query, texts.answer_invoice_sent(lang))
+        return True
+
+    async def _again_invoice(self, query: CallbackQuery, job: Job, bot: Bot, lang: str) -> None:
+        """The Again job's invoice, then (once it is out) its status message with
+        "Change options"; a failed send leaves Again to press once more."""
+        failed = texts.answer_again_invoice_failed(lang)
+        if not await self._invoice_out(query, job, bot, lang, failed):
+            return
         if job.keyboard_message_id is None:
             await self._status_message(
                 bot,
