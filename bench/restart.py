@@ -182,6 +182,12 @@ async def run_restart_round(config: BenchConfig, jobs: int) -> RestartRound:
         finally:
             await _stop_process(bot.process)
         say(f"restart{jobs}: round done")
+        for user in measured:
+            if user.videos > 1:
+                sends = ", ".join(
+                    f"{at - restart_at:+.2f}s [{data}]" for at, data in user.video_calls
+                )
+                say(f"restart{jobs}: user {user.user_id} got {user.videos} videos: {sends}")
 
         owners = _job_owners(segmind, bot.folder / "data" / "bot.sqlite3")
         log = segmind.requests_log

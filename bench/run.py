@@ -143,6 +143,8 @@ class User:
     video_at: float = math.nan
     video_size: int | None = None
     videos: int = 0
+    #: When each video arrived and the buttons under it (their data names the job).
+    video_calls: list[tuple[float, str]] = field(default_factory=list)
     outcome_text: str | None = None
     failure: str | None = None
     keyboard_seen: asyncio.Event = field(default_factory=asyncio.Event)
@@ -159,6 +161,17 @@ def _generate_button(call: Call) -> str | None:
             if isinstance(data, str) and data.startswith("g:"):
                 return data
     return None
+
+
+def _buttons_data(call: Call) -> str:
+    markup = call.params.get("reply_markup")
+    rows = markup.get("inline_keyboard") or [] if isinstance(markup, dict) else []
+    return " ".join(
+        str(button.get("callback_data"))
+        for row in rows
+        for button in row
+        if isinstance(button, dict) and button.get("callback_data")
+    )
 
 
 class CallWatcher:
@@ -188,6 +201,7 @@ class CallWatcher:
                     continue
             if method == "sendvideo":
                 user.videos += 1
+                user.video_calls.append((call.at, _buttons_data(call)))
                 if user.videos == 1:
                     user.video_at = call.at
                     video = call.params.get("video")

@@ -16,6 +16,14 @@ write raises :class:`LeaseLost`, and the instance stops driving that job: it sen
 second submit and no second video. Right before a video (or an outcome) goes out, the
 lease is checked and extended the same way (``Ledger.hold_job``).
 
+What already happened outside is the exception (:func:`record_done`): a submit Segmind
+accepted, a video or a message Telegram took, a refund Telegram made. Its record is
+fenced too, but when the lease lapsed meanwhile it is written all the same, guarded by
+the row's state alone, before LeaseLost: refused, it would leave the job looking
+undone, and its next driver would do it again (a second video). Two instances can still
+both act in the moment between a lease check and the outside world (a pause right
+after ``hold_job``); nothing can fence Telegram itself.
+
 With SQLite only one process may open the ledger (an OS lock), so leases there are
 never contested; they run through the same code all the same.
 """
@@ -25,7 +33,9 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 __all__ = [
     "CLAIM_BATCH",
@@ -35,7 +45,10 @@ __all__ = [
     "Lease",
     "LeaseLost",
     "instance_id",
+    "record_done",
 ]
+
+T = TypeVar("T")
 
 #: How long a claim holds without renewal: a dead instance's jobs wait this long.
 LEASE_SECONDS = 30.0
@@ -76,3 +89,14 @@ def instance_id() -> str:
     reused across restarts and containers; the random part never is)."""
     host = socket.gethostname().split(".")[0][:40] or "host"
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+async def record_done(write: Callable[[Lease | None], Awaitable[T]], lease: Lease) -> T:
+    """Record something that already happened outside: ``write(lease)``, fenced; when
+    the lease was lost meanwhile, ``write(None)`` (guarded by the row's state alone) and
+    then LeaseLost, so the caller stops driving the row (see the module's docstring)."""
+    try:
+        return await write(lease)
+    except LeaseLost:
+        await write(None)
+        raise

@@ -26,7 +26,7 @@ from . import schedule
 from .alerts import AlertKind, Alerts
 from .errors import AlreadyRefunded, ChatUnreachable, LedgerError, RefundRefused, SendFailed
 from .jobs import JobState
-from .leases import Lease, LeaseLost, instance_id
+from .leases import Lease, LeaseLost, instance_id, record_done
 from .payments import Payment, RefundState
 from .ports import Ledger, Messenger, StarCharge
 from .tasks import Background
@@ -121,7 +121,9 @@ class Refunds(Background):
         except SendFailed as exc:
             log.info("refund %s: telling the payer failed (%s); next scan", payment.charge_id, exc)
             return
-        await self._ledger.refund_told(payment.charge_id, lease=self._lease)
+        await record_done(
+            lambda lease: self._ledger.refund_told(payment.charge_id, lease=lease), self._lease
+        )
 
     async def _refund(self, payment: Payment) -> bool:
         """One attempt; True once Telegram confirmed (now or before)."""
@@ -147,7 +149,10 @@ class Refunds(Background):
                 payment.charge_id, self._clock() + delay, lease=self._lease
             )
             return False
-        await self._ledger.refund_confirmed(payment.charge_id, lease=self._lease)
+        await record_done(
+            lambda lease: self._ledger.refund_confirmed(payment.charge_id, lease=lease),
+            self._lease,
+        )
         log.info(
             "refund %s: %d Stars back to user %s (%s)",
             payment.charge_id,

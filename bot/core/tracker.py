@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -69,6 +70,7 @@ from .leases import (
     Lease,
     LeaseLost,
     instance_id,
+    record_done,
 )
 from .options import SEED_RANGE
 from .ports import Ledger, Messenger, VideoService
@@ -321,8 +323,17 @@ class Tracker:
         cancelling the job's task at shutdown does not cut it off mid-request."""
         task = asyncio.create_task(step)
         self._critical.add(task)
-        task.add_done_callback(self._critical.discard)
+        task.add_done_callback(self._paid_step_done)
         return await asyncio.shield(task)
+
+    def _paid_step_done(self, task: asyncio.Task[Any]) -> None:
+        self._critical.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()  # also marks it seen: its job task may be gone
+        if error is not None and self._closing:
+            # Nobody awaits it any more; the ledger says where the job is.
+            log.warning("a paid step ended after the stop: %s: %s", type(error).__name__, error)
 
     async def _drive(self, job_id: int, first_delay: float = 0.0) -> None:
         try:
@@ -624,16 +635,19 @@ class Tracker:
         (disk full, read-only) must not lose a paid request: it is logged at once, kept
         in memory, and the next step writes it (a restart finds it in the history)."""
         try:
-            queued = await self._ledger.transition(
-                job.id,
-                JobState.SUBMITTING,
-                JobState.QUEUED,
-                lease=self._lease,
-                request_id=request_id,
-                submitted_at=submitted_at,
+            queued = await record_done(
+                lambda lease: self._ledger.transition(
+                    job.id,
+                    JobState.SUBMITTING,
+                    JobState.QUEUED,
+                    lease=lease,
+                    request_id=request_id,
+                    submitted_at=submitted_at,
+                ),
+                self._lease,
             )
         except LeaseLost:
-            raise  # the new owner finds the request in the history
+            raise  # recorded all the same: the job's new driver polls that request
         except Exception as exc:
             self._answered[job.id] = request_id
             log.warning(
@@ -885,20 +899,25 @@ class Tracker:
             return await self._end(job, JobState.EXPIRED, Reason.RESULT_EXPIRED)
         sending = _SendingStatus(self, job, self._config.sending_status_after)
         await sending.start()
+        # The folder belongs to whoever uses it last: this task until the send begins,
+        # then the send, which may outlive this task at shutdown (its upload must not
+        # find the file gone).
+        folder = Path(tempfile.mkdtemp(prefix="warmth-"))
+        handed_over = False
         try:
-            with tempfile.TemporaryDirectory(prefix="warmth-") as folder:
-                path: Path | None = Path(folder) / f"{job.short_id}.mp4"
-                assert path is not None
-                try:
-                    await self._segmind.download(
-                        job.output_url, path, max_bytes=self._messenger.max_upload_bytes
-                    )
-                except TooLarge:
-                    path = None  # too big to upload: its link goes instead
-                sending.not_needed()
-                delivered = await self._finish_paid_step(
-                    self._send_and_record(job, path, expires_at)
+            path: Path | None = folder / f"{job.short_id}.mp4"
+            assert path is not None
+            try:
+                await self._segmind.download(
+                    job.output_url, path, max_bytes=self._messenger.max_upload_bytes
                 )
+            except TooLarge:
+                path = None  # too big to upload: its link goes instead
+            sending.not_needed()
+            handed_over = True
+            delivered = await self._finish_paid_step(
+                self._send_and_clean_up(job, path, expires_at, folder)
+            )
         except ChatUnreachable:
             return await self._chat_gone(job)
         except SendFailed as exc:
@@ -910,11 +929,21 @@ class Tracker:
             log.warning("job %s: video download failed, will retry: %s", job.short_id, exc)
             return self._backoff(job.id, getattr(exc, "retry_after", None))
         finally:
+            if not handed_over:
+                shutil.rmtree(folder, ignore_errors=True)
             await sending.finished()  # its edit comes before the summary's
         if delivered is not None:
             # The video is there: the status message becomes its one-line summary.
             await self._progress_quietly(delivered, Progress.DONE)
         return None
+
+    async def _send_and_clean_up(
+        self, job: Job, path: Path | None, expires_at: float, folder: Path
+    ) -> Job | None:
+        try:
+            return await self._send_and_record(job, path, expires_at)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     async def _send_and_record(self, job: Job, path: Path | None, expires_at: float) -> Job | None:
         """Send the video (or, too big for an upload, its link) and record DELIVERED at once."""
@@ -929,13 +958,17 @@ class Tracker:
             except VideoRefused as exc:
                 log.warning("job %s: video refused (%s), sending its link", job.short_id, exc)
                 await self._messenger.send_video_link(job, job.output_url, expires_at)
-        return await self._ledger.transition(
-            job.id,
-            JobState.COMPLETED,
-            JobState.DELIVERED,
-            lease=self._lease,
-            video_file_id=file_id,
-            notified_at=self._clock(),
+        sent_at = self._clock()
+        return await record_done(
+            lambda lease: self._ledger.transition(
+                job.id,
+                JobState.COMPLETED,
+                JobState.DELIVERED,
+                lease=lease,
+                video_file_id=file_id,
+                notified_at=sent_at,
+            ),
+            self._lease,
         )
 
     # -- telling the user how it ended ----------------------------------------------
@@ -952,7 +985,9 @@ class Tracker:
             return None
         except SendFailed as exc:
             return self._backoff(job.id, exc.retry_after)
-        await self._ledger.mark_notified(job.id, lease=self._lease)
+        await record_done(
+            lambda lease: self._ledger.mark_notified(job.id, lease=lease), self._lease
+        )
         return None
 
     # -- leases (bot.core.leases) ------------------------------------------------------

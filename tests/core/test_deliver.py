@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import tempfile
+from pathlib import Path
+
 import httpx
 import pytest
 
 from bot.core.errors import ChatUnreachable, SendFailed, VideoRefused
-from bot.core.jobs import JobState, Reason
+from bot.core.jobs import Job, JobState, Reason
 from bot.core.ports import Progress
 from bot.core.tracker import RESULT_RETENTION_SECONDS
 from tests.core.conftest import INTERVAL, Harness
@@ -172,3 +177,49 @@ async def test_a_result_at_its_retention_limit_is_still_delivered(h: Harness):
     h.clock.advance(RESULT_RETENTION_SECONDS)
     assert await h.step(job.id) is None
     assert (await h.job(job.id)).state is S.DELIVERED
+
+
+async def test_a_stop_during_the_upload_leaves_the_file_to_the_upload(h: Harness, monkeypatch):
+    """SIGTERM cancels the job's task while its video is being sent. The send goes on
+    (it is paid for) and must still find the file; the folder goes once it is done.
+    The cancelled task used to delete the folder under it (FileNotFoundError)."""
+    job, request = await h.completed_job()
+    send_video = h.messenger.send_video
+    uploading, resume = asyncio.Event(), asyncio.Event()
+    seen: list[Path] = []
+
+    async def slow_upload(job: Job, path: Path) -> str:
+        seen.append(path)
+        uploading.set()
+        await resume.wait()
+        return await send_video(job, path)
+
+    monkeypatch.setattr(h.messenger, "send_video", slow_upload)
+    h.tracker.track(job.id)
+    [job_task] = [task for task in asyncio.all_tasks() if task.get_name() == f"job-{job.id}"]
+    await uploading.wait()
+    stopping = asyncio.create_task(h.tracker.stop())  # SIGTERM
+    with contextlib.suppress(asyncio.CancelledError):
+        await job_task
+    assert job_task.cancelled()
+    assert seen[0].exists()  # the cancelled task left the file to the upload
+    resume.set()
+    await stopping
+    assert h.messenger.videos == [request.video]
+    assert (await h.job(job.id)).state is S.DELIVERED
+    assert not seen[0].parent.exists()  # and the folder went with the upload
+
+
+@pytest.mark.parametrize("download", ["ok", "expired", "failed", "too-large"])
+async def test_no_video_folder_is_left_behind(h: Harness, tmp_path, monkeypatch, download):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    job, request = await h.completed_job()
+    if download == "expired":
+        h.segmind.fail("video", 404)
+    elif download == "failed":
+        h.segmind.fail("video", 503)
+    elif download == "too-large":
+        h.messenger.max_upload_bytes = len(request.video) - 1
+    await h.step(job.id)
+    assert list((tmp_path / "tmp").iterdir()) == []

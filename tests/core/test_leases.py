@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 import pytest
 
@@ -111,12 +112,13 @@ async def test_a_paused_instance_cannot_submit_a_job_taken_over_meanwhile(h: Har
     assert len(h.messenger.videos) == 1
 
 
-async def test_a_submit_whose_answer_comes_after_a_takeover_is_found_not_resubmitted(
+async def test_a_submit_answered_after_a_takeover_is_recorded_and_not_resubmitted(
     h: Harness,
 ):
-    """A sent its submit and was paused before recording the answer: its write of the
-    request_id is refused, and B, finding the job SUBMITTING, looks the request up in
-    Segmind's history rather than submitting again."""
+    """A sent its submit and was paused before recording the answer; meanwhile B took
+    the job over. A's request id is still written (Segmind has the job: that is a
+    fact), A stops driving the job, and B polls that request: no second submit, no
+    history lookup needed."""
     b = instance(h, "instance-B")
     job = await h.new_job()
     await claimed(h.tracker, job.id)
@@ -129,16 +131,46 @@ async def test_a_submit_whose_answer_comes_after_a_takeover_is_found_not_resubmi
     with pytest.raises(LeaseLost):
         await h.step(job.id)
     h.segmind.on_submit = None
-    submitting = await h.job(job.id)
-    assert (submitting.state, submitting.request_id) == (S.SUBMITTING, None)
-    assert h.segmind.accepted == ["req-1"]
+    queued = await h.job(job.id)
+    assert (queued.state, queued.request_id) == (S.QUEUED, "req-1")
+    assert await h.column(job.id, "owner") == "instance-B"  # A's late write took nothing
 
     h.segmind.jobs["req-1"].timeline = ["COMPLETED"]
     await drive(h, b, job.id)
     done = await h.job(job.id)
     assert (done.state, done.request_id) == (S.DELIVERED, "req-1")
     assert h.segmind.count("submit") == 1
-    assert h.segmind.count("history") >= 1
+    assert h.segmind.count("history") == 0
+    assert len(h.messenger.videos) == 1
+
+
+async def test_a_submit_answered_after_the_history_was_searched_is_not_resubmitted(
+    h: Harness,
+):
+    """B took over while A's answer was on its way and began looking the request up;
+    A's late write records it; B's next step polls it instead of looking again."""
+    b = instance(h, "instance-B")
+    job = await h.new_job()
+    await claimed(h.tracker, job.id)
+    history_lag = h.segmind.history_lag
+    h.segmind.history_lag = 3600.0  # the request is not in the history yet
+
+    async def paused_while_answering(body: object) -> None:
+        h.clock.advance(LAPSE)
+        await b.resume_plan()
+        submitting = await h.job(job.id)
+        assert await b.step(submitting) is not None  # B looked, found nothing yet
+
+    h.segmind.on_submit = paused_while_answering
+    with pytest.raises(LeaseLost):
+        await h.step(job.id)
+    h.segmind.on_submit = None
+    h.segmind.history_lag = history_lag
+    assert (await h.job(job.id)).request_id == "req-1"
+    h.segmind.jobs["req-1"].timeline = ["COMPLETED"]
+    await drive(h, b, job.id)
+    assert (await h.job(job.id)).state is S.DELIVERED
+    assert h.segmind.count("submit") == 1
     assert len(h.messenger.videos) == 1
 
 
@@ -181,6 +213,78 @@ async def test_a_video_is_not_sent_by_an_instance_that_lost_the_job_before_sendi
     assert (await h.job(job.id)).state is S.COMPLETED
     await drive(h, b, job.id)
     assert len(h.messenger.videos) == 1
+
+
+async def test_a_video_sent_while_the_lease_lapsed_is_recorded_so_none_follows(
+    h: Harness, monkeypatch
+):
+    """A's upload took longer than its lease (a pause, a long queue) and B claimed the
+    job meanwhile. Telegram has the video: A records it all the same, so B, about to
+    deliver, finds it delivered and sends nothing."""
+    b = instance(h, "instance-B")
+    job, _ = await h.completed_job()
+    await claimed(h.tracker, job.id)
+    send_video = h.messenger.send_video
+
+    async def slow_upload(job: Job, path: Path) -> str:
+        h.clock.advance(LAPSE)
+        assert [job_id for job_id, _ in await b.resume_plan()] == [job.id]
+        return await send_video(job, path)
+
+    monkeypatch.setattr(h.messenger, "send_video", slow_upload)
+    with pytest.raises(LeaseLost):
+        await h.step(job.id)
+    delivered = await h.job(job.id)
+    assert delivered.state is S.DELIVERED
+    assert delivered.notified_at is not None
+    assert delivered.video_file_id == f"video-file-{job.id}"
+    monkeypatch.setattr(h.messenger, "send_video", send_video)
+    await drive(h, b, job.id)  # B's turn: nothing left to do
+    assert len(h.messenger.videos) == 1
+    assert await b.resume_plan() == []
+    assert await h.tracker.resume_plan() == []
+
+
+async def test_a_video_sent_after_its_own_lease_lapsed_is_not_sent_again(h: Harness, monkeypatch):
+    """One instance, its renewal late (a saturated ledger): the lease lapsed during the
+    upload with nobody else about. The video is recorded; the takeover scan that follows
+    finds nothing to drive (it used to find the job COMPLETED and send it again)."""
+    job, _ = await h.completed_job()
+    await claimed(h.tracker, job.id)
+    send_video = h.messenger.send_video
+
+    async def slow_upload(job: Job, path: Path) -> str:
+        h.clock.advance(LAPSE)
+        return await send_video(job, path)
+
+    monkeypatch.setattr(h.messenger, "send_video", slow_upload)
+    with pytest.raises(LeaseLost):
+        await h.step(job.id)
+    assert (await h.job(job.id)).state is S.DELIVERED
+    assert await h.tracker.resume_plan() == []
+    assert len(h.messenger.videos) == 1
+
+
+async def test_an_outcome_told_while_the_lease_lapsed_is_recorded_so_none_follows(
+    h: Harness, monkeypatch
+):
+    b = instance(h, "instance-B")
+    job = await h.finished_job(S.REJECTED, reason=Reason.BUSY)
+    await claimed(h.tracker, job.id)
+    send_outcome = h.messenger.send_outcome
+
+    async def slow_outcome(job: Job) -> None:
+        h.clock.advance(LAPSE)
+        await b.resume_plan()
+        await send_outcome(job)
+
+    monkeypatch.setattr(h.messenger, "send_outcome", slow_outcome)
+    with pytest.raises(LeaseLost):
+        await h.step(job.id)
+    assert (await h.job(job.id)).notified_at is not None
+    monkeypatch.setattr(h.messenger, "send_outcome", send_outcome)
+    await drive(h, b, job.id)
+    assert len(h.messenger.calls_to("send_outcome")) == 1
 
 
 async def test_an_outcome_is_told_once_across_a_takeover(h: Harness):
@@ -242,6 +346,33 @@ async def test_a_refund_is_worked_by_one_instance_and_told_once(h: Harness, monk
     await b.step()
     assert len(asked) == 2
     assert len(h.messenger.told) == 1
+
+
+async def test_a_refund_made_while_the_claim_lapsed_is_recorded_and_not_asked_again(
+    h: Harness, monkeypatch
+):
+    """A's refund went through at Telegram, but its claim lapsed while it waited for the
+    answer (nobody else took it yet). The refund is recorded all the same; A stops, and
+    the next claim only tells the payer: Telegram is asked once, the payer told once."""
+    job = await paid_job(h)
+    await h.ledger.transition(job.id, S.PREPARING, S.REJECTED, reason=Reason.BUSY)
+    a = Refunds(h.ledger, h.messenger, clock=h.clock, owner="instance-A")
+    b = Refunds(h.ledger, h.messenger, clock=h.clock, owner="instance-B")
+    refund_stars = h.messenger.refund_stars
+
+    async def slow_refund(user_id: int, charge_id: str) -> None:
+        await refund_stars(user_id, charge_id)
+        h.clock.advance(LAPSE)
+
+    monkeypatch.setattr(h.messenger, "refund_stars", slow_refund)
+    await a.step()
+    payment = await h.ledger.payment("charge-1")
+    assert payment is not None
+    assert payment.refund is RefundState.DONE
+    assert h.messenger.told == []  # A let it go
+    await b.step()
+    assert len(h.messenger.refunded) == 1
+    assert h.messenger.told == [("charge-1", job.id)]
 
 
 async def test_one_refund_claimed_by_one_instance_is_not_worked_by_another(h: Harness):
