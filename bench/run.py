@@ -321,7 +321,7 @@ def bot_environment(
             "POLL_INTERVAL_SECONDS": f"{interval:g}",
             "MAX_ACTIVE_JOBS_PER_USER": "100000",
             "DAILY_JOBS_PER_USER": "0",
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": os.environ.get("BENCH_BOT_LOG_LEVEL", "WARNING"),
             # The bot package from ``source`` first; bench.sampler from this checkout.
             "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(source), str(REPO)])),
         }

@@ -118,15 +118,19 @@ def test_however_late_the_turns_wake_no_more_than_per_second_start_in_any_second
     assert pace.start(104.0) == 0.0  # the window moved on
 
 
-def test_result_fetches_count_against_the_status_polls_pace():
-    """After a restart many jobs are found done at once: each result fetch follows its
-    status poll without waiting, but together they still keep to the rate."""
+def test_result_fetches_go_ahead_of_waiting_polls_but_count_in_their_second():
+    """After a restart many jobs are found done at once: each result fetch checks in
+    without taking a turn (a video waits on it), but results and polls together keep
+    to the rate in any second."""
     pace = PollPace(40)
-    for _ in range(10):
-        pace.record(50.0)  # ten results fetched at 50 s
+    waits = [pace.wait(50.0) for _ in range(100)]  # a hundred polls queued for turns
+    assert [pace.start(50.0) for _ in range(10)] == [0.0] * 10  # ten results go now
+    assert pace.start(50.0) == 0.0  # the first poll's turn is now too: 11 in this second
     started = [pace.start(50.2) for _ in range(40)]
-    assert started.count(0.0) == 30  # the second already holds ten requests
-    assert pace.wait(50.2) == pytest.approx(50.0 + 10 / 40 - 50.2)  # and ten turns
+    assert started.count(0.0) == 29  # the second already holds eleven requests
+    assert all(wait == pytest.approx(0.8) for wait in started if wait)
+    assert pace.wait(50.2) == pytest.approx(50.0 + 100 / 40 - 50.2)  # no turn was used
+    assert waits[1] == pytest.approx(1 / 40)
 
 
 def test_the_pace_refuses_a_rate_that_is_not_one():

@@ -171,17 +171,11 @@ class PollPace:
         self._next_turn = turn + self._gap
         return turn - now
 
-    def record(self, now: float) -> None:
-        """A request that went without waiting for a turn (a job's result, fetched right
-        after the status that said it is done): it still uses up a turn, and counts in
-        its second, so status polls and result fetches together keep to ``per_second``."""
-        self._next_turn = max(now, self._next_turn) + self._gap
-        while self._started and self._started[0] <= now - 1.0:
-            self._started.popleft()
-        self._started.append(now)
-
     def start(self, now: float) -> float:
-        """0: go now (counted); else how long to wait before checking in again."""
+        """0: go now (counted); else how long to wait before checking in again.
+
+        A request that takes no turn (a result, a history lookup) checks in here only:
+        it goes ahead of the polls waiting for turns, within the same second's cap."""
         while self._started and self._started[0] <= now - 1.0:
             self._started.popleft()
         if len(self._started) < self._limit:

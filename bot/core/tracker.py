@@ -405,6 +405,17 @@ class Tracker:
             if wait <= 0:
                 return
 
+    async def _api_turn(self) -> None:
+        """A request to Segmind's API that is not a status poll (a result, a history
+        lookup) goes ahead of the polls waiting for their turns, but within the same
+        per-second cap: together they keep to ``STATUS_POLLS_PER_SECOND`` in any
+        second, after a restart too."""
+        for _ in range(_PACE_CHECKS):
+            wait = self._pace.start(self._clock())
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
     # -- one step --------------------------------------------------------------------
 
     async def step(self, job: Job) -> float | None:
@@ -688,6 +699,7 @@ class Tracker:
         self._lookups[job.id] = (first, count + 1)
         answered_cleanly = True
         try:
+            await self._api_turn()
             request_id = await self._segmind.find_request(
                 job.image_url, job.options.seed, job.submit_sent_at
             )
@@ -818,7 +830,7 @@ class Tracker:
         try:
             report = await self._segmind.status(job.request_id)
             if report.status == "COMPLETED":
-                self._pace.record(self._clock())  # Segmind's API sees it like a poll
+                await self._api_turn()  # Segmind's API sees it like a poll
                 report = await self._segmind.result(job.request_id)
         except NotFound:
             return await self._end(job, JobState.EXPIRED, Reason.RESULT_EXPIRED)
