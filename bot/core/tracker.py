@@ -1051,7 +1051,10 @@ class Tracker:
         holds (taken over while it was paused) are no longer driven."""
         before = set(self._held)
         held = set(await self._ledger.renew_leases(self._lease, self._clock()))
-        for job_id in sorted(before - held):
+        # A job whose task ended meanwhile has left self._held: finished, not lost. (One
+        # read each for hundreds of those made a renewal late enough, under load, for
+        # the leases it was renewing to lapse.)
+        for job_id in sorted((before - held) & self._held):
             # A job that ended meanwhile let its lease go itself (its task may still be
             # writing the status summary): not lost, only finished.
             job = await self._ledger.get(job_id)

@@ -424,3 +424,40 @@ async def test_a_job_that_ends_between_renewals_is_finished_not_lost(h: Harness,
         await h.tracker.renew_leases()
     assert "lease lost" not in caplog.text
     assert not h.tracker.holds(job.id)
+
+
+async def test_a_renewal_does_not_read_back_the_jobs_whose_tasks_ended(
+    h: Harness, monkeypatch, caplog
+):
+    """Hundreds of jobs finish while a renewal waits for the ledger under load: it must
+    not read each of them back (that made renewals late enough for leases to lapse)."""
+    jobs = [(await h.completed_job())[0] for _ in range(3)]
+    for job in jobs:
+        await claimed(h.tracker, job.id)
+    renew_leases, get = h.ledger.renew_leases, h.ledger.get
+    read: list[int] = []
+    tasks_ended = False
+
+    async def renew_while_the_jobs_finish(lease: Lease, now: float | None = None) -> list[int]:
+        for job in jobs:  # their tasks deliver and end while the renewal is queued
+            h.tracker.track(job.id)
+        tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("job-")]
+        await asyncio.gather(*tasks)
+        nonlocal tasks_ended
+        tasks_ended = True
+        return await renew_leases(lease, now)
+
+    async def counting_get(job_id: int) -> Job | None:
+        if tasks_ended:
+            read.append(job_id)
+        return await get(job_id)
+
+    monkeypatch.setattr(h.ledger, "renew_leases", renew_while_the_jobs_finish)
+    monkeypatch.setattr(h.ledger, "get", counting_get)
+    with caplog.at_level("WARNING", logger="bot.core.tracker"):
+        await h.tracker.renew_leases()
+    assert tasks_ended
+    assert read == []
+    assert "lease lost" not in caplog.text
+    assert [(await h.job(job.id)).state for job in jobs] == [S.DELIVERED] * 3
+    assert not any(h.tracker.holds(job.id) for job in jobs)
