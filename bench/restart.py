@@ -150,6 +150,7 @@ async def run_restart_round(config: BenchConfig, jobs: int) -> RestartRound:
         say(f"restart{jobs}: {in_flight} jobs in flight; SIGTERM")
         await _stop_process(bot.process)
         stopped_at = time.monotonic()
+        say(f"restart{jobs}: the first process exited with {bot.process.returncode}")
         env = bot_environment(
             telegram,
             segmind,
@@ -182,6 +183,17 @@ async def run_restart_round(config: BenchConfig, jobs: int) -> RestartRound:
         finally:
             await _stop_process(bot.process)
         say(f"restart{jobs}: round done")
+        kinds: dict[str, list[float]] = {}
+        for t, method, path, _ in segmind.requests_log:
+            if t >= restart_at:
+                kind = "result" if path.count("/") == 3 and "/requests/" in path else path
+                kind = "status" if path.endswith("/status") else kind
+                kind = "video" if path.startswith("/outputs/") else kind
+                kinds.setdefault(f"{method} {kind}", []).append(t)
+        say(
+            f"restart{jobs}: busiest second after the restart, by kind: "
+            + ", ".join(f"{k} {max_in_window(v)} (all {len(v)})" for k, v in sorted(kinds.items()))
+        )
         for user in measured:
             if user.videos > 1:
                 sends = ", ".join(

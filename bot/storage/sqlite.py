@@ -393,7 +393,7 @@ class SqliteLedger:
         db = self.db
         async with self._write_lock:
             try:
-                await db.execute("BEGIN IMMEDIATE")
+                await self._begin(db)
                 try:
                     yield db
                     await db.execute("COMMIT")
@@ -406,6 +406,20 @@ class SqliteLedger:
                 raise self._write_failed(exc) from exc
             except LedgerReadFailed as exc:  # a read of this write failed: so did the write
                 raise LedgerWriteFailed(str(exc)) from exc
+
+    @staticmethod
+    async def _begin(db: aiosqlite.Connection) -> None:
+        """``BEGIN IMMEDIATE``, even for a caller cancelled while it waits (a job task at
+        SIGTERM): the BEGIN still runs on the connection's thread, so it is rolled back
+        here. Left open, it would swallow every later write into a transaction nobody
+        commits, and the process's exit would undo them all (videos sent during a stop
+        were sent again after the restart: docs/benchmarks.md)."""
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+        except asyncio.CancelledError:
+            with contextlib.suppress(sqlite3.Error):
+                await db.execute("ROLLBACK")  # queued after the BEGIN: it ends it
+            raise
 
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One statement on its own (atomic by itself); returns the rows it changed."""

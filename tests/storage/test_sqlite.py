@@ -1,5 +1,6 @@
 """What only the SQLite ledger promises: its file, its pragmas, its migrations."""
 
+import asyncio
 import sqlite3
 
 import pytest
@@ -222,3 +223,30 @@ async def test_a_bot_opening_the_ledger_lets_go_of_leases_a_dead_process_left(tm
         assert resumed.id == draft.id
     finally:
         await restarted.close()
+
+
+async def test_a_write_cancelled_while_its_transaction_begins_leaves_no_transaction_open(
+    tmp_path,
+):
+    """SIGTERM cancels job tasks wherever they wait; one waiting for its BEGIN IMMEDIATE
+    must not leave that transaction open on the connection: every later write would
+    join it, never be committed, and be undone when the process exits."""
+    path = tmp_path / "bot.sqlite3"
+    ledger = SqliteLedger(path)
+    await ledger.open()
+    job, _ = await ledger.create_draft(new_job(), VideoOptions())
+    cancelled = asyncio.create_task(
+        ledger.transition(job.id, JobState.DRAFT, JobState.PREPARING, lease=Lease("A"))
+    )
+    await asyncio.sleep(0)  # it runs until it waits for its BEGIN (sent to the thread)
+    assert not cancelled.done()
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    # A write after it (the delivery a shielded upload records at a stop) is committed.
+    assert await ledger.transition(job.id, JobState.DRAFT, JobState.PREPARING) is not None
+    assert not ledger.db.in_transaction
+    await ledger.close()
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT state FROM jobs WHERE id=?", (job.id,)).fetchone()
+    assert row == ("preparing",)
