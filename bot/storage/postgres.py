@@ -50,7 +50,7 @@ from ..core.errors import (
     LedgerReadFailed,
     LedgerWriteFailed,
 )
-from ..core.jobs import TERMINAL_STATES, Job, JobState, NewJob, can_transition
+from ..core.jobs import TERMINAL_STATES, Job, JobState, NewJob, can_transition, offers_retry
 from ..core.leases import Lease, LeaseLost
 from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
 from ..core.options import VideoOptions
@@ -555,12 +555,14 @@ class PostgresLedger:
     ) -> StartResult:
         """ "Try again" pressed: one new job copying an ended one, however often pressed;
         priced like any other (outcome INVOICE: it awaits its own payment). It gets a
-        seed of its own at its submit: the old request must not be taken for it."""
+        seed of its own at its submit: the old request must not be taken for it. Only a
+        job whose outcome offered "Try again" (:func:`offers_retry`) may be followed: a
+        forged or stale press on a delivered or running job is NOT_FOUND."""
         now = self._clock() if now is None else now
 
         async def work(conn: Connection) -> StartResult:
             old = await _get(conn, old_job_id)
-            if old is None or not old.is_terminal:
+            if old is None or not offers_retry(old):
                 return StartResult(StartOutcome.NOT_FOUND)
             if old.user_id != user_id:
                 return StartResult(StartOutcome.NOT_OWNER, old)

@@ -33,6 +33,7 @@ from ..core.jobs import (
     NewJob,
     Reason,
     can_transition,
+    offers_retry,
 )
 from ..core.leases import Lease, LeaseLost
 from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
@@ -608,11 +609,13 @@ class SqliteLedger:
     ) -> StartResult:
         """ "Try again" pressed: one new job copying an ended one, however often pressed;
         priced like any other (outcome INVOICE: it awaits its own payment). It gets a
-        seed of its own at its submit: the old request must not be taken for it."""
+        seed of its own at its submit: the old request must not be taken for it. Only a
+        job whose outcome offered "Try again" (:func:`offers_retry`) may be followed: a
+        forged or stale press on a delivered or running job is NOT_FOUND."""
         now = self._clock() if now is None else now
         async with self._transaction() as db:
             old = await self.get(old_job_id)
-            if old is None or not old.is_terminal:
+            if old is None or not offers_retry(old):
                 return StartResult(StartOutcome.NOT_FOUND)
             if old.user_id != user_id:
                 return StartResult(StartOutcome.NOT_OWNER, old)

@@ -192,6 +192,28 @@ async def test_retry_of_an_unfinished_job_is_refused(ledger):
     assert (await ledger.start_retry(job.id, 1, LIMITS, None)).outcome is StartOutcome.NOT_FOUND
 
 
+async def test_retry_follows_only_an_outcome_that_offered_try_again(ledger):
+    """A forged or stale "Try again" on a running, delivered or failed job makes nothing."""
+    running = await started(ledger, 1)
+    delivered = await started(ledger, 2)
+    for source, target in (
+        (JobState.PREPARING, JobState.SUBMITTING),
+        (JobState.SUBMITTING, JobState.QUEUED),
+        (JobState.QUEUED, JobState.COMPLETED),
+        (JobState.COMPLETED, JobState.DELIVERED),
+    ):
+        await ledger.transition(delivered, source, target)
+    await ledger.mark_notified(delivered)
+    failed = await started(ledger, 3, user_id=2)
+    await ledger.transition(failed, JobState.PREPARING, JobState.SUBMITTING)
+    await ledger.transition(failed, JobState.SUBMITTING, JobState.QUEUED)
+    await ledger.transition(failed, JobState.QUEUED, JobState.FAILED, reason=Reason.CONTENT)
+    for job_id, user_id in ((running, 1), (delivered, 1), (failed, 2)):
+        result = await ledger.start_retry(job_id, user_id, LIMITS, None, price=50)
+        assert (result.outcome, result.job) == (StartOutcome.NOT_FOUND, None)
+    assert sorted(job.id for job in await ledger.recent(10)) == [running, delivered, failed]
+
+
 async def test_options_change_only_while_draft(ledger):
     job, _ = await ledger.create_draft(new_job(), VideoOptions())
     changed = await ledger.update_options(job.id, VideoOptions(quality="720p"))
