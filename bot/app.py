@@ -17,7 +17,7 @@ from telegram.ext import (
 
 from .settings import Settings
 from .telegram.handlers import COMMAND, Handlers
-from .telegram.inbox import InboxUpdateProcessor
+from .telegram.inbox import InboxQueue, InboxUpdateProcessor
 from .telegram.keyboards import LANGUAGE_PATTERN
 from .telegram.runtime import Runtime
 
@@ -108,6 +108,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")
         .rate_limiter(runtime.limiter)
+        .update_queue(InboxQueue(runtime.inbox))
         .concurrent_updates(InboxUpdateProcessor(CONCURRENT_UPDATES, runtime.inbox))
         .get_updates_read_timeout(35.0)
         .post_init(post_init)

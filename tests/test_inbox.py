@@ -23,7 +23,7 @@ import pytest
 
 from bot.core.leases import LEASE_SECONDS, TAKEOVER_SCAN_SECONDS
 from bot.i18n import texts
-from tests.conftest import free_port, ledger, wait_until
+from tests.conftest import free_port, ledger, running, settled, wait_until
 from tests.fakes.balancer import RoundRobinBalancer
 from tests.fakes.segmind import FakeSegmind
 from tests.fakes.telegram import FakeTelegram, HeldCall
@@ -207,6 +207,51 @@ async def test_a_successful_payment_interrupted_by_a_kill_pays_for_one_job(
     assert (row["charge_id"], row["refund"]) == (result.charge_id, "none")
     assert (len(telegram.payments), len(telegram.refunds)) == (1, 0)
     assert (len(segmind.submits), len(videos(telegram))) == (1, 1)
+
+
+async def test_in_polling_mode_a_photo_confirmed_before_its_keyboard_gets_it_after_a_restart(
+    telegram: FakeTelegram, segmind: FakeSegmind, spawn, env, database
+):
+    """PTB confirms what getUpdates returned with its next getUpdates, right away: the
+    kill comes after Telegram forgot the update. The inbox stored it before that."""
+    telegram.private_chat(USER)
+    process = await spawn(env)
+    held = telegram.hold_next("sendMessage", chat_id=USER)
+    photo = telegram.send_photo(USER, USER)
+    await asyncio.wait_for(held.reached.wait(), 15)
+    await wait_until(lambda: telegram.pending_updates() == 0, what="Telegram told it was taken")
+    await killed(process, held)
+
+    process = await spawn(env)
+    await telegram.wait_for_call(
+        "sendMessage",
+        chat_id=USER,
+        where=lambda c: (
+            c.ok and "reply_markup" in c.params and reply_target(c.params) == photo["message_id"]
+        ),
+        timeout=15,
+    )
+    await wait_until(lambda: update_rows(database)[0]["handled_at"], what="marked handled")
+    log = await stopped(process)
+    assert REDONE in log
+    assert len(keyboards_for(telegram, photo)) == 1
+
+
+async def test_an_update_whose_handler_raised_is_marked_handled(
+    telegram: FakeTelegram, make_settings, database
+):
+    """The error handler has dealt with it (logged; the user told where it can): not
+    handled again at the next start."""
+    telegram.private_chat(USER)
+    telegram.fail_next("sendMessage", error_code=400, description="Bad Request: odd", chat_id=USER)
+    async with running(make_settings()) as app:
+        telegram.send_text(USER, USER, "/start")
+        await telegram.wait_for_call("sendMessage", chat_id=USER)
+        await settled(app, telegram)
+        await wait_until(lambda: update_rows(database)[0]["handled_at"], what="marked handled")
+        assert app.bot_data["runtime"].inbox.in_hand == 0
+    [row] = update_rows(database)
+    assert row["attempts"] == 1
 
 
 # -- several instances on PostgreSQL: another instance takes it over ----------------------

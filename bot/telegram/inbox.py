@@ -22,6 +22,12 @@ a photo without its keyboard, an invoice never sent, a paid Star with no job. So
    taken at most :data:`MAX_ATTEMPTS` times in all: one that kills its process every
    time is given up, not a crash loop.
 
+Polling mode has the same hole: PTB's Updater queues what ``getUpdates`` returned and
+its next ``getUpdates`` (at once) confirms it to Telegram, long before the handlers are
+done. So PTB's update queue is an :class:`InboxQueue`: an update the Updater puts on it
+is stored first (step 1), and one already stored (a re-delivery) is dropped; the
+Updater asks for more only once its updates are stored.
+
 Handlers are idempotent for a re-delivered update (drafts keyed on the message, one
 start per job, payments keyed on their charge id), so an update handled again after a
 stall rather than a death does nothing twice. Handled rows are pruned after a day with
@@ -40,11 +46,12 @@ from typing import Any
 from telegram import Bot, Update
 from telegram.ext import SimpleUpdateProcessor
 
+from ..core.errors import LedgerWriteFailed
 from ..core.leases import RENEW_SECONDS, TAKEOVER_SCAN_SECONDS, Lease
 from ..core.ports import Ledger, StoredUpdate
 from ..core.tasks import cancel_and_wait
 
-__all__ = ["MAX_ATTEMPTS", "Inbox", "InboxUpdateProcessor"]
+__all__ = ["MAX_ATTEMPTS", "Inbox", "InboxQueue", "InboxUpdateProcessor"]
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +72,17 @@ class Inbox:
     :meth:`start` wires it to the ledger and PTB's update queue.
     """
 
-    def __init__(self, owner: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        owner: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_ledger_failed: Callable[[], None] | None = None,
+    ) -> None:
         self._lease = Lease(owner)
         self._clock = clock
+        #: Told when a polled update could not be stored (it is handled all the same).
+        self._on_ledger_failed = on_ledger_failed
         self._ledger: Ledger | None = None
         self._bot: Bot | None = None
         self._enqueue: Callable[[Update], Awaitable[None]] | None = None
@@ -120,6 +135,23 @@ class Inbox:
         if first:
             self._in_hand.add(update_id)
         return first
+
+    async def admit(self, update: Update) -> bool:
+        """Whether an update put on PTB's queue goes on: one this instance stored (the
+        webhook) or took back does; any other (polled) is stored first, and dropped if
+        it was stored before. If the ledger cannot store it, it is handled unstored."""
+        if self._ledger is None or update.update_id in self._in_hand:
+            return True
+        try:
+            if await self.receive(update.update_id, update.to_json()):
+                return True
+        except LedgerWriteFailed as exc:
+            log.warning("update %s handled without a stored copy: %s", update.update_id, exc)
+            if self._on_ledger_failed is not None:
+                self._on_ledger_failed()
+            return True
+        log.info("update %s arrived again: already taken, dropped", update.update_id)
+        return False
 
     def handled(self, update_id: int) -> None:
         """PTB is done with this update: its mark is written soon (no wait here)."""
@@ -201,6 +233,20 @@ class Inbox:
                 await self.recover()
             except Exception as exc:
                 log.warning("inbox: renewal or recovery failed (%s: %s)", type(exc).__name__, exc)
+
+
+class InboxQueue(asyncio.Queue[object]):
+    """PTB's update queue: what is put on it passes :meth:`Inbox.admit` first (PTB's
+    Updater awaits ``put`` for each update before it confirms them to Telegram)."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        super().__init__()
+        self._inbox = inbox
+
+    async def put(self, item: object) -> None:
+        if isinstance(item, Update) and not await self._inbox.admit(item):
+            return
+        await super().put(item)
 
 
 class InboxUpdateProcessor(SimpleUpdateProcessor):

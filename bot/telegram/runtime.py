@@ -355,8 +355,8 @@ class Runtime:
         )
         #: This process's id in the ledger's leases (bot.core.leases), made once.
         self.instance = instance_id()
-        #: Webhook updates stored until handled (started in post_init, with the queue).
-        self.inbox = Inbox(self.instance)
+        #: Updates stored until handled (started in post_init, with the queue).
+        self.inbox = Inbox(self.instance, on_ledger_failed=self.ledger_failed)
         self.limits = Limits(
             max_active_per_user=settings.max_active_jobs_per_user,
             daily_per_user=settings.daily_jobs_per_user,

@@ -7,6 +7,7 @@ import asyncio
 
 from bot.core.leases import LEASE_SECONDS, Lease
 from bot.core.ports import UPDATE_CLAIM_SECONDS, Ledger, StoredUpdate
+from bot.storage import SqliteLedger
 
 HOLDER = Lease("holder-1")
 TAKER = Lease("taker-2")
@@ -100,3 +101,19 @@ async def test_handled_and_given_up_claims_older_than_a_day_are_forgotten(ledger
     # for a day); one still held is kept.
     assert await ledger.receive_update(8003, body(8003), HOLDER, later + 2)
     assert not await ledger.receive_update(8004, body(8004), HOLDER, later + 2)
+
+
+async def test_the_one_bot_on_a_sqlite_file_takes_back_what_it_left_unhandled(tmp_path):
+    """SQLite's exclusive open proves the holder gone: no waiting for its lease."""
+    path = tmp_path / "ledger.sqlite3"
+    killed = SqliteLedger(path, exclusive=True)
+    await killed.open()
+    assert await killed.receive_update(9001, body(9001), HOLDER, NOW)
+    await killed.close()  # what a SIGKILL leaves: the hold unlapsed, the lock gone
+    restarted = SqliteLedger(path, exclusive=True)
+    await restarted.open()
+    try:
+        taken = await stranded(restarted, TAKER, NOW + 1)
+    finally:
+        await restarted.close()
+    assert [update.update_id for update in taken] == [9001]
