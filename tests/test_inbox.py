@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import signal
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -260,31 +260,87 @@ async def test_an_update_whose_handler_raised_is_marked_handled(
 @pytest.fixture
 async def two_instances(
     telegram: FakeTelegram, env: dict[str, str], postgres_url: str, tmp_path: Path
-) -> AsyncIterator[list[BotProcess]]:
-    """Two priced bots on one DATABASE_URL, behind a round-robin balancer."""
-    ports = [free_port() for _ in range(2)]
-    balancer = await RoundRobinBalancer([f"http://127.0.0.1:{p}" for p in ports]).start()
-    telegram.webhook_proxy = balancer.url
-    processes = []
-    for port in ports:
-        process = BotProcess(
-            {
-                **env,
-                "DATABASE_URL": postgres_url,
-                "WEBHOOK_URL": WEBHOOK_URL,
-                "WEBHOOK_SECRET": SECRET,
-                "HTTP_LISTEN": f"127.0.0.1:{port}",
-                "PRICE_STARS": str(PRICE),
-                "LOG_LEVEL": "INFO",
-            },
-            tmp_path,
+) -> AsyncIterator[Callable[[int], Awaitable[list[BotProcess]]]]:
+    """Starts two bots (videos at ``price`` Stars) on one DATABASE_URL, behind a
+    round-robin balancer."""
+    processes: list[BotProcess] = []
+    balancers: list[RoundRobinBalancer] = []
+
+    async def start(price: int) -> list[BotProcess]:
+        ports = [free_port() for _ in range(2)]
+        balancer = await RoundRobinBalancer([f"http://127.0.0.1:{p}" for p in ports]).start()
+        balancers.append(balancer)
+        telegram.webhook_proxy = balancer.url
+        for port in ports:
+            process = BotProcess(
+                {
+                    **env,
+                    "DATABASE_URL": postgres_url,
+                    "WEBHOOK_URL": WEBHOOK_URL,
+                    "WEBHOOK_SECRET": SECRET,
+                    "HTTP_LISTEN": f"127.0.0.1:{port}",
+                    "PRICE_STARS": str(price),
+                    "LOG_LEVEL": "INFO",
+                },
+                tmp_path,
+            )
+            processes.append(await process.start())
+        await wait_until(
+            lambda: len(telegram.calls_of("setWebhook")) == 2, timeout=60, what="both serving"
         )
-        processes.append(await process.start())
-    await wait_until(lambda: len(telegram.calls_of("setWebhook")) == 2, timeout=60, what="up")
-    yield processes
+        return processes
+
+    yield start
     for process in processes:
         await process.kill()
-    await balancer.close()
+    for balancer in balancers:
+        await balancer.close()
+
+
+def holder(processes: list[BotProcess], owner: str) -> BotProcess:
+    """The instance a lease's owner names (its id is host-pid-random)."""
+    pid = int(owner.rsplit("-", 2)[1])
+    [process] = [p for p in processes if p.process is not None and p.process.pid == pid]
+    return process
+
+
+async def test_a_generate_press_whose_instance_died_is_taken_over_and_makes_one_video(
+    telegram: FakeTelegram, segmind: FakeSegmind, two_instances, postgres_url
+):
+    instances = await two_instances(0)
+    telegram.private_chat(USER)
+    _, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
+    held = telegram.hold_next("answerCallbackQuery")
+    press = telegram.press_button(
+        USER, USER, keyboard["message_id"], button_data(keyboard, "Generate")
+    )
+    await asyncio.wait_for(held.reached.wait(), 15)
+    db = await asyncpg.connect(postgres_url)
+    try:
+        owner = await db.fetchval(
+            "SELECT owner FROM updates WHERE handled_at IS NULL AND body LIKE '%callback_query%'"
+        )
+        victim = holder(instances, owner)
+        await killed(victim, held)
+        [survivor] = [p for p in instances if p is not victim]
+        await wait_until(
+            lambda: press in telegram.callback_answers, timeout=TAKEOVER_WITHIN, what="answered"
+        )
+        await telegram.wait_for_call("sendVideo", chat_id=USER, timeout=20)
+
+        async def done() -> bool:
+            jobs = await db.fetch("SELECT * FROM jobs")
+            unhandled = await db.fetchval("SELECT count(*) FROM updates WHERE handled_at IS NULL")
+            return unhandled == 0 and all(job["notified_at"] is not None for job in jobs)
+
+        await until(done, "the survivor done")
+        [job] = await db.fetch("SELECT * FROM jobs")
+    finally:
+        await db.close()
+    log = await stopped(survivor)
+    assert REDONE in log
+    assert job["state"] == "delivered"
+    assert (len(segmind.submits), len(videos(telegram))) == (1, 1)
 
 
 async def test_a_payment_whose_instance_died_before_recording_it_is_taken_over(
@@ -294,6 +350,7 @@ async def test_a_payment_whose_instance_died_before_recording_it_is_taken_over(
     before the payment reached the ledger. The test holds the payments table locked, so
     the handler waits at its INSERT; the instance is killed there (its transaction dies
     with it), and the other instance records the payment from the stored update."""
+    instances = await two_instances(PRICE)
     telegram.private_chat(USER)
     _, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
     invoice = await invoice_for(telegram, keyboard, USER, USER)
@@ -315,13 +372,12 @@ async def test_a_payment_whose_instance_died_before_recording_it_is_taken_over(
                 return owner if owner and waiting else None
 
             owner = await until(waiting_at_the_lock, "the handler blocked at the payment")
-            pid = int(owner.rsplit("-", 2)[1])
-            [victim] = [p for p in two_instances if p.process and p.process.pid == pid]
+            victim = holder(instances, owner)
             victim.signal(signal.SIGKILL)
             await victim.wait()
         # The lock is gone; the dead instance's transaction was rolled back.
         assert await lock.fetchval("SELECT count(*) FROM payments") == 0
-        [survivor] = [p for p in two_instances if p is not victim]
+        [survivor] = [p for p in instances if p is not victim]
 
         async def recorded() -> list[Any]:
             return await lock.fetch("SELECT * FROM payments")
