@@ -25,8 +25,7 @@ a photo without its keyboard, an invoice never sent, a paid Star with no job. So
 Polling mode has the same hole: PTB's Updater queues what ``getUpdates`` returned and
 its next ``getUpdates`` (at once) confirms it to Telegram, long before the handlers are
 done. So PTB's update queue is an :class:`InboxQueue`: an update the Updater puts on it
-is stored first (step 1), and one already stored (a re-delivery) is dropped; the
-Updater asks for more only once its updates are stored.
+is stored first (step 1); the Updater asks for more only once its updates are stored.
 
 Handlers are idempotent for a re-delivered update (drafts keyed on the message, one
 start per job, payments keyed on their charge id), so an update handled again after a
@@ -95,10 +94,6 @@ class Inbox:
         self._scanner: asyncio.Task[None] | None = None
 
     @property
-    def owner(self) -> str:
-        return self._lease.owner
-
-    @property
     def in_hand(self) -> int:
         """Updates this instance holds and has not finished handling."""
         return len(self._in_hand)
@@ -136,22 +131,20 @@ class Inbox:
             self._in_hand.add(update_id)
         return first
 
-    async def admit(self, update: Update) -> bool:
-        """Whether an update put on PTB's queue goes on: one this instance stored (the
-        webhook) or took back does; any other (polled) is stored first, and dropped if
-        it was stored before. If the ledger cannot store it, it is handled unstored."""
+    async def store_polled(self, update: Update) -> None:
+        """Before an update PTB's Updater fetched is queued (and so confirmed to
+        Telegram): store it, unless this instance stored or took it back itself (the
+        webhook, recovery). A re-delivered one (stored before) goes on unstored, as
+        before the inbox: handlers are idempotent. If the ledger cannot store it, it is
+        handled unstored too (operators are alerted)."""
         if self._ledger is None or update.update_id in self._in_hand:
-            return True
+            return
         try:
-            if await self.receive(update.update_id, update.to_json()):
-                return True
+            await self.receive(update.update_id, update.to_json())
         except LedgerWriteFailed as exc:
             log.warning("update %s handled without a stored copy: %s", update.update_id, exc)
             if self._on_ledger_failed is not None:
                 self._on_ledger_failed()
-            return True
-        log.info("update %s arrived again: already taken, dropped", update.update_id)
-        return False
 
     def handled(self, update_id: int) -> None:
         """PTB is done with this update: its mark is written soon (no wait here)."""
@@ -236,16 +229,17 @@ class Inbox:
 
 
 class InboxQueue(asyncio.Queue[object]):
-    """PTB's update queue: what is put on it passes :meth:`Inbox.admit` first (PTB's
-    Updater awaits ``put`` for each update before it confirms them to Telegram)."""
+    """PTB's update queue: an update put on it is stored first
+    (:meth:`Inbox.store_polled`; PTB's Updater awaits ``put`` for each update before it
+    confirms them to Telegram)."""
 
     def __init__(self, inbox: Inbox) -> None:
         super().__init__()
         self._inbox = inbox
 
     async def put(self, item: object) -> None:
-        if isinstance(item, Update) and not await self._inbox.admit(item):
-            return
+        if isinstance(item, Update):
+            await self._inbox.store_polled(item)
         await super().put(item)
 
 
