@@ -246,7 +246,9 @@ class InboxQueue(asyncio.Queue[object]):
 class InboxUpdateProcessor(SimpleUpdateProcessor):
     """PTB's update processor (up to ``max_concurrent_updates`` at once) that tells the
     inbox when an update's handling is over: PTB's ``process_update`` runs every handler
-    and hands their errors to the error handler, so returning means handled."""
+    and hands their errors to the error handler, so returning means handled. (That holds
+    for blocking handlers, PTB's default and the only kind here: a ``block=False`` one
+    would still run when its update is marked.)"""
 
     def __init__(self, max_concurrent_updates: int, inbox: Inbox) -> None:
         super().__init__(max_concurrent_updates)
