@@ -17,6 +17,7 @@ from telegram.ext import (
 
 from .settings import Settings
 from .telegram.handlers import COMMAND, Handlers
+from .telegram.inbox import InboxQueue, InboxUpdateProcessor
 from .telegram.keyboards import LANGUAGE_PATTERN
 from .telegram.runtime import Runtime
 
@@ -69,6 +70,8 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
             application.stop_running()
 
         await runtime.start(application.bot, stop_bot=stop_bot)
+        # Before the webhook is served: what an earlier run left unhandled comes first.
+        await runtime.inbox.start(runtime.ledger, application.bot, application.update_queue.put)
         if metrics is None:
             return
         from .web import WebServer
@@ -105,7 +108,8 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")
         .rate_limiter(runtime.limiter)
-        .concurrent_updates(CONCURRENT_UPDATES)
+        .update_queue(InboxQueue(runtime.inbox))
+        .concurrent_updates(InboxUpdateProcessor(CONCURRENT_UPDATES, runtime.inbox))
         .get_updates_read_timeout(35.0)
         .post_init(post_init)
         .post_stop(post_stop)

@@ -8,10 +8,12 @@ without ``HTTP_LISTEN`` never loads aiohttp or prometheus_client.
 
 The webhook (webhook mode only) checks ``X-Telegram-Bot-Api-Secret-Token`` in constant
 time (missing: 401, wrong: 403, nothing read further), parses the update (malformed:
-400), claims its ``update_id`` in the ledger (a retried or re-routed copy is answered
-200 and dropped) and puts it on PTB's update queue: Telegram gets its 200 at once, and
-the handlers run as for a polled update. A ledger that cannot record the claim answers
-503, so Telegram retries the update later.
+400), claims its ``update_id`` and stores the update in the ledger in one statement
+(the inbox, :mod:`bot.telegram.inbox`: a retried or re-routed copy is answered 200 and
+dropped) and puts it on PTB's update queue: Telegram gets its 200 once the update is
+stored, and the handlers run as for a polled update; if this process dies before they
+finish, the stored update is handled again by the next start or another instance. A
+ledger that cannot record it answers 503, so Telegram retries the update later.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from typing import Any
 
 from aiohttp import web
@@ -108,12 +109,13 @@ class WebServer:
         if not hmac.compare_digest(given.encode(), self._secret):
             self._metrics.webhook_updates.labels(outcome="refused").inc()
             return web.Response(status=403, text="wrong secret token")
-        update = await self._parse(request)
-        if update is None:
+        parsed = await self._parse(request)
+        if parsed is None:
             self._metrics.webhook_updates.labels(outcome="malformed").inc()
             return web.Response(status=400, text="not a Telegram update")
+        update, body = parsed
         try:
-            first = await self._runtime.ledger.claim_update(update.update_id, time.time())
+            first = await self._runtime.inbox.receive(update.update_id, body)
         except LedgerWriteFailed:
             self._runtime.ledger_failed()
             return web.Response(status=503, text="ledger unavailable; retry later")
@@ -125,12 +127,14 @@ class WebServer:
         self._metrics.webhook_updates.labels(outcome="accepted").inc()
         return web.Response(text="ok")
 
-    async def _parse(self, request: web.Request) -> Update | None:
+    async def _parse(self, request: web.Request) -> tuple[Update, str] | None:
+        """The update and its JSON as received (what the inbox stores), or None."""
         try:
-            data: Any = json.loads(await request.read())
+            body = (await request.read()).decode()
+            data: Any = json.loads(body)
             if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
                 return None
-            return Update.de_json(data, self._application.bot)
+            return Update.de_json(data, self._application.bot), body
         except Exception as exc:  # any shape PTB cannot read is the sender's fault
             log.warning("webhook: malformed update (%s)", type(exc).__name__)
             return None

@@ -9,6 +9,7 @@ messenger. The errors each port raises are drawn in :mod:`bot.core.errors`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +33,7 @@ __all__ = [
     "StarCharge",
     "Status",
     "StatusReport",
+    "StoredUpdate",
     "Submission",
     "VideoService",
 ]
@@ -41,6 +43,16 @@ __all__ = [
 
 #: How long a claimed update id is remembered: Telegram gives up retrying long before.
 UPDATE_CLAIM_SECONDS = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class StoredUpdate:
+    """A Telegram update the inbox kept, taken to be handled again: its JSON as received,
+    and how many times it has been taken so far (its receipt counts as the first)."""
+
+    update_id: int
+    body: str
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -268,10 +280,27 @@ class Ledger(Protocol):
 
     # Webhook mode and operations
 
-    async def claim_update(self, update_id: int, now: float) -> bool:
-        """True the first time this Telegram ``update_id`` is claimed (by any instance
-        sharing the ledger); False for a retried or re-routed copy. Claims older than
-        :data:`UPDATE_CLAIM_SECONDS` may be forgotten."""
+    async def receive_update(self, update_id: int, body: str, lease: Lease, now: float) -> bool:
+        """Claim this Telegram ``update_id`` and store its JSON ``body``, held by
+        ``lease.owner`` (one insert); True the first time (by any instance sharing the
+        ledger), False for a retried or re-routed copy, which stores nothing. Handled
+        updates (and given-up ones) older than :data:`UPDATE_CLAIM_SECONDS` may be
+        forgotten."""
+
+    async def updates_handled(self, update_ids: Sequence[int], now: float) -> None:
+        """The handlers are done with these updates (one statement): never taken again."""
+
+    async def renew_update_leases(self, lease: Lease, now: float) -> int:
+        """Extend the hold of ``lease.owner`` on every update it has not finished handling
+        (one statement); how many it holds."""
+
+    async def claim_stranded_updates(
+        self, lease: Lease, now: float, *, max_attempts: int, limit: int
+    ) -> list[StoredUpdate]:
+        """Up to ``limit`` stored updates not handled whose holder let go or lapsed (it
+        died mid-handling), taken fewer than ``max_attempts`` times, oldest first: now
+        held by ``lease.owner``, their attempts counted. Concurrent callers never get
+        the same update."""
 
     async def jobs_by_state(self) -> dict[JobState, int]:
         """How many jobs are in each state (states with none may be left out)."""

@@ -50,7 +50,7 @@ from ..core.errors import (
     LedgerReadFailed,
     LedgerWriteFailed,
 )
-from ..core.jobs import TERMINAL_STATES, Job, JobState, NewJob, can_transition
+from ..core.jobs import TERMINAL_STATES, Job, JobState, NewJob, can_transition, offers_retry
 from ..core.leases import Lease, LeaseLost
 from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
 from ..core.options import VideoOptions
@@ -64,7 +64,7 @@ from ..core.payments import (
     parse_payload,
     payability,
 )
-from ..core.ports import UPDATE_CLAIM_SECONDS, HistoryPage, RunSeconds
+from ..core.ports import UPDATE_CLAIM_SECONDS, HistoryPage, RunSeconds, StoredUpdate
 from ..core.users import UserPreferences
 from .migrations import Migration, load_migrations
 from .sqlite import (
@@ -555,12 +555,14 @@ class PostgresLedger:
     ) -> StartResult:
         """ "Try again" pressed: one new job copying an ended one, however often pressed;
         priced like any other (outcome INVOICE: it awaits its own payment). It gets a
-        seed of its own at its submit: the old request must not be taken for it."""
+        seed of its own at its submit: the old request must not be taken for it. Only a
+        job whose outcome offered "Try again" (:func:`offers_retry`) may be followed: a
+        forged or stale press on a delivered or running job is NOT_FOUND."""
         now = self._clock() if now is None else now
 
         async def work(conn: Connection) -> StartResult:
             old = await _get(conn, old_job_id)
-            if old is None or not old.is_terminal:
+            if old is None or not offers_retry(old):
                 return StartResult(StartOutcome.NOT_FOUND)
             if old.user_id != user_id:
                 return StartResult(StartOutcome.NOT_OWNER, old)
@@ -1301,28 +1303,73 @@ class PostgresLedger:
 
     # -- updates (webhook mode) and operations ----------------------------------------
 
-    async def claim_update(self, update_id: int, now: float) -> bool:
-        """Take this update id once across every instance sharing the database (one
-        insert, keyed on the id); old claims are pruned along with it about once an hour."""
+    async def receive_update(self, update_id: int, body: str, lease: Lease, now: float) -> bool:
+        """Take this update id once across every instance sharing the database and store
+        it, held by this instance (one insert, keyed on the id); old claims are pruned
+        along with it about once an hour: handled ones, and those nobody holds (given up)."""
         prune = now - self._claims_pruned_at >= 3600.0
 
         async def work(conn: Connection) -> bool:
             status = await conn.execute(
-                "INSERT INTO updates (update_id, received_at) VALUES ($1,$2) "
-                "ON CONFLICT (update_id) DO NOTHING",
+                "INSERT INTO updates (update_id, received_at, body, owner, lease_until) "
+                "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (update_id) DO NOTHING",
                 update_id,
                 now,
+                body,
+                lease.owner,
+                lease.until(now),
             )
             if prune:
                 await conn.execute(
-                    "DELETE FROM updates WHERE received_at < $1", now - UPDATE_CLAIM_SECONDS
+                    "DELETE FROM updates WHERE received_at < $1 "
+                    "AND (handled_at IS NOT NULL OR lease_until < $2)",
+                    now - UPDATE_CLAIM_SECONDS,
+                    now,
                 )
             return _rowcount(status) == 1
 
-        claimed = await self._run(work, write=True, transaction=True)
+        claimed = await self._run(work, write=True, transaction=prune)
         if prune:
             self._claims_pruned_at = now
         return claimed
+
+    async def updates_handled(self, update_ids: Sequence[int], now: float) -> None:
+        if not update_ids:
+            return
+        await self._execute(
+            "UPDATE updates SET handled_at=$1, owner=NULL, lease_until=NULL "
+            "WHERE update_id = ANY($2::bigint[]) AND handled_at IS NULL",
+            now,
+            list(update_ids),
+        )
+
+    async def renew_update_leases(self, lease: Lease, now: float) -> int:
+        return await self._execute(
+            "UPDATE updates SET lease_until=$1 WHERE owner=$2 AND handled_at IS NULL",
+            lease.until(now),
+            lease.owner,
+        )
+
+    async def claim_stranded_updates(
+        self, lease: Lease, now: float, *, max_attempts: int, limit: int
+    ) -> list[StoredUpdate]:
+        """Rows another instance is claiming right now are skipped, not waited for."""
+        rows = await self._claim(
+            "UPDATE updates SET owner=$1, lease_until=$2, attempts=attempts+1 "
+            "WHERE update_id IN (SELECT update_id FROM updates WHERE handled_at IS NULL "
+            "AND (owner IS NULL OR lease_until<$3) AND attempts<$4 AND body IS NOT NULL "
+            "ORDER BY update_id LIMIT $5 FOR UPDATE SKIP LOCKED) "
+            "RETURNING update_id, body, attempts",
+            lease.owner,
+            lease.until(now),
+            now,
+            max_attempts,
+            limit,
+        )
+        stored = [
+            StoredUpdate(int(row["update_id"]), row["body"], int(row["attempts"])) for row in rows
+        ]
+        return sorted(stored, key=lambda update: update.update_id)
 
     async def jobs_by_state(self) -> dict[JobState, int]:
         rows = await self._run(

@@ -33,6 +33,7 @@ from ..core.jobs import (
     NewJob,
     Reason,
     can_transition,
+    offers_retry,
 )
 from ..core.leases import Lease, LeaseLost
 from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
@@ -47,7 +48,7 @@ from ..core.payments import (
     parse_payload,
     payability,
 )
-from ..core.ports import UPDATE_CLAIM_SECONDS, HistoryPage, RunSeconds
+from ..core.ports import UPDATE_CLAIM_SECONDS, HistoryPage, RunSeconds, StoredUpdate
 from ..core.users import UserPreferences
 from .migrations import load_migrations
 
@@ -369,9 +370,10 @@ class SqliteLedger:
     async def _release_dead_leases(self) -> None:
         """The OS lock says no other bot has this file open: every lease in it was left
         by a process that is gone (killed, crashed). Let them go, so that a restart
-        resumes its jobs at once rather than after they lapse."""
+        resumes its jobs, and handles again the updates it was handling, at once rather
+        than after they lapse."""
         async with self._transaction() as db:
-            for table in ("jobs", "payments"):
+            for table in ("jobs", "payments", "updates"):
                 await db.execute(
                     f"UPDATE {table} SET owner=NULL, lease_until=NULL WHERE owner IS NOT NULL"
                 )
@@ -622,11 +624,13 @@ class SqliteLedger:
     ) -> StartResult:
         """ "Try again" pressed: one new job copying an ended one, however often pressed;
         priced like any other (outcome INVOICE: it awaits its own payment). It gets a
-        seed of its own at its submit: the old request must not be taken for it."""
+        seed of its own at its submit: the old request must not be taken for it. Only a
+        job whose outcome offered "Try again" (:func:`offers_retry`) may be followed: a
+        forged or stale press on a delivered or running job is NOT_FOUND."""
         now = self._clock() if now is None else now
         async with self._transaction() as db:
             old = await self.get(old_job_id)
-            if old is None or not old.is_terminal:
+            if old is None or not offers_retry(old):
                 return StartResult(StartOutcome.NOT_FOUND)
             if old.user_id != user_id:
                 return StartResult(StartOutcome.NOT_OWNER, old)
@@ -1323,23 +1327,54 @@ class SqliteLedger:
 
     # -- updates (webhook mode) and operations ----------------------------------------
 
-    async def claim_update(self, update_id: int, now: float) -> bool:
-        """One insert; old claims are pruned along with it about once an hour."""
+    async def receive_update(self, update_id: int, body: str, lease: Lease, now: float) -> bool:
+        """One insert (claim, body and holder); old claims are pruned along with it about
+        once an hour: handled ones, and those nobody holds any more (given up)."""
         prune = now - self._claims_pruned_at >= 3600.0
         async with self._transaction() as db:
             cursor = await db.execute(
-                "INSERT INTO updates (update_id, received_at) VALUES (?,?) "
-                "ON CONFLICT(update_id) DO NOTHING",
-                (update_id, now),
+                "INSERT INTO updates (update_id, received_at, body, owner, lease_until) "
+                "VALUES (?,?,?,?,?) ON CONFLICT(update_id) DO NOTHING",
+                (update_id, now, body, lease.owner, lease.until(now)),
             )
             claimed = cursor.rowcount == 1
             if prune:
                 await db.execute(
-                    "DELETE FROM updates WHERE received_at < ?", (now - UPDATE_CLAIM_SECONDS,)
+                    "DELETE FROM updates WHERE received_at < ? "
+                    "AND (handled_at IS NOT NULL OR lease_until < ?)",
+                    (now - UPDATE_CLAIM_SECONDS, now),
                 )
         if prune:
             self._claims_pruned_at = now
         return claimed
+
+    async def updates_handled(self, update_ids: Sequence[int], now: float) -> None:
+        if not update_ids:
+            return
+        await self._write(
+            "UPDATE updates SET handled_at=?, owner=NULL, lease_until=NULL "
+            f"WHERE update_id IN ({_placeholders(update_ids)}) AND handled_at IS NULL",
+            (now, *update_ids),
+        )
+
+    async def renew_update_leases(self, lease: Lease, now: float) -> int:
+        return await self._write(
+            "UPDATE updates SET lease_until=? WHERE owner=? AND handled_at IS NULL",
+            (lease.until(now), lease.owner),
+        )
+
+    async def claim_stranded_updates(
+        self, lease: Lease, now: float, *, max_attempts: int, limit: int
+    ) -> list[StoredUpdate]:
+        rows = await self._write_returning(
+            "UPDATE updates SET owner=?, lease_until=?, attempts=attempts+1 "
+            "WHERE update_id IN (SELECT update_id FROM updates WHERE handled_at IS NULL "
+            "AND (owner IS NULL OR lease_until<?) AND attempts<? AND body IS NOT NULL "
+            "ORDER BY update_id LIMIT ?) RETURNING update_id, body, attempts",
+            (lease.owner, lease.until(now), now, max_attempts, limit),
+        )
+        stored = [StoredUpdate(row["update_id"], row["body"], row["attempts"]) for row in rows]
+        return sorted(stored, key=lambda update: update.update_id)
 
     async def jobs_by_state(self) -> dict[JobState, int]:
         rows = await self._rows("SELECT state, COUNT(*) FROM jobs GROUP BY state")

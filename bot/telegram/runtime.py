@@ -35,6 +35,7 @@ from ..segmind import SegmindClient
 from ..settings import Settings
 from ..storage import LedgerUnusable, StoredLedger, make_ledger
 from ..storage.held import HeldPayments
+from .inbox import Inbox
 from .messenger import TelegramMessenger
 from .pacing import Priority, PriorityRateLimiter, SharedBudget
 from .photos import Photos
@@ -354,6 +355,8 @@ class Runtime:
         )
         #: This process's id in the ledger's leases (bot.core.leases), made once.
         self.instance = instance_id()
+        #: Updates stored until handled (started in post_init, with the queue).
+        self.inbox = Inbox(self.instance, on_ledger_failed=self.ledger_failed)
         self.limits = Limits(
             max_active_per_user=settings.max_active_jobs_per_user,
             daily_per_user=settings.daily_jobs_per_user,
@@ -600,6 +603,7 @@ class Runtime:
 
     async def stop_jobs(self) -> None:
         """Stop driving jobs at once; the ledger keeps where each one was."""
+        await self.inbox.stop()
         if self.token_watch is not None:
             await self.token_watch.stop()
         if self._ledger_watch is not None:

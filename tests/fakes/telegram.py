@@ -36,9 +36,10 @@ JPEGs of the given ``width`` × ``height``, padded to ``size_bytes`` with commen
 
 The test plays the users (``send_text``, ``send_photo``, ``press_button``, ``pay_invoice``, ...),
 each of which queues an Update; it injects failures (``fail_next``, ``lose_answer_next``,
-``block_chat``, ``flood_limits``) and inspects what the bot did (``calls``, ``wait_for_call``,
-``bot_messages``, ``callback_answers``, ``payments``, ``refunds``). All helpers are meant to be
-called from the event loop the server runs in.
+``block_chat``, ``flood_limits``; ``hold_next`` stops the bot at a call until released) and
+inspects what the bot did (``calls``, ``wait_for_call``, ``bot_messages``,
+``callback_answers``, ``payments``, ``refunds``). All helpers are meant to be called from
+the event loop the server runs in.
 
 Telegram Stars (digital goods): ``sendInvoice`` with ``currency="XTR"``, no provider token and
 exactly one price of 1..10000 Stars stores an invoice message. ``pay_invoice`` plays a user
@@ -126,6 +127,7 @@ __all__ = [
     "ApiError",
     "Call",
     "FakeTelegram",
+    "HeldCall",
     "PaymentAttempt",
     "PaymentResult",
     "PrecheckoutAnswer",
@@ -589,6 +591,26 @@ class _Lost:
     disconnect: bool
 
 
+@dataclass(eq=False)
+class HeldCall:
+    """A call the fake holds before acting on it (``hold_next``): ``reached`` is set when
+    the bot's request has arrived, ``release()`` lets Telegram carry it out. If the bot
+    goes away meanwhile (killed), the request is dropped unanswered and never carried
+    out, as when a connection breaks before the request reached Telegram."""
+
+    method: str
+    chat_id: int | None
+    #: Only a call whose parameters this accepts is held (None: any).
+    where: Callable[[JSON], bool] | None = None
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set when the bot's connection went away while it was held.
+    abandoned: bool = False
+
+    def release(self) -> None:
+        self.released.set()
+
+
 @dataclass
 class _Invoice:
     chat_id: int
@@ -877,6 +899,7 @@ class FakeTelegram:
         self._inline_counter = itertools.count(1)
         self._injected: list[_Injected] = []
         self._lost: list[_Lost] = []
+        self._holds: list[HeldCall] = []
 
         self._invoices: dict[tuple[int, int], _Invoice] = {}
         self._precheckouts: dict[str, PaymentAttempt] = {}
@@ -1522,6 +1545,20 @@ class FakeTelegram:
         ``lost_answer``."""
         self._lost.append(_Lost(method.lower(), chat_id, times, disconnect))
 
+    def hold_next(
+        self,
+        method: str,
+        *,
+        chat_id: int | None = None,
+        where: Callable[[JSON], bool] | None = None,
+    ) -> HeldCall:
+        """The next call of ``method`` (to ``chat_id``, if given, with parameters ``where``
+        accepts) waits, before anything happens, until the test releases it: the bot's
+        handler stops right there."""
+        held = HeldCall(method.lower(), chat_id, where)
+        self._holds.append(held)
+        return held
+
     def refund_then_drop_answer(self, times: int = 1, *, disconnect: bool = False) -> None:
         """The next ``times`` refunds happen (recorded, service message queued) but the bot
         never sees the ``true``: see ``lose_answer_next``."""
@@ -1547,6 +1584,7 @@ class FakeTelegram:
         except ApiError as error:
             return self._answer(method, {}, at, None, error)
         chat_id = self._chat_of(params)
+        await self._wait_if_held(method, params, chat_id)
         try:
             self._inject(method, chat_id)
             send_to = chat_id if method.lower() in SEND_METHODS else None
@@ -1561,6 +1599,28 @@ class FakeTelegram:
         if lost is not None:
             return self._lose_answer(request, lost, method, params, at, chat_id, result)
         return self._answer(method, params, at, chat_id, result)
+
+    async def _wait_if_held(self, method: str, params: JSON, chat_id: int | None) -> None:
+        wanted = method.lower()
+        held = next(
+            (
+                h
+                for h in self._holds
+                if h.method == wanted
+                and (h.chat_id is None or h.chat_id == chat_id)
+                and (h.where is None or h.where(params))
+            ),
+            None,
+        )
+        if held is None:
+            return
+        self._holds.remove(held)
+        held.reached.set()
+        try:
+            await held.released.wait()
+        except asyncio.CancelledError:  # the bot went away (handler_cancellation)
+            held.abandoned = True
+            raise
 
     def _answer(
         self, method: str, params: JSON, at: float, chat_id: int | None, outcome: Any

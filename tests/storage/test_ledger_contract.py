@@ -15,7 +15,7 @@ from bot.core.leases import Lease, LeaseLost
 from bot.core.limits import Limits, StartOutcome, utc_day_start
 from bot.core.options import VideoOptions
 from bot.core.payments import PaymentOutcome, RefundState
-from bot.core.ports import UPDATE_CLAIM_SECONDS, Ledger, RunSeconds
+from bot.core.ports import Ledger, RunSeconds
 from tests.builders import new_job
 from tests.storage.conftest import Clock
 
@@ -192,6 +192,28 @@ async def test_retry_of_an_unfinished_job_is_refused(ledger):
     assert (await ledger.start_retry(job.id, 1, LIMITS, None)).outcome is StartOutcome.NOT_FOUND
 
 
+async def test_retry_follows_only_an_outcome_that_offered_try_again(ledger):
+    """A forged or stale "Try again" on a running, delivered or failed job makes nothing."""
+    running = await started(ledger, 1)
+    delivered = await started(ledger, 2)
+    for source, target in (
+        (JobState.PREPARING, JobState.SUBMITTING),
+        (JobState.SUBMITTING, JobState.QUEUED),
+        (JobState.QUEUED, JobState.COMPLETED),
+        (JobState.COMPLETED, JobState.DELIVERED),
+    ):
+        await ledger.transition(delivered, source, target)
+    await ledger.mark_notified(delivered)
+    failed = await started(ledger, 3, user_id=2)
+    await ledger.transition(failed, JobState.PREPARING, JobState.SUBMITTING)
+    await ledger.transition(failed, JobState.SUBMITTING, JobState.QUEUED)
+    await ledger.transition(failed, JobState.QUEUED, JobState.FAILED, reason=Reason.CONTENT)
+    for job_id, user_id in ((running, 1), (delivered, 1), (failed, 2)):
+        result = await ledger.start_retry(job_id, user_id, LIMITS, None, price=50)
+        assert (result.outcome, result.job) == (StartOutcome.NOT_FOUND, None)
+    assert sorted(job.id for job in await ledger.recent(10)) == [running, delivered, failed]
+
+
 async def test_options_change_only_while_draft(ledger):
     job, _ = await ledger.create_draft(new_job(), VideoOptions())
     changed = await ledger.update_options(job.id, VideoOptions(quality="720p"))
@@ -355,36 +377,6 @@ async def test_racing_starts_of_two_photos_keep_the_active_limit(ledger):
     assert outcomes.count(StartOutcome.STARTED) == 1
     assert outcomes.count(StartOutcome.TOO_MANY_ACTIVE) == 5
     assert await ledger.count_active() == 1
-
-
-# -- webhook mode: each update handled once --------------------------------------------
-
-
-async def test_an_update_is_claimed_once(ledger):
-    assert await ledger.claim_update(5001, now=1000.0)
-    assert not await ledger.claim_update(5001, now=1001.0)
-    assert await ledger.claim_update(5002, now=1001.0)
-
-
-async def test_concurrent_claims_of_one_update_give_one_winner(ledger):
-    claims = await asyncio.gather(*(ledger.claim_update(7001, now=1000.0) for _ in range(8)))
-    assert claims.count(True) == 1
-
-
-async def test_a_claim_survives_a_reopen(open_ledger):
-    ledger = await open_ledger()
-    assert await ledger.claim_update(6001, now=1000.0)
-    await ledger.close()
-    reopened = await open_ledger()
-    assert not await reopened.claim_update(6001, now=1010.0)
-
-
-async def test_claims_older_than_a_day_are_forgotten(ledger):
-    assert await ledger.claim_update(8001, now=1000.0)
-    later = 1000.0 + UPDATE_CLAIM_SECONDS + 3600.0
-    assert await ledger.claim_update(8002, now=later)  # prunes what is past a day
-    assert await ledger.claim_update(8001, now=later)
-    assert not await ledger.claim_update(8002, now=later + 1)
 
 
 async def test_jobs_are_counted_by_state(ledger):
