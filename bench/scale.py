@@ -7,11 +7,13 @@ one ``DATABASE_URL``, each serving its own port behind a round-robin balancer
 the fake Segmind with real job times. N users go through photo → keyboard → Generate →
 video as in the single-process round (bench/run.py): their photos arrive 25 a second.
 
-Once Segmind has accepted every submit (all N jobs in flight), the instance holding the
-most unfinished jobs is killed (SIGKILL: no clean stop, its leases are not let go). The
-bench then watches the ledger: a job is *taken over* when its row names one of the other
-two instances. It reports when each was taken over after the kill, when Segmind next
-heard about it, and whether all of them were delivered once.
+Once Segmind has accepted every submit (all N jobs in flight; ``--kill submitted``), or
+once a third of the videos are out (``--kill delivering``: the others' jobs are
+finishing then), the instance holding the most unfinished jobs is killed (SIGKILL: no
+clean stop, its leases are not let go). The bench then watches the ledger: a job is
+*taken over* when its row names one of the other two instances. It reports when each
+was taken over after the kill, when Segmind next heard about it, and whether all of
+them were delivered once.
 """
 
 from __future__ import annotations
@@ -159,6 +161,18 @@ def _postgres_cpu_seconds(server: PostgresServer) -> float:
         elif ppid == postmaster:
             total += (int(fields[11]) + int(fields[12])) / ticks
     return total
+
+
+async def _table_activity(cluster: Cluster) -> dict[str, int]:
+    """Rows written (inserted, updated, deleted) and index/sequential scans so far, per
+    table of the ledger: where the transactions go."""
+    rows = await cluster.fetch(
+        "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del AS written,"
+        " coalesce(idx_scan, 0) + coalesce(seq_scan, 0) AS scans FROM pg_stat_user_tables"
+    )
+    activity = {f"{r['relname']} written": int(r["written"]) for r in rows}
+    activity.update({f"{r['relname']} scans": int(r["scans"]) for r in rows})
+    return activity
 
 
 async def _transactions(cluster: Cluster) -> int:
@@ -333,12 +347,18 @@ class ScaleRound:
     peak_rss_mb: list[float]
     postgres_cpu_seconds: float
     postgres_transactions: int
+    #: Per table: rows written and scans during the round (pg_stat_user_tables).
+    postgres_tables: dict[str, int]
     webhook_posts: int
     webhook_retries: int
     load_average: tuple[float, float]
     takeover: Takeover | None
+    #: When the SIGKILL came (see KILL_MOMENTS).
+    kill: str = "none"
+    #: Exit statuses at the SIGTERM after the round (-9: the killed one).
+    exit_codes: list[int | None] = field(default_factory=list)
     log_problems: list[str] = field(default_factory=list)
-    log_warnings: int = 0
+    log_warnings: list[str] = field(default_factory=list)
 
     @property
     def lost(self) -> int:
@@ -375,12 +395,15 @@ class ScaleRound:
             "peak_rss_mb_per_instance": [round(r, 1) for r in self.peak_rss_mb],
             "postgres_cpu_seconds": round(self.postgres_cpu_seconds, 1),
             "postgres_transactions": self.postgres_transactions,
+            "postgres_tables": {k: v for k, v in self.postgres_tables.items() if v},
             "webhook_posts": self.webhook_posts,
             "webhook_retries": self.webhook_retries,
             "load_average_start_end": list(self.load_average),
+            "kill": self.kill,
             "takeover": self.takeover.summary() if self.takeover else None,
+            "exit_codes": self.exit_codes,
             "log_problems": self.log_problems[:10],
-            "log_warnings": self.log_warnings,
+            "log_warnings": self.log_warnings[:20],
         }
 
 
@@ -408,7 +431,7 @@ TAKEOVER_HEADER = (
 def row(result: ScaleRound) -> str:
     polls = f"{statistics.fmean(result.polls):.1f} / {max(result.polls)}" if result.polls else "—"
     cells = [
-        "bot" if result.takeover is None else "bot, one SIGKILLed",
+        "bot" if result.takeover is None else f"bot, one SIGKILLed ({result.kill})",
         str(result.users),
         f"{result.jobs_per_second:.2f}",
         polls,
@@ -438,7 +461,7 @@ def takeover_row(result: ScaleRound) -> str:
 
     states = ", ".join(f"{count} {state}" for state, count in sorted(t.states.items()))
     cells = [
-        f"N = {result.users}",
+        f"N = {result.users}, {result.kill}",
         f"{t.jobs} ({states})",
         spread(t.claimed_after_s),
         spread(t.segmind_after_s),
@@ -518,9 +541,13 @@ async def _watch_takeover(
     return taken
 
 
-async def run_scale_round(config: BenchConfig, users: int, *, kill: bool) -> ScaleRound:
+#: When the round's SIGKILL comes (``--kill``).
+KILL_MOMENTS = ("submitted", "delivering", "none")
+
+
+async def run_scale_round(config: BenchConfig, users: int, *, kill: str) -> ScaleRound:
     """Warm the shared ledger up, drive ``users`` users through the three instances,
-    SIGKILL the busiest once every job is at Segmind (``kill``); measure the round."""
+    SIGKILL the busiest at the moment ``kill`` names; measure the round."""
     label = f"scale{users}"
     async with cluster_running(config, label) as cluster:
         telegram, segmind = cluster.telegram, cluster.segmind
@@ -548,6 +575,7 @@ async def run_scale_round(config: BenchConfig, users: int, *, kill: bool) -> Sca
             instance.before = proc_sample(instance.pid)
         pg_cpu_before = _postgres_cpu_seconds(cluster.server)
         transactions_before = await _transactions(cluster)
+        tables_before = await _table_activity(cluster)
         queries_before = cluster.queries
         load_start = os.getloadavg()[0]
         started = time.monotonic()
@@ -558,7 +586,8 @@ async def run_scale_round(config: BenchConfig, users: int, *, kill: bool) -> Sca
                 measured,
                 think=config.think_seconds,
                 ramp=config.ramp_for(users),
-                within=_round_timeout(config, users) + (_TAKEOVER_TIMEOUT if kill else 0.0),
+                within=_round_timeout(config, users)
+                + (_TAKEOVER_TIMEOUT if kill != "none" else 0.0),
             )
         )
         takeover: Takeover | None = None
@@ -566,9 +595,14 @@ async def run_scale_round(config: BenchConfig, users: int, *, kill: bool) -> Sca
         victim: Instance | None = None
         killed_at = math.nan
         taken: dict[int, float] = {}
-        if kill:
-            # Every job accepted by Segmind: all of them are in flight.
-            while len(segmind.jobs) - accepted_before < users:
+        if kill != "none":
+            # "submitted": every job accepted by Segmind, all of them in flight;
+            # "delivering": a third of the videos out, the rest finishing.
+            while (
+                len(segmind.jobs) - accepted_before < users
+                if kill == "submitted"
+                else sum(1 for u in measured if u.videos) < users // 3
+            ):
                 if users_task.done():
                     break
                 await asyncio.sleep(0.05)
@@ -589,10 +623,19 @@ async def run_scale_round(config: BenchConfig, users: int, *, kill: bool) -> Sca
         for instance in cluster.instances:
             if instance.alive:
                 instance.after = proc_sample(instance.pid)
+        # The survivors stop cleanly (SIGTERM) before PostgreSQL's figures are read: a
+        # backend sends its statistics to pg_stat_database when it goes idle for 10 s, or
+        # at its exit.
+        for instance in cluster.instances:
+            await _stop_process(instance.process)
         pg_cpu = _postgres_cpu_seconds(cluster.server) - pg_cpu_before
-        await asyncio.sleep(1.0)  # PostgreSQL's statistics reach pg_stat_database late
+        await asyncio.sleep(0.5)
         bench_queries = cluster.queries - queries_before
         transactions = await _transactions(cluster) - transactions_before - bench_queries
+        tables = {
+            name: count - tables_before.get(name, 0)
+            for name, count in (await _table_activity(cluster)).items()
+        }
         cluster.watcher.scan()
 
         owners = await _owners(cluster)
@@ -692,12 +735,15 @@ async def run_scale_round(config: BenchConfig, users: int, *, kill: bool) -> Sca
             peak_rss_mb=[i.after.peak_rss_mb for i in cluster.instances if i.after is not None],
             postgres_cpu_seconds=pg_cpu,
             postgres_transactions=transactions,
+            postgres_tables=dict(sorted(tables.items(), key=lambda item: -item[1])),
             webhook_posts=len(posts),
             webhook_retries=sum(1 for _uid, status in posts if not 200 <= status < 300),
             load_average=(load_start, load_end),
             takeover=takeover,
+            kill=kill,
+            exit_codes=[i.process.returncode for i in cluster.instances],
             log_problems=[line for i in cluster.instances for line in i.log_problems()],
-            log_warnings=sum(len(i.log_warnings()) for i in cluster.instances),
+            log_warnings=[line for i in cluster.instances for line in i.log_warnings()],
         )
 
 
@@ -728,9 +774,10 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--kill",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="SIGKILL the busiest instance once every job is at Segmind",
+        choices=KILL_MOMENTS,
+        default="submitted",
+        help="SIGKILL the busiest instance once every job is at Segmind (submitted), once"
+        " a third of the videos are out (delivering), or not at all (none)",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="as python -m bench --scale")
     parser.add_argument("--poll-interval", type=float, default=2.0)
@@ -788,8 +835,10 @@ def main(argv: Sequence[str]) -> int:
             f" Segmind req/s max {result.segmind_rate_max}; webhook posts"
             f" {result.webhook_posts} ({result.webhook_retries} not taken);"
             f" peak RSS MB {[round(r, 1) for r in result.peak_rss_mb]};"
+            f" exit statuses {result.exit_codes};"
             f" {len(result.failures)} failure(s) {result.failures[:3]};"
-            f" {result.log_warnings} WARNING line(s); ERROR lines {result.log_problems[:3]}"
+            f" {len(result.log_warnings)} WARNING line(s) {result.log_warnings[:3]};"
+            f" ERROR lines {result.log_problems[:3]}"
         )
     if args.json is not None:
         args.json.write_text(
