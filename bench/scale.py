@@ -185,8 +185,11 @@ async def _transactions(cluster: Cluster) -> int:
 
 
 @contextlib.asynccontextmanager
-async def cluster_running(config: BenchConfig, label: str) -> AsyncIterator[Cluster]:
-    """PostgreSQL, both fakes, the balancer and the three bots; all stopped on exit."""
+async def cluster_running(
+    config: BenchConfig, label: str, webhook_connections: int
+) -> AsyncIterator[Cluster]:
+    """PostgreSQL, both fakes, the balancer and the three bots; all stopped on exit.
+    The fake Telegram posts up to ``webhook_connections`` updates at once."""
     root = Path(tempfile.mkdtemp(prefix=f"warmth-bench-{label}-"))
     server = await asyncio.to_thread(PostgresServer().start)
     database = await asyncio.to_thread(server.create_database)
@@ -206,6 +209,7 @@ async def cluster_running(config: BenchConfig, label: str) -> AsyncIterator[Clus
     ports = [_free_port() for _ in range(INSTANCES)]
     balancer = await RoundRobinBalancer([f"http://127.0.0.1:{port}" for port in ports]).start()
     telegram.webhook_proxy = balancer.url
+    telegram.webhook_connections = webhook_connections
     cluster = Cluster(telegram, segmind, balancer, server, url, [], watcher)
     try:
         for index, port in enumerate(ports):
@@ -355,6 +359,8 @@ class ScaleRound:
     takeover: Takeover | None
     #: When the SIGKILL came (see KILL_MOMENTS).
     kill: str = "none"
+    #: Updates the fake Telegram posted at once.
+    webhook_connections: int = 1
     #: Exit statuses at the SIGTERM after the round (-9: the killed one).
     exit_codes: list[int | None] = field(default_factory=list)
     log_problems: list[str] = field(default_factory=list)
@@ -400,6 +406,7 @@ class ScaleRound:
             "webhook_retries": self.webhook_retries,
             "load_average_start_end": list(self.load_average),
             "kill": self.kill,
+            "webhook_connections": self.webhook_connections,
             "takeover": self.takeover.summary() if self.takeover else None,
             "exit_codes": self.exit_codes,
             "log_problems": self.log_problems[:10],
@@ -545,11 +552,13 @@ async def _watch_takeover(
 KILL_MOMENTS = ("submitted", "delivering", "none")
 
 
-async def run_scale_round(config: BenchConfig, users: int, *, kill: str) -> ScaleRound:
+async def run_scale_round(
+    config: BenchConfig, users: int, *, kill: str, webhook_connections: int = 40
+) -> ScaleRound:
     """Warm the shared ledger up, drive ``users`` users through the three instances,
     SIGKILL the busiest at the moment ``kill`` names; measure the round."""
     label = f"scale{users}"
-    async with cluster_running(config, label) as cluster:
+    async with cluster_running(config, label, webhook_connections) as cluster:
         telegram, segmind = cluster.telegram, cluster.segmind
         warm = _users(config.warmup_jobs, _WARMUP_USER_BASE, _WARMUP_PHOTO_BASE)
         await play_users(
@@ -741,6 +750,7 @@ async def run_scale_round(config: BenchConfig, users: int, *, kill: str) -> Scal
             load_average=(load_start, load_end),
             takeover=takeover,
             kill=kill,
+            webhook_connections=webhook_connections,
             exit_codes=[i.process.returncode for i in cluster.instances],
             log_problems=[line for i in cluster.instances for line in i.log_problems()],
             log_warnings=[line for i in cluster.instances for line in i.log_warnings()],
@@ -779,6 +789,12 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         help="SIGKILL the busiest instance once every job is at Segmind (submitted), once"
         " a third of the videos are out (delivering), or not at all (none)",
     )
+    parser.add_argument(
+        "--webhook-connections",
+        type=int,
+        default=40,
+        help="updates the fake Telegram posts at once (Telegram's default max_connections)",
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="as python -m bench --scale")
     parser.add_argument("--poll-interval", type=float, default=2.0)
     parser.add_argument("--warmup", type=int, default=5, help="warm-up jobs (shared ledger)")
@@ -807,7 +823,9 @@ async def _main_async(args: argparse.Namespace) -> list[ScaleRound]:
     results = []
     for users in args.users:
         say(f"scale, {users} users ...")
-        result = await run_scale_round(config, users, kill=args.kill)
+        result = await run_scale_round(
+            config, users, kill=args.kill, webhook_connections=args.webhook_connections
+        )
         say(row(result))
         results.append(result)
     return results
@@ -833,7 +851,8 @@ def main(argv: Sequence[str]) -> int:
             f" {result.seconds:.0f} s; TG calls/s max {result.telegram_calls_max}, per chat"
             f" msgs/s max {result.chat_messages_max}, TG errors {result.telegram_errors};"
             f" Segmind req/s max {result.segmind_rate_max}; webhook posts"
-            f" {result.webhook_posts} ({result.webhook_retries} not taken);"
+            f" {result.webhook_posts} ({result.webhook_retries} not taken, up to"
+            f" {result.webhook_connections} at once);"
             f" peak RSS MB {[round(r, 1) for r in result.peak_rss_mb]};"
             f" exit statuses {result.exit_codes};"
             f" {len(result.failures)} failure(s) {result.failures[:3]};"
