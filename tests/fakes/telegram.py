@@ -80,8 +80,8 @@ Markdown is stored as sent; uploaded files over ``keep_uploads_up_to`` bytes are
 kept, so their download URL answers 404; with ``flood_limits`` a private chat takes a burst
 of ``PRIVATE_BURST`` messages, then about one a second (sends and edits count); webhook
 updates are posted one at a time unless ``webhook_connections`` allows more (Telegram: up
-to ``max_connections``, 40 by default, at once) and retried quickly; only Stars invoices exist (any other currency is refused as
-PAYMENT_PROVIDER_INVALID).
+to ``max_connections``, 40 by default, at once) and retried quickly; only Stars invoices
+exist (any other currency is refused as PAYMENT_PROVIDER_INVALID).
 """
 
 from __future__ import annotations
