@@ -52,6 +52,7 @@ from .run import (
     _MEASURED_PHOTO_BASE,
     _WARMUP_PHOTO_BASE,
     _WARMUP_USER_BASE,
+    MESSAGE_METHODS,
     REPO,
     BenchConfig,
     CallWatcher,
@@ -334,6 +335,10 @@ class ScaleRound:
     failures: list[str]
     #: Videos delivered per second, first photo → last video.
     jobs_per_second: float
+    #: Most videos delivered in any 10 s window, per second.
+    videos_per_second_max_10s: float
+    #: Messages (sends and edits) at Telegram per user of the round.
+    messages_per_job: float
     presses: int
     submits: int
     #: Users whose Generate reached Segmind more than once.
@@ -384,6 +389,8 @@ class ScaleRound:
             "duplicates": self.duplicates,
             "failures": self.failures[:10],
             "jobs_per_second": round(self.jobs_per_second, 2),
+            "videos_per_second_max_10s": round(self.videos_per_second_max_10s, 1),
+            "messages_per_job": round(self.messages_per_job, 2),
             "presses": self.presses,
             "submits": self.submits,
             "users_submitted_twice": self.users_submitted_twice,
@@ -720,6 +727,9 @@ async def run_scale_round(
             duplicates=sum(u.videos - 1 for u in measured if u.videos > 1),
             failures=failures,
             jobs_per_second=(len(videos) / (max(videos) - first_photo) if videos else math.nan),
+            videos_per_second_max_10s=max_in_window(videos, 10.0) / 10.0,
+            messages_per_job=sum(1 for call in calls if call.method.lower() in MESSAGE_METHODS)
+            / max(1, users),
             presses=sum(1 for u in measured if not math.isnan(u.press_at)),
             submits=len(segmind.submits) - submits_before,
             users_submitted_twice=len(segmind.jobs) - accepted_before - len(round_jobs),
@@ -848,7 +858,9 @@ def main(argv: Sequence[str]) -> int:
         print(
             f"- N={result.users}: load average {result.load_average[0]:.2f} →"
             f" {result.load_average[1]:.2f}; {result.delivered} delivered in"
-            f" {result.seconds:.0f} s; TG calls/s max {result.telegram_calls_max}, per chat"
+            f" {result.seconds:.0f} s, at most {result.videos_per_second_max_10s:.1f} videos/s"
+            f" over 10 s; {result.messages_per_job:.2f} TG messages per job;"
+            f" TG calls/s max {result.telegram_calls_max}, per chat"
             f" msgs/s max {result.chat_messages_max}, TG errors {result.telegram_errors};"
             f" Segmind req/s max {result.segmind_rate_max}; webhook posts"
             f" {result.webhook_posts} ({result.webhook_retries} not taken, up to"
