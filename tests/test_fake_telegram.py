@@ -1268,7 +1268,7 @@ async def test_webhook_connections_post_several_updates_at_once_and_retry_a_refu
             await asyncio.sleep(0.005)
         assert len(open_posts) == 3  # no fourth while three are open
         release.set()
-        while len(taken) < 5:
+        while len(taken) < 5 or len(fake.webhook_posts) < 6:  # the fake records answers
             assert time.monotonic() < deadline, f"not all taken: {taken}"
             await asyncio.sleep(0.005)
         assert most_open == 3
