@@ -186,6 +186,13 @@ class CallWatcher:
                     user.generate_data = data
                     user.keyboard_seen.set()
                     continue
+                if math.isnan(user.press_at):
+                    # A text answer to the photo instead of the keyboard (a refusal, or
+                    # "try again" from a ledger that could not take the update).
+                    user.outcome_text = str(call.params.get("text", ""))[:120]
+                    user.keyboard_seen.set()
+                    user.finished.set()
+                    continue
             if method == "sendvideo":
                 user.videos += 1
                 if user.videos == 1:
@@ -218,6 +225,8 @@ async def _drive(
     try:
         async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
             await user.keyboard_seen.wait()
+            if user.outcome_text is not None:
+                return  # answered with text instead of the keyboard: nothing to press
             await asyncio.sleep(think)
             message_id, data = user.keyboard_message_id, user.generate_data
             if message_id is None or data is None:

@@ -56,6 +56,7 @@ from .run import (
     REPO,
     BenchConfig,
     CallWatcher,
+    User,
     _quiet,
     _round_timeout,
     _stop_process,
@@ -555,6 +556,19 @@ async def _watch_takeover(
     return taken
 
 
+def _all_submitted(users: Sequence[User], accepted: int) -> bool:
+    """Every user pressed Generate (or failed before it), and Segmind accepted a job for
+    each press that did not end in a failure or a text outcome."""
+    if any(math.isnan(u.press_at) and u.failure is None and u.outcome_text is None for u in users):
+        return False
+    pressed = sum(
+        1
+        for u in users
+        if not math.isnan(u.press_at) and u.failure is None and u.outcome_text is None
+    )
+    return accepted >= pressed
+
+
 #: When the round's SIGKILL comes (``--kill``).
 KILL_MOMENTS = ("submitted", "delivering", "none")
 
@@ -612,10 +626,11 @@ async def run_scale_round(
         killed_at = math.nan
         taken: dict[int, float] = {}
         if kill != "none":
-            # "submitted": every job accepted by Segmind, all of them in flight;
-            # "delivering": a third of the videos out, the rest finishing.
+            # "submitted": every job accepted by Segmind, all of them in flight (users
+            # whose photo or Generate failed are not waited for); "delivering": a third
+            # of the videos out, the rest finishing.
             while (
-                len(segmind.jobs) - accepted_before < users
+                not _all_submitted(measured, len(segmind.jobs) - accepted_before)
                 if kill == "submitted"
                 else sum(1 for u in measured if u.videos) < users // 3
             ):
