@@ -342,8 +342,8 @@ class ScaleRound:
     messages_per_job: float
     presses: int
     submits: int
-    #: Users whose Generate reached Segmind more than once.
-    users_submitted_twice: int
+    #: Jobs Segmind accepted that no ledger row of the round names (a second submit).
+    unrecorded_submits: int
     polls: list[int]
     photo_to_keyboard_ms: list[float]
     generate_to_submit_ms: list[float]
@@ -394,7 +394,7 @@ class ScaleRound:
             "messages_per_job": round(self.messages_per_job, 2),
             "presses": self.presses,
             "submits": self.submits,
-            "users_submitted_twice": self.users_submitted_twice,
+            "unrecorded_submits": self.unrecorded_submits,
             "polls_mean": round(statistics.fmean(self.polls), 2) if self.polls else None,
             "polls_max": max(self.polls, default=0),
             "photo_to_keyboard_ms_p50_p95": pair(self.photo_to_keyboard_ms),
@@ -686,12 +686,13 @@ async def run_scale_round(
             for u in measured
             if u.user_id in owners and not math.isnan(u.video_at)
         }
+        victim_user_ids: set[int] = set()
         if victim is not None:
             rows = await cluster.fetch(
                 "SELECT id, user_id, request_id FROM jobs WHERE id = ANY($1::bigint[])",
                 list(victim_jobs),
             )
-            victim_users = {int(r["id"]): int(r["user_id"]) for r in rows}
+            victim_user_ids = {int(r["user_id"]) for r in rows}
             after_kill: list[float] = []
             first_request: dict[str, float] = {}
             for at, _method, path, _status in segmind.requests_log[log_before:]:
@@ -705,7 +706,7 @@ async def run_scale_round(
                 rid = r["request_id"]
                 if rid is not None and str(rid) in first_request:
                     after_kill.append(first_request[str(rid)] - killed_at)
-            theirs = [by_user[uid] for uid in victim_users.values() if uid in by_user]
+            theirs = [by_user[uid] for uid in victim_user_ids if uid in by_user]
             takeover = Takeover(
                 states=dict(
                     sorted(
@@ -729,9 +730,6 @@ async def run_scale_round(
         calls = telegram.calls[calls_before:]
         rates = _telegram_rates(calls)
         requests = [entry[0] for entry in segmind.requests_log[log_before:]]
-        submitted_by: dict[int, int] = {}
-        for uid in owners:
-            submitted_by[uid] = submitted_by.get(uid, 0) + 1
         failures = [f"{u.user_id}: {u.failure}" for u in measured if u.failure]
         failures += [f"{u.user_id}: got {u.outcome_text!r}" for u in measured if u.outcome_text]
         posts = telegram.webhook_posts[posts_before:]
@@ -747,14 +745,12 @@ async def run_scale_round(
             / max(1, users),
             presses=sum(1 for u in measured if not math.isnan(u.press_at)),
             submits=len(segmind.submits) - submits_before,
-            users_submitted_twice=len(segmind.jobs) - accepted_before - len(round_jobs),
+            unrecorded_submits=len(segmind.jobs) - accepted_before - len(round_jobs),
             polls=[job.status_polls for job in round_jobs],
             photo_to_keyboard_ms=photo_ms,
             generate_to_submit_ms=submit_ms,
             completed_to_video_s=[
-                seconds
-                for uid, seconds in to_video.items()
-                if victim is None or uid not in set(victim_users.values())
+                seconds for uid, seconds in to_video.items() if uid not in victim_user_ids
             ],
             telegram_messages_max=rates[1],
             telegram_calls_max=rates[0],
