@@ -329,6 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .budget import main as budget_main
 
         return budget_main(arguments[1:])
+    if arguments[:1] == ["scale"]:
+        # python -m bench scale: three bot instances on one PostgreSQL (bench/scale.py).
+        from .scale import main as scale_main
+
+        return scale_main(arguments[1:])
     args = parse_args(arguments)
     command = " ".join(["python -m bench", *arguments])
     report = asyncio.run(main_async(args, command))

@@ -147,6 +147,8 @@ class User:
     video_calls: list[tuple[float, str]] = field(default_factory=list)
     outcome_text: str | None = None
     failure: str | None = None
+    #: The id of the Generate press (a callback query), to find its answer.
+    query_id: str | None = None
     keyboard_seen: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -187,10 +189,19 @@ class CallWatcher:
         while self._cursor < len(calls):
             call = calls[self._cursor]
             self._cursor += 1
+            method = call.method.lower()
+            alert = str(call.params.get("show_alert", "")).lower() in ("true", "1")
+            if method == "answercallbackquery" and call.ok and alert:
+                # An alert answering Generate: refused (a limit, "try again"); no job.
+                query = str(call.params.get("callback_query_id"))
+                pressed = next((u for u in self.users.values() if u.query_id == query), None)
+                if pressed is not None and pressed.outcome_text is None:
+                    pressed.outcome_text = str(call.params.get("text", ""))[:120]
+                    pressed.finished.set()
+                continue
             user = self.users.get(call.chat_id) if call.chat_id is not None else None
             if user is None or not call.ok:
                 continue
-            method = call.method.lower()
             if method == "sendmessage" and user.keyboard_message_id is None:
                 data = _generate_button(call)
                 if data is not None:
@@ -198,6 +209,13 @@ class CallWatcher:
                     user.keyboard_message_id = int(call.result["message_id"])
                     user.generate_data = data
                     user.keyboard_seen.set()
+                    continue
+                if math.isnan(user.press_at):
+                    # A text answer to the photo instead of the keyboard (a refusal, or
+                    # "try again" from a ledger that could not take the update).
+                    user.outcome_text = str(call.params.get("text", ""))[:120]
+                    user.keyboard_seen.set()
+                    user.finished.set()
                     continue
             if method == "sendvideo":
                 user.videos += 1
@@ -232,12 +250,14 @@ async def _drive(
     try:
         async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
             await user.keyboard_seen.wait()
+            if user.outcome_text is not None:
+                return  # answered with text instead of the keyboard: nothing to press
             await asyncio.sleep(think)
             message_id, data = user.keyboard_message_id, user.generate_data
             if message_id is None or data is None:
                 raise RuntimeError("keyboard seen without its Generate button")
             user.press_at = time.monotonic()
-            telegram.press_button(uid, uid, message_id, data)
+            user.query_id = telegram.press_button(uid, uid, message_id, data)
             await user.finished.wait()
     except TimeoutError:
         stage = "keyboard" if user.keyboard_message_id is None else "video"

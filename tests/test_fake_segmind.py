@@ -624,3 +624,34 @@ async def test_held_submit_answers_are_accepted_and_wait_for_release(
     answers = await asyncio.gather(*pending)
     assert sorted(answer.json()["request_id"] for answer in answers) == sorted(fake.jobs)
     assert (await submit(client)).status_code == 200  # no longer held
+
+
+async def test_a_held_upload_waits_for_release_and_a_client_gone_stores_nothing(
+    fake: FakeSegmind, client: httpx.AsyncClient
+) -> None:
+    data_url = "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8jpeg").decode()
+    deadline = time.monotonic() + 3.0
+
+    # A client that gives up while its upload is held: nothing stored, nothing held.
+    fake.hold_next_upload()
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(fake.upload_url, json={"data_urls": [data_url]}, timeout=0.2)
+    while fake.uploads_held:  # the fake notices the closed connection
+        assert time.monotonic() < deadline, "the abandoned upload is still held"
+        await asyncio.sleep(0.005)
+    assert fake.uploads == []
+
+    gate = fake.hold_next_upload()
+    pending = asyncio.create_task(client.post(fake.upload_url, json={"data_urls": [data_url]}))
+    while fake.uploads_held < 1:  # read in full, waiting at its gate
+        assert time.monotonic() < deadline, "upload not held"
+        await asyncio.sleep(0.005)
+    assert not pending.done()
+    assert fake.uploads == []
+    gate.set()
+    answer = await pending
+    assert answer.status_code == 200
+    assert fake.uploads == [len(b"\xff\xd8jpeg")]
+    assert fake.uploads_held == 0
+    again = await client.post(fake.upload_url, json={"data_urls": [data_url]})
+    assert again.status_code == 200  # only the next one was held

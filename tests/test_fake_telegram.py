@@ -1223,3 +1223,59 @@ async def test_a_real_application_takes_a_payment(fake):
     assert result.paid
     assert call.result["text"] == "Paid 50"
     assert fake.payments[0].charge_id == result.charge_id
+
+
+async def test_webhook_connections_post_several_updates_at_once_and_retry_a_refused_one(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    """With ``webhook_connections`` = 3 at most three posts are open at once; one the
+    webhook refuses is tried again while the others go on; all arrive once."""
+    release = asyncio.Event()
+    open_posts: list[int] = []
+    most_open = 0
+    refused: set[int] = set()
+    taken: list[int] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        nonlocal most_open
+        update_id = int((await request.json())["update_id"])
+        open_posts.append(update_id)
+        most_open = max(most_open, len(open_posts))
+        try:
+            await release.wait()
+        finally:
+            open_posts.remove(update_id)
+        if not refused:  # the first to finish is refused once
+            refused.add(update_id)
+            return web.Response(status=500)
+        taken.append(update_id)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        fake.webhook_connections = 3
+        fake.webhook_proxy = f"http://{host}:{port}"
+        sent = [fake.send_text(USER, USER, f"hello {n}")["message_id"] for n in range(5)]
+        assert await bot.set_webhook("https://bot.example.test/hook")
+        deadline = time.monotonic() + 5
+        while len(open_posts) < 3:
+            assert time.monotonic() < deadline, "three posts were not opened at once"
+            await asyncio.sleep(0.005)
+        assert len(open_posts) == 3  # no fourth while three are open
+        release.set()
+        while len(taken) < 5 or len(fake.webhook_posts) < 6:  # the fake records answers
+            assert time.monotonic() < deadline, f"not all taken: {taken}"
+            await asyncio.sleep(0.005)
+        assert most_open == 3
+        assert sorted(taken) == sorted(set(taken))  # each once
+        assert refused <= set(taken)  # the refused one came again
+        assert len(fake.webhook_posts) == 6
+        assert len(sent) == 5
+    finally:
+        await bot.delete_webhook()
+        await runner.cleanup()

@@ -9,11 +9,16 @@ no second video: each Generate is submitted once and delivered once.
   notices it lost the job and sends nothing;
 - an instance stopped while downloading a finished video (its next step sends it),
   taken over, then woken: refused at the lease check right before sending;
+- an instance killed while it uploads the photo (before any submit): another takes
+  the job over, uploads again and submits it once;
+- an instance killed while Segmind's answer to its submit is on the way: another finds
+  the request in Segmind's request history and submits nothing again;
 - the same update handed to two instances at the same moment: handled once.
 
 The leases are the real ones (30 s, renewed every 10 s, scanned every 5 s), except in
-the stalled-download test, whose instances run tests/short_leases.py (test-only, 6 s
-leases) so the stop stays within the download's read timeout. The tests wait on rows
+the stalled-download, mid-upload and mid-submit tests, whose instances run tests/short_leases.py
+(test-only, 6 s leases): the stop stays within the download's read timeout, and the
+takeover after the kill comes within seconds. The tests wait on rows
 and log lines, bounded by those figures, never on fixed sleeps.
 """
 
@@ -357,5 +362,83 @@ async def test_an_instance_stalled_mid_delivery_past_its_lease_sends_no_second_v
     deliverers = [i for i in cluster.instances if i.logged(f"job {short_id}: ", "-> delivered")]
     assert len(deliverers) == 1
     assert stalled not in deliverers
+    await stop_all(cluster)
+    assert len(telegram.calls_of("sendVideo")) == 1
+
+
+async def test_an_instance_killed_mid_upload_is_taken_over_and_submits_once(
+    telegram: FakeTelegram, segmind: FakeSegmind, start_cluster: StartCluster
+):
+    """The holder is killed while Segmind is reading its upload of the photo: nothing
+    is submitted yet (the job is PREPARING). Another instance takes it over once the
+    lease lapses, fetches and uploads the photo again, and submits it once."""
+    cluster = await start_cluster(lease_seconds=SHORT_LEASE)
+    user = 841
+    telegram.private_chat(user)
+    stalled_upload = segmind.hold_next_upload()
+    await generate(telegram, user)
+    await wait_until(
+        lambda: segmind.uploads_held == 1, timeout=30, what="the holder uploading the photo"
+    )
+    [job] = await cluster.jobs()
+    victim = cluster.by_owner(job["owner"])
+    assert victim is not None
+    assert job["state"] == "preparing"
+    assert segmind.submits == []
+    victim.process.signal(signal.SIGKILL)
+    await victim.process.wait()
+    await wait_until(lambda: segmind.uploads_held == 0, what="the upload cut off with it")
+
+    survivors = [i for i in cluster.instances if i is not victim]
+    done = await cluster.until_jobs(
+        lambda js: delivered_and_told(js, 1),
+        "another instance submitted and delivered",
+        timeout=SHORT_LEASE * 2 + 20,
+    )
+    assert not stalled_upload.is_set()  # the killed upload was never answered
+    assert len(segmind.uploads) == 1  # the taker's: the killed one stored nothing
+    assert_once_each(telegram, segmind, [user], done)
+    short_id = f"J{job['id']}"
+    deliverers = [i for i in survivors if i.logged(f"job {short_id}: ", "-> delivered")]
+    assert len(deliverers) == 1
+    assert deliverers[0].logged("took over")
+    await stop_all(cluster)
+    assert len(telegram.calls_of("sendVideo")) == 1
+
+
+async def test_an_instance_killed_while_its_submit_is_answered_is_found_in_the_history(
+    telegram: FakeTelegram, segmind: FakeSegmind, start_cluster: StartCluster
+):
+    """The holder is killed after Segmind accepted (and charged) its submit, before the
+    answer reached it: the ledger says SUBMITTING with no request_id. The instance that
+    takes the job over must not submit again: it looks the request up in Segmind's
+    request history and drives that one to the video."""
+    cluster = await start_cluster(lease_seconds=SHORT_LEASE)
+    user = 851
+    telegram.private_chat(user)
+    segmind.hold_submit_answers()
+    await generate(telegram, user)
+    await wait_until(lambda: len(segmind.jobs) == 1, timeout=30, what="the submit accepted")
+    [job] = await cluster.until_jobs(
+        lambda js: len(js) == 1 and js[0]["state"] == "submitting", "the job SUBMITTING"
+    )
+    assert job["request_id"] is None
+    victim = cluster.by_owner(job["owner"])
+    assert victim is not None
+    victim.process.signal(signal.SIGKILL)
+    await victim.process.wait()
+    segmind.release_submit_answers()  # to nobody: the connection died with the instance
+
+    survivors = [i for i in cluster.instances if i is not victim]
+    done = await cluster.until_jobs(
+        lambda js: delivered_and_told(js, 1),
+        "another instance found the request and delivered",
+        timeout=SHORT_LEASE * 2 + 20,
+    )
+    assert_once_each(telegram, segmind, [user], done)
+    short_id = f"J{job['id']}"
+    [taker] = [i for i in survivors if i.logged(f"job {short_id}: ", "-> delivered")]
+    assert taker.logged(f"job {short_id}: found in Segmind's request history")
+    assert segmind.history_lookups >= 1
     await stop_all(cluster)
     assert len(telegram.calls_of("sendVideo")) == 1

@@ -31,6 +31,7 @@ Failures are injected through small queues (``fail_next_submit``, ``fail_next_st
 ``fail_next_upload``), ``fail_next_job``, ``accept_then_drop_next_submit`` (the submit is
 accepted and charged, then the connection closes without an answer),
 ``hold_submit_answers`` (accepted submits wait for ``release_submit_answers``),
+``hold_next_upload`` (an upload read in full, then answered only when released),
 ``fail_next_history``, ``history_lag_seconds``, ``submit_delay``, ``video_kind`` (a real MP4
 header, a damaged one, or none), ``video_chunk_delay`` (a slow CDN), ``credits`` and
 ``expire()``.
@@ -304,6 +305,10 @@ class FakeSegmind:
 
         #: Gates for the next video downloads (hold_next_video), first come first held.
         self._video_holds: list[asyncio.Event] = []
+        #: Gates for the next uploads (hold_next_upload), first come first held.
+        self._upload_holds: list[asyncio.Event] = []
+        #: Uploads read in full and waiting at their gate right now (hold_next_upload).
+        self.uploads_held = 0
 
         self.jobs: dict[str, FakeJob] = {}
         self.submits: list[dict[str, Any]] = []
@@ -506,6 +511,15 @@ class FakeSegmind:
         self._video_holds.append(gate)
         return gate
 
+    def hold_next_upload(self) -> asyncio.Event:
+        """The next upload is read in full, then answered only once the returned event
+        is set: the client waits for the file's URL (an upload stalled on the way). While
+        it waits it counts in ``uploads_held``; a client that goes away (a killed bot)
+        ends it unanswered and nothing is stored. The uploads after it are not held."""
+        gate = asyncio.Event()
+        self._upload_holds.append(gate)
+        return gate
+
     def status_polls(self) -> list[int]:
         """Status polls per job, in submit order."""
         return [job.status_polls for job in self.jobs.values()]
@@ -688,6 +702,13 @@ class FakeSegmind:
             body: object = await request.json()
         except ValueError:
             return _error(400, "Request body must be a JSON object")
+        if self._upload_holds:
+            gate = self._upload_holds.pop(0)
+            self.uploads_held += 1
+            try:
+                await gate.wait()
+            finally:
+                self.uploads_held -= 1
         data_urls = body.get("data_urls") if isinstance(body, dict) else None
         if not isinstance(data_urls, list) or not data_urls:
             return _error(400, "data_urls must be a non-empty list of data URLs")

@@ -80,9 +80,9 @@ Deliberate simplifications: parse_mode HTML is rendered by dropping the tags (no
 Markdown is stored as sent; uploaded files over ``keep_uploads_up_to`` bytes are hashed, not
 kept, so their download URL answers 404; with ``flood_limits`` a private chat takes a burst
 of ``PRIVATE_BURST`` messages, then about one a second (sends and edits count); webhook
-updates are posted one at a time (Telegram: up to ``max_connections`` at once) and
-retried quickly; only Stars invoices exist (any other currency is refused as
-PAYMENT_PROVIDER_INVALID).
+updates are posted one at a time unless ``webhook_connections`` allows more (Telegram: up
+to ``max_connections``, 40 by default, at once) and retried quickly; only Stars invoices
+exist (any other currency is refused as PAYMENT_PROVIDER_INVALID).
 """
 
 from __future__ import annotations
@@ -883,6 +883,12 @@ class FakeTelegram:
         self.webhook_proxy = ""
         #: Seconds between tries of an update the webhook did not take (Telegram: longer).
         self.webhook_retry_seconds = 0.05
+        #: Updates posted at the same time (Telegram: up to the webhook's
+        #: ``max_connections``, 40 by default). 1: strictly one after the other, a failed
+        #: one holding back the rest; more: each connection takes the next update not
+        #: already being posted, and a failed one is tried again after
+        #: ``webhook_retry_seconds`` while the others go on.
+        self.webhook_connections = 1
         #: Every webhook post: (update_id, HTTP status, or 0 when the connection failed).
         self.webhook_posts: list[tuple[int, int]] = []
         self._webhook_secret: str | None = None
@@ -2175,6 +2181,9 @@ class FakeTelegram:
         header, until the bot answers 2xx; an update not taken is tried again later and
         holds back the ones after it (the fake posts one at a time; Telegram up to
         ``max_connections`` at once)."""
+        if self.webhook_connections > 1:
+            await self._push_updates_at_once()
+            return
         while self.webhook_url and not self._stopping:
             self._webhook_wake.clear()
             allowed = self._allowed_updates
@@ -2193,6 +2202,52 @@ class FakeTelegram:
                     self._pending.remove(entry)
                 continue
             await asyncio.sleep(self.webhook_retry_seconds)
+
+    async def _push_updates_at_once(self) -> None:
+        """``_push_updates`` over ``webhook_connections`` connections: each posts the
+        next update nobody is posting, until the bot answers 2xx."""
+        posting: dict[int, asyncio.Task[None]] = {}  # update_id -> its post
+
+        async def post(entry: _Pending) -> None:
+            try:
+                status = await self._post_update(entry)
+                if 200 <= status < 300:
+                    entry.delivered = True
+                    with contextlib.suppress(ValueError):
+                        self._pending.remove(entry)
+                else:
+                    await asyncio.sleep(self.webhook_retry_seconds)
+            finally:
+                posting.pop(entry.update_id, None)
+                self._webhook_wake.set()
+
+        try:
+            while self.webhook_url and not self._stopping:
+                self._webhook_wake.clear()
+                allowed = self._allowed_updates
+                if allowed is not None:
+                    self._pending = [
+                        e for e in self._pending if any(kind in e.update for kind in allowed)
+                    ]
+                entry = None
+                if len(posting) < self.webhook_connections:
+                    entry = next(
+                        (
+                            e
+                            for e in self._pending
+                            if not e.delivered and e.update_id not in posting
+                        ),
+                        None,
+                    )
+                if entry is None:
+                    await self._webhook_wake.wait()
+                    continue
+                posting[entry.update_id] = asyncio.create_task(post(entry))
+        finally:
+            posts = list(posting.values())
+            for task in posts:
+                task.cancel()
+            await asyncio.gather(*posts, return_exceptions=True)
 
     async def _post_update(self, entry: _Pending) -> int:
         assert self._http is not None
