@@ -424,8 +424,9 @@ class SqliteLedger:
         """Every row of one read; SQLite's failure to read (I/O error, a damaged file)
         is raised as :class:`LedgerReadFailed`, so callers need not know SQLite."""
         try:
-            async with self.db.execute(sql, tuple(params)) as cursor:
-                return list(await cursor.fetchall())
+            # One trip to the connection's thread, not three (execute, fetch, close):
+            # each trip waits for the event loop, and under load those waits add up.
+            return list(await self.db.execute_fetchall(sql, tuple(params)))
         except sqlite3.Error as exc:
             if isinstance(exc, sqlite3.ProgrammingError | sqlite3.IntegrityError):
                 raise  # a bug, not a fault of the file
@@ -456,42 +457,44 @@ class SqliteLedger:
         Returns the job and whether this call created it (False on re-delivery).
         """
         now = self._clock() if now is None else now
-        async with self._transaction() as db:
-            existing = await self._fetch_one(
-                f"{_JOB} WHERE chat_id=? AND trigger_message_id=? AND retry_of IS NULL",
-                (new.chat_id, new.trigger_message_id),
-            )
-            if existing is not None:
-                return existing, False
-            cursor = await db.execute(
-                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
-                "photo_message_id, thread_id, file_id, file_unique_id, file_size, "
-                "mime_type, quality, duration, style, seed, state, language, created_at, "
-                "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    new.chat_id,
-                    new.user_id,
-                    new.chat_type,
-                    new.trigger_message_id,
-                    new.photo_message_id,
-                    new.thread_id,
-                    new.file_id,
-                    new.file_unique_id,
-                    new.file_size,
-                    new.mime_type,
-                    options.quality,
-                    options.duration,
-                    options.style,
-                    options.seed,
-                    JobState.DRAFT.value,
-                    new.language,
-                    now,
-                    now,
-                ),
-            )
-            created = await self._fetch_one(f"{_JOB} WHERE id=?", (cursor.lastrowid,))
-        assert created is not None
-        return created, True
+        # One statement (one trip to the connection's thread): the unique index on the
+        # asking message makes a re-delivered photo insert nothing.
+        rows = await self._write_returning(
+            "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
+            "photo_message_id, thread_id, file_id, file_unique_id, file_size, "
+            "mime_type, quality, duration, style, seed, state, language, created_at, "
+            "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (chat_id, trigger_message_id) WHERE retry_of IS NULL DO NOTHING "
+            "RETURNING *",
+            (
+                new.chat_id,
+                new.user_id,
+                new.chat_type,
+                new.trigger_message_id,
+                new.photo_message_id,
+                new.thread_id,
+                new.file_id,
+                new.file_unique_id,
+                new.file_size,
+                new.mime_type,
+                options.quality,
+                options.duration,
+                options.style,
+                options.seed,
+                JobState.DRAFT.value,
+                new.language,
+                now,
+                now,
+            ),
+        )
+        if rows:
+            return row_to_job(rows[0]), True
+        existing = await self._fetch_one(
+            f"{_JOB} WHERE chat_id=? AND trigger_message_id=? AND retry_of IS NULL",
+            (new.chat_id, new.trigger_message_id),
+        )
+        assert existing is not None  # drafts are never deleted
+        return existing, False
 
     async def set_keyboard_message(self, job_id: int, message_id: int) -> None:
         """Remember which bot message shows this job's keyboard, then its status."""
@@ -568,6 +571,11 @@ class SqliteLedger:
         PREPARING when it is free, else to AWAITING_PAYMENT with its price and a new
         invoice number (outcome INVOICE)."""
         now = self._clock() if now is None else now
+        if price <= 0:
+            started = await self._start_free(job_id, user_id, limits, now)
+            if started is not None:
+                return StartResult(StartOutcome.STARTED, started)
+        # Priced, or refused: the transaction below finds out which outcome it is.
         async with self._transaction() as db:
             job = await self.get(job_id)
             if job is None:
@@ -594,6 +602,39 @@ class SqliteLedger:
                 (JobState.PREPARING.value, now, now, job_id, JobState.DRAFT.value),
             )
             return StartResult(StartOutcome.STARTED, await self.get(job_id))
+
+    async def _start_free(
+        self, job_id: int, user_id: int, limits: Limits, now: float
+    ) -> Job | None:
+        """The common Generate in one statement (one trip to the connection's thread, the
+        write lock held for that one only): the user's free draft moves to PREPARING if
+        it is within their limits (as :meth:`_limit_outcome` counts them). None: not
+        started; the caller's transaction then says why."""
+        rows = await self._write_returning(
+            "UPDATE jobs SET state=?, price_stars=0, generate_at=?, updated_at=? "
+            "WHERE id=? AND user_id=? AND state=? "
+            "AND (SELECT COUNT(*) FROM jobs WHERE user_id=? "
+            f"AND state IN ({_placeholders(_ACTIVE)})) < ? "
+            "AND (? <= 0 OR (SELECT COUNT(*) FROM jobs WHERE user_id=? AND generate_at>=? "
+            "AND state<>?) < ?) RETURNING *",
+            (
+                JobState.PREPARING.value,
+                now,
+                now,
+                job_id,
+                user_id,
+                JobState.DRAFT.value,
+                user_id,
+                *_ACTIVE,
+                limits.max_active_per_user,
+                limits.daily_per_user,
+                user_id,
+                utc_day_start(now),
+                JobState.REJECTED.value,
+                limits.daily_per_user,
+            ),
+        )
+        return row_to_job(rows[0]) if rows else None
 
     async def start_retry(
         self,
@@ -750,7 +791,7 @@ class SqliteLedger:
         )
         update = (
             f"UPDATE jobs SET state=?, updated_at=?{assignments}{lease_sql} "
-            f"WHERE id=? AND state=?{fence_sql}"
+            f"WHERE id=? AND state=?{fence_sql} RETURNING *"
         )
         params = (
             target.value,
@@ -761,22 +802,30 @@ class SqliteLedger:
             source.value,
             *fence_params,
         )
-        if target.value not in _UNDELIVERED and lease is None:
-            changed = await self._write(update, params)
+        if target.value not in _UNDELIVERED:
+            # One statement, atomic on its own: one trip to the connection's thread.
+            # Under the write lock no other write of this process comes between it and
+            # the lease check that explains a refusal.
+            async with self._write_lock:
+                try:
+                    rows = list(await self.db.execute_fetchall(update, params))
+                    if not rows and lease is not None:
+                        await self._check_lease("jobs", "id", job_id, lease, now)
+                except sqlite3.OperationalError as exc:
+                    raise self._write_failed(exc) from exc
         else:
             async with self._transaction() as db:
-                changed = (await db.execute(update, params)).rowcount
-                if changed and target.value in _UNDELIVERED:
+                rows = list(await db.execute_fetchall(update, params))
+                if rows:
                     await self._owe_refund(job_id, RefundReason.JOB_ENDED, now)
-                if not changed and lease is not None:
+                elif lease is not None:
                     await self._check_lease("jobs", "id", job_id, lease, now)
-        if not changed:
+        if not rows:
             return None
-        job = await self.get(job_id)
-        if job is not None:
-            since = f", {now - job.generate_at:.1f}s after Generate" if job.generate_at else ""
-            why = f" ({job.reason.value})" if job.reason and target in TERMINAL_STATES else ""
-            log.info("job %s: %s -> %s%s%s", job.short_id, source.value, target.value, why, since)
+        job = row_to_job(rows[0])
+        since = f", {now - job.generate_at:.1f}s after Generate" if job.generate_at else ""
+        why = f" ({job.reason.value})" if job.reason and target in TERMINAL_STATES else ""
+        log.info("job %s: %s -> %s%s%s", job.short_id, source.value, target.value, why, since)
         return job
 
     async def _owe_refund(self, job_id: int, reason: RefundReason, now: float) -> None:
@@ -809,13 +858,18 @@ class SqliteLedger:
         if lease is None:
             await self._write(update, params)
             return
-        async with self._transaction() as db:
-            if (await db.execute(update, params)).rowcount == 0:
-                told = await self._scalar(
-                    "SELECT notified_at IS NOT NULL FROM jobs WHERE id=?", (job_id,)
-                )
-                if not told:
-                    await self._check_lease("jobs", "id", job_id, lease, stamp)
+        # One statement (one trip to the connection's thread); under the write lock no
+        # other write of this process comes between it and the checks of a refusal.
+        async with self._write_lock:
+            try:
+                if (await self.db.execute(update, params)).rowcount == 0:
+                    told = await self._scalar(
+                        "SELECT notified_at IS NOT NULL FROM jobs WHERE id=?", (job_id,)
+                    )
+                    if not told:
+                        await self._check_lease("jobs", "id", job_id, lease, stamp)
+            except sqlite3.OperationalError as exc:
+                raise self._write_failed(exc) from exc
 
     async def _check_lease(
         self, table: str, key_column: str, key: Any, lease: Lease, now: float
@@ -833,9 +887,14 @@ class SqliteLedger:
     # -- leases (bot.core.leases) ---------------------------------------------------------
 
     async def _write_returning(self, sql: str, params: Iterable[Any]) -> list[sqlite3.Row]:
-        """One ``UPDATE … RETURNING`` in its own transaction; the rows it changed."""
-        async with self._transaction() as db, db.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
+        """One write statement ``… RETURNING`` on its own, the rows it wrote: one is
+        atomic without ``BEGIN``/``COMMIT`` (SQLite commits it when it is done), and so
+        costs one trip to the connection's thread instead of five."""
+        async with self._write_lock:
+            try:
+                return list(await self.db.execute_fetchall(sql, tuple(params)))
+            except sqlite3.OperationalError as exc:
+                raise self._write_failed(exc) from exc
 
     async def claim_job(self, job_id: int, lease: Lease, now: float | None = None) -> Job | None:
         """Claim (or extend) one unfinished job's lease unless another instance holds it
