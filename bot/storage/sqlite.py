@@ -1,11 +1,15 @@
 """The job ledger on SQLite: every SQL statement of the embedded ledger lives here.
 
 WAL mode with ``synchronous=FULL``: a committed transition of a paid job must survive a
-power cut, and the bot needs a few commits per second at most (thousands are
-available). Writes run under one lock; a read-then-write runs in :meth:`_transaction`
-(``BEGIN IMMEDIATE``) so it never meets ``SQLITE_BUSY`` halfway. State changes are
-compare-and-set on the current state, so a re-delivered update or a second task cannot
-move a job twice. Rows are read by column name.
+power cut. A read-then-write runs in :meth:`_transaction` (``BEGIN IMMEDIATE``) so it
+never meets ``SQLITE_BUSY`` halfway, alone on the connection; the common steps of a job
+are single statements (``… RETURNING`` the row), atomic by themselves, and queued to the
+connection's thread together (:class:`_WriteGate`). Every trip to that thread waits for
+the event loop, so each step is as few trips as it can be: at 25 photos a second, steps
+of three to twelve trips, one write at a time, made writes queue for seconds
+(docs/benchmarks.md). State changes are compare-and-set on the current state, so a
+re-delivered update or a second task cannot move a job twice. Rows are read by column
+name.
 """
 
 from __future__ import annotations
