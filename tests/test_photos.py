@@ -3,7 +3,6 @@ reads, and what reached Segmind (size, type, orientation) — or that nothing di
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 from types import SimpleNamespace
@@ -262,14 +261,10 @@ async def test_a_photo_is_prepared_when_its_job_starts(telegram, segmind, bot):
 
 
 class FileBot:
-    """Just getFile, answering a file URL and the size Telegram states (none unless
-    given), which is what the Photos store asks the bot for."""
-
-    def __init__(self, file_size: int | None = None) -> None:
-        self.file_size = file_size
+    """Just getFile, answering a file URL (what the Photos store asks the bot for)."""
 
     async def get_file(self, file_id: str) -> SimpleNamespace:
-        return SimpleNamespace(file_path=f"https://files.test/{file_id}", file_size=self.file_size)
+        return SimpleNamespace(file_path=f"https://files.test/{file_id}")
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "no-length"])
@@ -320,41 +315,6 @@ async def test_the_folder_keeps_the_newest_prepared_photos_and_remakes_the_rest(
             assert downloads[-1] == "/file-b"
         finally:
             photos.close()
-
-
-async def test_many_ordinary_photos_download_together_and_large_ones_a_few_at_a_time(tmp_path):
-    """Downloads are limited by the bytes they put on disk: 25 photos a second must not
-    queue behind four downloads, while 20 MB files still go at most four at once."""
-    jpeg = encoded(Image.new("RGB", (400, 300), RED), "JPEG")
-    in_flight = 0
-    most = 0
-    ten_in = asyncio.Event()
-
-    async def answer(request: httpx.Request) -> httpx.Response:
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
-        if in_flight == 10:
-            ten_in.set()
-        await ten_in.wait()  # every answer waits until ten downloads are on their way
-        in_flight -= 1
-        return httpx.Response(200, content=jpeg)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
-        photos = Photos(FileBot(len(jpeg)), http, tmp_path / "small")  # type: ignore[arg-type]
-        photos.open()
-        try:
-            prepared = asyncio.gather(
-                *(photos.prepared(f"file-{n}", f"unique-{n}") for n in range(10))
-            )
-            images = await asyncio.wait_for(prepared, timeout=10)
-        finally:
-            photos.close()
-    assert len(images) == 10
-    assert most == 10
-
-    budget = photos_module.DOWNLOAD_BUDGET_BYTES
-    assert budget // photos_module.MAX_DOWNLOAD_BYTES == 4  # the largest: four at once
 
 
 async def test_a_restarted_bot_evicts_the_least_recently_used_photo_it_found(

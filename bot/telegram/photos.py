@@ -9,8 +9,6 @@ and so before an invoice), and the job's submit, its retries and "Try again" rea
 same JPEG instead of downloading and decoding again. The folder keeps the newest
 ``CACHE_FILES`` photos; a photo no longer there is simply prepared again.
 
-Disk: the downloads waiting to be decoded hold at most ``DOWNLOAD_BUDGET_BYTES`` (by the
-sizes getFile gives; a file larger than its stated size is cut off at 20 MB all the same).
 Memory: the download never is in memory whole, and images are decoded one at a time in
 one worker thread: decoding is CPU-bound, the bot's machine may have two cores and the
 event loop needs one, and a burst of big images then costs one image's pixels, not ten.
@@ -40,7 +38,6 @@ from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter
 
 from ..core.errors import PhotoUnavailable, SendFailed
 from ..images import ImageRefused, PreparedImage, prepare_image
-from .budget import ByteBudget
 from .pacing import retry_after_seconds
 
 __all__ = ["CACHE_FILES", "MAX_DOWNLOAD_BYTES", "Photos"]
@@ -49,10 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Telegram hands bots files up to 20 MB.
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
-#: Bytes of downloads on disk at once, until each is decoded: four of the largest, or a
-#: hundred ordinary photos. Counted in bytes (getFile tells each file's size), not in
-#: downloads: four at a time held 25 photos a second up for seconds (docs/benchmarks.md).
-DOWNLOAD_BUDGET_BYTES = 4 * MAX_DOWNLOAD_BYTES
+#: Downloads at once: each may put 20 MB on disk until it is decoded.
+DOWNLOAD_CONCURRENCY = 4
 #: Prepared photos kept; about 0.2–2 MB each.
 CACHE_FILES = 500
 _CHUNK = 64 * 1024
@@ -98,7 +93,7 @@ class Photos:
         self._on_unauthorized = on_unauthorized
         #: The one thread images are decoded in (see the module docstring).
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="photo")
-        self._on_disk = ByteBudget(DOWNLOAD_BUDGET_BYTES)
+        self._downloading = asyncio.Semaphore(DOWNLOAD_CONCURRENCY)
         #: One preparation per photo at a time (a second caller then finds it cached):
         #: each photo's lock and how many callers hold or wait for it.
         self._busy: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -199,14 +194,13 @@ class Photos:
         os.close(handle)
         part = Path(name)
         try:
-            url, declared = await self._file_url(file_id)  # one API call: no disk yet
-            async with self._on_disk.taken(declared or MAX_DOWNLOAD_BYTES):
+            async with self._downloading:
                 try:
-                    size = await self._download(url, part)
+                    size = await self._download(file_id, part)
                 except OSError as exc:
                     raise SendFailed(f"could not write the download: {exc.strerror}") from exc
-                loop = asyncio.get_running_loop()
-                image = await loop.run_in_executor(self._worker, _prepare_and_give_back, part)
+            loop = asyncio.get_running_loop()
+            image = await loop.run_in_executor(self._worker, _prepare_and_give_back, part)
         except ImageRefused as exc:
             log.info("photo refused (%d bytes): %s", part.stat().st_size, exc)
             raise
@@ -216,9 +210,7 @@ class Photos:
         log.debug("photo prepared: %d bytes → %dx%d JPEG", size, image.width, image.height)
         return image
 
-    async def _file_url(self, file_id: str) -> tuple[str, int | None]:
-        """The file's download URL (it holds the bot token: never logged) and the size
-        Telegram gives for it, if any."""
+    async def _file_url(self, file_id: str) -> str:
         try:
             telegram_file = await self._bot.get_file(file_id)
         except RetryAfter as exc:
@@ -233,12 +225,12 @@ class Photos:
             raise SendFailed(f"network: {type(exc).__name__}") from exc
         if not telegram_file.file_path:
             raise PhotoUnavailable("no file path")
-        size = telegram_file.file_size
-        return telegram_file.file_path, size if size and size > 0 else None
+        return telegram_file.file_path
 
-    async def _download(self, url: str, destination: Path) -> int:
+    async def _download(self, file_id: str, destination: Path) -> int:
         """Stream the file to ``destination``; its size. Never logs the URL (it holds the
         bot token)."""
+        url = await self._file_url(file_id)
         try:
             async with self._http.stream("GET", url) as response:
                 if response.status_code in (400, 404):
