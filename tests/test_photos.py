@@ -4,6 +4,7 @@ reads, and what reached Segmind (size, type, orientation) — or that nothing di
 from __future__ import annotations
 
 import io
+import os
 from types import SimpleNamespace
 
 import httpx
@@ -314,3 +315,39 @@ async def test_the_folder_keeps_the_newest_prepared_photos_and_remakes_the_rest(
             assert downloads[-1] == "/file-b"
         finally:
             photos.close()
+
+
+async def test_a_restarted_bot_evicts_the_least_recently_used_photo_it_found(
+    tmp_path, monkeypatch
+):
+    """The folder's order (least recently used first) is learnt once at start and kept in
+    memory after: no scan of the folder for each photo kept."""
+    monkeypatch.setattr(photos_module, "CACHE_FILES", 2)
+    jpeg = encoded(Image.new("RGB", (400, 300), RED), "JPEG")
+    downloads: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        downloads.append(request.url.path)
+        return httpx.Response(200, content=jpeg)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        for name in ("a", "b"):
+            before = Photos(FileBot(), http, tmp_path / "photos")  # type: ignore[arg-type]
+            before.open()
+            await before.prepared(f"file-{name}", f"unique-{name}")
+            before.close()
+        folder = tmp_path / "photos"
+        (older,) = [p for p in folder.glob("*.jpg") if p != before._cached_path("unique-b")]
+        os.utime(older, (1, 1))  # "a" was used long ago
+        restarted = Photos(FileBot(), http, folder)  # type: ignore[arg-type]
+        restarted.open()
+        monkeypatch.setattr(os, "scandir", None)  # from here on the folder is never scanned
+        try:
+            await restarted.prepared("file-b", "unique-b")  # from the folder: newest now
+            await restarted.prepared("file-c", "unique-c")  # made: "a" goes
+            await restarted.prepared("file-a", "unique-a")  # made again: "b" goes
+        finally:
+            restarted.close()
+    assert downloads == ["/file-a", "/file-b", "/file-c", "/file-a"]
+    monkeypatch.undo()
+    assert len(list(folder.glob("*.jpg"))) == 2

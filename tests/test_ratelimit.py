@@ -163,3 +163,37 @@ async def test_a_group_gets_at_most_its_share_per_minute(monkeypatch):
     assert other_took < 0.3, other_took
     assert [name for name, _ in log] == [0, 1, 2, "other group", 3]
     await limiter.shutdown()
+
+
+async def test_a_status_edit_leaves_the_last_places_to_keyboards_that_come_meanwhile():
+    """LOW requests (status edits, chat actions) take a place only while one in six stays
+    free: a keyboard that comes while the edit would be on its way still goes at once."""
+    limiter = PriorityRateLimiter(per_second=6)  # LOW leaves 1 of the 6 free
+    answer = asyncio.Event()
+    let_go: list[str] = []
+
+    def held(name):
+        async def call():
+            let_go.append(name)
+            await answer.wait()  # on its way until the test answers
+            return True
+
+        return call
+
+    def send(name, chat_id, priority):
+        return asyncio.create_task(
+            limiter.process_request(
+                held(name), (), {}, "sendMessage", {"chat_id": chat_id}, priority
+            )
+        )
+
+    busy = [send(f"keyboard {i}", i, Priority.HIGH) for i in range(5)]
+    await wait_until(lambda: len(let_go) == 5, what="five keyboards on their way")
+    edit = send("edit", 100, Priority.LOW)  # one place is free, but it is the reserve
+    keyboard = send("late keyboard", 101, Priority.HIGH)
+    await wait_until(lambda: "late keyboard" in let_go, what="the late keyboard let go")
+    assert "edit" not in let_go
+    answer.set()  # every answer back: the places free a second later, the edit goes then
+    assert all(await asyncio.gather(*busy, keyboard, edit))
+    assert let_go[-1] == "edit"
+    await limiter.shutdown()

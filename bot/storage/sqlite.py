@@ -1,11 +1,15 @@
 """The job ledger on SQLite: every SQL statement of the embedded ledger lives here.
 
 WAL mode with ``synchronous=FULL``: a committed transition of a paid job must survive a
-power cut, and the bot needs a few commits per second at most (thousands are
-available). Writes run under one lock; a read-then-write runs in :meth:`_transaction`
-(``BEGIN IMMEDIATE``) so it never meets ``SQLITE_BUSY`` halfway. State changes are
-compare-and-set on the current state, so a re-delivered update or a second task cannot
-move a job twice. Rows are read by column name.
+power cut. A read-then-write runs in :meth:`_transaction` (``BEGIN IMMEDIATE``) so it
+never meets ``SQLITE_BUSY`` halfway, alone on the connection; the common steps of a job
+are single statements (``… RETURNING`` the row), atomic by themselves, and queued to the
+connection's thread together (:class:`_WriteGate`). Every trip to that thread waits for
+the event loop, so each step is as few trips as it can be: at 25 photos a second, steps
+of three to twelve trips, one write at a time, made writes queue for seconds
+(docs/benchmarks.md). State changes are compare-and-set on the current state, so a
+re-delivered update or a second task cannot move a job twice. Rows are read by column
+name.
 """
 
 from __future__ import annotations
@@ -210,6 +214,52 @@ class LedgerLocked(RuntimeError):
     """Another running bot holds this ledger: two would both drive (and pay for) its jobs."""
 
 
+class _WriteGate:
+    """Who may write on the one connection now: single statements together, a
+    transaction alone.
+
+    A single statement is atomic by itself, so several may be queued to the connection's
+    thread at once and run back to back there, without a trip through the event loop
+    between them (under load each such trip costs milliseconds, and with one write at a
+    time 25 photos a second made the writes queue for seconds: docs/benchmarks.md). A
+    transaction spans several trips: it waits until the statements in flight are done,
+    and no new one starts until it has committed or rolled back, so nothing of another
+    write is ever inside it (or rolled back with it).
+    """
+
+    def __init__(self) -> None:
+        self._statements = 0
+        self._none_in_flight = asyncio.Event()
+        self._none_in_flight.set()
+        #: Cleared while a transaction waits or runs: statements wait for it.
+        self._open = asyncio.Event()
+        self._open.set()
+        self._transactions = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def statement(self) -> AsyncIterator[None]:
+        while not self._open.is_set():
+            await self._open.wait()
+        self._statements += 1
+        self._none_in_flight.clear()
+        try:
+            yield
+        finally:
+            self._statements -= 1
+            if self._statements == 0:
+                self._none_in_flight.set()
+
+    @contextlib.asynccontextmanager
+    async def alone(self) -> AsyncIterator[None]:
+        async with self._transactions:
+            self._open.clear()
+            try:
+                await self._none_in_flight.wait()
+                yield
+            finally:
+                self._open.set()
+
+
 class SqliteLedger:
     """The :class:`~bot.core.ports.Ledger` on one SQLite file. Open, use, close.
 
@@ -229,7 +279,7 @@ class SqliteLedger:
         self._exclusive = exclusive
         self._lock_file: IO[bytes] | None = None
         self._db: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
+        self._writes = _WriteGate()
         #: (device, inode) of the file opened: the path must still name it.
         self._identity: tuple[int, int] | None = None
         #: When old update claims were last pruned (at most once an hour).
@@ -393,7 +443,7 @@ class SqliteLedger:
         the connection is left with no transaction open, ready for the next write.
         """
         db = self.db
-        async with self._write_lock:
+        async with self._writes.alone():
             try:
                 await self._begin(db)
                 try:
@@ -425,7 +475,7 @@ class SqliteLedger:
 
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One statement on its own (atomic by itself); returns the rows it changed."""
-        async with self._write_lock:
+        async with self._writes.statement():
             try:
                 cursor = await self.db.execute(sql, tuple(params))
             except sqlite3.OperationalError as exc:
@@ -440,8 +490,9 @@ class SqliteLedger:
         """Every row of one read; SQLite's failure to read (I/O error, a damaged file)
         is raised as :class:`LedgerReadFailed`, so callers need not know SQLite."""
         try:
-            async with self.db.execute(sql, tuple(params)) as cursor:
-                return list(await cursor.fetchall())
+            # One trip to the connection's thread, not three (execute, fetch, close):
+            # each trip waits for the event loop, and under load those waits add up.
+            return list(await self.db.execute_fetchall(sql, tuple(params)))
         except sqlite3.Error as exc:
             if isinstance(exc, sqlite3.ProgrammingError | sqlite3.IntegrityError):
                 raise  # a bug, not a fault of the file
@@ -472,42 +523,44 @@ class SqliteLedger:
         Returns the job and whether this call created it (False on re-delivery).
         """
         now = self._clock() if now is None else now
-        async with self._transaction() as db:
-            existing = await self._fetch_one(
-                f"{_JOB} WHERE chat_id=? AND trigger_message_id=? AND retry_of IS NULL",
-                (new.chat_id, new.trigger_message_id),
-            )
-            if existing is not None:
-                return existing, False
-            cursor = await db.execute(
-                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
-                "photo_message_id, thread_id, file_id, file_unique_id, file_size, "
-                "mime_type, quality, duration, style, seed, state, language, created_at, "
-                "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    new.chat_id,
-                    new.user_id,
-                    new.chat_type,
-                    new.trigger_message_id,
-                    new.photo_message_id,
-                    new.thread_id,
-                    new.file_id,
-                    new.file_unique_id,
-                    new.file_size,
-                    new.mime_type,
-                    options.quality,
-                    options.duration,
-                    options.style,
-                    options.seed,
-                    JobState.DRAFT.value,
-                    new.language,
-                    now,
-                    now,
-                ),
-            )
-            created = await self._fetch_one(f"{_JOB} WHERE id=?", (cursor.lastrowid,))
-        assert created is not None
-        return created, True
+        # One statement (one trip to the connection's thread): the unique index on the
+        # asking message makes a re-delivered photo insert nothing.
+        rows = await self._write_returning(
+            "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
+            "photo_message_id, thread_id, file_id, file_unique_id, file_size, "
+            "mime_type, quality, duration, style, seed, state, language, created_at, "
+            "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (chat_id, trigger_message_id) WHERE retry_of IS NULL DO NOTHING "
+            "RETURNING *",
+            (
+                new.chat_id,
+                new.user_id,
+                new.chat_type,
+                new.trigger_message_id,
+                new.photo_message_id,
+                new.thread_id,
+                new.file_id,
+                new.file_unique_id,
+                new.file_size,
+                new.mime_type,
+                options.quality,
+                options.duration,
+                options.style,
+                options.seed,
+                JobState.DRAFT.value,
+                new.language,
+                now,
+                now,
+            ),
+        )
+        if rows:
+            return row_to_job(rows[0]), True
+        existing = await self._fetch_one(
+            f"{_JOB} WHERE chat_id=? AND trigger_message_id=? AND retry_of IS NULL",
+            (new.chat_id, new.trigger_message_id),
+        )
+        assert existing is not None  # drafts are never deleted
+        return existing, False
 
     async def set_keyboard_message(self, job_id: int, message_id: int) -> None:
         """Remember which bot message shows this job's keyboard, then its status."""
@@ -584,6 +637,11 @@ class SqliteLedger:
         PREPARING when it is free, else to AWAITING_PAYMENT with its price and a new
         invoice number (outcome INVOICE)."""
         now = self._clock() if now is None else now
+        if price <= 0:
+            started = await self._start_free(job_id, user_id, limits, now)
+            if started is not None:
+                return StartResult(StartOutcome.STARTED, started)
+        # Priced, or refused: the transaction below finds out which outcome it is.
         async with self._transaction() as db:
             job = await self.get(job_id)
             if job is None:
@@ -610,6 +668,39 @@ class SqliteLedger:
                 (JobState.PREPARING.value, now, now, job_id, JobState.DRAFT.value),
             )
             return StartResult(StartOutcome.STARTED, await self.get(job_id))
+
+    async def _start_free(
+        self, job_id: int, user_id: int, limits: Limits, now: float
+    ) -> Job | None:
+        """The common Generate in one statement (one trip to the connection's thread, the
+        write lock held for that one only): the user's free draft moves to PREPARING if
+        it is within their limits (as :meth:`_limit_outcome` counts them). None: not
+        started; the caller's transaction then says why."""
+        rows = await self._write_returning(
+            "UPDATE jobs SET state=?, price_stars=0, generate_at=?, updated_at=? "
+            "WHERE id=? AND user_id=? AND state=? "
+            "AND (SELECT COUNT(*) FROM jobs WHERE user_id=? "
+            f"AND state IN ({_placeholders(_ACTIVE)})) < ? "
+            "AND (? <= 0 OR (SELECT COUNT(*) FROM jobs WHERE user_id=? AND generate_at>=? "
+            "AND state<>?) < ?) RETURNING *",
+            (
+                JobState.PREPARING.value,
+                now,
+                now,
+                job_id,
+                user_id,
+                JobState.DRAFT.value,
+                user_id,
+                *_ACTIVE,
+                limits.max_active_per_user,
+                limits.daily_per_user,
+                user_id,
+                utc_day_start(now),
+                JobState.REJECTED.value,
+                limits.daily_per_user,
+            ),
+        )
+        return row_to_job(rows[0]) if rows else None
 
     async def start_retry(
         self,
@@ -768,7 +859,7 @@ class SqliteLedger:
         )
         update = (
             f"UPDATE jobs SET state=?, updated_at=?{assignments}{lease_sql} "
-            f"WHERE id=? AND state=?{fence_sql}"
+            f"WHERE id=? AND state=?{fence_sql} RETURNING *"
         )
         params = (
             target.value,
@@ -779,22 +870,25 @@ class SqliteLedger:
             source.value,
             *fence_params,
         )
-        if target.value not in _UNDELIVERED and lease is None:
-            changed = await self._write(update, params)
-        else:
+        rows: list[sqlite3.Row] = []
+        if target.value not in _UNDELIVERED:
+            # The common step: one statement, atomic on its own (one trip to the thread).
+            rows = await self._write_returning(update, params)
+        if not rows and (target.value in _UNDELIVERED or lease is not None):
+            # A refund to owe with it, or a fenced write refused: in one transaction,
+            # so that the lease check tells why of the very state the write found.
             async with self._transaction() as db:
-                changed = (await db.execute(update, params)).rowcount
-                if changed and target.value in _UNDELIVERED:
+                rows = list(await db.execute_fetchall(update, params))
+                if rows and target.value in _UNDELIVERED:
                     await self._owe_refund(job_id, RefundReason.JOB_ENDED, now)
-                if not changed and lease is not None:
+                elif not rows and lease is not None:
                     await self._check_lease("jobs", "id", job_id, lease, now)
-        if not changed:
+        if not rows:
             return None
-        job = await self.get(job_id)
-        if job is not None:
-            since = f", {now - job.generate_at:.1f}s after Generate" if job.generate_at else ""
-            why = f" ({job.reason.value})" if job.reason and target in TERMINAL_STATES else ""
-            log.info("job %s: %s -> %s%s%s", job.short_id, source.value, target.value, why, since)
+        job = row_to_job(rows[0])
+        since = f", {now - job.generate_at:.1f}s after Generate" if job.generate_at else ""
+        why = f" ({job.reason.value})" if job.reason and target in TERMINAL_STATES else ""
+        log.info("job %s: %s -> %s%s%s", job.short_id, source.value, target.value, why, since)
         return job
 
     async def _owe_refund(self, job_id: int, reason: RefundReason, now: float) -> None:
@@ -827,6 +921,9 @@ class SqliteLedger:
         if lease is None:
             await self._write(update, params)
             return
+        if await self._write(update, params):
+            return  # the common case: one statement (one trip to the thread)
+        # Refused: again in one transaction, so the checks tell why of the state it found.
         async with self._transaction() as db:
             if (await db.execute(update, params)).rowcount == 0:
                 told = await self._scalar(
@@ -851,9 +948,14 @@ class SqliteLedger:
     # -- leases (bot.core.leases) ---------------------------------------------------------
 
     async def _write_returning(self, sql: str, params: Iterable[Any]) -> list[sqlite3.Row]:
-        """One ``UPDATE … RETURNING`` in its own transaction; the rows it changed."""
-        async with self._transaction() as db, db.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
+        """One write statement ``… RETURNING`` on its own, the rows it wrote: one is
+        atomic without ``BEGIN``/``COMMIT`` (SQLite commits it when it is done), and so
+        costs one trip to the connection's thread instead of five."""
+        async with self._writes.statement():
+            try:
+                return list(await self.db.execute_fetchall(sql, tuple(params)))
+            except sqlite3.OperationalError as exc:
+                raise self._write_failed(exc) from exc
 
     async def claim_job(self, job_id: int, lease: Lease, now: float | None = None) -> Job | None:
         """Claim (or extend) one unfinished job's lease unless another instance holds it

@@ -23,7 +23,8 @@ if it held more, the last of them to be let go would have found them all in its 
 Each group keeps to ``group_per_minute`` the same way, over sixty seconds.
 
 Waiting requests are served by priority: deliveries, then answers to what a user just
-did, then ``Priority.LOW`` (status edits, chat actions) only when nothing else waits.
+did, then ``Priority.LOW`` (status edits, chat actions) only when nothing else waits and
+one place in six stays free for the urgent ones that come while it is on its way.
 Pass the priority as ``rate_limit_args``. Requests without a chat (getUpdates, getFile,
 answerCallbackQuery) are not limited by the budget, but their flood waits are handled
 the same way. A message to a chat first waits for that chat's turn (the most urgent
@@ -234,6 +235,17 @@ class _Budget:
                 # All of them are still on the wire: room comes one span after an answer.
                 await self._released.wait()
 
+    def free(self) -> int:
+        """Places free now."""
+        return self.limit - self._used()
+
+    async def wait_for_change(self) -> None:
+        """Until a place may have come free, or :meth:`released` was called."""
+        self._released.clear()
+        timeout = self._answered[0] + self.span - self._clock() if self._answered else None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._released.wait(), timeout)
+
     def take(self) -> None:
         self.in_flight += 1
 
@@ -281,6 +293,11 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         self._shared_fault_logged_at = float("-inf")
         #: Shared places a LOW request leaves free for other instances' urgent ones.
         self._low_reserve = max(1, per_second // LOW_RESERVE_SHARE)
+        #: This process's places a LOW request leaves free (5 of 30) for the urgent ones
+        #: that come while it is on its way: at 25 photos a second the keyboards use
+        #: nearly all of them, and a status edit let go whenever no keyboard waited that
+        #: instant held its place for a second and more (docs/benchmarks.md).
+        self._local_low_reserve = per_second // LOW_RESERVE_SHARE
 
     def share(self, budget: SharedBudget) -> None:
         """Keep to ``budget`` too: the one every instance of this bot token shares."""
@@ -470,6 +487,8 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         future: asyncio.Future[SharedPlace | None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._queue, (int(priority), next(self._order), future))
         self._waiting += 1
+        if priority < Priority.LOW:
+            self._global.released()  # a dispatcher holding back a LOW one looks again
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch(), name="rate-limiter")
         try:
@@ -487,6 +506,12 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         while True:
             while self._queue:
                 await self._global.wait_for_room()
+                most_urgent = self._most_urgent()
+                if most_urgent is None:
+                    break  # every waiter gave up
+                if most_urgent >= Priority.LOW and self._global.free() <= self._local_low_reserve:
+                    await self._global.wait_for_change()  # a place, or an urgent waiter
+                    continue
                 place = None
                 if self._shared is not None:
                     place = await self._shared_place()
@@ -503,6 +528,12 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
             if not self._stock:
                 return  # no await since the queue was seen empty: no waiter is left behind
             await self._give_back_spare_places()
+
+    def _most_urgent(self) -> int | None:
+        """The most urgent waiter's priority (waiters that gave up are dropped first)."""
+        while self._queue and self._queue[0][2].done():
+            heapq.heappop(self._queue)
+        return self._queue[0][0] if self._queue else None
 
     async def _shared_place(self) -> SharedPlace | None:
         """A place in the shared budget: from the stock, else one statement takes places

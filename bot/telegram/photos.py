@@ -99,12 +99,20 @@ class Photos:
         self._busy: dict[str, tuple[asyncio.Lock, int]] = {}
         #: Photos prepared since start (a count for tests and the benchmark).
         self.prepared_count = 0
+        #: The prepared photos in the folder, least recently used first: the folder is
+        #: not scanned (and every file's time read) for each photo kept.
+        self._kept: dict[Path, None] = {}
 
     def open(self) -> None:
-        """Create the folder and drop downloads a stopped bot left half-done."""
+        """Create the folder, drop downloads a stopped bot left half-done, and learn the
+        prepared photos it holds, least recently used first."""
         self._folder.mkdir(parents=True, exist_ok=True)
         for leftover in self._folder.glob(f"{_PART_PREFIX}*"):
             leftover.unlink(missing_ok=True)
+        entries = [entry for entry in os.scandir(self._folder) if entry.name.endswith(".jpg")]
+        entries.sort(key=lambda entry: entry.stat().st_mtime)
+        self._kept = dict.fromkeys(Path(entry.path) for entry in entries)
+        self._evict()
 
     def close(self) -> None:
         """Stop the worker once the image it is on (if any) is done."""
@@ -146,9 +154,12 @@ class Photos:
         try:
             with Image.open(io.BytesIO(data)) as header:  # reads the header only
                 width, height = header.size
-            os.utime(path)  # recently used: evicted last
+            os.utime(path)  # recently used: evicted last (after a restart too)
+            self._kept.pop(path, None)
+            self._kept[path] = None
         except OSError:  # not ours after all (a disk error, a stray file): made again
             path.unlink(missing_ok=True)
+            self._kept.pop(path, None)
             return None
         return PreparedImage(data, width, height)
 
@@ -161,18 +172,19 @@ class Photos:
             ) as handle:
                 handle.write(image.data)
             os.replace(handle.name, path)
-            self._evict()
         except OSError as exc:
             log.warning("could not keep a prepared photo in %s: %s", self._folder, exc)
+            return
+        self._kept.pop(path, None)
+        self._kept[path] = None
+        self._evict()
 
     def _evict(self) -> None:
-        entries = [entry for entry in os.scandir(self._folder) if entry.name.endswith(".jpg")]
-        if len(entries) <= CACHE_FILES:
-            return
-        entries.sort(key=lambda entry: entry.stat().st_mtime)
-        for entry in entries[: len(entries) - CACHE_FILES]:
+        while len(self._kept) > CACHE_FILES:
+            oldest = next(iter(self._kept))
+            del self._kept[oldest]
             with contextlib.suppress(OSError):
-                os.unlink(entry.path)
+                os.unlink(oldest)
 
     async def _download_and_prepare(self, file_id: str) -> PreparedImage:
         try:

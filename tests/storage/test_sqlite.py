@@ -5,13 +5,14 @@ import sqlite3
 
 import pytest
 
-from bot.core.jobs import JobState
-from bot.core.leases import Lease
-from bot.core.limits import Limits
+from bot.core.jobs import JobState, Reason
+from bot.core.leases import Lease, LeaseLost
+from bot.core.limits import Limits, StartOutcome
 from bot.core.options import VideoOptions
 from bot.core.ports import RunSeconds
 from bot.storage import SCHEMA_VERSION, LedgerUnusable, SqliteLedger
 from bot.storage.migrations import load_migrations, split_statements
+from bot.storage.sqlite import _WriteGate
 from tests.builders import new_job
 
 
@@ -235,8 +236,10 @@ async def test_a_write_cancelled_while_its_transaction_begins_leaves_no_transact
     ledger = SqliteLedger(path)
     await ledger.open()
     job, _ = await ledger.create_draft(new_job(), VideoOptions())
+    assert await ledger.transition(job.id, JobState.DRAFT, JobState.PREPARING) is not None
+    # An end without a video owes a refund: a transaction from its first statement.
     cancelled = asyncio.create_task(
-        ledger.transition(job.id, JobState.DRAFT, JobState.PREPARING, lease=Lease("A"))
+        ledger.transition(job.id, JobState.PREPARING, JobState.REJECTED, reason=Reason.BUSY)
     )
     await asyncio.sleep(0)  # it runs until it waits for its BEGIN (sent to the thread)
     assert not cancelled.done()
@@ -244,9 +247,129 @@ async def test_a_write_cancelled_while_its_transaction_begins_leaves_no_transact
     with pytest.raises(asyncio.CancelledError):
         await cancelled
     # A write after it (the delivery a shielded upload records at a stop) is committed.
-    assert await ledger.transition(job.id, JobState.DRAFT, JobState.PREPARING) is not None
+    submitting = await asyncio.wait_for(  # it used to hang or vanish at the close
+        ledger.transition(job.id, JobState.PREPARING, JobState.SUBMITTING), 10
+    )
+    assert submitting is not None
     assert not ledger.db.in_transaction
     await ledger.close()
     with sqlite3.connect(path) as db:
         row = db.execute("SELECT state FROM jobs WHERE id=?", (job.id,)).fetchone()
-    assert row == ("preparing",)
+    assert row == ("submitting",)
+
+
+async def test_each_step_of_a_free_job_is_one_statement_without_begin_or_commit(tmp_path):
+    """Every statement is a trip to the connection's thread, and under load each trip
+    waits for the event loop; writes queue behind one lock, so a step that took five to
+    twelve trips held up every other write (docs/benchmarks.md, the N = 1000 latency
+    regression). The steps a free job takes through a busy bot are one statement each."""
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3", exclusive=True)
+    await ledger.open()
+    statements: list[str] = []
+    await ledger.db.set_trace_callback(statements.append)
+    lease = Lease("this-instance")
+    limits = Limits(max_active_per_user=2, daily_per_user=20)
+
+    async def count(step):
+        statements.clear()
+        result = await step
+        return result, [" ".join(sql.split()[:2]) for sql in statements]
+
+    try:
+        (draft, created), sqls = await count(ledger.create_draft(new_job(), VideoOptions()))
+        assert created
+        assert sqls == ["INSERT INTO"]
+        (again, created), sqls = await count(ledger.create_draft(new_job(), VideoOptions()))
+        assert (again.id, created) == (draft.id, False)  # a re-delivered photo: a read more
+        assert sqls == ["INSERT INTO", "SELECT *"]
+        result, sqls = await count(ledger.start(draft.id, 1, limits))
+        assert result.job.state is JobState.PREPARING
+        assert sqls == ["UPDATE jobs"]
+        claimed, sqls = await count(ledger.claim_job(draft.id, lease))
+        assert claimed is not None
+        assert sqls == ["UPDATE jobs"]
+        for source, target in (
+            (JobState.PREPARING, JobState.SUBMITTING),
+            (JobState.SUBMITTING, JobState.QUEUED),
+            (JobState.QUEUED, JobState.PROCESSING),
+            (JobState.PROCESSING, JobState.COMPLETED),
+        ):
+            moved, sqls = await count(ledger.transition(draft.id, source, target, lease=lease))
+            assert moved is not None
+            assert moved.state is target
+            assert sqls == ["UPDATE jobs"]
+        held, sqls = await count(ledger.hold_job(draft.id, JobState.COMPLETED, lease))
+        assert held
+        assert sqls == ["UPDATE jobs"]
+        done, sqls = await count(
+            ledger.transition(draft.id, JobState.COMPLETED, JobState.DELIVERED, lease=lease)
+        )
+        assert done is not None
+        assert sqls == ["UPDATE jobs"]
+        _, sqls = await count(ledger.mark_notified(draft.id, lease=lease))
+        assert sqls == ["UPDATE jobs"]
+    finally:
+        await ledger.close()
+
+
+async def test_a_refused_start_and_a_refused_fenced_write_still_say_why(tmp_path):
+    """The one-statement paths fall back to reading why nothing changed: a start over a
+    limit is refused by name, and a write by an instance that lost its lease raises."""
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    await ledger.open()
+    try:
+        one_at_a_time = Limits(max_active_per_user=1, daily_per_user=0)
+        first, _ = await ledger.create_draft(new_job(1), VideoOptions())
+        second, _ = await ledger.create_draft(new_job(2), VideoOptions())
+        assert (await ledger.start(first.id, 1, one_at_a_time)).outcome is StartOutcome.STARTED
+        refused = await ledger.start(second.id, 1, one_at_a_time)
+        assert refused.outcome is StartOutcome.TOO_MANY_ACTIVE
+        assert await ledger.get(second.id) == second  # still the draft it was
+        assert await ledger.claim_job(first.id, Lease("other")) is not None
+        with pytest.raises(LeaseLost):
+            await ledger.transition(
+                first.id, JobState.PREPARING, JobState.SUBMITTING, lease=Lease("this")
+            )
+        still = await ledger.get(first.id)
+        assert still is not None
+        assert still.state is JobState.PREPARING
+    finally:
+        await ledger.close()
+
+
+async def test_single_writes_go_together_and_a_transaction_goes_alone():
+    """Statements are queued to the connection's thread together; a transaction waits
+    for those in flight, and holds back new ones until it is done."""
+    gate = _WriteGate()
+    order: list[str] = []
+    first_in = asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def statement(name: str, until: asyncio.Event | None = None) -> None:
+        async with gate.statement():
+            order.append(f"{name} in")
+            if until is not None:
+                first_in.set()
+                await until.wait()
+            order.append(f"{name} out")
+
+    async def transaction() -> None:
+        async with gate.alone():
+            order.append("tx in")
+            await asyncio.sleep(0)  # a trip to the thread: statements must not slip in
+            await asyncio.sleep(0)
+            order.append("tx out")
+
+    first = asyncio.create_task(statement("a", release_first))
+    await first_in.wait()
+    await statement("b")  # not held up by "a" still in flight
+    assert order == ["a in", "b in", "b out"]
+    tx = asyncio.create_task(transaction())
+    await asyncio.sleep(0)
+    late = asyncio.create_task(statement("c"))
+    await asyncio.sleep(0)
+    assert "tx in" not in order  # waits for "a"
+    assert "c in" not in order  # and "c" waits behind the transaction
+    release_first.set()
+    await asyncio.gather(first, tx, late)
+    assert order[3:] == ["a out", "tx in", "tx out", "c in", "c out"]
