@@ -153,27 +153,20 @@ class User:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def _generate_button(call: Call) -> str | None:
-    markup = call.params.get("reply_markup")
-    if not isinstance(markup, dict):
-        return None
-    for row in markup.get("inline_keyboard") or []:
-        for button in row:
-            data = button.get("callback_data") if isinstance(button, dict) else None
-            if isinstance(data, str) and data.startswith("g:"):
-                return data
-    return None
-
-
-def _buttons_data(call: Call) -> str:
+def _callback_data(call: Call) -> list[str]:
+    """The callback data of every button under the message a call sent, in order."""
     markup = call.params.get("reply_markup")
     rows = markup.get("inline_keyboard") or [] if isinstance(markup, dict) else []
-    return " ".join(
-        str(button.get("callback_data"))
+    return [
+        data
         for row in rows
         for button in row
-        if isinstance(button, dict) and button.get("callback_data")
-    )
+        if isinstance(button, dict) and isinstance(data := button.get("callback_data"), str)
+    ]
+
+
+def _generate_button(call: Call) -> str | None:
+    return next((data for data in _callback_data(call) if data.startswith("g:")), None)
 
 
 class CallWatcher:
@@ -219,7 +212,7 @@ class CallWatcher:
                     continue
             if method == "sendvideo":
                 user.videos += 1
-                user.video_calls.append((call.at, _buttons_data(call)))
+                user.video_calls.append((call.at, " ".join(_callback_data(call))))
                 if user.videos == 1:
                     user.video_at = call.at
                     video = call.params.get("video")
