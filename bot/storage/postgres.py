@@ -71,18 +71,21 @@ from ..core.payments import (
     parse_payload,
     payability,
 )
-from ..core.ports import UPDATE_CLAIM_SECONDS, HistoryPage, RunSeconds, StoredUpdate
-from ..core.users import UserPreferences
-from .migrations import Migration, load_migrations
-from .sqlite import (
-    _ACTIVE,
-    _SETTABLE,
-    _TERMINAL,
-    _UNDELIVERED,
-    LedgerUnusable,
+from ..core.ports import UPDATE_CLAIM_SECONDS, StoredUpdate
+from .common import (
+    ACTIVE,
+    JOB,
+    PAYMENT,
+    SETTABLE,
+    TERMINAL,
+    UNDELIVERED,
+    SqlLedger,
+    numbered,
     row_to_job,
     row_to_payment,
 )
+from .migrations import Migration, load_migrations
+from .sqlite import LedgerUnusable
 from .urls import redact_database_url
 
 __all__ = ["PostgresLedger", "POSTGRES_SCHEMA_VERSION"]
@@ -135,7 +138,6 @@ _RETRY_TRANSACTION = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 #: Transaction isolation levels asyncpg takes.
 Isolation: TypeAlias = Literal["serializable", "read_committed"]
 
-_JOB = "SELECT * FROM jobs"
 #: Jobs the tracker must (re)drive: active, or ended and the user not told yet (two
 #: ``text[]`` parameters, the active and the terminal states).
 _UNFINISHED = (
@@ -143,7 +145,6 @@ _UNFINISHED = (
 )
 #: What a fenced write adds to its WHERE: the row leased to the writer, unlapsed.
 _FENCE = " AND owner={owner} AND lease_until>={now}"
-_PAYMENT = "SELECT * FROM payments"
 
 
 def _why(error: BaseException) -> str:
@@ -177,7 +178,7 @@ def _values(values: Sequence[Any]) -> list[Any]:
     return [value.value if isinstance(value, Enum) else value for value in values]
 
 
-class PostgresLedger:
+class PostgresLedger(SqlLedger):
     """The :class:`~bot.core.ports.Ledger` in one PostgreSQL database. Open, use, close.
 
     The ledger's rules hold across connections and processes, so several bots may run
@@ -360,25 +361,16 @@ class PostgresLedger:
         """The caller logs it (once per incident at the top, not at every statement)."""
         return LedgerWriteFailed(_why(error)) if write else LedgerReadFailed(_why(error))
 
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[asyncpg.Record]:
+        """Every row of one read (``?`` placeholders)."""
+        return await self._run(
+            lambda conn: conn.fetch(numbered(sql), *_values(params)), write=False
+        )
+
     async def _execute(self, sql: str, *params: Any) -> int:
         """One write statement on its own (atomic by itself); the rows it changed."""
         status = await self._run(lambda conn: conn.execute(sql, *_values(params)), write=True)
         return _rowcount(status)
-
-    async def _fetch_one(self, sql: str, *params: Any) -> Job | None:
-        row = await self._run(lambda conn: conn.fetchrow(sql, *_values(params)), write=False)
-        return row_to_job(row) if row else None
-
-    async def _fetch_all(self, sql: str, *params: Any) -> list[Job]:
-        rows = await self._run(lambda conn: conn.fetch(sql, *_values(params)), write=False)
-        return [row_to_job(row) for row in rows]
-
-    async def _payments(self, sql: str, *params: Any) -> list[Payment]:
-        rows = await self._run(lambda conn: conn.fetch(sql, *_values(params)), write=False)
-        return [row_to_payment(row) for row in rows]
-
-    async def _scalar(self, sql: str, *params: Any) -> Any:
-        return await self._run(lambda conn: conn.fetchval(sql, *_values(params)), write=False)
 
     # -- drafts ----------------------------------------------------------------------
 
@@ -421,7 +413,7 @@ class PostgresLedger:
             if row is not None:
                 return row_to_job(row), True
             existing = await conn.fetchrow(
-                f"{_JOB} WHERE chat_id=$1 AND trigger_message_id=$2 AND retry_of IS NULL",
+                f"{JOB} WHERE chat_id=$1 AND trigger_message_id=$2 AND retry_of IS NULL",
                 new.chat_id,
                 new.trigger_message_id,
             )
@@ -466,7 +458,7 @@ class PostgresLedger:
         active = await conn.fetchval(
             "SELECT COUNT(*) FROM jobs WHERE user_id=$1 AND state = ANY($2::text[])",
             user_id,
-            list(_ACTIVE),
+            list(ACTIVE),
         )
         if int(active) >= limits.max_active_per_user:
             return StartOutcome.TOO_MANY_ACTIVE
@@ -496,7 +488,7 @@ class PostgresLedger:
             "SELECT COUNT(*) FROM jobs WHERE user_id=$1 AND generate_at IS NOT NULL "
             "AND charge_id IS NULL AND NOT (state = ANY($2::text[]))",
             user_id,
-            list(_UNDELIVERED),
+            list(UNDELIVERED),
         )
         return int(value or 0)
 
@@ -586,7 +578,7 @@ class PostgresLedger:
                 return StartResult(StartOutcome.NOT_FOUND)
             if old.user_id != user_id:
                 return StartResult(StartOutcome.NOT_OWNER, old)
-            existing = await conn.fetchrow(f"{_JOB} WHERE retry_of=$1", old_job_id)
+            existing = await conn.fetchrow(f"{JOB} WHERE retry_of=$1", old_job_id)
             if existing is not None:
                 return StartResult(StartOutcome.ALREADY_STARTED, row_to_job(existing))
             refused = await self._limit_outcome(conn, user_id, limits, now)
@@ -626,7 +618,7 @@ class PostgresLedger:
                 return StartResult(StartOutcome.NOT_FOUND)
             if old.user_id != user_id:
                 return StartResult(StartOutcome.NOT_OWNER, old)
-            found = await conn.fetchrow(f"{_JOB} WHERE retry_of=$1", old_job_id)
+            found = await conn.fetchrow(f"{JOB} WHERE retry_of=$1", old_job_id)
             if found is not None:
                 existing = row_to_job(found)
                 if existing.state is JobState.AWAITING_PAYMENT:
@@ -714,14 +706,14 @@ class PostgresLedger:
         """
         if not can_transition(source, target):
             raise InvalidTransition(f"{source.value} -> {target.value}")
-        unknown = set(fields) - _SETTABLE
+        unknown = set(fields) - SETTABLE
         if unknown:
             raise ValueError(f"not settable: {sorted(unknown)}")
         now = self._clock()
         values: dict[str, Any] = dict(zip(fields, _values(list(fields.values())), strict=True))
         if target in TERMINAL_STATES:
             values.setdefault("finished_at", now)
-        # Column names come from _SETTABLE only; values are parameters.
+        # Column names come from SETTABLE only; values are parameters.
         params: list[Any] = [target.value, now, *values.values()]
         assignments = "".join(f", {key}=${n}" for n, key in enumerate(values, start=3))
         if lease is not None and values.get("notified_at") is not None:
@@ -735,7 +727,7 @@ class PostgresLedger:
             params += [lease.owner, now]
             where += f" AND owner=${len(params) - 1} AND lease_until>=${len(params)}"
         update = f"UPDATE jobs SET state=$1, updated_at=$2{assignments} WHERE {where} RETURNING *"
-        owes_refund = target.value in _UNDELIVERED
+        owes_refund = target.value in UNDELIVERED
 
         async def work(conn: Connection) -> Job | None:
             row = await conn.fetchrow(update, *params)
@@ -800,8 +792,8 @@ class PostgresLedger:
             lease.until(now),
             job_id,
             now,
-            list(_ACTIVE),
-            list(_TERMINAL),
+            list(ACTIVE),
+            list(TERMINAL),
         )
         return row_to_job(rows[0]) if rows else None
 
@@ -816,8 +808,8 @@ class PostgresLedger:
             "ORDER BY id LIMIT $6 FOR UPDATE SKIP LOCKED) RETURNING *",
             lease.owner,
             lease.until(now),
-            list(_ACTIVE),
-            list(_TERMINAL),
+            list(ACTIVE),
+            list(TERMINAL),
             now,
             limit,
         )
@@ -897,118 +889,6 @@ class PostgresLedger:
 
     # -- reads -----------------------------------------------------------------------
 
-    async def get(self, job_id: int) -> Job | None:
-        return await self._fetch_one(f"{_JOB} WHERE id=$1", job_id)
-
-    async def unfinished(self) -> list[Job]:
-        """Jobs the tracker must (re)drive: active, or ended but not yet told to the user."""
-        return await self._fetch_all(
-            f"{_JOB} WHERE {_UNFINISHED.format(active='$1', terminal='$2')} ORDER BY id",
-            list(_ACTIVE),
-            list(_TERMINAL),
-        )
-
-    async def recent(self, limit: int = 10) -> list[Job]:
-        """The latest started jobs, newest first (for operators)."""
-        return await self._fetch_all(
-            f"{_JOB} WHERE generate_at IS NOT NULL ORDER BY generate_at DESC, id DESC LIMIT $1",
-            limit,
-        )
-
-    async def count_active(self) -> int:
-        """Jobs being worked on right now, across all users."""
-        value = await self._scalar(
-            "SELECT COUNT(*) FROM jobs WHERE state = ANY($1::text[])", list(_ACTIVE)
-        )
-        return int(value or 0)
-
-    async def history(
-        self,
-        user_id: int,
-        limit: int = 10,
-        *,
-        before_id: int | None = None,
-        after_id: int | None = None,
-        chat_id: int | None = None,
-    ) -> HistoryPage:
-        """A user's started jobs, newest first, a page at a time (ids are the cursor:
-        they only grow, so a page does not shift when a new job starts)."""
-        where = "user_id=$1 AND generate_at IS NOT NULL"
-        params: list[Any] = [user_id]
-        if chat_id is not None:
-            params.append(chat_id)
-            where += f" AND chat_id=${len(params)}"
-        n = len(params)
-        if after_id is not None:
-            jobs = await self._fetch_all(
-                f"{_JOB} WHERE {where} AND id>${n + 1} ORDER BY id LIMIT ${n + 2}",
-                *params,
-                after_id,
-                limit,
-            )
-            jobs.reverse()
-        elif before_id is not None:
-            jobs = await self._fetch_all(
-                f"{_JOB} WHERE {where} AND id<${n + 1} ORDER BY id DESC LIMIT ${n + 2}",
-                *params,
-                before_id,
-                limit,
-            )
-        else:
-            jobs = await self._fetch_all(
-                f"{_JOB} WHERE {where} ORDER BY id DESC LIMIT ${n + 1}", *params, limit
-            )
-        if not jobs:
-            return HistoryPage([], has_older=False, has_newer=False)
-        older = await self._scalar(
-            f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where} AND id<${n + 1})",
-            *params,
-            jobs[-1].id,
-        )
-        newer = await self._scalar(
-            f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where} AND id>${n + 1})",
-            *params,
-            jobs[0].id,
-        )
-        return HistoryPage(jobs, has_older=bool(older), has_newer=bool(newer))
-
-    async def delivered_videos(self, user_id: int, limit: int = 20) -> list[Job]:
-        """A user's delivered videos that Telegram holds (a file id), newest first."""
-        return await self._fetch_all(
-            f"{_JOB} WHERE user_id=$1 AND state=$2 AND video_file_id IS NOT NULL "
-            "AND video_file_id<>'' ORDER BY id DESC LIMIT $3",
-            user_id,
-            JobState.DELIVERED,
-            limit,
-        )
-
-    async def started_since(self, since: float) -> list[Job]:
-        """Jobs started (Generate pressed) since ``since``, for statistics."""
-        return await self._fetch_all(f"{_JOB} WHERE generate_at>=$1 ORDER BY id", since)
-
-    async def run_seconds(self, quality: str, duration: int, limit: int = 50) -> RunSeconds:
-        """How long Segmind took for recent jobs like this one, whole and processing."""
-        rows = await self._run(
-            lambda conn: conn.fetch(
-                "SELECT completed_at - submitted_at AS total, completed_at - processing_at "
-                "AS processing FROM jobs WHERE quality=$1 AND duration=$2 "
-                "AND completed_at IS NOT NULL AND submitted_at IS NOT NULL "
-                "ORDER BY completed_at DESC LIMIT $3",
-                quality,
-                duration,
-                limit,
-            ),
-            write=False,
-        )
-        return RunSeconds(
-            total=[float(r["total"]) for r in rows if r["total"] is not None and r["total"] >= 0],
-            processing=[
-                float(r["processing"])
-                for r in rows
-                if r["processing"] is not None and r["processing"] >= 0
-            ],
-        )
-
     # -- payments ---------------------------------------------------------------------
 
     async def set_invoice_message(self, job_id: int, message_id: int) -> None:
@@ -1066,7 +946,7 @@ class PostgresLedger:
         async def work(
             conn: Connection,
         ) -> tuple[PaymentOutcome | None, Payment, Job | None, RefundReason | None]:
-            existing = await conn.fetchrow(f"{_PAYMENT} WHERE charge_id=$1", new.charge_id)
+            existing = await conn.fetchrow(f"{PAYMENT} WHERE charge_id=$1", new.charge_id)
             if existing is not None:
                 payment = row_to_payment(existing)
                 job = await _get(conn, payment.job_id) if payment.job_id else None
@@ -1137,36 +1017,6 @@ class PostgresLedger:
             reason.value,
         )
         return PaymentOutcome.REFUND_DUE, payment, job
-
-    async def payment(self, charge_id: str) -> Payment | None:
-        found = await self._payments(f"{_PAYMENT} WHERE charge_id=$1", charge_id)
-        return found[0] if found else None
-
-    async def payments_of(self, user_id: int, limit: int = 10) -> list[Payment]:
-        """A user's latest payments, newest first (for /paysupport)."""
-        return await self._payments(
-            f"{_PAYMENT} WHERE user_id=$1 ORDER BY paid_at DESC, charge_id LIMIT $2",
-            user_id,
-            limit,
-        )
-
-    async def refunds_to_work(self, now: float, limit: int = 50) -> list[Payment]:
-        """Refunds due whose next attempt has come, and confirmed ones not yet told."""
-        return await self._payments(
-            f"{_PAYMENT} WHERE (refund=$1 AND next_refund_at<=$2) "
-            "OR (refund=$3 AND refund_told_at IS NULL) ORDER BY refund_due_at LIMIT $4",
-            RefundState.DUE,
-            now,
-            RefundState.DONE,
-            limit,
-        )
-
-    async def next_refund_at(self) -> float | None:
-        """When the earliest due refund should be tried (None: nothing is due)."""
-        value = await self._scalar(
-            "SELECT MIN(next_refund_at) FROM payments WHERE refund=$1", RefundState.DUE
-        )
-        return float(value) if value is not None else None
 
     async def refund_confirmed(
         self, charge_id: str, now: float | None = None, *, lease: Lease | None = None
@@ -1241,49 +1091,12 @@ class PostgresLedger:
                 charge_id,
                 RefundState.NONE.value,
             )
-            row = await conn.fetchrow(f"{_PAYMENT} WHERE charge_id=$1", charge_id)
+            row = await conn.fetchrow(f"{PAYMENT} WHERE charge_id=$1", charge_id)
             return row_to_payment(row) if row else None
 
         return await self._run(work, write=True, transaction=True)
 
-    async def stars_since(self, since: float) -> tuple[int, int]:
-        """(Stars taken, Stars refunded) by payments made since ``since``."""
-        row = await self._run(
-            lambda conn: conn.fetchrow(
-                "SELECT COALESCE(SUM(amount), 0) AS taken, "
-                "COALESCE(SUM(CASE WHEN refund=$1 THEN amount ELSE 0 END), 0) AS refunded "
-                "FROM payments WHERE paid_at>=$2",
-                RefundState.DONE.value,
-                since,
-            ),
-            write=False,
-        )
-        return (int(row["taken"]), int(row["refunded"])) if row else (0, 0)
-
-    async def refunds_due_before(self, before: float) -> list[Payment]:
-        """Refunds still due that became due before ``before`` (stuck ones)."""
-        return await self._payments(
-            f"{_PAYMENT} WHERE refund=$1 AND refund_due_at<$2 ORDER BY refund_due_at",
-            RefundState.DUE,
-            before,
-        )
-
     # -- users -----------------------------------------------------------------------
-
-    async def user_preferences(self, user_id: int) -> UserPreferences:
-        """The user's chosen language and last options (empty for a user never seen)."""
-        row = await self._run(
-            lambda conn: conn.fetchrow(
-                "SELECT language, quality, duration, style FROM users WHERE user_id=$1", user_id
-            ),
-            write=False,
-        )
-        if row is None:
-            return UserPreferences()
-        options = None
-        if row["quality"] is not None and row["duration"] is not None:
-            options = VideoOptions(row["quality"], row["duration"], row["style"])
-        return UserPreferences(language=row["language"], options=options)
 
     async def set_language(self, user_id: int, language: str, now: float | None = None) -> None:
         """Remember the language the user chose with /language."""
@@ -1313,15 +1126,6 @@ class PostgresLedger:
         )
 
     # -- operator alerts -------------------------------------------------------------
-
-    async def alert_state(self, kind: str) -> tuple[bool, float] | None:
-        row = await self._run(
-            lambda conn: conn.fetchrow(
-                "SELECT active, last_sent_at FROM alerts WHERE kind=$1", kind
-            ),
-            write=False,
-        )
-        return (bool(row["active"]), float(row["last_sent_at"])) if row else None
 
     async def save_alert_state(self, kind: str, active: bool, last_sent_at: float) -> None:
         await self._execute(
@@ -1402,13 +1206,6 @@ class PostgresLedger:
             StoredUpdate(int(row["update_id"]), row["body"], int(row["attempts"])) for row in rows
         ]
         return sorted(stored, key=lambda update: update.update_id)
-
-    async def jobs_by_state(self) -> dict[JobState, int]:
-        rows = await self._run(
-            lambda conn: conn.fetch("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"),
-            write=False,
-        )
-        return {JobState(row["state"]): int(row["n"]) for row in rows}
 
     # -- the Telegram budget shared by every instance (bot.telegram.pacing) -------------
     # Kept in one block: PostgreSQL is the one ledger several instances share; a SQLite
@@ -1528,7 +1325,7 @@ def _job(row: asyncpg.Record | None) -> Job:
 
 async def _get(conn: Connection, job_id: int, *, lock: bool = False) -> Job | None:
     """The job; with ``lock``, its row locked until the transaction ends."""
-    row = await conn.fetchrow(f"{_JOB} WHERE id=$1{' FOR UPDATE' if lock else ''}", job_id)
+    row = await conn.fetchrow(f"{JOB} WHERE id=$1{' FOR UPDATE' if lock else ''}", job_id)
     return row_to_job(row) if row else None
 
 

@@ -24,18 +24,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 import aiosqlite
 
 from ..core.errors import InvalidTransition, LedgerError, LedgerReadFailed, LedgerWriteFailed
 from ..core.jobs import (
-    ACTIVE_STATES,
     TERMINAL_STATES,
     Job,
     JobState,
     NewJob,
-    Reason,
     can_transition,
     offers_retry,
 )
@@ -52,8 +50,20 @@ from ..core.payments import (
     parse_payload,
     payability,
 )
-from ..core.ports import UPDATE_CLAIM_SECONDS, HistoryPage, RunSeconds, StoredUpdate
-from ..core.users import UserPreferences
+from ..core.ports import UPDATE_CLAIM_SECONDS, StoredUpdate
+from .common import (
+    ACTIVE,
+    JOB,
+    SETTABLE,
+    UNDELIVERED,
+    UNFINISHED,
+    UNFINISHED_PARAMS,
+    Row,
+    SqlLedger,
+    placeholders,
+    row_to_job,
+    row_to_payment,
+)
 from .migrations import load_migrations
 
 __all__ = ["LedgerLocked", "LedgerUnusable", "SqliteLedger", "SCHEMA_VERSION"]
@@ -63,117 +73,6 @@ log = logging.getLogger(__name__)
 _MIGRATIONS = load_migrations()
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_JOB = "SELECT * FROM jobs"
-
-#: Columns a transition may set besides ``state``.
-_SETTABLE = frozenset(
-    {
-        "reason",
-        "request_id",
-        "output_url",
-        "video_file_id",
-        "poll_count",
-        "submitted_at",
-        "processing_at",
-        "completed_at",
-        "finished_at",
-        "notified_at",
-        "keyboard_message_id",
-        # Stored with SUBMITTING, before the POST: they name the request in the history.
-        "seed",
-        "image_url",
-        "submit_sent_at",
-    }
-)
-
-
-class Row(Protocol):
-    """A database row read by column name (``sqlite3.Row``, or a PostgreSQL record)."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
-
-
-def row_to_job(row: Row) -> Job:
-    """A ledger row, read by column name, as the core's :class:`Job`."""
-    return Job(
-        id=row["id"],
-        chat_id=row["chat_id"],
-        user_id=row["user_id"],
-        chat_type=row["chat_type"],
-        trigger_message_id=row["trigger_message_id"],
-        photo_message_id=row["photo_message_id"],
-        thread_id=row["thread_id"],
-        file_id=row["file_id"],
-        file_unique_id=row["file_unique_id"],
-        file_size=row["file_size"],
-        mime_type=row["mime_type"],
-        options=VideoOptions(
-            quality=row["quality"],
-            duration=row["duration"],
-            style=row["style"],
-            seed=row["seed"],
-        ),
-        state=JobState(row["state"]),
-        reason=Reason(row["reason"]) if row["reason"] else None,
-        keyboard_message_id=row["keyboard_message_id"],
-        request_id=row["request_id"],
-        output_url=row["output_url"],
-        video_file_id=row["video_file_id"],
-        retry_of=row["retry_of"],
-        poll_count=row["poll_count"],
-        created_at=row["created_at"],
-        generate_at=row["generate_at"],
-        submitted_at=row["submitted_at"],
-        completed_at=row["completed_at"],
-        finished_at=row["finished_at"],
-        notified_at=row["notified_at"],
-        price_stars=row["price_stars"],
-        invoice_no=row["invoice_no"],
-        invoice_message_id=row["invoice_message_id"],
-        charge_id=row["charge_id"],
-        image_url=row["image_url"],
-        submit_sent_at=row["submit_sent_at"],
-        language=row["language"],
-    )
-
-
-def row_to_payment(row: Row) -> Payment:
-    return Payment(
-        charge_id=row["charge_id"],
-        provider_charge_id=row["provider_charge_id"],
-        user_id=row["user_id"],
-        chat_id=row["chat_id"],
-        payload=row["payload"],
-        amount=row["amount"],
-        currency=row["currency"],
-        job_id=row["job_id"],
-        paid_at=row["paid_at"],
-        refund=RefundState(row["refund"]),
-        refund_reason=RefundReason(row["refund_reason"]) if row["refund_reason"] else None,
-        refund_due_at=row["refund_due_at"],
-        refund_attempts=row["refund_attempts"],
-        next_refund_at=row["next_refund_at"],
-        refunded_at=row["refunded_at"],
-        refund_told_at=row["refund_told_at"],
-    )
-
-
-def _placeholders(values: Sequence[object]) -> str:
-    return ",".join("?" for _ in values)
-
-
-_ACTIVE = tuple(state.value for state in ACTIVE_STATES)
-_TERMINAL = tuple(state.value for state in TERMINAL_STATES)
-#: Ended without a video: a paid job in one of these owes its payment back.
-_UNDELIVERED = tuple(s.value for s in TERMINAL_STATES if s is not JobState.DELIVERED)
-_PAYMENT = "SELECT * FROM payments"
-#: Jobs the tracker must (re)drive: active, or ended and the user not told yet. The
-#: parameters are ``_UNFINISHED_PARAMS``.
-_UNFINISHED = (
-    f"(state IN ({_placeholders(_ACTIVE)}) "
-    f"OR (state IN ({_placeholders(_TERMINAL)}) AND notified_at IS NULL))"
-)
-_UNFINISHED_PARAMS = (*_ACTIVE, *_TERMINAL)
 #: Refunds to work: due and their time has come (parameter: now), or done and untold.
 _REFUNDS_TO_WORK = "((refund=? AND next_refund_at<=?) OR (refund=? AND refund_told_at IS NULL))"
 
@@ -260,7 +159,7 @@ class _WriteGate:
                 self._open.set()
 
 
-class SqliteLedger:
+class SqliteLedger(SqlLedger):
     """The :class:`~bot.core.ports.Ledger` on one SQLite file. Open, use, close.
 
     A running bot holds an exclusive OS lock on ``<ledger>.lock`` while the ledger is
@@ -331,7 +230,7 @@ class SqliteLedger:
             # Read-only looks first, so a file that is not ours, damaged or from a newer
             # bot is left exactly as it was for the operator to rescue.
             await self._refuse_newer_schema()
-            problem = await self._scalar("PRAGMA quick_check")
+            problem = await self._pragma("quick_check")
             if problem != "ok":
                 raise LedgerUnusable(f"is damaged (SQLite quick_check: {str(problem)[:120]})")
             await db.execute("PRAGMA journal_mode=WAL")
@@ -401,7 +300,7 @@ class SqliteLedger:
         self._release_lock()
 
     async def _refuse_newer_schema(self) -> None:
-        version = int(await self._scalar("PRAGMA user_version") or 0)
+        version = int(await self._pragma("user_version") or 0)
         if version > SCHEMA_VERSION:
             raise LedgerUnusable(
                 f"was written by a newer version of the bot (schema {version}; this bot "
@@ -409,7 +308,7 @@ class SqliteLedger:
             )
 
     async def _migrate(self) -> None:
-        version = int(await self._scalar("PRAGMA user_version") or 0)
+        version = int(await self._pragma("user_version") or 0)
         for migration in _MIGRATIONS[version:]:
             async with self._transaction() as db:
                 for statement in migration.statements:
@@ -473,6 +372,11 @@ class SqliteLedger:
                 await db.execute("ROLLBACK")  # queued after the BEGIN: it ends it
             raise
 
+    async def _pragma(self, name: str) -> Any:
+        """The value one ``PRAGMA`` reads (its column is named after it)."""
+        rows = await self._rows(f"PRAGMA {name}")
+        return rows[0][0] if rows else None
+
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One statement on its own (atomic by itself); returns the rows it changed."""
         async with self._writes.statement():
@@ -497,21 +401,6 @@ class SqliteLedger:
             if isinstance(exc, sqlite3.ProgrammingError | sqlite3.IntegrityError):
                 raise  # a bug, not a fault of the file
             raise LedgerReadFailed(self._why(exc)) from exc
-
-    async def _row(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        rows = await self._rows(sql, params)
-        return rows[0] if rows else None
-
-    async def _fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Job | None:
-        row = await self._row(sql, params)
-        return row_to_job(row) if row else None
-
-    async def _fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Job]:
-        return [row_to_job(row) for row in await self._rows(sql, params)]
-
-    async def _scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        row = await self._row(sql, params)
-        return row[0] if row else None
 
     # -- drafts ----------------------------------------------------------------------
 
@@ -556,7 +445,7 @@ class SqliteLedger:
         if rows:
             return row_to_job(rows[0]), True
         existing = await self._fetch_one(
-            f"{_JOB} WHERE chat_id=? AND trigger_message_id=? AND retry_of IS NULL",
+            f"{JOB} WHERE chat_id=? AND trigger_message_id=? AND retry_of IS NULL",
             (new.chat_id, new.trigger_message_id),
         )
         assert existing is not None  # drafts are never deleted
@@ -592,8 +481,9 @@ class SqliteLedger:
         self, user_id: int, limits: Limits, now: float
     ) -> StartOutcome | None:
         active = await self._scalar(
-            f"SELECT COUNT(*) FROM jobs WHERE user_id=? AND state IN ({_placeholders(_ACTIVE)})",
-            (user_id, *_ACTIVE),
+            "SELECT COUNT(*) AS value FROM jobs WHERE user_id=? "
+            f"AND state IN ({placeholders(ACTIVE)})",
+            (user_id, *ACTIVE),
         )
         if int(active) >= limits.max_active_per_user:
             return StartOutcome.TOO_MANY_ACTIVE
@@ -606,7 +496,7 @@ class SqliteLedger:
     async def count_started_since(self, user_id: int, since: float) -> int:
         """Jobs a user started (pressed Generate) since ``since``; refused submits don't count."""
         value = await self._scalar(
-            "SELECT COUNT(*) FROM jobs WHERE user_id=? AND generate_at>=? AND state<>?",
+            "SELECT COUNT(*) AS value FROM jobs WHERE user_id=? AND generate_at>=? AND state<>?",
             (user_id, since, JobState.REJECTED.value),
         )
         return int(value or 0)
@@ -614,9 +504,9 @@ class SqliteLedger:
     async def free_videos_used(self, user_id: int) -> int:
         """Free jobs a user started that made (or may still make) a video."""
         value = await self._scalar(
-            f"SELECT COUNT(*) FROM jobs WHERE user_id=? AND generate_at IS NOT NULL "
-            f"AND charge_id IS NULL AND state NOT IN ({_placeholders(_UNDELIVERED)})",
-            (user_id, *_UNDELIVERED),
+            f"SELECT COUNT(*) AS value FROM jobs WHERE user_id=? AND generate_at IS NOT NULL "
+            f"AND charge_id IS NULL AND state NOT IN ({placeholders(UNDELIVERED)})",
+            (user_id, *UNDELIVERED),
         )
         return int(value or 0)
 
@@ -680,7 +570,7 @@ class SqliteLedger:
             "UPDATE jobs SET state=?, price_stars=0, generate_at=?, updated_at=? "
             "WHERE id=? AND user_id=? AND state=? "
             "AND (SELECT COUNT(*) FROM jobs WHERE user_id=? "
-            f"AND state IN ({_placeholders(_ACTIVE)})) < ? "
+            f"AND state IN ({placeholders(ACTIVE)})) < ? "
             "AND (? <= 0 OR (SELECT COUNT(*) FROM jobs WHERE user_id=? AND generate_at>=? "
             "AND state<>?) < ?) RETURNING *",
             (
@@ -691,7 +581,7 @@ class SqliteLedger:
                 user_id,
                 JobState.DRAFT.value,
                 user_id,
-                *_ACTIVE,
+                *ACTIVE,
                 limits.max_active_per_user,
                 limits.daily_per_user,
                 user_id,
@@ -725,7 +615,7 @@ class SqliteLedger:
                 return StartResult(StartOutcome.NOT_FOUND)
             if old.user_id != user_id:
                 return StartResult(StartOutcome.NOT_OWNER, old)
-            existing = await self._fetch_one(f"{_JOB} WHERE retry_of=?", (old_job_id,))
+            existing = await self._fetch_one(f"{JOB} WHERE retry_of=?", (old_job_id,))
             if existing is not None:
                 return StartResult(StartOutcome.ALREADY_STARTED, existing)
             refused = await self._limit_outcome(user_id, limits, now)
@@ -765,7 +655,7 @@ class SqliteLedger:
                 return StartResult(StartOutcome.NOT_FOUND)
             if old.user_id != user_id:
                 return StartResult(StartOutcome.NOT_OWNER, old)
-            existing = await self._fetch_one(f"{_JOB} WHERE retry_of=?", (old_job_id,))
+            existing = await self._fetch_one(f"{JOB} WHERE retry_of=?", (old_job_id,))
             if existing is not None:
                 if existing.state is JobState.AWAITING_PAYMENT:
                     return StartResult(StartOutcome.AWAITING_PAYMENT, existing)
@@ -820,7 +710,7 @@ class SqliteLedger:
                 old.id,
             ),
         )
-        new = await self._fetch_one(f"{_JOB} WHERE id=?", (cursor.lastrowid,))
+        new = await self._fetch_one(f"{JOB} WHERE id=?", (cursor.lastrowid,))
         outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
         return StartResult(outcome, new)
 
@@ -842,7 +732,7 @@ class SqliteLedger:
         """
         if not can_transition(source, target):
             raise InvalidTransition(f"{source.value} -> {target.value}")
-        unknown = set(fields) - _SETTABLE
+        unknown = set(fields) - SETTABLE
         if unknown:
             raise ValueError(f"not settable: {sorted(unknown)}")
         now = self._clock()
@@ -852,7 +742,7 @@ class SqliteLedger:
         }
         if target in TERMINAL_STATES:
             values.setdefault("finished_at", now)
-        # Column names come from _SETTABLE only; values are parameters.
+        # Column names come from SETTABLE only; values are parameters.
         assignments = "".join(f", {key}=?" for key in values)
         lease_sql, lease_params, fence_sql, fence_params = _lease_clauses(
             lease, now, lets_go=values.get("notified_at") is not None
@@ -871,15 +761,15 @@ class SqliteLedger:
             *fence_params,
         )
         rows: list[sqlite3.Row] = []
-        if target.value not in _UNDELIVERED:
+        if target.value not in UNDELIVERED:
             # The common step: one statement, atomic on its own (one trip to the thread).
             rows = await self._write_returning(update, params)
-        if not rows and (target.value in _UNDELIVERED or lease is not None):
+        if not rows and (target.value in UNDELIVERED or lease is not None):
             # A refund to owe with it, or a fenced write refused: in one transaction,
             # so that the lease check tells why of the very state the write found.
             async with self._transaction() as db:
                 rows = list(await db.execute_fetchall(update, params))
-                if rows and target.value in _UNDELIVERED:
+                if rows and target.value in UNDELIVERED:
                     await self._owe_refund(job_id, RefundReason.JOB_ENDED, now)
                 elif not rows and lease is not None:
                     await self._check_lease("jobs", "id", job_id, lease, now)
@@ -927,7 +817,7 @@ class SqliteLedger:
         async with self._transaction() as db:
             if (await db.execute(update, params)).rowcount == 0:
                 told = await self._scalar(
-                    "SELECT notified_at IS NOT NULL FROM jobs WHERE id=?", (job_id,)
+                    "SELECT notified_at IS NOT NULL AS value FROM jobs WHERE id=?", (job_id,)
                 )
                 if not told:
                     await self._check_lease("jobs", "id", job_id, lease, stamp)
@@ -963,8 +853,8 @@ class SqliteLedger:
         now = self._clock() if now is None else now
         rows = await self._write_returning(
             "UPDATE jobs SET owner=?, lease_until=? WHERE id=? "
-            f"AND (owner IS NULL OR owner=? OR lease_until<?) AND {_UNFINISHED} RETURNING *",
-            (lease.owner, lease.until(now), job_id, lease.owner, now, *_UNFINISHED_PARAMS),
+            f"AND (owner IS NULL OR owner=? OR lease_until<?) AND {UNFINISHED} RETURNING *",
+            (lease.owner, lease.until(now), job_id, lease.owner, now, *UNFINISHED_PARAMS),
         )
         return row_to_job(rows[0]) if rows else None
 
@@ -974,9 +864,9 @@ class SqliteLedger:
         now = self._clock() if now is None else now
         rows = await self._write_returning(
             "UPDATE jobs SET owner=?, lease_until=? WHERE id IN (SELECT id FROM jobs "
-            f"WHERE {_UNFINISHED} AND (owner IS NULL OR lease_until<?) ORDER BY id LIMIT ?) "
+            f"WHERE {UNFINISHED} AND (owner IS NULL OR lease_until<?) ORDER BY id LIMIT ?) "
             "RETURNING *",
-            (lease.owner, lease.until(now), *_UNFINISHED_PARAMS, now, limit),
+            (lease.owner, lease.until(now), *UNFINISHED_PARAMS, now, limit),
         )
         return sorted((row_to_job(row) for row in rows), key=lambda job: job.id)
 
@@ -1042,96 +932,6 @@ class SqliteLedger:
                 await self._check_lease("payments", "charge_id", charge_id, lease, now)
 
     # -- reads -----------------------------------------------------------------------
-
-    async def get(self, job_id: int) -> Job | None:
-        return await self._fetch_one(f"{_JOB} WHERE id=?", (job_id,))
-
-    async def unfinished(self) -> list[Job]:
-        """Jobs the tracker must (re)drive: active, or ended but not yet told to the user."""
-        return await self._fetch_all(f"{_JOB} WHERE {_UNFINISHED} ORDER BY id", _UNFINISHED_PARAMS)
-
-    async def recent(self, limit: int = 10) -> list[Job]:
-        """The latest started jobs, newest first (for operators)."""
-        return await self._fetch_all(
-            f"{_JOB} WHERE generate_at IS NOT NULL ORDER BY generate_at DESC, id DESC LIMIT ?",
-            (limit,),
-        )
-
-    async def count_active(self) -> int:
-        """Jobs being worked on right now, across all users."""
-        value = await self._scalar(
-            f"SELECT COUNT(*) FROM jobs WHERE state IN ({_placeholders(_ACTIVE)})", _ACTIVE
-        )
-        return int(value or 0)
-
-    async def history(
-        self,
-        user_id: int,
-        limit: int = 10,
-        *,
-        before_id: int | None = None,
-        after_id: int | None = None,
-        chat_id: int | None = None,
-    ) -> HistoryPage:
-        """A user's started jobs, newest first, a page at a time (ids are the cursor:
-        they only grow, so a page does not shift when a new job starts)."""
-        where = "user_id=? AND generate_at IS NOT NULL"
-        params: list[Any] = [user_id]
-        if chat_id is not None:
-            where += " AND chat_id=?"
-            params.append(chat_id)
-        if after_id is not None:
-            jobs = await self._fetch_all(
-                f"{_JOB} WHERE {where} AND id>? ORDER BY id LIMIT ?",
-                (*params, after_id, limit),
-            )
-            jobs.reverse()
-        else:
-            bound = "" if before_id is None else " AND id<?"
-            bound_params = () if before_id is None else (before_id,)
-            jobs = await self._fetch_all(
-                f"{_JOB} WHERE {where}{bound} ORDER BY id DESC LIMIT ?",
-                (*params, *bound_params, limit),
-            )
-        if not jobs:
-            return HistoryPage([], has_older=False, has_newer=False)
-        older = await self._scalar(
-            f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where} AND id<?)",
-            (*params, jobs[-1].id),
-        )
-        newer = await self._scalar(
-            f"SELECT EXISTS (SELECT 1 FROM jobs WHERE {where} AND id>?)", (*params, jobs[0].id)
-        )
-        return HistoryPage(jobs, has_older=bool(older), has_newer=bool(newer))
-
-    async def delivered_videos(self, user_id: int, limit: int = 20) -> list[Job]:
-        """A user's delivered videos that Telegram holds (a file id), newest first."""
-        return await self._fetch_all(
-            f"{_JOB} WHERE user_id=? AND state=? AND video_file_id IS NOT NULL "
-            "AND video_file_id<>'' ORDER BY id DESC LIMIT ?",
-            (user_id, JobState.DELIVERED.value, limit),
-        )
-
-    async def started_since(self, since: float) -> list[Job]:
-        """Jobs started (Generate pressed) since ``since``, for statistics."""
-        return await self._fetch_all(f"{_JOB} WHERE generate_at>=? ORDER BY id", (since,))
-
-    async def run_seconds(self, quality: str, duration: int, limit: int = 50) -> RunSeconds:
-        """How long Segmind took for recent jobs like this one, whole and processing."""
-        rows = await self._rows(
-            "SELECT completed_at - submitted_at AS total, completed_at - processing_at AS "
-            "processing FROM jobs WHERE quality=? AND duration=? AND completed_at IS NOT NULL "
-            "AND submitted_at IS NOT NULL ORDER BY completed_at DESC LIMIT ?",
-            (quality, duration, limit),
-        )
-        return RunSeconds(
-            total=[float(r["total"]) for r in rows if r["total"] is not None and r["total"] >= 0],
-            processing=[
-                float(r["processing"])
-                for r in rows
-                if r["processing"] is not None and r["processing"] >= 0
-            ],
-        )
 
     # -- payments ---------------------------------------------------------------------
 
@@ -1254,34 +1054,6 @@ class SqliteLedger:
         )
         return PaymentOutcome.REFUND_DUE, payment, job
 
-    async def payment(self, charge_id: str) -> Payment | None:
-        row = await self._row(f"{_PAYMENT} WHERE charge_id=?", (charge_id,))
-        return row_to_payment(row) if row else None
-
-    async def payments_of(self, user_id: int, limit: int = 10) -> list[Payment]:
-        """A user's latest payments, newest first (for /paysupport)."""
-        rows = await self._rows(
-            f"{_PAYMENT} WHERE user_id=? ORDER BY paid_at DESC, charge_id LIMIT ?",
-            (user_id, limit),
-        )
-        return [row_to_payment(row) for row in rows]
-
-    async def refunds_to_work(self, now: float, limit: int = 50) -> list[Payment]:
-        """Refunds due whose next attempt has come, and confirmed ones not yet told."""
-        rows = await self._rows(
-            f"{_PAYMENT} WHERE (refund=? AND next_refund_at<=?) "
-            "OR (refund=? AND refund_told_at IS NULL) ORDER BY refund_due_at LIMIT ?",
-            (RefundState.DUE.value, now, RefundState.DONE.value, limit),
-        )
-        return [row_to_payment(row) for row in rows]
-
-    async def next_refund_at(self) -> float | None:
-        """When the earliest due refund should be tried (None: nothing is due)."""
-        value = await self._scalar(
-            "SELECT MIN(next_refund_at) FROM payments WHERE refund=?", (RefundState.DUE.value,)
-        )
-        return float(value) if value is not None else None
-
     async def refund_confirmed(
         self, charge_id: str, now: float | None = None, *, lease: Lease | None = None
     ) -> None:
@@ -1354,38 +1126,7 @@ class SqliteLedger:
             )
             return await self.payment(charge_id)
 
-    async def stars_since(self, since: float) -> tuple[int, int]:
-        """(Stars taken, Stars refunded) by payments made since ``since``."""
-        rows = await self._rows(
-            "SELECT COALESCE(SUM(amount), 0) AS taken, "
-            "COALESCE(SUM(CASE WHEN refund=? THEN amount ELSE 0 END), 0) AS refunded "
-            "FROM payments WHERE paid_at>=?",
-            (RefundState.DONE.value, since),
-        )
-        row = rows[0] if rows else None
-        return (int(row["taken"]), int(row["refunded"])) if row else (0, 0)
-
-    async def refunds_due_before(self, before: float) -> list[Payment]:
-        """Refunds still due that became due before ``before`` (stuck ones)."""
-        rows = await self._rows(
-            f"{_PAYMENT} WHERE refund=? AND refund_due_at<? ORDER BY refund_due_at",
-            (RefundState.DUE.value, before),
-        )
-        return [row_to_payment(row) for row in rows]
-
     # -- users -----------------------------------------------------------------------
-
-    async def user_preferences(self, user_id: int) -> UserPreferences:
-        """The user's chosen language and last options (empty for a user never seen)."""
-        row = await self._row(
-            "SELECT language, quality, duration, style FROM users WHERE user_id=?", (user_id,)
-        )
-        if row is None:
-            return UserPreferences()
-        options = None
-        if row["quality"] is not None and row["duration"] is not None:
-            options = VideoOptions(row["quality"], row["duration"], row["style"])
-        return UserPreferences(language=row["language"], options=options)
 
     async def set_language(self, user_id: int, language: str, now: float | None = None) -> None:
         """Remember the language the user chose with /language."""
@@ -1414,10 +1155,6 @@ class SqliteLedger:
         )
 
     # -- operator alerts -------------------------------------------------------------
-
-    async def alert_state(self, kind: str) -> tuple[bool, float] | None:
-        row = await self._row("SELECT active, last_sent_at FROM alerts WHERE kind=?", (kind,))
-        return (bool(row["active"]), float(row["last_sent_at"])) if row else None
 
     async def save_alert_state(self, kind: str, active: bool, last_sent_at: float) -> None:
         await self._write(
@@ -1455,7 +1192,7 @@ class SqliteLedger:
             return
         await self._write(
             "UPDATE updates SET handled_at=?, owner=NULL, lease_until=NULL "
-            f"WHERE update_id IN ({_placeholders(update_ids)}) AND handled_at IS NULL",
+            f"WHERE update_id IN ({placeholders(update_ids)}) AND handled_at IS NULL",
             (now, *update_ids),
         )
 
@@ -1477,7 +1214,3 @@ class SqliteLedger:
         )
         stored = [StoredUpdate(row["update_id"], row["body"], row["attempts"]) for row in rows]
         return sorted(stored, key=lambda update: update.update_id)
-
-    async def jobs_by_state(self) -> dict[JobState, int]:
-        rows = await self._rows("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-        return {JobState(row[0]): int(row[1]) for row in rows}
