@@ -12,12 +12,13 @@ from __future__ import annotations
 import abc
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
-from ..core.jobs import ACTIVE_STATES, TERMINAL_STATES, Job, JobState, Reason
+from ..core.jobs import ACTIVE_STATES, TERMINAL_STATES, Job, JobState, NewJob, Reason
+from ..core.leases import Lease
 from ..core.options import VideoOptions
 from ..core.payments import Payment, RefundReason, RefundState
-from ..core.ports import HistoryPage, RunSeconds
+from ..core.ports import HistoryPage, RunSeconds, StoredUpdate
 from ..core.users import UserPreferences
 
 __all__ = ["Row", "SqlLedger", "numbered", "row_to_job", "row_to_payment"]
@@ -142,6 +143,8 @@ UNFINISHED = (
     f"OR (state IN ({placeholders(TERMINAL)}) AND notified_at IS NULL))"
 )
 UNFINISHED_PARAMS = (*ACTIVE, *TERMINAL)
+#: Refunds to work: due and their time has come (parameter: now), or done and untold.
+REFUNDS_TO_WORK = "((refund=? AND next_refund_at<=?) OR (refund=? AND refund_told_at IS NULL))"
 
 
 class SqlLedger(abc.ABC):
@@ -152,12 +155,24 @@ class SqlLedger(abc.ABC):
     """
 
     _clock: Callable[[], float]
+    #: What a claim's inner ``SELECT`` adds so that instances claiming at once split the
+    #: rows instead of waiting on each other (PostgreSQL); SQLite writes one at a time.
+    _SKIP_LOCKED: ClassVar[str] = ""
 
     # -- what a backend supplies -----------------------------------------------------
 
     @abc.abstractmethod
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Row]:
         """Every row of one read (``?`` placeholders); a failure is LedgerReadFailed."""
+
+    @abc.abstractmethod
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write statement on its own (atomic by itself); the rows it changed. A
+        failure is LedgerWriteFailed."""
+
+    @abc.abstractmethod
+    async def _write_returning(self, sql: str, params: Sequence[Any]) -> Sequence[Row]:
+        """One write statement ``… RETURNING`` on its own; the rows it wrote."""
 
     # -- reading ---------------------------------------------------------------------
 
@@ -337,3 +352,241 @@ class SqlLedger(abc.ABC):
     async def alert_state(self, kind: str) -> tuple[bool, float] | None:
         row = await self._row("SELECT active, last_sent_at FROM alerts WHERE kind=?", (kind,))
         return (bool(row["active"]), float(row["last_sent_at"])) if row else None
+
+    # -- drafts ----------------------------------------------------------------------
+
+    async def create_draft(
+        self, new: NewJob, options: VideoOptions, now: float | None = None
+    ) -> tuple[Job, bool]:
+        """Insert a draft for a photo unless one exists for the same asking message.
+
+        Returns the job and whether this call created it (False on re-delivery).
+        """
+        now = self._clock() if now is None else now
+        # One statement: the unique index on the asking message makes a re-delivered
+        # photo insert nothing (on PostgreSQL it waits for a racing insert of the same
+        # photo to commit, so the read after it finds that row).
+        rows = await self._write_returning(
+            "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
+            "photo_message_id, thread_id, file_id, file_unique_id, file_size, "
+            "mime_type, quality, duration, style, seed, state, language, created_at, "
+            "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (chat_id, trigger_message_id) WHERE retry_of IS NULL DO NOTHING "
+            "RETURNING *",
+            (
+                new.chat_id,
+                new.user_id,
+                new.chat_type,
+                new.trigger_message_id,
+                new.photo_message_id,
+                new.thread_id,
+                new.file_id,
+                new.file_unique_id,
+                new.file_size,
+                new.mime_type,
+                options.quality,
+                options.duration,
+                options.style,
+                options.seed,
+                JobState.DRAFT.value,
+                new.language,
+                now,
+                now,
+            ),
+        )
+        if rows:
+            return row_to_job(rows[0]), True
+        existing = await self._fetch_one(
+            f"{JOB} WHERE chat_id=? AND trigger_message_id=? AND retry_of IS NULL",
+            (new.chat_id, new.trigger_message_id),
+        )
+        assert existing is not None  # drafts are never deleted
+        return existing, False
+
+    async def set_keyboard_message(self, job_id: int, message_id: int) -> None:
+        """Remember which bot message shows this job's keyboard, then its status."""
+        await self._write(
+            "UPDATE jobs SET keyboard_message_id=?, updated_at=? WHERE id=?",
+            (message_id, self._clock(), job_id),
+        )
+
+    async def update_options(self, job_id: int, options: VideoOptions) -> Job | None:
+        """Change a draft's options; None when the job is gone or no longer a draft."""
+        rows = await self._write_returning(
+            "UPDATE jobs SET quality=?, duration=?, style=?, seed=?, updated_at=? "
+            "WHERE id=? AND state=? RETURNING *",
+            (
+                options.quality,
+                options.duration,
+                options.style,
+                options.seed,
+                self._clock(),
+                job_id,
+                JobState.DRAFT.value,
+            ),
+        )
+        return row_to_job(rows[0]) if rows else None
+
+    async def set_invoice_message(self, job_id: int, message_id: int) -> None:
+        """Remember the invoice message, to remove it when the options change."""
+        await self._write(
+            "UPDATE jobs SET invoice_message_id=?, updated_at=? WHERE id=?",
+            (message_id, self._clock(), job_id),
+        )
+
+    async def reopen_draft(self, job_id: int, user_id: int) -> Job | None:
+        """ "Change options" while an invoice is out: back to DRAFT; the invoice is void."""
+        rows = await self._write_returning(
+            "UPDATE jobs SET state=?, updated_at=? WHERE id=? AND user_id=? AND state=? "
+            "RETURNING *",
+            (
+                JobState.DRAFT.value,
+                self._clock(),
+                job_id,
+                user_id,
+                JobState.AWAITING_PAYMENT.value,
+            ),
+        )
+        return row_to_job(rows[0]) if rows else None
+
+    # -- leases (bot.core.leases) ----------------------------------------------------
+
+    async def claim_job(self, job_id: int, lease: Lease, now: float | None = None) -> Job | None:
+        """Claim (or extend) one unfinished job's lease unless another instance holds it
+        unlapsed; the job, or None."""
+        now = self._clock() if now is None else now
+        rows = await self._write_returning(
+            "UPDATE jobs SET owner=?, lease_until=? WHERE id=? "
+            f"AND (owner IS NULL OR owner=? OR lease_until<?) AND {UNFINISHED} RETURNING *",
+            (lease.owner, lease.until(now), job_id, lease.owner, now, *UNFINISHED_PARAMS),
+        )
+        return row_to_job(rows[0]) if rows else None
+
+    async def claim_jobs(self, lease: Lease, limit: int, now: float | None = None) -> list[Job]:
+        """Up to ``limit`` unfinished jobs nobody holds, oldest first, now ``lease``'s."""
+        now = self._clock() if now is None else now
+        rows = await self._write_returning(
+            "UPDATE jobs SET owner=?, lease_until=? WHERE id IN (SELECT id FROM jobs "
+            f"WHERE {UNFINISHED} AND (owner IS NULL OR lease_until<?) ORDER BY id LIMIT ?"
+            f"{self._SKIP_LOCKED}) RETURNING *",
+            (lease.owner, lease.until(now), *UNFINISHED_PARAMS, now, limit),
+        )
+        return sorted((row_to_job(row) for row in rows), key=lambda job: job.id)
+
+    async def renew_leases(self, lease: Lease, now: float | None = None) -> list[int]:
+        """One statement: every unlapsed lease of ``lease.owner`` extended; their job ids."""
+        now = self._clock() if now is None else now
+        rows = await self._write_returning(
+            "UPDATE jobs SET lease_until=? WHERE owner=? AND lease_until>=? "
+            "AND notified_at IS NULL RETURNING id",
+            (lease.until(now), lease.owner, now),
+        )
+        return sorted(int(row["id"]) for row in rows)
+
+    async def hold_job(
+        self, job_id: int, state: JobState, lease: Lease, now: float | None = None
+    ) -> bool:
+        """Still ``lease.owner``'s, unlapsed, and in ``state``: extended, True."""
+        now = self._clock() if now is None else now
+        changed = await self._write(
+            "UPDATE jobs SET lease_until=? WHERE id=? AND state=? AND owner=? AND lease_until>=?",
+            (lease.until(now), job_id, state.value, lease.owner, now),
+        )
+        return changed == 1
+
+    async def release_leases(self, owner: str) -> None:
+        await self._write("UPDATE jobs SET owner=NULL, lease_until=NULL WHERE owner=?", (owner,))
+
+    async def claim_refunds(self, lease: Lease, now: float, limit: int = 10) -> list[Payment]:
+        """Refunds to work (as refunds_to_work) that no other instance holds, now
+        ``lease``'s."""
+        rows = await self._write_returning(
+            "UPDATE payments SET owner=?, lease_until=? WHERE charge_id IN (SELECT charge_id "
+            f"FROM payments WHERE {REFUNDS_TO_WORK} AND (owner IS NULL OR owner=? "
+            f"OR lease_until<?) ORDER BY refund_due_at LIMIT ?{self._SKIP_LOCKED}) RETURNING *",
+            (
+                lease.owner,
+                lease.until(now),
+                RefundState.DUE.value,
+                now,
+                RefundState.DONE.value,
+                lease.owner,
+                now,
+                limit,
+            ),
+        )
+        payments = [row_to_payment(row) for row in rows]
+        return sorted(payments, key=lambda p: (p.refund_due_at or 0.0, p.charge_id))
+
+    async def release_refunds(self, owner: str) -> None:
+        await self._write(
+            "UPDATE payments SET owner=NULL, lease_until=NULL WHERE owner=?", (owner,)
+        )
+
+    # -- users and alerts, written ---------------------------------------------------
+
+    async def set_language(self, user_id: int, language: str, now: float | None = None) -> None:
+        """Remember the language the user chose with /language."""
+        await self._write(
+            "INSERT INTO users (user_id, language, updated_at) VALUES (?,?,?) "
+            "ON CONFLICT (user_id) DO UPDATE SET language=excluded.language, "
+            "updated_at=excluded.updated_at",
+            (user_id, language, self._clock() if now is None else now),
+        )
+
+    async def remember_options(
+        self, user_id: int, options: VideoOptions, now: float | None = None
+    ) -> None:
+        """Remember the quality, duration and style the user just chose (not the seed)."""
+        await self._write(
+            "INSERT INTO users (user_id, quality, duration, style, updated_at) "
+            "VALUES (?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE SET quality=excluded.quality, "
+            "duration=excluded.duration, style=excluded.style, updated_at=excluded.updated_at",
+            (
+                user_id,
+                options.quality,
+                options.duration,
+                options.style,
+                self._clock() if now is None else now,
+            ),
+        )
+
+    async def save_alert_state(self, kind: str, active: bool, last_sent_at: float) -> None:
+        await self._write(
+            "INSERT INTO alerts (kind, active, last_sent_at) VALUES (?,?,?) "
+            "ON CONFLICT (kind) DO UPDATE SET active=excluded.active, "
+            "last_sent_at=excluded.last_sent_at",
+            (kind, int(active), last_sent_at),
+        )
+
+    # -- updates (webhook mode) ------------------------------------------------------
+
+    async def updates_handled(self, update_ids: Sequence[int], now: float) -> None:
+        if not update_ids:
+            return
+        await self._write(
+            "UPDATE updates SET handled_at=?, owner=NULL, lease_until=NULL "
+            f"WHERE update_id IN ({placeholders(update_ids)}) AND handled_at IS NULL",
+            (now, *update_ids),
+        )
+
+    async def renew_update_leases(self, lease: Lease, now: float) -> int:
+        return await self._write(
+            "UPDATE updates SET lease_until=? WHERE owner=? AND handled_at IS NULL",
+            (lease.until(now), lease.owner),
+        )
+
+    async def claim_stranded_updates(
+        self, lease: Lease, now: float, *, max_attempts: int, limit: int
+    ) -> list[StoredUpdate]:
+        rows = await self._write_returning(
+            "UPDATE updates SET owner=?, lease_until=?, attempts=attempts+1 "
+            "WHERE update_id IN (SELECT update_id FROM updates WHERE handled_at IS NULL "
+            "AND (owner IS NULL OR lease_until<?) AND attempts<? AND body IS NOT NULL "
+            f"ORDER BY update_id LIMIT ?{self._SKIP_LOCKED}) RETURNING update_id, body, attempts",
+            (lease.owner, lease.until(now), now, max_attempts, limit),
+        )
+        stored = [
+            StoredUpdate(int(row["update_id"]), row["body"], int(row["attempts"])) for row in rows
+        ]
+        return sorted(stored, key=lambda update: update.update_id)

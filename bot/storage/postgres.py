@@ -57,10 +57,9 @@ from ..core.errors import (
     LedgerReadFailed,
     LedgerWriteFailed,
 )
-from ..core.jobs import TERMINAL_STATES, Job, JobState, NewJob, can_transition, offers_retry
+from ..core.jobs import TERMINAL_STATES, Job, JobState, can_transition, offers_retry
 from ..core.leases import Lease, LeaseLost
 from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
-from ..core.options import VideoOptions
 from ..core.payments import (
     NewPayment,
     Payment,
@@ -71,13 +70,12 @@ from ..core.payments import (
     parse_payload,
     payability,
 )
-from ..core.ports import UPDATE_CLAIM_SECONDS, StoredUpdate
+from ..core.ports import UPDATE_CLAIM_SECONDS
 from .common import (
     ACTIVE,
     JOB,
     PAYMENT,
     SETTABLE,
-    TERMINAL,
     UNDELIVERED,
     SqlLedger,
     numbered,
@@ -138,11 +136,6 @@ _RETRY_TRANSACTION = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 #: Transaction isolation levels asyncpg takes.
 Isolation: TypeAlias = Literal["serializable", "read_committed"]
 
-#: Jobs the tracker must (re)drive: active, or ended and the user not told yet (two
-#: ``text[]`` parameters, the active and the terminal states).
-_UNFINISHED = (
-    "(state = ANY({active}::text[]) OR (state = ANY({terminal}::text[]) AND notified_at IS NULL))"
-)
 #: What a fenced write adds to its WHERE: the row leased to the writer, unlapsed.
 _FENCE = " AND owner={owner} AND lease_until>={now}"
 
@@ -187,6 +180,9 @@ class PostgresLedger(SqlLedger):
     statement that records it. Unlike SQLite's exclusive open, nothing here can prove
     that another instance is gone: a dead instance's jobs wait for its leases to lapse.
     """
+
+    #: Batch claims skip the rows another instance is claiming right now.
+    _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 
     def __init__(
         self,
@@ -367,88 +363,19 @@ class PostgresLedger(SqlLedger):
             lambda conn: conn.fetch(numbered(sql), *_values(params)), write=False
         )
 
-    async def _execute(self, sql: str, *params: Any) -> int:
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One write statement on its own (atomic by itself); the rows it changed."""
-        status = await self._run(lambda conn: conn.execute(sql, *_values(params)), write=True)
+        status = await self._run(
+            lambda conn: conn.execute(numbered(sql), *_values(params)), write=True
+        )
         return _rowcount(status)
 
-    # -- drafts ----------------------------------------------------------------------
-
-    async def create_draft(
-        self, new: NewJob, options: VideoOptions, now: float | None = None
-    ) -> tuple[Job, bool]:
-        """Insert a draft for a photo unless one exists for the same asking message.
-
-        Returns the job and whether this call created it (False on re-delivery).
-        """
-        now = self._clock() if now is None else now
-
-        async def work(conn: Connection) -> tuple[Job, bool]:
-            row = await conn.fetchrow(
-                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
-                "photo_message_id, thread_id, file_id, file_unique_id, file_size, "
-                "mime_type, quality, duration, style, seed, state, language, created_at, "
-                "updated_at) "
-                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$17) "
-                "ON CONFLICT (chat_id, trigger_message_id) WHERE retry_of IS NULL DO NOTHING "
-                "RETURNING *",
-                new.chat_id,
-                new.user_id,
-                new.chat_type,
-                new.trigger_message_id,
-                new.photo_message_id,
-                new.thread_id,
-                new.file_id,
-                new.file_unique_id,
-                new.file_size,
-                new.mime_type,
-                options.quality,
-                options.duration,
-                options.style,
-                options.seed,
-                JobState.DRAFT.value,
-                new.language,
-                now,
-            )
-            if row is not None:
-                return row_to_job(row), True
-            existing = await conn.fetchrow(
-                f"{JOB} WHERE chat_id=$1 AND trigger_message_id=$2 AND retry_of IS NULL",
-                new.chat_id,
-                new.trigger_message_id,
-            )
-            return _job(existing), False
-
-        # READ COMMITTED: ON CONFLICT waits for a racing insert of the same photo, and
-        # the SELECT after it (a snapshot of its own) sees that insert committed.
-        return await self._run(work, write=True, transaction=True, isolation="read_committed")
-
-    async def set_keyboard_message(self, job_id: int, message_id: int) -> None:
-        """Remember which bot message shows this job's keyboard, then its status."""
-        await self._execute(
-            "UPDATE jobs SET keyboard_message_id=$1, updated_at=$2 WHERE id=$3",
-            message_id,
-            self._clock(),
-            job_id,
+    async def _write_returning(self, sql: str, params: Sequence[Any]) -> list[asyncpg.Record]:
+        """One write ``… RETURNING`` on its own (READ COMMITTED, as every single
+        statement here); its rows."""
+        return await self._run(
+            lambda conn: conn.fetch(numbered(sql), *_values(params)), write=True
         )
-
-    async def update_options(self, job_id: int, options: VideoOptions) -> Job | None:
-        """Change a draft's options; None when the job is gone or no longer a draft."""
-        row = await self._run(
-            lambda conn: conn.fetchrow(
-                "UPDATE jobs SET quality=$1, duration=$2, style=$3, seed=$4, updated_at=$5 "
-                "WHERE id=$6 AND state=$7 RETURNING *",
-                options.quality,
-                options.duration,
-                options.style,
-                options.seed,
-                self._clock(),
-                job_id,
-                JobState.DRAFT.value,
-            ),
-            write=True,
-        )
-        return row_to_job(row) if row else None
 
     # -- starting a paid job ---------------------------------------------------------
 
@@ -759,7 +686,7 @@ class PostgresLedger(SqlLedger):
             "WHERE id=$3 AND notified_at IS NULL"
         )
         if lease is None:
-            await self._execute(update, *params)
+            await self._write(update, params)
             return
         fenced = f"{update} AND owner=$4 AND lease_until>=$5"
         held = lease
@@ -776,107 +703,13 @@ class PostgresLedger(SqlLedger):
 
     # -- leases (bot.core.leases) ---------------------------------------------------------
 
-    async def _claim(self, sql: str, *params: Any) -> list[asyncpg.Record]:
-        """One claiming ``UPDATE … RETURNING`` on its own (READ COMMITTED); its rows."""
-        return await self._run(lambda conn: conn.fetch(sql, *_values(params)), write=True)
-
-    async def claim_job(self, job_id: int, lease: Lease, now: float | None = None) -> Job | None:
-        """Claim (or extend) one unfinished job's lease unless another instance holds it
-        unlapsed; the job, or None."""
-        now = self._clock() if now is None else now
-        rows = await self._claim(
-            "UPDATE jobs SET owner=$1, lease_until=$2 "
-            "WHERE id=$3 AND (owner IS NULL OR owner=$1 OR lease_until<$4) "
-            f"AND {_UNFINISHED.format(active='$5', terminal='$6')} RETURNING *",
-            lease.owner,
-            lease.until(now),
-            job_id,
-            now,
-            list(ACTIVE),
-            list(TERMINAL),
-        )
-        return row_to_job(rows[0]) if rows else None
-
-    async def claim_jobs(self, lease: Lease, limit: int, now: float | None = None) -> list[Job]:
-        """Up to ``limit`` unfinished jobs nobody holds, oldest first, now ``lease``'s.
-        Rows another instance is claiming right now are skipped, not waited for."""
-        now = self._clock() if now is None else now
-        rows = await self._claim(
-            "UPDATE jobs SET owner=$1, lease_until=$2 WHERE id IN (SELECT id FROM jobs "
-            f"WHERE {_UNFINISHED.format(active='$3', terminal='$4')} "
-            "AND (owner IS NULL OR lease_until<$5) "
-            "ORDER BY id LIMIT $6 FOR UPDATE SKIP LOCKED) RETURNING *",
-            lease.owner,
-            lease.until(now),
-            list(ACTIVE),
-            list(TERMINAL),
-            now,
-            limit,
-        )
-        return sorted((row_to_job(row) for row in rows), key=lambda job: job.id)
-
-    async def renew_leases(self, lease: Lease, now: float | None = None) -> list[int]:
-        """One statement: every unlapsed lease of ``lease.owner`` extended; their job ids."""
-        now = self._clock() if now is None else now
-        rows = await self._claim(
-            "UPDATE jobs SET lease_until=$1 WHERE owner=$2 AND lease_until>=$3 "
-            "AND notified_at IS NULL RETURNING id",
-            lease.until(now),
-            lease.owner,
-            now,
-        )
-        return sorted(int(row["id"]) for row in rows)
-
-    async def hold_job(
-        self, job_id: int, state: JobState, lease: Lease, now: float | None = None
-    ) -> bool:
-        """Still ``lease.owner``'s, unlapsed, and in ``state``: extended, True."""
-        now = self._clock() if now is None else now
-        changed = await self._execute(
-            "UPDATE jobs SET lease_until=$1 WHERE id=$2 AND state=$3 AND owner=$4 "
-            "AND lease_until>=$5",
-            lease.until(now),
-            job_id,
-            state,
-            lease.owner,
-            now,
-        )
-        return changed == 1
-
-    async def release_leases(self, owner: str) -> None:
-        await self._execute("UPDATE jobs SET owner=NULL, lease_until=NULL WHERE owner=$1", owner)
-
-    async def claim_refunds(self, lease: Lease, now: float, limit: int = 10) -> list[Payment]:
-        """Refunds to work (as refunds_to_work) that no other instance holds, now
-        ``lease``'s; rows another instance is claiming right now are skipped."""
-        rows = await self._claim(
-            "UPDATE payments SET owner=$1, lease_until=$2 WHERE charge_id IN (SELECT charge_id "
-            "FROM payments WHERE ((refund=$3 AND next_refund_at<=$4) "
-            "OR (refund=$5 AND refund_told_at IS NULL)) "
-            "AND (owner IS NULL OR owner=$1 OR lease_until<$4) "
-            "ORDER BY refund_due_at LIMIT $6 FOR UPDATE SKIP LOCKED) RETURNING *",
-            lease.owner,
-            lease.until(now),
-            RefundState.DUE,
-            now,
-            RefundState.DONE,
-            limit,
-        )
-        payments = [row_to_payment(row) for row in rows]
-        return sorted(payments, key=lambda p: (p.refund_due_at or 0.0, p.charge_id))
-
-    async def release_refunds(self, owner: str) -> None:
-        await self._execute(
-            "UPDATE payments SET owner=NULL, lease_until=NULL WHERE owner=$1", owner
-        )
-
     async def _fenced_payment_write(
         self, sql: str, params: list[Any], charge_id: str, lease: Lease | None, now: float
     ) -> None:
         """A refund's write; with ``lease`` (its owner and ``now`` are the statement's
         last two parameters) fenced on the payment's claim (LeaseLost)."""
         if lease is None:
-            await self._execute(sql, *params)
+            await self._write(sql, params)
             return
         held = lease
 
@@ -890,31 +723,6 @@ class PostgresLedger(SqlLedger):
     # -- reads -----------------------------------------------------------------------
 
     # -- payments ---------------------------------------------------------------------
-
-    async def set_invoice_message(self, job_id: int, message_id: int) -> None:
-        """Remember the invoice message, to remove it when the options change."""
-        await self._execute(
-            "UPDATE jobs SET invoice_message_id=$1, updated_at=$2 WHERE id=$3",
-            message_id,
-            self._clock(),
-            job_id,
-        )
-
-    async def reopen_draft(self, job_id: int, user_id: int) -> Job | None:
-        """ "Change options" while an invoice is out: back to DRAFT; the invoice is void."""
-        row = await self._run(
-            lambda conn: conn.fetchrow(
-                "UPDATE jobs SET state=$1, updated_at=$2 WHERE id=$3 AND user_id=$4 "
-                "AND state=$5 RETURNING *",
-                JobState.DRAFT.value,
-                self._clock(),
-                job_id,
-                user_id,
-                JobState.AWAITING_PAYMENT.value,
-            ),
-            write=True,
-        )
-        return row_to_job(row) if row else None
 
     async def check_payment(
         self, payload: str, user_id: int, amount: int, limits: Limits, now: float | None = None
@@ -1098,44 +906,7 @@ class PostgresLedger(SqlLedger):
 
     # -- users -----------------------------------------------------------------------
 
-    async def set_language(self, user_id: int, language: str, now: float | None = None) -> None:
-        """Remember the language the user chose with /language."""
-        await self._execute(
-            "INSERT INTO users (user_id, language, updated_at) VALUES ($1,$2,$3) "
-            "ON CONFLICT (user_id) DO UPDATE SET language=excluded.language, "
-            "updated_at=excluded.updated_at",
-            user_id,
-            language,
-            self._clock() if now is None else now,
-        )
-
-    async def remember_options(
-        self, user_id: int, options: VideoOptions, now: float | None = None
-    ) -> None:
-        """Remember the quality, duration and style the user just chose (not the seed)."""
-        await self._execute(
-            "INSERT INTO users (user_id, quality, duration, style, updated_at) "
-            "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (user_id) DO UPDATE SET "
-            "quality=excluded.quality, duration=excluded.duration, style=excluded.style, "
-            "updated_at=excluded.updated_at",
-            user_id,
-            options.quality,
-            options.duration,
-            options.style,
-            self._clock() if now is None else now,
-        )
-
     # -- operator alerts -------------------------------------------------------------
-
-    async def save_alert_state(self, kind: str, active: bool, last_sent_at: float) -> None:
-        await self._execute(
-            "INSERT INTO alerts (kind, active, last_sent_at) VALUES ($1,$2,$3) "
-            "ON CONFLICT (kind) DO UPDATE SET active=excluded.active, "
-            "last_sent_at=excluded.last_sent_at",
-            kind,
-            int(active),
-            last_sent_at,
-        )
 
     # -- updates (webhook mode) and operations ----------------------------------------
 
@@ -1168,44 +939,6 @@ class PostgresLedger(SqlLedger):
         if prune:
             self._claims_pruned_at = now
         return claimed
-
-    async def updates_handled(self, update_ids: Sequence[int], now: float) -> None:
-        if not update_ids:
-            return
-        await self._execute(
-            "UPDATE updates SET handled_at=$1, owner=NULL, lease_until=NULL "
-            "WHERE update_id = ANY($2::bigint[]) AND handled_at IS NULL",
-            now,
-            list(update_ids),
-        )
-
-    async def renew_update_leases(self, lease: Lease, now: float) -> int:
-        return await self._execute(
-            "UPDATE updates SET lease_until=$1 WHERE owner=$2 AND handled_at IS NULL",
-            lease.until(now),
-            lease.owner,
-        )
-
-    async def claim_stranded_updates(
-        self, lease: Lease, now: float, *, max_attempts: int, limit: int
-    ) -> list[StoredUpdate]:
-        """Rows another instance is claiming right now are skipped, not waited for."""
-        rows = await self._claim(
-            "UPDATE updates SET owner=$1, lease_until=$2, attempts=attempts+1 "
-            "WHERE update_id IN (SELECT update_id FROM updates WHERE handled_at IS NULL "
-            "AND (owner IS NULL OR lease_until<$3) AND attempts<$4 AND body IS NOT NULL "
-            "ORDER BY update_id LIMIT $5 FOR UPDATE SKIP LOCKED) "
-            "RETURNING update_id, body, attempts",
-            lease.owner,
-            lease.until(now),
-            now,
-            max_attempts,
-            limit,
-        )
-        stored = [
-            StoredUpdate(int(row["update_id"]), row["body"], int(row["attempts"])) for row in rows
-        ]
-        return sorted(stored, key=lambda update: update.update_id)
 
     # -- the Telegram budget shared by every instance (bot.telegram.pacing) -------------
     # Kept in one block: PostgreSQL is the one ledger several instances share; a SQLite
@@ -1251,13 +984,11 @@ class PostgresLedger(SqlLedger):
         instance holds it meanwhile (then it is theirs to give back)."""
         if not places:
             return
-        await self._execute(
+        await self._write(
             "UPDATE telegram_places p SET busy_until = extract(epoch FROM clock_timestamp())"
             " + $3 FROM unnest($1::int[], $2::float8[]) AS r(place, held)"
             " WHERE p.place = r.place AND p.busy_until = r.held",
-            [place for place, _ in places],
-            [held for _, held in places],
-            span,
+            ([place for place, _ in places], [held for _, held in places], span),
         )
 
     async def take_chat_turn(self, chat_id: int, flight: float) -> tuple[float | None, float]:

@@ -21,7 +21,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 from enum import Enum
 from pathlib import Path
 from typing import IO, Any
@@ -33,13 +33,11 @@ from ..core.jobs import (
     TERMINAL_STATES,
     Job,
     JobState,
-    NewJob,
     can_transition,
     offers_retry,
 )
 from ..core.leases import Lease, LeaseLost
 from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
-from ..core.options import VideoOptions
 from ..core.payments import (
     NewPayment,
     Payment,
@@ -50,19 +48,16 @@ from ..core.payments import (
     parse_payload,
     payability,
 )
-from ..core.ports import UPDATE_CLAIM_SECONDS, StoredUpdate
+from ..core.ports import UPDATE_CLAIM_SECONDS
 from .common import (
     ACTIVE,
     JOB,
     SETTABLE,
     UNDELIVERED,
-    UNFINISHED,
-    UNFINISHED_PARAMS,
     Row,
     SqlLedger,
     placeholders,
     row_to_job,
-    row_to_payment,
 )
 from .migrations import load_migrations
 
@@ -72,9 +67,6 @@ log = logging.getLogger(__name__)
 
 _MIGRATIONS = load_migrations()
 SCHEMA_VERSION = len(_MIGRATIONS)
-
-#: Refunds to work: due and their time has come (parameter: now), or done and untold.
-_REFUNDS_TO_WORK = "((refund=? AND next_refund_at<=?) OR (refund=? AND refund_told_at IS NULL))"
 
 
 def _holds(row: Row | None, owner: str, now: float) -> bool:
@@ -403,77 +395,6 @@ class SqliteLedger(SqlLedger):
             raise LedgerReadFailed(self._why(exc)) from exc
 
     # -- drafts ----------------------------------------------------------------------
-
-    async def create_draft(
-        self, new: NewJob, options: VideoOptions, now: float | None = None
-    ) -> tuple[Job, bool]:
-        """Insert a draft for a photo unless one exists for the same asking message.
-
-        Returns the job and whether this call created it (False on re-delivery).
-        """
-        now = self._clock() if now is None else now
-        # One statement (one trip to the connection's thread): the unique index on the
-        # asking message makes a re-delivered photo insert nothing.
-        rows = await self._write_returning(
-            "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
-            "photo_message_id, thread_id, file_id, file_unique_id, file_size, "
-            "mime_type, quality, duration, style, seed, state, language, created_at, "
-            "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (chat_id, trigger_message_id) WHERE retry_of IS NULL DO NOTHING "
-            "RETURNING *",
-            (
-                new.chat_id,
-                new.user_id,
-                new.chat_type,
-                new.trigger_message_id,
-                new.photo_message_id,
-                new.thread_id,
-                new.file_id,
-                new.file_unique_id,
-                new.file_size,
-                new.mime_type,
-                options.quality,
-                options.duration,
-                options.style,
-                options.seed,
-                JobState.DRAFT.value,
-                new.language,
-                now,
-                now,
-            ),
-        )
-        if rows:
-            return row_to_job(rows[0]), True
-        existing = await self._fetch_one(
-            f"{JOB} WHERE chat_id=? AND trigger_message_id=? AND retry_of IS NULL",
-            (new.chat_id, new.trigger_message_id),
-        )
-        assert existing is not None  # drafts are never deleted
-        return existing, False
-
-    async def set_keyboard_message(self, job_id: int, message_id: int) -> None:
-        """Remember which bot message shows this job's keyboard, then its status."""
-        await self._write(
-            "UPDATE jobs SET keyboard_message_id=?, updated_at=? WHERE id=?",
-            (message_id, self._clock(), job_id),
-        )
-
-    async def update_options(self, job_id: int, options: VideoOptions) -> Job | None:
-        """Change a draft's options; None when the job is gone or no longer a draft."""
-        changed = await self._write(
-            "UPDATE jobs SET quality=?, duration=?, style=?, seed=?, updated_at=? "
-            "WHERE id=? AND state=?",
-            (
-                options.quality,
-                options.duration,
-                options.style,
-                options.seed,
-                self._clock(),
-                job_id,
-                JobState.DRAFT.value,
-            ),
-        )
-        return await self.get(job_id) if changed else None
 
     # -- starting a paid job ---------------------------------------------------------
 
@@ -847,79 +768,6 @@ class SqliteLedger(SqlLedger):
             except sqlite3.OperationalError as exc:
                 raise self._write_failed(exc) from exc
 
-    async def claim_job(self, job_id: int, lease: Lease, now: float | None = None) -> Job | None:
-        """Claim (or extend) one unfinished job's lease unless another instance holds it
-        unlapsed; the job, or None."""
-        now = self._clock() if now is None else now
-        rows = await self._write_returning(
-            "UPDATE jobs SET owner=?, lease_until=? WHERE id=? "
-            f"AND (owner IS NULL OR owner=? OR lease_until<?) AND {UNFINISHED} RETURNING *",
-            (lease.owner, lease.until(now), job_id, lease.owner, now, *UNFINISHED_PARAMS),
-        )
-        return row_to_job(rows[0]) if rows else None
-
-    async def claim_jobs(self, lease: Lease, limit: int, now: float | None = None) -> list[Job]:
-        """Up to ``limit`` unfinished jobs nobody holds, oldest first, now ``lease``'s.
-        (PostgreSQL: the inner SELECT takes ``FOR UPDATE SKIP LOCKED``.)"""
-        now = self._clock() if now is None else now
-        rows = await self._write_returning(
-            "UPDATE jobs SET owner=?, lease_until=? WHERE id IN (SELECT id FROM jobs "
-            f"WHERE {UNFINISHED} AND (owner IS NULL OR lease_until<?) ORDER BY id LIMIT ?) "
-            "RETURNING *",
-            (lease.owner, lease.until(now), *UNFINISHED_PARAMS, now, limit),
-        )
-        return sorted((row_to_job(row) for row in rows), key=lambda job: job.id)
-
-    async def renew_leases(self, lease: Lease, now: float | None = None) -> list[int]:
-        """One statement: every unlapsed lease of ``lease.owner`` extended; their job ids."""
-        now = self._clock() if now is None else now
-        rows = await self._write_returning(
-            "UPDATE jobs SET lease_until=? WHERE owner=? AND lease_until>=? "
-            "AND notified_at IS NULL RETURNING id",
-            (lease.until(now), lease.owner, now),
-        )
-        return sorted(int(row["id"]) for row in rows)
-
-    async def hold_job(
-        self, job_id: int, state: JobState, lease: Lease, now: float | None = None
-    ) -> bool:
-        """Still ``lease.owner``'s, unlapsed, and in ``state``: extended, True."""
-        now = self._clock() if now is None else now
-        changed = await self._write(
-            "UPDATE jobs SET lease_until=? WHERE id=? AND state=? AND owner=? AND lease_until>=?",
-            (lease.until(now), job_id, state.value, lease.owner, now),
-        )
-        return changed == 1
-
-    async def release_leases(self, owner: str) -> None:
-        await self._write("UPDATE jobs SET owner=NULL, lease_until=NULL WHERE owner=?", (owner,))
-
-    async def claim_refunds(self, lease: Lease, now: float, limit: int = 10) -> list[Payment]:
-        """Refunds to work (as refunds_to_work) that no other instance holds, now
-        ``lease``'s. (PostgreSQL: the inner SELECT takes ``FOR UPDATE SKIP LOCKED``.)"""
-        rows = await self._write_returning(
-            "UPDATE payments SET owner=?, lease_until=? WHERE charge_id IN (SELECT charge_id "
-            f"FROM payments WHERE {_REFUNDS_TO_WORK} AND (owner IS NULL OR owner=? "
-            "OR lease_until<?) ORDER BY refund_due_at LIMIT ?) RETURNING *",
-            (
-                lease.owner,
-                lease.until(now),
-                RefundState.DUE.value,
-                now,
-                RefundState.DONE.value,
-                lease.owner,
-                now,
-                limit,
-            ),
-        )
-        payments = [row_to_payment(row) for row in rows]
-        return sorted(payments, key=lambda p: (p.refund_due_at or 0.0, p.charge_id))
-
-    async def release_refunds(self, owner: str) -> None:
-        await self._write(
-            "UPDATE payments SET owner=NULL, lease_until=NULL WHERE owner=?", (owner,)
-        )
-
     async def _fenced_payment_write(
         self, sql: str, params: tuple[Any, ...], charge_id: str, lease: Lease | None, now: float
     ) -> None:
@@ -934,27 +782,6 @@ class SqliteLedger(SqlLedger):
     # -- reads -----------------------------------------------------------------------
 
     # -- payments ---------------------------------------------------------------------
-
-    async def set_invoice_message(self, job_id: int, message_id: int) -> None:
-        """Remember the invoice message, to remove it when the options change."""
-        await self._write(
-            "UPDATE jobs SET invoice_message_id=?, updated_at=? WHERE id=?",
-            (message_id, self._clock(), job_id),
-        )
-
-    async def reopen_draft(self, job_id: int, user_id: int) -> Job | None:
-        """ "Change options" while an invoice is out: back to DRAFT; the invoice is void."""
-        changed = await self._write(
-            "UPDATE jobs SET state=?, updated_at=? WHERE id=? AND user_id=? AND state=?",
-            (
-                JobState.DRAFT.value,
-                self._clock(),
-                job_id,
-                user_id,
-                JobState.AWAITING_PAYMENT.value,
-            ),
-        )
-        return await self.get(job_id) if changed else None
 
     async def check_payment(
         self, payload: str, user_id: int, amount: int, limits: Limits, now: float | None = None
@@ -1128,41 +955,7 @@ class SqliteLedger(SqlLedger):
 
     # -- users -----------------------------------------------------------------------
 
-    async def set_language(self, user_id: int, language: str, now: float | None = None) -> None:
-        """Remember the language the user chose with /language."""
-        await self._write(
-            "INSERT INTO users (user_id, language, updated_at) VALUES (?,?,?) "
-            "ON CONFLICT(user_id) DO UPDATE SET language=excluded.language, "
-            "updated_at=excluded.updated_at",
-            (user_id, language, self._clock() if now is None else now),
-        )
-
-    async def remember_options(
-        self, user_id: int, options: VideoOptions, now: float | None = None
-    ) -> None:
-        """Remember the quality, duration and style the user just chose (not the seed)."""
-        await self._write(
-            "INSERT INTO users (user_id, quality, duration, style, updated_at) "
-            "VALUES (?,?,?,?,?) ON CONFLICT(user_id) DO UPDATE SET quality=excluded.quality, "
-            "duration=excluded.duration, style=excluded.style, updated_at=excluded.updated_at",
-            (
-                user_id,
-                options.quality,
-                options.duration,
-                options.style,
-                self._clock() if now is None else now,
-            ),
-        )
-
     # -- operator alerts -------------------------------------------------------------
-
-    async def save_alert_state(self, kind: str, active: bool, last_sent_at: float) -> None:
-        await self._write(
-            "INSERT INTO alerts (kind, active, last_sent_at) VALUES (?,?,?) "
-            "ON CONFLICT(kind) DO UPDATE SET active=excluded.active, "
-            "last_sent_at=excluded.last_sent_at",
-            (kind, int(active), last_sent_at),
-        )
 
     # -- updates (webhook mode) and operations ----------------------------------------
 
@@ -1186,31 +979,3 @@ class SqliteLedger(SqlLedger):
         if prune:
             self._claims_pruned_at = now
         return claimed
-
-    async def updates_handled(self, update_ids: Sequence[int], now: float) -> None:
-        if not update_ids:
-            return
-        await self._write(
-            "UPDATE updates SET handled_at=?, owner=NULL, lease_until=NULL "
-            f"WHERE update_id IN ({placeholders(update_ids)}) AND handled_at IS NULL",
-            (now, *update_ids),
-        )
-
-    async def renew_update_leases(self, lease: Lease, now: float) -> int:
-        return await self._write(
-            "UPDATE updates SET lease_until=? WHERE owner=? AND handled_at IS NULL",
-            (lease.until(now), lease.owner),
-        )
-
-    async def claim_stranded_updates(
-        self, lease: Lease, now: float, *, max_attempts: int, limit: int
-    ) -> list[StoredUpdate]:
-        rows = await self._write_returning(
-            "UPDATE updates SET owner=?, lease_until=?, attempts=attempts+1 "
-            "WHERE update_id IN (SELECT update_id FROM updates WHERE handled_at IS NULL "
-            "AND (owner IS NULL OR lease_until<?) AND attempts<? AND body IS NOT NULL "
-            "ORDER BY update_id LIMIT ?) RETURNING update_id, body, attempts",
-            (lease.owner, lease.until(now), now, max_attempts, limit),
-        )
-        stored = [StoredUpdate(row["update_id"], row["body"], row["attempts"]) for row in rows]
-        return sorted(stored, key=lambda update: update.update_id)
