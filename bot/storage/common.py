@@ -11,17 +11,40 @@ from __future__ import annotations
 
 import abc
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar, Literal, Protocol, TypeAlias, TypeVar
 
-from ..core.jobs import ACTIVE_STATES, TERMINAL_STATES, Job, JobState, NewJob, Reason
+from ..core.jobs import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    Job,
+    JobState,
+    NewJob,
+    Reason,
+    offers_retry,
+)
 from ..core.leases import Lease
+from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
 from ..core.options import VideoOptions
-from ..core.payments import Payment, RefundReason, RefundState
+from ..core.payments import (
+    Payment,
+    PreCheckout,
+    RefundReason,
+    RefundState,
+    parse_payload,
+    payability,
+)
 from ..core.ports import HistoryPage, RunSeconds, StoredUpdate
 from ..core.users import UserPreferences
 
-__all__ = ["Row", "SqlLedger", "numbered", "row_to_job", "row_to_payment"]
+__all__ = ["Isolation", "Row", "SqlLedger", "Statements", "numbered", "row_to_job"]
+
+T = TypeVar("T")
+
+#: How a PostgreSQL transaction is isolated (SQLite's write one at a time, whatever it
+#: says): SERIALIZABLE for a read-then-write, READ COMMITTED where a lock or the
+#: statement's own ``WHERE`` keeps it right.
+Isolation: TypeAlias = Literal["serializable", "read_committed"]
 
 JOB = "SELECT * FROM jobs"
 PAYMENT = "SELECT * FROM payments"
@@ -132,6 +155,32 @@ def numbered(sql: str) -> str:
     return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], start=1)) + parts[-1]
 
 
+class Statements(Protocol):
+    """The statements of one transaction (``?`` placeholders), on its connection."""
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Row]:
+        """Every row the statement returns."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """The rows the statement changed."""
+
+
+async def first(tx: Statements, sql: str, params: Sequence[Any] = ()) -> Row | None:
+    rows = await tx.rows(sql, params)
+    return rows[0] if rows else None
+
+
+async def first_job(tx: Statements, sql: str, params: Sequence[Any] = ()) -> Job | None:
+    row = await first(tx, sql, params)
+    return row_to_job(row) if row else None
+
+
+async def count(tx: Statements, sql: str, params: Sequence[Any]) -> int:
+    """The number a ``SELECT COUNT(*) AS value …`` reads."""
+    row = await first(tx, sql, params)
+    return int(row["value"] or 0) if row else 0
+
+
 ACTIVE = tuple(state.value for state in ACTIVE_STATES)
 TERMINAL = tuple(state.value for state in TERMINAL_STATES)
 #: Ended without a video: a paid job in one of these owes its payment back.
@@ -158,6 +207,9 @@ class SqlLedger(abc.ABC):
     #: What a claim's inner ``SELECT`` adds so that instances claiming at once split the
     #: rows instead of waiting on each other (PostgreSQL); SQLite writes one at a time.
     _SKIP_LOCKED: ClassVar[str] = ""
+    #: What a start's read of a job adds to lock the row until its transaction ends
+    #: (PostgreSQL); SQLite's transaction writes alone.
+    _LOCK_ROW: ClassVar[str] = ""
 
     # -- what a backend supplies -----------------------------------------------------
 
@@ -173,6 +225,29 @@ class SqlLedger(abc.ABC):
     @abc.abstractmethod
     async def _write_returning(self, sql: str, params: Sequence[Any]) -> Sequence[Row]:
         """One write statement ``… RETURNING`` on its own; the rows it wrote."""
+
+    @abc.abstractmethod
+    async def _transact(
+        self, work: Callable[[Statements], Awaitable[T]], *, isolation: Isolation = "serializable"
+    ) -> T:
+        """``work`` in one write transaction; a failure is LedgerWriteFailed."""
+
+    @abc.abstractmethod
+    async def _in_users_turn(self, user_id: int, work: Callable[[Statements], Awaitable[T]]) -> T:
+        """``work``, a start, in one write transaction that no other start of this user
+        runs beside (the user's counts it reads hold until it commits)."""
+
+    async def _start_free(
+        self, job_id: int, user_id: int, limits: Limits, now: float
+    ) -> Job | None:
+        """A free draft started in one statement where the backend can (None: not
+        started; :meth:`start`'s transaction then says why, or starts it)."""
+        return None
+
+    @property
+    def _reads(self) -> Statements:
+        """The ledger's reads outside any transaction, as statements."""
+        return _Reads(self)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -590,3 +665,260 @@ class SqlLedger(abc.ABC):
             StoredUpdate(int(row["update_id"]), row["body"], int(row["attempts"])) for row in rows
         ]
         return sorted(stored, key=lambda update: update.update_id)
+
+    # -- starting a job --------------------------------------------------------------
+
+    async def _locked_job(self, tx: Statements, job_id: int) -> Job | None:
+        return await first_job(tx, f"{JOB} WHERE id=?{self._LOCK_ROW}", (job_id,))
+
+    @staticmethod
+    async def _limit_outcome(
+        tx: Statements, user_id: int, limits: Limits, now: float
+    ) -> StartOutcome | None:
+        active = await count(
+            tx,
+            "SELECT COUNT(*) AS value FROM jobs WHERE user_id=? "
+            f"AND state IN ({placeholders(ACTIVE)})",
+            (user_id, *ACTIVE),
+        )
+        if active >= limits.max_active_per_user:
+            return StartOutcome.TOO_MANY_ACTIVE
+        if limits.daily_per_user > 0:
+            started_today = await _count_started(tx, user_id, utc_day_start(now))
+            if started_today >= limits.daily_per_user:
+                return StartOutcome.DAILY_LIMIT
+        return None
+
+    async def count_started_since(self, user_id: int, since: float) -> int:
+        """Jobs a user started (pressed Generate) since ``since``; refused submits don't count."""
+        return await _count_started(self._reads, user_id, since)
+
+    async def free_videos_used(self, user_id: int) -> int:
+        """Free jobs a user started that made (or may still make) a video."""
+        return await _free_used(self._reads, user_id)
+
+    async def start(
+        self,
+        job_id: int,
+        user_id: int,
+        limits: Limits,
+        now: float | None = None,
+        *,
+        price: int = 0,
+        free_videos: int = 0,
+    ) -> StartResult:
+        """Generate pressed: a draft moves on once, within the user's limits — to
+        PREPARING when it is free, else to AWAITING_PAYMENT with its price and a new
+        invoice number (outcome INVOICE)."""
+        now = self._clock() if now is None else now
+        if price <= 0:
+            started = await self._start_free(job_id, user_id, limits, now)
+            if started is not None:
+                return StartResult(StartOutcome.STARTED, started)
+
+        async def work(tx: Statements) -> StartResult:
+            job = await self._locked_job(tx, job_id)
+            if job is None:
+                return StartResult(StartOutcome.NOT_FOUND)
+            if job.user_id != user_id:
+                return StartResult(StartOutcome.NOT_OWNER, job)
+            if job.state is JobState.AWAITING_PAYMENT:
+                return StartResult(StartOutcome.AWAITING_PAYMENT, job)
+            if job.state is not JobState.DRAFT:
+                return StartResult(StartOutcome.ALREADY_STARTED, job)
+            refused = await self._limit_outcome(tx, user_id, limits, now)
+            if refused is not None:
+                return StartResult(refused, job)
+            if await _needs_payment(tx, user_id, price, free_videos):
+                invoiced = await first_job(
+                    tx,
+                    "UPDATE jobs SET state=?, price_stars=?, invoice_no=invoice_no+1, "
+                    "updated_at=? WHERE id=? AND state=? RETURNING *",
+                    (JobState.AWAITING_PAYMENT.value, price, now, job_id, JobState.DRAFT.value),
+                )
+                return StartResult(StartOutcome.INVOICE, _held(invoiced))
+            started = await first_job(
+                tx,
+                "UPDATE jobs SET state=?, price_stars=0, generate_at=?, updated_at=? "
+                "WHERE id=? AND state=? RETURNING *",
+                (JobState.PREPARING.value, now, now, job_id, JobState.DRAFT.value),
+            )
+            return StartResult(StartOutcome.STARTED, _held(started))
+
+        return await self._in_users_turn(user_id, work)
+
+    async def start_retry(
+        self,
+        old_job_id: int,
+        user_id: int,
+        limits: Limits,
+        status_message_id: int | None,
+        now: float | None = None,
+        *,
+        price: int = 0,
+        free_videos: int = 0,
+    ) -> StartResult:
+        """ "Try again" pressed: one new job copying an ended one, however often pressed;
+        priced like any other (outcome INVOICE: it awaits its own payment). It gets a
+        seed of its own at its submit: the old request must not be taken for it. Only a
+        job whose outcome offered "Try again" (:func:`offers_retry`) may be followed: a
+        forged or stale press on a delivered or running job is NOT_FOUND."""
+        return await self._follow_up(
+            old_job_id,
+            user_id,
+            limits,
+            self._clock() if now is None else now,
+            price=price,
+            free_videos=free_videos,
+            again=False,
+            status_message_id=status_message_id,
+        )
+
+    async def start_again(
+        self,
+        old_job_id: int,
+        user_id: int,
+        limits: Limits,
+        now: float | None = None,
+        *,
+        price: int = 0,
+        free_videos: int = 0,
+    ) -> StartResult:
+        """ "Again" under a delivered video: one new job per video, however often pressed.
+
+        ``retry_of`` (unique) names the delivered job, as for "Try again" (which only ever
+        follows jobs that made no video, so the two never meet). The new job copies the
+        photo, the options and the re-hosted ``image_url`` (the tracker checks that it is
+        still served before using it) and gets a seed of its own at its submit.
+        """
+        return await self._follow_up(
+            old_job_id,
+            user_id,
+            limits,
+            self._clock() if now is None else now,
+            price=price,
+            free_videos=free_videos,
+            again=True,
+            status_message_id=None,
+        )
+
+    async def _follow_up(
+        self,
+        old_job_id: int,
+        user_id: int,
+        limits: Limits,
+        now: float,
+        *,
+        price: int,
+        free_videos: int,
+        again: bool,
+        status_message_id: int | None,
+    ) -> StartResult:
+        """The new job of "Try again" or (``again``) "Again": a copy of the old job
+        (photo, options, language; for "Again" its upload too) with no seed yet, free or
+        awaiting its own payment. ``retry_of`` names the old job (unique: one per press)."""
+
+        async def work(tx: Statements) -> StartResult:
+            old = await self._locked_job(tx, old_job_id)
+            followable = old is not None and (
+                old.state is JobState.DELIVERED if again else offers_retry(old)
+            )
+            if old is None or not followable:
+                return StartResult(StartOutcome.NOT_FOUND)
+            if old.user_id != user_id:
+                return StartResult(StartOutcome.NOT_OWNER, old)
+            existing = await first_job(tx, f"{JOB} WHERE retry_of=?", (old_job_id,))
+            if existing is not None:
+                if again and existing.state is JobState.AWAITING_PAYMENT:
+                    return StartResult(StartOutcome.AWAITING_PAYMENT, existing)
+                return StartResult(StartOutcome.ALREADY_STARTED, existing)
+            refused = await self._limit_outcome(tx, user_id, limits, now)
+            if refused is not None:
+                return StartResult(refused, old)
+            priced = await _needs_payment(tx, old.user_id, price, free_videos)
+            state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
+            new = await first_job(
+                tx,
+                "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
+                "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
+                "quality, duration, style, seed, image_url, state, keyboard_message_id, "
+                "retry_of, price_stars, invoice_no, created_at, generate_at, updated_at, "
+                "language) SELECT chat_id, user_id, chat_type, trigger_message_id, "
+                "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
+                "quality, duration, style, NULL, CASE WHEN ? THEN image_url END, ?, ?, id, ?, "
+                "?, ?, ?, ?, language FROM jobs WHERE id=? RETURNING *",
+                (
+                    again,
+                    state.value,
+                    status_message_id,
+                    price if priced else 0,
+                    1 if priced else 0,
+                    now,
+                    None if priced else now,
+                    now,
+                    old.id,
+                ),
+            )
+            outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
+            return StartResult(outcome, _held(new))
+
+        return await self._in_users_turn(user_id, work)
+
+    async def check_payment(
+        self, payload: str, user_id: int, amount: int, limits: Limits, now: float | None = None
+    ) -> PreCheckout:
+        """Pre-checkout: may this user pay this amount for this invoice now?"""
+        parsed = parse_payload(payload)
+        if parsed is None:
+            return PreCheckout.UNKNOWN
+        verdict = payability(await self.get(parsed[0]), parsed[1], user_id, amount)
+        if verdict is not PreCheckout.OK:
+            return verdict
+        now = self._clock() if now is None else now
+        refused = await self._limit_outcome(self._reads, user_id, limits, now)
+        if refused is StartOutcome.TOO_MANY_ACTIVE:
+            return PreCheckout.TOO_MANY_ACTIVE
+        if refused is StartOutcome.DAILY_LIMIT:
+            return PreCheckout.DAILY_LIMIT
+        return PreCheckout.OK
+
+
+class _Reads:
+    """A ledger's own reads (one statement each, outside any transaction) as
+    :class:`Statements`, for the counts that a start also makes inside one."""
+
+    def __init__(self, ledger: SqlLedger) -> None:
+        self._ledger = ledger
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Row]:
+        return await self._ledger._rows(sql, params)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        raise TypeError("reads only: a write runs in the ledger's transaction")
+
+
+def _held(job: Job | None) -> Job:
+    """A row a statement of this transaction must have returned."""
+    assert job is not None, "a row this transaction holds is gone"
+    return job
+
+
+async def _count_started(tx: Statements, user_id: int, since: float) -> int:
+    return await count(
+        tx,
+        "SELECT COUNT(*) AS value FROM jobs WHERE user_id=? AND generate_at>=? AND state<>?",
+        (user_id, since, JobState.REJECTED.value),
+    )
+
+
+async def _free_used(tx: Statements, user_id: int) -> int:
+    return await count(
+        tx,
+        "SELECT COUNT(*) AS value FROM jobs WHERE user_id=? AND generate_at IS NOT NULL "
+        f"AND charge_id IS NULL AND state NOT IN ({placeholders(UNDELIVERED)})",
+        (user_id, *UNDELIVERED),
+    )
+
+
+async def _needs_payment(tx: Statements, user_id: int, price: int, free_videos: int) -> bool:
+    return price > 0 and await _free_used(tx, user_id) >= free_videos

@@ -48,7 +48,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 
@@ -57,9 +57,8 @@ from ..core.errors import (
     LedgerReadFailed,
     LedgerWriteFailed,
 )
-from ..core.jobs import TERMINAL_STATES, Job, JobState, can_transition, offers_retry
+from ..core.jobs import TERMINAL_STATES, Job, JobState, can_transition
 from ..core.leases import Lease, LeaseLost
-from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
 from ..core.payments import (
     NewPayment,
     Payment,
@@ -72,12 +71,13 @@ from ..core.payments import (
 )
 from ..core.ports import UPDATE_CLAIM_SECONDS
 from .common import (
-    ACTIVE,
     JOB,
     PAYMENT,
     SETTABLE,
     UNDELIVERED,
+    Isolation,
     SqlLedger,
+    Statements,
     numbered,
     row_to_job,
     row_to_payment,
@@ -133,8 +133,6 @@ _CONNECTION_LOST = (
 )
 _RETRY_TRANSACTION = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 
-#: Transaction isolation levels asyncpg takes.
-Isolation: TypeAlias = Literal["serializable", "read_committed"]
 
 #: What a fenced write adds to its WHERE: the row leased to the writer, unlapsed.
 _FENCE = " AND owner={owner} AND lease_until>={now}"
@@ -183,6 +181,8 @@ class PostgresLedger(SqlLedger):
 
     #: Batch claims skip the rows another instance is claiming right now.
     _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
+    #: A start locks the job it reads, so that the compare-and-set after cannot miss.
+    _LOCK_ROW = " FOR UPDATE"
 
     def __init__(
         self,
@@ -379,195 +379,20 @@ class PostgresLedger(SqlLedger):
 
     # -- starting a paid job ---------------------------------------------------------
 
-    async def _limit_outcome(
-        self, conn: Connection, user_id: int, limits: Limits, now: float
-    ) -> StartOutcome | None:
-        active = await conn.fetchval(
-            "SELECT COUNT(*) FROM jobs WHERE user_id=$1 AND state = ANY($2::text[])",
-            user_id,
-            list(ACTIVE),
+    async def _transact(
+        self, work: Callable[[Statements], Awaitable[T]], *, isolation: Isolation = "serializable"
+    ) -> T:
+        """``work`` in one transaction (SERIALIZABLE unless ``isolation`` says otherwise),
+        run again from the start on a serialization failure (:meth:`_run`)."""
+        return await self._run(
+            lambda conn: work(_InTransaction(conn)),
+            write=True,
+            transaction=True,
+            isolation=isolation,
         )
-        if int(active) >= limits.max_active_per_user:
-            return StartOutcome.TOO_MANY_ACTIVE
-        if limits.daily_per_user > 0:
-            started_today = await self._count_started(conn, user_id, utc_day_start(now))
-            if started_today >= limits.daily_per_user:
-                return StartOutcome.DAILY_LIMIT
-        return None
 
-    @staticmethod
-    async def _count_started(conn: Connection, user_id: int, since: float) -> int:
-        value = await conn.fetchval(
-            "SELECT COUNT(*) FROM jobs WHERE user_id=$1 AND generate_at>=$2 AND state<>$3",
-            user_id,
-            since,
-            JobState.REJECTED.value,
-        )
-        return int(value or 0)
-
-    async def count_started_since(self, user_id: int, since: float) -> int:
-        """Jobs a user started (pressed Generate) since ``since``; refused submits don't count."""
-        return await self._run(lambda conn: self._count_started(conn, user_id, since), write=False)
-
-    @staticmethod
-    async def _free_used(conn: Connection, user_id: int) -> int:
-        value = await conn.fetchval(
-            "SELECT COUNT(*) FROM jobs WHERE user_id=$1 AND generate_at IS NOT NULL "
-            "AND charge_id IS NULL AND NOT (state = ANY($2::text[]))",
-            user_id,
-            list(UNDELIVERED),
-        )
-        return int(value or 0)
-
-    async def free_videos_used(self, user_id: int) -> int:
-        """Free jobs a user started that made (or may still make) a video."""
-        return await self._run(lambda conn: self._free_used(conn, user_id), write=False)
-
-    async def _needs_payment(
-        self, conn: Connection, user_id: int, price: int, free_videos: int
-    ) -> bool:
-        return price > 0 and await self._free_used(conn, user_id) >= free_videos
-
-    async def start(
-        self,
-        job_id: int,
-        user_id: int,
-        limits: Limits,
-        now: float | None = None,
-        *,
-        price: int = 0,
-        free_videos: int = 0,
-    ) -> StartResult:
-        """Generate pressed: a draft moves on once, within the user's limits — to
-        PREPARING when it is free, else to AWAITING_PAYMENT with its price and a new
-        invoice number (outcome INVOICE)."""
-        now = self._clock() if now is None else now
-
-        async def work(conn: Connection) -> StartResult:
-            await _take_user_turn(conn, user_id)
-            job = await _get(conn, job_id, lock=True)
-            if job is None:
-                return StartResult(StartOutcome.NOT_FOUND)
-            if job.user_id != user_id:
-                return StartResult(StartOutcome.NOT_OWNER, job)
-            if job.state is JobState.AWAITING_PAYMENT:
-                return StartResult(StartOutcome.AWAITING_PAYMENT, job)
-            if job.state is not JobState.DRAFT:
-                return StartResult(StartOutcome.ALREADY_STARTED, job)
-            refused = await self._limit_outcome(conn, user_id, limits, now)
-            if refused is not None:
-                return StartResult(refused, job)
-            if await self._needs_payment(conn, user_id, price, free_videos):
-                row = await conn.fetchrow(
-                    "UPDATE jobs SET state=$1, price_stars=$2, invoice_no=invoice_no+1, "
-                    "updated_at=$3 WHERE id=$4 AND state=$5 RETURNING *",
-                    JobState.AWAITING_PAYMENT.value,
-                    price,
-                    now,
-                    job_id,
-                    JobState.DRAFT.value,
-                )
-                return StartResult(StartOutcome.INVOICE, _job(row))
-            row = await conn.fetchrow(
-                "UPDATE jobs SET state=$1, price_stars=0, generate_at=$2, updated_at=$2 "
-                "WHERE id=$3 AND state=$4 RETURNING *",
-                JobState.PREPARING.value,
-                now,
-                job_id,
-                JobState.DRAFT.value,
-            )
-            return StartResult(StartOutcome.STARTED, _job(row))
-
-        return await self._start_in_turn(work)
-
-    async def start_retry(
-        self,
-        old_job_id: int,
-        user_id: int,
-        limits: Limits,
-        status_message_id: int | None,
-        now: float | None = None,
-        *,
-        price: int = 0,
-        free_videos: int = 0,
-    ) -> StartResult:
-        """ "Try again" pressed: one new job copying an ended one, however often pressed;
-        priced like any other (outcome INVOICE: it awaits its own payment). It gets a
-        seed of its own at its submit: the old request must not be taken for it. Only a
-        job whose outcome offered "Try again" (:func:`offers_retry`) may be followed: a
-        forged or stale press on a delivered or running job is NOT_FOUND."""
-        now = self._clock() if now is None else now
-
-        async def work(conn: Connection) -> StartResult:
-            await _take_user_turn(conn, user_id)
-            old = await _get(conn, old_job_id, lock=True)
-            if old is None or not offers_retry(old):
-                return StartResult(StartOutcome.NOT_FOUND)
-            if old.user_id != user_id:
-                return StartResult(StartOutcome.NOT_OWNER, old)
-            existing = await conn.fetchrow(f"{JOB} WHERE retry_of=$1", old_job_id)
-            if existing is not None:
-                return StartResult(StartOutcome.ALREADY_STARTED, row_to_job(existing))
-            refused = await self._limit_outcome(conn, user_id, limits, now)
-            if refused is not None:
-                return StartResult(refused, old)
-            return await self._start_follow_up(
-                conn,
-                old,
-                price=price,
-                free_videos=free_videos,
-                now=now,
-                status_message_id=status_message_id,
-                reuse_image_url=False,
-            )
-
-        return await self._start_in_turn(work)
-
-    async def start_again(
-        self,
-        old_job_id: int,
-        user_id: int,
-        limits: Limits,
-        now: float | None = None,
-        *,
-        price: int = 0,
-        free_videos: int = 0,
-    ) -> StartResult:
-        """ "Again" under a delivered video: one new job per video, however often pressed
-        (``retry_of`` names the delivered job); it copies the photo, the options and the
-        re-hosted ``image_url`` and gets a seed of its own at its submit."""
-        now = self._clock() if now is None else now
-
-        async def work(conn: Connection) -> StartResult:
-            await _take_user_turn(conn, user_id)
-            old = await _get(conn, old_job_id, lock=True)
-            if old is None or old.state is not JobState.DELIVERED:
-                return StartResult(StartOutcome.NOT_FOUND)
-            if old.user_id != user_id:
-                return StartResult(StartOutcome.NOT_OWNER, old)
-            found = await conn.fetchrow(f"{JOB} WHERE retry_of=$1", old_job_id)
-            if found is not None:
-                existing = row_to_job(found)
-                if existing.state is JobState.AWAITING_PAYMENT:
-                    return StartResult(StartOutcome.AWAITING_PAYMENT, existing)
-                return StartResult(StartOutcome.ALREADY_STARTED, existing)
-            refused = await self._limit_outcome(conn, user_id, limits, now)
-            if refused is not None:
-                return StartResult(refused, old)
-            return await self._start_follow_up(
-                conn,
-                old,
-                price=price,
-                free_videos=free_videos,
-                now=now,
-                status_message_id=None,
-                reuse_image_url=True,
-            )
-
-        return await self._start_in_turn(work)
-
-    async def _start_in_turn(self, work: Callable[[Connection], Awaitable[T]]) -> T:
-        """A start's ``work`` (which first takes its user's turn) at READ COMMITTED.
+    async def _in_users_turn(self, user_id: int, work: Callable[[Statements], Awaitable[T]]) -> T:
+        """A start's ``work`` at READ COMMITTED, after taking its user's turn.
 
         Under the user's lock each statement sees every earlier start of that user
         committed, so the counts are exact; the job rows it reads are locked
@@ -575,43 +400,12 @@ class PostgresLedger(SqlLedger):
         made meanwhile by the tracker only lower the counts (a job ending), and a payment
         (checked at pre-checkout, never refused after) takes no turn, as before.
         """
-        return await self._run(work, write=True, transaction=True, isolation="read_committed")
 
-    async def _start_follow_up(
-        self,
-        conn: Connection,
-        old: Job,
-        *,
-        price: int,
-        free_videos: int,
-        now: float,
-        status_message_id: int | None,
-        reuse_image_url: bool,
-    ) -> StartResult:
-        """The new job of "Try again" or "Again": a copy of ``old`` (photo, options,
-        language; its upload too with ``reuse_image_url``) with no seed yet, free or
-        awaiting its own payment. ``retry_of`` names ``old`` (unique: one per press)."""
-        priced = await self._needs_payment(conn, old.user_id, price, free_videos)
-        state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
-        row = await conn.fetchrow(
-            "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
-            "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
-            "quality, duration, style, seed, image_url, state, keyboard_message_id, "
-            "retry_of, price_stars, invoice_no, created_at, generate_at, updated_at, language) "
-            "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
-            "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
-            "style, NULL, CASE WHEN $1 THEN image_url END, $2, $3, id, $4, $5, $6, $7, $6, "
-            "language FROM jobs WHERE id=$8 RETURNING *",
-            reuse_image_url,
-            state.value,
-            status_message_id,
-            price if priced else 0,
-            1 if priced else 0,
-            now,
-            None if priced else now,
-            old.id,
-        )
-        return StartResult(StartOutcome.INVOICE if priced else StartOutcome.STARTED, _job(row))
+        async def in_turn(conn: Connection) -> T:
+            await _take_user_turn(conn, user_id)
+            return await work(_InTransaction(conn))
+
+        return await self._run(in_turn, write=True, transaction=True, isolation="read_committed")
 
     # -- transitions -----------------------------------------------------------------
 
@@ -723,26 +517,6 @@ class PostgresLedger(SqlLedger):
     # -- reads -----------------------------------------------------------------------
 
     # -- payments ---------------------------------------------------------------------
-
-    async def check_payment(
-        self, payload: str, user_id: int, amount: int, limits: Limits, now: float | None = None
-    ) -> PreCheckout:
-        """Pre-checkout: may this user pay this amount for this invoice now?"""
-        parsed = parse_payload(payload)
-        if parsed is None:
-            return PreCheckout.UNKNOWN
-        verdict = payability(await self.get(parsed[0]), parsed[1], user_id, amount)
-        if verdict is not PreCheckout.OK:
-            return verdict
-        stamp = self._clock() if now is None else now
-        refused = await self._run(
-            lambda conn: self._limit_outcome(conn, user_id, limits, stamp), write=False
-        )
-        if refused is StartOutcome.TOO_MANY_ACTIVE:
-            return PreCheckout.TOO_MANY_ACTIVE
-        if refused is StartOutcome.DAILY_LIMIT:
-            return PreCheckout.DAILY_LIMIT
-        return PreCheckout.OK
 
     async def record_payment(
         self, new: NewPayment, now: float | None = None
@@ -1046,6 +820,19 @@ async def _check_lease(
         and row["lease_until"] >= now
     ):
         raise LeaseLost(f"{table} {key}")
+
+
+class _InTransaction:
+    """The statements of one transaction on its pooled connection (``?`` placeholders)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[asyncpg.Record]:
+        return await self._conn.fetch(numbered(sql), *_values(params))
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return _rowcount(await self._conn.execute(numbered(sql), *_values(params)))
 
 
 def _job(row: asyncpg.Record | None) -> Job:

@@ -21,10 +21,10 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import aiosqlite
 
@@ -34,10 +34,9 @@ from ..core.jobs import (
     Job,
     JobState,
     can_transition,
-    offers_retry,
 )
 from ..core.leases import Lease, LeaseLost
-from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
+from ..core.limits import Limits, utc_day_start
 from ..core.payments import (
     NewPayment,
     Payment,
@@ -51,11 +50,12 @@ from ..core.payments import (
 from ..core.ports import UPDATE_CLAIM_SECONDS
 from .common import (
     ACTIVE,
-    JOB,
     SETTABLE,
     UNDELIVERED,
+    Isolation,
     Row,
     SqlLedger,
+    Statements,
     placeholders,
     row_to_job,
 )
@@ -64,6 +64,8 @@ from .migrations import load_migrations
 __all__ = ["LedgerLocked", "LedgerUnusable", "SqliteLedger", "SCHEMA_VERSION"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _MIGRATIONS = load_migrations()
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -149,6 +151,21 @@ class _WriteGate:
                 yield
             finally:
                 self._open.set()
+
+
+class _InTransaction:
+    """The statements of one :meth:`SqliteLedger._transaction`: a trip to the
+    connection's thread each."""
+
+    def __init__(self, ledger: SqliteLedger, db: aiosqlite.Connection) -> None:
+        self._ledger = ledger
+        self._db = db
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return await self._ledger._rows(sql, params)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return (await self._db.execute(sql, tuple(params))).rowcount
 
 
 class SqliteLedger(SqlLedger):
@@ -394,91 +411,19 @@ class SqliteLedger(SqlLedger):
                 raise  # a bug, not a fault of the file
             raise LedgerReadFailed(self._why(exc)) from exc
 
-    # -- drafts ----------------------------------------------------------------------
+    async def _transact(
+        self, work: Callable[[Statements], Awaitable[T]], *, isolation: Isolation = "serializable"
+    ) -> T:
+        """``work`` in one :meth:`_transaction` (alone on the connection, whatever
+        ``isolation`` says)."""
+        async with self._transaction() as db:
+            return await work(_InTransaction(self, db))
+
+    async def _in_users_turn(self, user_id: int, work: Callable[[Statements], Awaitable[T]]) -> T:
+        """A transaction writes alone here: every start takes turns with every other."""
+        return await self._transact(work)
 
     # -- starting a paid job ---------------------------------------------------------
-
-    async def _limit_outcome(
-        self, user_id: int, limits: Limits, now: float
-    ) -> StartOutcome | None:
-        active = await self._scalar(
-            "SELECT COUNT(*) AS value FROM jobs WHERE user_id=? "
-            f"AND state IN ({placeholders(ACTIVE)})",
-            (user_id, *ACTIVE),
-        )
-        if int(active) >= limits.max_active_per_user:
-            return StartOutcome.TOO_MANY_ACTIVE
-        if limits.daily_per_user > 0:
-            started_today = await self.count_started_since(user_id, utc_day_start(now))
-            if started_today >= limits.daily_per_user:
-                return StartOutcome.DAILY_LIMIT
-        return None
-
-    async def count_started_since(self, user_id: int, since: float) -> int:
-        """Jobs a user started (pressed Generate) since ``since``; refused submits don't count."""
-        value = await self._scalar(
-            "SELECT COUNT(*) AS value FROM jobs WHERE user_id=? AND generate_at>=? AND state<>?",
-            (user_id, since, JobState.REJECTED.value),
-        )
-        return int(value or 0)
-
-    async def free_videos_used(self, user_id: int) -> int:
-        """Free jobs a user started that made (or may still make) a video."""
-        value = await self._scalar(
-            f"SELECT COUNT(*) AS value FROM jobs WHERE user_id=? AND generate_at IS NOT NULL "
-            f"AND charge_id IS NULL AND state NOT IN ({placeholders(UNDELIVERED)})",
-            (user_id, *UNDELIVERED),
-        )
-        return int(value or 0)
-
-    async def _needs_payment(self, user_id: int, price: int, free_videos: int) -> bool:
-        return price > 0 and await self.free_videos_used(user_id) >= free_videos
-
-    async def start(
-        self,
-        job_id: int,
-        user_id: int,
-        limits: Limits,
-        now: float | None = None,
-        *,
-        price: int = 0,
-        free_videos: int = 0,
-    ) -> StartResult:
-        """Generate pressed: a draft moves on once, within the user's limits — to
-        PREPARING when it is free, else to AWAITING_PAYMENT with its price and a new
-        invoice number (outcome INVOICE)."""
-        now = self._clock() if now is None else now
-        if price <= 0:
-            started = await self._start_free(job_id, user_id, limits, now)
-            if started is not None:
-                return StartResult(StartOutcome.STARTED, started)
-        # Priced, or refused: the transaction below finds out which outcome it is.
-        async with self._transaction() as db:
-            job = await self.get(job_id)
-            if job is None:
-                return StartResult(StartOutcome.NOT_FOUND)
-            if job.user_id != user_id:
-                return StartResult(StartOutcome.NOT_OWNER, job)
-            if job.state is JobState.AWAITING_PAYMENT:
-                return StartResult(StartOutcome.AWAITING_PAYMENT, job)
-            if job.state is not JobState.DRAFT:
-                return StartResult(StartOutcome.ALREADY_STARTED, job)
-            refused = await self._limit_outcome(user_id, limits, now)
-            if refused is not None:
-                return StartResult(refused, job)
-            if await self._needs_payment(user_id, price, free_videos):
-                await db.execute(
-                    "UPDATE jobs SET state=?, price_stars=?, invoice_no=invoice_no+1, "
-                    "updated_at=? WHERE id=? AND state=?",
-                    (JobState.AWAITING_PAYMENT.value, price, now, job_id, JobState.DRAFT.value),
-                )
-                return StartResult(StartOutcome.INVOICE, await self.get(job_id))
-            await db.execute(
-                "UPDATE jobs SET state=?, price_stars=0, generate_at=?, updated_at=? "
-                "WHERE id=? AND state=?",
-                (JobState.PREPARING.value, now, now, job_id, JobState.DRAFT.value),
-            )
-            return StartResult(StartOutcome.STARTED, await self.get(job_id))
 
     async def _start_free(
         self, job_id: int, user_id: int, limits: Limits, now: float
@@ -512,128 +457,6 @@ class SqliteLedger(SqlLedger):
             ),
         )
         return row_to_job(rows[0]) if rows else None
-
-    async def start_retry(
-        self,
-        old_job_id: int,
-        user_id: int,
-        limits: Limits,
-        status_message_id: int | None,
-        now: float | None = None,
-        *,
-        price: int = 0,
-        free_videos: int = 0,
-    ) -> StartResult:
-        """ "Try again" pressed: one new job copying an ended one, however often pressed;
-        priced like any other (outcome INVOICE: it awaits its own payment). It gets a
-        seed of its own at its submit: the old request must not be taken for it. Only a
-        job whose outcome offered "Try again" (:func:`offers_retry`) may be followed: a
-        forged or stale press on a delivered or running job is NOT_FOUND."""
-        now = self._clock() if now is None else now
-        async with self._transaction() as db:
-            old = await self.get(old_job_id)
-            if old is None or not offers_retry(old):
-                return StartResult(StartOutcome.NOT_FOUND)
-            if old.user_id != user_id:
-                return StartResult(StartOutcome.NOT_OWNER, old)
-            existing = await self._fetch_one(f"{JOB} WHERE retry_of=?", (old_job_id,))
-            if existing is not None:
-                return StartResult(StartOutcome.ALREADY_STARTED, existing)
-            refused = await self._limit_outcome(user_id, limits, now)
-            if refused is not None:
-                return StartResult(refused, old)
-            return await self._start_follow_up(
-                db,
-                old,
-                price=price,
-                free_videos=free_videos,
-                now=now,
-                status_message_id=status_message_id,
-                reuse_image_url=False,
-            )
-
-    async def start_again(
-        self,
-        old_job_id: int,
-        user_id: int,
-        limits: Limits,
-        now: float | None = None,
-        *,
-        price: int = 0,
-        free_videos: int = 0,
-    ) -> StartResult:
-        """ "Again" under a delivered video: one new job per video, however often pressed.
-
-        ``retry_of`` (unique) names the delivered job, as for "Try again" (which only ever
-        follows jobs that made no video, so the two never meet). The new job copies the
-        photo, the options and the re-hosted ``image_url`` (the tracker checks that it is
-        still served before using it) and gets a seed of its own at its submit.
-        """
-        now = self._clock() if now is None else now
-        async with self._transaction() as db:
-            old = await self.get(old_job_id)
-            if old is None or old.state is not JobState.DELIVERED:
-                return StartResult(StartOutcome.NOT_FOUND)
-            if old.user_id != user_id:
-                return StartResult(StartOutcome.NOT_OWNER, old)
-            existing = await self._fetch_one(f"{JOB} WHERE retry_of=?", (old_job_id,))
-            if existing is not None:
-                if existing.state is JobState.AWAITING_PAYMENT:
-                    return StartResult(StartOutcome.AWAITING_PAYMENT, existing)
-                return StartResult(StartOutcome.ALREADY_STARTED, existing)
-            refused = await self._limit_outcome(user_id, limits, now)
-            if refused is not None:
-                return StartResult(refused, old)
-            return await self._start_follow_up(
-                db,
-                old,
-                price=price,
-                free_videos=free_videos,
-                now=now,
-                status_message_id=None,
-                reuse_image_url=True,
-            )
-
-    async def _start_follow_up(
-        self,
-        db: aiosqlite.Connection,
-        old: Job,
-        *,
-        price: int,
-        free_videos: int,
-        now: float,
-        status_message_id: int | None,
-        reuse_image_url: bool,
-    ) -> StartResult:
-        """The new job of "Try again" or "Again": a copy of ``old`` (photo, options,
-        language; its upload too with ``reuse_image_url``) with no seed yet, free or
-        awaiting its own payment. ``retry_of`` names ``old`` (unique: one per press)."""
-        priced = await self._needs_payment(old.user_id, price, free_videos)
-        state = JobState.AWAITING_PAYMENT if priced else JobState.PREPARING
-        cursor = await db.execute(
-            "INSERT INTO jobs (chat_id, user_id, chat_type, trigger_message_id, "
-            "photo_message_id, thread_id, file_id, file_unique_id, file_size, mime_type, "
-            "quality, duration, style, seed, image_url, state, keyboard_message_id, "
-            "retry_of, price_stars, invoice_no, created_at, generate_at, updated_at, language) "
-            "SELECT chat_id, user_id, chat_type, trigger_message_id, photo_message_id, "
-            "thread_id, file_id, file_unique_id, file_size, mime_type, quality, duration, "
-            "style, NULL, CASE WHEN ? THEN image_url END, ?, ?, id, ?, ?, ?, ?, ?, language "
-            "FROM jobs WHERE id=?",
-            (
-                reuse_image_url,
-                state.value,
-                status_message_id,
-                price if priced else 0,
-                1 if priced else 0,
-                now,
-                None if priced else now,
-                now,
-                old.id,
-            ),
-        )
-        new = await self._fetch_one(f"{JOB} WHERE id=?", (cursor.lastrowid,))
-        outcome = StartOutcome.INVOICE if priced else StartOutcome.STARTED
-        return StartResult(outcome, new)
 
     # -- transitions -----------------------------------------------------------------
 
@@ -782,23 +605,6 @@ class SqliteLedger(SqlLedger):
     # -- reads -----------------------------------------------------------------------
 
     # -- payments ---------------------------------------------------------------------
-
-    async def check_payment(
-        self, payload: str, user_id: int, amount: int, limits: Limits, now: float | None = None
-    ) -> PreCheckout:
-        """Pre-checkout: may this user pay this amount for this invoice now?"""
-        parsed = parse_payload(payload)
-        if parsed is None:
-            return PreCheckout.UNKNOWN
-        verdict = payability(await self.get(parsed[0]), parsed[1], user_id, amount)
-        if verdict is not PreCheckout.OK:
-            return verdict
-        refused = await self._limit_outcome(user_id, limits, self._clock() if now is None else now)
-        if refused is StartOutcome.TOO_MANY_ACTIVE:
-            return PreCheckout.TOO_MANY_ACTIVE
-        if refused is StartOutcome.DAILY_LIMIT:
-            return PreCheckout.DAILY_LIMIT
-        return PreCheckout.OK
 
     async def record_payment(
         self, new: NewPayment, now: float | None = None
