@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import abc
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Sequence
+from enum import Enum
 from typing import Any, ClassVar, Literal, Protocol, TypeAlias, TypeVar
 
+from ..core.errors import InvalidTransition
 from ..core.jobs import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -21,20 +24,23 @@ from ..core.jobs import (
     JobState,
     NewJob,
     Reason,
+    can_transition,
     offers_retry,
 )
-from ..core.leases import Lease
+from ..core.leases import Lease, LeaseLost
 from ..core.limits import Limits, StartOutcome, StartResult, utc_day_start
 from ..core.options import VideoOptions
 from ..core.payments import (
+    NewPayment,
     Payment,
+    PaymentOutcome,
     PreCheckout,
     RefundReason,
     RefundState,
     parse_payload,
     payability,
 )
-from ..core.ports import HistoryPage, RunSeconds, StoredUpdate
+from ..core.ports import UPDATE_CLAIM_SECONDS, HistoryPage, RunSeconds, StoredUpdate
 from ..core.users import UserPreferences
 
 __all__ = ["Isolation", "Row", "SqlLedger", "Statements", "numbered", "row_to_job"]
@@ -196,6 +202,55 @@ UNFINISHED_PARAMS = (*ACTIVE, *TERMINAL)
 REFUNDS_TO_WORK = "((refund=? AND next_refund_at<=?) OR (refund=? AND refund_told_at IS NULL))"
 
 
+def holds(row: Row | None, owner: str, now: float) -> bool:
+    """Whether a row (its ``owner`` and ``lease_until``) is leased to ``owner`` at ``now``."""
+    return (
+        row is not None
+        and row["owner"] == owner
+        and row["lease_until"] is not None
+        and row["lease_until"] >= now
+    )
+
+
+def lease_clauses(
+    lease: Lease | None, now: float, *, lets_go: bool = False
+) -> tuple[str, tuple[Any, ...], str, tuple[Any, ...]]:
+    """The SQL a fenced write adds: (SET part, its parameters, WHERE part, its
+    parameters). The WHERE part requires ``lease`` unlapsed; the SET part extends it, or
+    lets it go when the write ends the row's need of a driver (``lets_go``)."""
+    set_params: tuple[Any, ...] = ()
+    if lets_go:
+        set_sql = ", owner=NULL, lease_until=NULL"
+    elif lease is not None:
+        set_sql, set_params = ", lease_until=?", (lease.until(now),)
+    else:
+        set_sql = ""
+    if lease is None:
+        return set_sql, set_params, "", ()
+    return set_sql, set_params, " AND owner=? AND lease_until>=?", (lease.owner, now)
+
+
+async def check_lease(
+    tx: Statements, table: str, key_column: str, key: Any, lease: Lease, now: float
+) -> None:
+    """After a fenced write changed nothing (inside its transaction): LeaseLost unless
+    the row is still leased to ``lease.owner`` (then the row was elsewhere in its life,
+    and the caller's compare-and-set says so). ``table`` and ``key_column`` are this
+    package's own names, never input."""
+    row = await first(tx, f"SELECT owner, lease_until FROM {table} WHERE {key_column}=?", (key,))
+    if row is not None and not holds(row, lease.owner, now):
+        raise LeaseLost(f"{table} {key}")
+
+
+async def owe_refund(tx: Statements, job_id: int, reason: RefundReason, now: float) -> None:
+    """Inside a transaction: the payment that started this job is owed back."""
+    await tx.execute(
+        "UPDATE payments SET refund=?, refund_reason=?, refund_due_at=?, next_refund_at=? "
+        "WHERE refund=? AND charge_id=(SELECT charge_id FROM jobs WHERE id=?)",
+        (RefundState.DUE.value, reason.value, now, now, RefundState.NONE.value, job_id),
+    )
+
+
 class SqlLedger(abc.ABC):
     """The :class:`~bot.core.ports.Ledger`'s reads and writes over a backend's statements.
 
@@ -204,6 +259,10 @@ class SqlLedger(abc.ABC):
     """
 
     _clock: Callable[[], float]
+    #: Where the ledger's lines go: the backend module's own logger.
+    _log: ClassVar[logging.Logger]
+    #: When old update claims were last pruned (at most once an hour).
+    _claims_pruned_at: float = float("-inf")
     #: What a claim's inner ``SELECT`` adds so that instances claiming at once split the
     #: rows instead of waiting on each other (PostgreSQL); SQLite writes one at a time.
     _SKIP_LOCKED: ClassVar[str] = ""
@@ -636,6 +695,31 @@ class SqlLedger(abc.ABC):
 
     # -- updates (webhook mode) ------------------------------------------------------
 
+    async def receive_update(self, update_id: int, body: str, lease: Lease, now: float) -> bool:
+        """Take this update id once across every instance sharing the ledger and store
+        it, held by ``lease`` (one insert, keyed on the id); old claims are pruned along
+        with it about once an hour: handled ones, and those nobody holds (given up)."""
+        insert = (
+            "INSERT INTO updates (update_id, received_at, body, owner, lease_until) "
+            "VALUES (?,?,?,?,?) ON CONFLICT (update_id) DO NOTHING"
+        )
+        params = (update_id, now, body, lease.owner, lease.until(now))
+        if now - self._claims_pruned_at < 3600.0:
+            return await self._write(insert, params) == 1
+
+        async def work(tx: Statements) -> bool:
+            claimed = await tx.execute(insert, params) == 1
+            await tx.execute(
+                "DELETE FROM updates WHERE received_at < ? "
+                "AND (handled_at IS NOT NULL OR lease_until < ?)",
+                (now - UPDATE_CLAIM_SECONDS, now),
+            )
+            return claimed
+
+        claimed = await self._transact(work)
+        self._claims_pruned_at = now
+        return claimed
+
     async def updates_handled(self, update_ids: Sequence[int], now: float) -> None:
         if not update_ids:
             return
@@ -864,6 +948,8 @@ class SqlLedger(abc.ABC):
 
         return await self._in_users_turn(user_id, work)
 
+    # -- payments --------------------------------------------------------------------
+
     async def check_payment(
         self, payload: str, user_id: int, amount: int, limits: Limits, now: float | None = None
     ) -> PreCheckout:
@@ -882,6 +968,294 @@ class SqlLedger(abc.ABC):
             return PreCheckout.DAILY_LIMIT
         return PreCheckout.OK
 
+    async def record_payment(
+        self, new: NewPayment, now: float | None = None
+    ) -> tuple[PaymentOutcome, Payment, Job | None]:
+        """A successful_payment: recorded once (keyed on its charge id) in the same
+        transaction that starts its job; one that cannot start its job is owed back."""
+        stamp = self._clock() if now is None else now
+
+        async def work(
+            tx: Statements,
+        ) -> tuple[PaymentOutcome | None, Payment, Job | None, RefundReason | None]:
+            existing = await first(tx, f"{PAYMENT} WHERE charge_id=?", (new.charge_id,))
+            if existing is not None:
+                payment = row_to_payment(existing)
+                job = await _job(tx, payment.job_id) if payment.job_id else None
+                return PaymentOutcome.ALREADY_RECORDED, payment, job, None
+            parsed = parse_payload(new.payload)
+            job = await _job(tx, parsed[0]) if parsed else None
+            verdict = (
+                payability(job, parsed[1], new.user_id, new.amount)
+                if parsed
+                else PreCheckout.UNKNOWN
+            )
+            reason: RefundReason | None = None
+            if verdict is not PreCheckout.OK:
+                reason = (
+                    RefundReason.ALREADY_PAID
+                    if verdict is PreCheckout.ALREADY_PAID
+                    else RefundReason.NOT_PAYABLE
+                )
+            row = await first(
+                tx,
+                "INSERT INTO payments (charge_id, provider_charge_id, user_id, chat_id, job_id, "
+                "payload, amount, currency, paid_at, refund, refund_reason, refund_due_at, "
+                "next_refund_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING *",
+                (
+                    new.charge_id,
+                    new.provider_charge_id,
+                    new.user_id,
+                    new.chat_id,
+                    job.id if job else None,
+                    new.payload,
+                    new.amount,
+                    new.currency,
+                    stamp,
+                    (RefundState.DUE if reason else RefundState.NONE).value,
+                    reason.value if reason else None,
+                    stamp if reason else None,
+                    stamp if reason else None,
+                ),
+            )
+            assert row is not None  # INSERT … RETURNING
+            if job is not None and reason is None:
+                started = await first_job(
+                    tx,
+                    "UPDATE jobs SET state=?, charge_id=?, generate_at=?, updated_at=? "
+                    "WHERE id=? AND state=? RETURNING *",
+                    (
+                        JobState.PREPARING.value,
+                        new.charge_id,
+                        stamp,
+                        stamp,
+                        job.id,
+                        JobState.AWAITING_PAYMENT.value,
+                    ),
+                )
+                job = started or await _job(tx, job.id)
+            return None, row_to_payment(row), job, reason
+
+        outcome, payment, job, reason = await self._transact(work)
+        if outcome is not None:
+            return outcome, payment, job
+        if reason is None:
+            self._log.info(
+                "payment %s: %d %s started job J%s",
+                new.charge_id,
+                new.amount,
+                new.currency,
+                payment.job_id,
+            )
+            return PaymentOutcome.STARTED, payment, job
+        self._log.warning(
+            "payment %s: %d %s owed back (%s)",
+            new.charge_id,
+            new.amount,
+            new.currency,
+            reason.value,
+        )
+        return PaymentOutcome.REFUND_DUE, payment, job
+
+    # -- transitions -----------------------------------------------------------------
+
+    async def transition(
+        self,
+        job_id: int,
+        source: JobState,
+        target: JobState,
+        *,
+        lease: Lease | None = None,
+        **fields: Any,
+    ) -> Job | None:
+        """Compare-and-set ``source`` → ``target``; None if the job was not in ``source``.
+
+        Entering a terminal state stamps ``finished_at``; ending a paid job without a
+        video owes its payment back in the same transaction. With ``lease``, fenced: the
+        same statement requires the lease and extends it (or lets it go once the user is
+        told), and :class:`LeaseLost` says it is not held (nothing written).
+        """
+        if not can_transition(source, target):
+            raise InvalidTransition(f"{source.value} -> {target.value}")
+        unknown = set(fields) - SETTABLE
+        if unknown:
+            raise ValueError(f"not settable: {sorted(unknown)}")
+        now = self._clock()
+        values: dict[str, Any] = {
+            key: (value.value if isinstance(value, Enum) else value)
+            for key, value in fields.items()
+        }
+        if target in TERMINAL_STATES:
+            values.setdefault("finished_at", now)
+        # Column names come from SETTABLE only; values are parameters.
+        assignments = "".join(f", {key}=?" for key in values)
+        lease_sql, lease_params, fence_sql, fence_params = lease_clauses(
+            lease, now, lets_go=values.get("notified_at") is not None
+        )
+        update = (
+            f"UPDATE jobs SET state=?, updated_at=?{assignments}{lease_sql} "
+            f"WHERE id=? AND state=?{fence_sql} RETURNING *"
+        )
+        params = (
+            target.value,
+            now,
+            *values.values(),
+            *lease_params,
+            job_id,
+            source.value,
+            *fence_params,
+        )
+        owes_refund = target.value in UNDELIVERED
+        rows: Sequence[Row] = []
+        if not owes_refund:
+            # The common step: one statement, atomic on its own.
+            rows = await self._write_returning(update, params)
+        if not rows and (owes_refund or lease is not None):
+            # A refund to owe with it, or a fenced write refused: in one transaction,
+            # so that the lease check tells why of the very state the write found.
+
+            async def work(tx: Statements) -> Sequence[Row]:
+                written = await tx.rows(update, params)
+                if written and owes_refund:
+                    await owe_refund(tx, job_id, RefundReason.JOB_ENDED, now)
+                elif not written and lease is not None:
+                    await check_lease(tx, "jobs", "id", job_id, lease, now)
+                return written
+
+            rows = await self._transact(
+                work, isolation="serializable" if lease is None else "read_committed"
+            )
+        if not rows:
+            return None
+        job = row_to_job(rows[0])
+        since = f", {now - job.generate_at:.1f}s after Generate" if job.generate_at else ""
+        why = f" ({job.reason.value})" if job.reason and target in TERMINAL_STATES else ""
+        self._log.info(
+            "job %s: %s -> %s%s%s", job.short_id, source.value, target.value, why, since
+        )
+        return job
+
+    async def mark_notified(
+        self, job_id: int, now: float | None = None, *, lease: Lease | None = None
+    ) -> None:
+        """The user has heard the outcome: the job leaves the tracker for good, and its
+        lease is let go. With ``lease``, fenced (LeaseLost when it is not held)."""
+        stamp = self._clock()
+        _, _, fence_sql, fence_params = lease_clauses(lease, stamp)
+        update = (
+            "UPDATE jobs SET notified_at=?, updated_at=?, owner=NULL, lease_until=NULL "
+            f"WHERE id=? AND notified_at IS NULL{fence_sql}"
+        )
+        params = (stamp if now is None else now, stamp, job_id, *fence_params)
+        if await self._write(update, params) or lease is None:
+            return  # the common case: one statement
+        held = lease
+
+        async def work(tx: Statements) -> None:
+            # Refused: again in one transaction, so the checks tell why of the state it
+            # found.
+            if await tx.execute(update, params) == 0:
+                told = await first(
+                    tx, "SELECT notified_at IS NOT NULL AS value FROM jobs WHERE id=?", (job_id,)
+                )
+                if not (told and told["value"]):
+                    await check_lease(tx, "jobs", "id", job_id, held, stamp)
+
+        await self._transact(work, isolation="read_committed")
+
+    # -- refunds ---------------------------------------------------------------------
+
+    async def _fenced_payment_write(
+        self, sql: str, params: tuple[Any, ...], charge_id: str, lease: Lease | None, now: float
+    ) -> None:
+        """A refund's write; with ``lease`` fenced on the payment's claim (LeaseLost)."""
+        if lease is None:
+            await self._write(sql, params)
+            return
+        held = lease
+
+        async def work(tx: Statements) -> None:
+            if await tx.execute(sql, params) == 0:
+                await check_lease(tx, "payments", "charge_id", charge_id, held, now)
+
+        await self._transact(work, isolation="read_committed")
+
+    async def refund_confirmed(
+        self, charge_id: str, now: float | None = None, *, lease: Lease | None = None
+    ) -> None:
+        """Telegram confirmed the refund (or said it already happened). With ``lease``,
+        fenced on the claim, which it extends (the payer is told next)."""
+        stamp = self._clock()
+        lease_sql, lease_params, fence_sql, fence_params = lease_clauses(lease, stamp)
+        await self._fenced_payment_write(
+            f"UPDATE payments SET refund=?, refunded_at=?{lease_sql} "
+            f"WHERE charge_id=? AND refund=?{fence_sql}",
+            (
+                RefundState.DONE.value,
+                stamp if now is None else now,
+                *lease_params,
+                charge_id,
+                RefundState.DUE.value,
+                *fence_params,
+            ),
+            charge_id,
+            lease,
+            stamp,
+        )
+
+    async def refund_failed(
+        self, charge_id: str, retry_at: float, *, lease: Lease | None = None
+    ) -> None:
+        """This attempt failed: try again at ``retry_at`` (the claim is let go)."""
+        stamp = self._clock()
+        _, _, fence_sql, fence_params = lease_clauses(lease, stamp)
+        await self._fenced_payment_write(
+            "UPDATE payments SET refund_attempts=refund_attempts+1, next_refund_at=?, "
+            f"owner=NULL, lease_until=NULL WHERE charge_id=? AND refund=?{fence_sql}",
+            (retry_at, charge_id, RefundState.DUE.value, *fence_params),
+            charge_id,
+            lease,
+            stamp,
+        )
+
+    async def refund_told(
+        self, charge_id: str, now: float | None = None, *, lease: Lease | None = None
+    ) -> None:
+        """The payer has heard the refund went through (or cannot be reached); the claim
+        is let go."""
+        stamp = self._clock()
+        _, _, fence_sql, fence_params = lease_clauses(lease, stamp)
+        await self._fenced_payment_write(
+            "UPDATE payments SET refund_told_at=?, owner=NULL, lease_until=NULL "
+            f"WHERE charge_id=? AND refund_told_at IS NULL{fence_sql}",
+            (stamp if now is None else now, charge_id, *fence_params),
+            charge_id,
+            lease,
+            stamp,
+        )
+
+    async def request_refund(self, charge_id: str, now: float | None = None) -> Payment | None:
+        """An operator's /refund: owed back unless it already is (or was); None if unknown."""
+        now = self._clock() if now is None else now
+
+        async def work(tx: Statements) -> Payment | None:
+            await tx.execute(
+                "UPDATE payments SET refund=?, refund_reason=?, refund_due_at=?, "
+                "next_refund_at=? WHERE charge_id=? AND refund=?",
+                (
+                    RefundState.DUE.value,
+                    RefundReason.OPERATOR.value,
+                    now,
+                    now,
+                    charge_id,
+                    RefundState.NONE.value,
+                ),
+            )
+            row = await first(tx, f"{PAYMENT} WHERE charge_id=?", (charge_id,))
+            return row_to_payment(row) if row else None
+
+        return await self._transact(work)
+
 
 class _Reads:
     """A ledger's own reads (one statement each, outside any transaction) as
@@ -895,6 +1269,10 @@ class _Reads:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         raise TypeError("reads only: a write runs in the ledger's transaction")
+
+
+async def _job(tx: Statements, job_id: int) -> Job | None:
+    return await first_job(tx, f"{JOB} WHERE id=?", (job_id,))
 
 
 def _held(job: Job | None) -> Job:

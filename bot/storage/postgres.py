@@ -53,34 +53,14 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import asyncpg
 
 from ..core.errors import (
-    InvalidTransition,
     LedgerReadFailed,
     LedgerWriteFailed,
 )
-from ..core.jobs import TERMINAL_STATES, Job, JobState, can_transition
-from ..core.leases import Lease, LeaseLost
-from ..core.payments import (
-    NewPayment,
-    Payment,
-    PaymentOutcome,
-    PreCheckout,
-    RefundReason,
-    RefundState,
-    parse_payload,
-    payability,
-)
-from ..core.ports import UPDATE_CLAIM_SECONDS
 from .common import (
-    JOB,
-    PAYMENT,
-    SETTABLE,
-    UNDELIVERED,
     Isolation,
     SqlLedger,
     Statements,
     numbered,
-    row_to_job,
-    row_to_payment,
 )
 from .migrations import Migration, load_migrations
 from .sqlite import LedgerUnusable
@@ -134,10 +114,6 @@ _CONNECTION_LOST = (
 _RETRY_TRANSACTION = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 
 
-#: What a fenced write adds to its WHERE: the row leased to the writer, unlapsed.
-_FENCE = " AND owner={owner} AND lease_until>={now}"
-
-
 def _why(error: BaseException) -> str:
     """An operator's words for what went wrong; never the URL (it holds the password)."""
     if isinstance(
@@ -179,6 +155,8 @@ class PostgresLedger(SqlLedger):
     that another instance is gone: a dead instance's jobs wait for its leases to lapse.
     """
 
+    _log = log
+
     #: Batch claims skip the rows another instance is claiming right now.
     _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
     #: A start locks the job it reads, so that the compare-and-set after cannot miss.
@@ -197,8 +175,6 @@ class PostgresLedger(SqlLedger):
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         #: Where the ledger is, without the password: for log lines and errors.
         self.where = redact_database_url(url)
-        #: When old update claims were last pruned (at most once an hour).
-        self._claims_pruned_at = float("-inf")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -377,8 +353,6 @@ class PostgresLedger(SqlLedger):
             lambda conn: conn.fetch(numbered(sql), *_values(params)), write=True
         )
 
-    # -- starting a paid job ---------------------------------------------------------
-
     async def _transact(
         self, work: Callable[[Statements], Awaitable[T]], *, isolation: Isolation = "serializable"
     ) -> T:
@@ -406,313 +380,6 @@ class PostgresLedger(SqlLedger):
             return await work(_InTransaction(conn))
 
         return await self._run(in_turn, write=True, transaction=True, isolation="read_committed")
-
-    # -- transitions -----------------------------------------------------------------
-
-    async def transition(
-        self,
-        job_id: int,
-        source: JobState,
-        target: JobState,
-        *,
-        lease: Lease | None = None,
-        **fields: Any,
-    ) -> Job | None:
-        """Compare-and-set ``source`` → ``target``; None if the job was not in ``source``.
-
-        Entering a terminal state stamps ``finished_at``; ending a paid job without a
-        video owes its payment back in the same transaction. With ``lease``, fenced: the
-        same statement requires the lease and extends it (or lets it go once the user is
-        told), and :class:`LeaseLost` says it is not held (nothing written).
-        """
-        if not can_transition(source, target):
-            raise InvalidTransition(f"{source.value} -> {target.value}")
-        unknown = set(fields) - SETTABLE
-        if unknown:
-            raise ValueError(f"not settable: {sorted(unknown)}")
-        now = self._clock()
-        values: dict[str, Any] = dict(zip(fields, _values(list(fields.values())), strict=True))
-        if target in TERMINAL_STATES:
-            values.setdefault("finished_at", now)
-        # Column names come from SETTABLE only; values are parameters.
-        params: list[Any] = [target.value, now, *values.values()]
-        assignments = "".join(f", {key}=${n}" for n, key in enumerate(values, start=3))
-        if lease is not None and values.get("notified_at") is not None:
-            assignments += ", owner=NULL, lease_until=NULL"  # told: nobody needs to drive it
-        elif lease is not None:
-            params.append(lease.until(now))
-            assignments += f", lease_until=${len(params)}"
-        params += [job_id, source.value]
-        where = f"id=${len(params) - 1} AND state=${len(params)}"
-        if lease is not None:
-            params += [lease.owner, now]
-            where += f" AND owner=${len(params) - 1} AND lease_until>=${len(params)}"
-        update = f"UPDATE jobs SET state=$1, updated_at=$2{assignments} WHERE {where} RETURNING *"
-        owes_refund = target.value in UNDELIVERED
-
-        async def work(conn: Connection) -> Job | None:
-            row = await conn.fetchrow(update, *params)
-            if row is not None and owes_refund:
-                await _owe_refund(conn, job_id, RefundReason.JOB_ENDED, now)
-            if row is None and lease is not None:
-                await _check_lease(conn, "jobs", "id", job_id, lease, now)
-            return row_to_job(row) if row else None
-
-        if lease is None:
-            job = await self._run(work, write=True, transaction=owes_refund)
-        else:
-            job = await self._run(work, write=True, transaction=True, isolation="read_committed")
-        if job is not None:
-            since = f", {now - job.generate_at:.1f}s after Generate" if job.generate_at else ""
-            why = f" ({job.reason.value})" if job.reason and target in TERMINAL_STATES else ""
-            log.info("job %s: %s -> %s%s%s", job.short_id, source.value, target.value, why, since)
-        return job
-
-    async def mark_notified(
-        self, job_id: int, now: float | None = None, *, lease: Lease | None = None
-    ) -> None:
-        """The user has heard the outcome: the job leaves the tracker for good, and its
-        lease is let go. With ``lease``, fenced (LeaseLost when it is not held)."""
-        stamp = self._clock()
-        params: list[Any] = [stamp if now is None else now, stamp, job_id]
-        update = (
-            "UPDATE jobs SET notified_at=$1, updated_at=$2, owner=NULL, lease_until=NULL "
-            "WHERE id=$3 AND notified_at IS NULL"
-        )
-        if lease is None:
-            await self._write(update, params)
-            return
-        fenced = f"{update} AND owner=$4 AND lease_until>=$5"
-        held = lease
-
-        async def work(conn: Connection) -> None:
-            if _rowcount(await conn.execute(fenced, *params, held.owner, stamp)) == 0:
-                told = await conn.fetchval(
-                    "SELECT notified_at IS NOT NULL FROM jobs WHERE id=$1", job_id
-                )
-                if not told:
-                    await _check_lease(conn, "jobs", "id", job_id, held, stamp)
-
-        await self._run(work, write=True, transaction=True, isolation="read_committed")
-
-    # -- leases (bot.core.leases) ---------------------------------------------------------
-
-    async def _fenced_payment_write(
-        self, sql: str, params: list[Any], charge_id: str, lease: Lease | None, now: float
-    ) -> None:
-        """A refund's write; with ``lease`` (its owner and ``now`` are the statement's
-        last two parameters) fenced on the payment's claim (LeaseLost)."""
-        if lease is None:
-            await self._write(sql, params)
-            return
-        held = lease
-
-        async def work(conn: Connection) -> None:
-            status = await conn.execute(sql, *_values(params), held.owner, now)
-            if _rowcount(status) == 0:
-                await _check_lease(conn, "payments", "charge_id", charge_id, held, now)
-
-        await self._run(work, write=True, transaction=True, isolation="read_committed")
-
-    # -- reads -----------------------------------------------------------------------
-
-    # -- payments ---------------------------------------------------------------------
-
-    async def record_payment(
-        self, new: NewPayment, now: float | None = None
-    ) -> tuple[PaymentOutcome, Payment, Job | None]:
-        """A successful_payment: recorded once (keyed on its charge id) in the same
-        transaction that starts its job; one that cannot start its job is owed back."""
-        stamp = self._clock() if now is None else now
-
-        async def work(
-            conn: Connection,
-        ) -> tuple[PaymentOutcome | None, Payment, Job | None, RefundReason | None]:
-            existing = await conn.fetchrow(f"{PAYMENT} WHERE charge_id=$1", new.charge_id)
-            if existing is not None:
-                payment = row_to_payment(existing)
-                job = await _get(conn, payment.job_id) if payment.job_id else None
-                return PaymentOutcome.ALREADY_RECORDED, payment, job, None
-            parsed = parse_payload(new.payload)
-            job = await _get(conn, parsed[0]) if parsed else None
-            verdict = (
-                payability(job, parsed[1], new.user_id, new.amount)
-                if parsed
-                else PreCheckout.UNKNOWN
-            )
-            reason: RefundReason | None = None
-            if verdict is not PreCheckout.OK:
-                reason = (
-                    RefundReason.ALREADY_PAID
-                    if verdict is PreCheckout.ALREADY_PAID
-                    else RefundReason.NOT_PAYABLE
-                )
-            row = await conn.fetchrow(
-                "INSERT INTO payments (charge_id, provider_charge_id, user_id, chat_id, job_id, "
-                "payload, amount, currency, paid_at, refund, refund_reason, refund_due_at, "
-                "next_refund_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$12) "
-                "RETURNING *",
-                new.charge_id,
-                new.provider_charge_id,
-                new.user_id,
-                new.chat_id,
-                job.id if job else None,
-                new.payload,
-                new.amount,
-                new.currency,
-                stamp,
-                (RefundState.DUE if reason else RefundState.NONE).value,
-                reason.value if reason else None,
-                stamp if reason else None,
-            )
-            if job is not None and reason is None:
-                updated = await conn.fetchrow(
-                    "UPDATE jobs SET state=$1, charge_id=$2, generate_at=$3, updated_at=$3 "
-                    "WHERE id=$4 AND state=$5 RETURNING *",
-                    JobState.PREPARING.value,
-                    new.charge_id,
-                    stamp,
-                    job.id,
-                    JobState.AWAITING_PAYMENT.value,
-                )
-                job = row_to_job(updated) if updated else await _get(conn, job.id)
-            assert row is not None  # INSERT … RETURNING
-            return None, row_to_payment(row), job, reason
-
-        outcome, payment, job, reason = await self._run(work, write=True, transaction=True)
-        if outcome is not None:
-            return outcome, payment, job
-        if reason is None:
-            log.info(
-                "payment %s: %d %s started job J%s",
-                new.charge_id,
-                new.amount,
-                new.currency,
-                payment.job_id,
-            )
-            return PaymentOutcome.STARTED, payment, job
-        log.warning(
-            "payment %s: %d %s owed back (%s)",
-            new.charge_id,
-            new.amount,
-            new.currency,
-            reason.value,
-        )
-        return PaymentOutcome.REFUND_DUE, payment, job
-
-    async def refund_confirmed(
-        self, charge_id: str, now: float | None = None, *, lease: Lease | None = None
-    ) -> None:
-        """Telegram confirmed the refund (or said it already happened). With ``lease``,
-        fenced on the claim, which it extends (the payer is told next)."""
-        stamp = self._clock()
-        params: list[Any] = [RefundState.DONE, stamp if now is None else now]
-        extend = ""
-        if lease is not None:
-            params.append(lease.until(stamp))
-            extend = ", lease_until=$3"
-        n = len(params)
-        params += [charge_id, RefundState.DUE]
-        sql = (
-            f"UPDATE payments SET refund=$1, refunded_at=$2{extend} "
-            f"WHERE charge_id=${n + 1} AND refund=${n + 2}"
-        )
-        await self._fenced_payment_write(
-            sql + _FENCE.format(owner=f"${n + 3}", now=f"${n + 4}") if lease else sql,
-            params,
-            charge_id,
-            lease,
-            stamp,
-        )
-
-    async def refund_failed(
-        self, charge_id: str, retry_at: float, *, lease: Lease | None = None
-    ) -> None:
-        """This attempt failed: try again at ``retry_at`` (the claim is let go)."""
-        sql = (
-            "UPDATE payments SET refund_attempts=refund_attempts+1, next_refund_at=$1, "
-            "owner=NULL, lease_until=NULL WHERE charge_id=$2 AND refund=$3"
-        )
-        await self._fenced_payment_write(
-            sql + _FENCE.format(owner="$4", now="$5") if lease else sql,
-            [retry_at, charge_id, RefundState.DUE],
-            charge_id,
-            lease,
-            self._clock(),
-        )
-
-    async def refund_told(
-        self, charge_id: str, now: float | None = None, *, lease: Lease | None = None
-    ) -> None:
-        """The payer has heard the refund went through (or cannot be reached); the claim
-        is let go."""
-        stamp = self._clock()
-        sql = (
-            "UPDATE payments SET refund_told_at=$1, owner=NULL, lease_until=NULL "
-            "WHERE charge_id=$2 AND refund_told_at IS NULL"
-        )
-        await self._fenced_payment_write(
-            sql + _FENCE.format(owner="$3", now="$4") if lease else sql,
-            [stamp if now is None else now, charge_id],
-            charge_id,
-            lease,
-            stamp,
-        )
-
-    async def request_refund(self, charge_id: str, now: float | None = None) -> Payment | None:
-        """An operator's /refund: owed back unless it already is (or was); None if unknown."""
-        stamp = self._clock() if now is None else now
-
-        async def work(conn: Connection) -> Payment | None:
-            await conn.execute(
-                "UPDATE payments SET refund=$1, refund_reason=$2, refund_due_at=$3, "
-                "next_refund_at=$3 WHERE charge_id=$4 AND refund=$5",
-                RefundState.DUE.value,
-                RefundReason.OPERATOR.value,
-                stamp,
-                charge_id,
-                RefundState.NONE.value,
-            )
-            row = await conn.fetchrow(f"{PAYMENT} WHERE charge_id=$1", charge_id)
-            return row_to_payment(row) if row else None
-
-        return await self._run(work, write=True, transaction=True)
-
-    # -- users -----------------------------------------------------------------------
-
-    # -- operator alerts -------------------------------------------------------------
-
-    # -- updates (webhook mode) and operations ----------------------------------------
-
-    async def receive_update(self, update_id: int, body: str, lease: Lease, now: float) -> bool:
-        """Take this update id once across every instance sharing the database and store
-        it, held by this instance (one insert, keyed on the id); old claims are pruned
-        along with it about once an hour: handled ones, and those nobody holds (given up)."""
-        prune = now - self._claims_pruned_at >= 3600.0
-
-        async def work(conn: Connection) -> bool:
-            status = await conn.execute(
-                "INSERT INTO updates (update_id, received_at, body, owner, lease_until) "
-                "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (update_id) DO NOTHING",
-                update_id,
-                now,
-                body,
-                lease.owner,
-                lease.until(now),
-            )
-            if prune:
-                await conn.execute(
-                    "DELETE FROM updates WHERE received_at < $1 "
-                    "AND (handled_at IS NOT NULL OR lease_until < $2)",
-                    now - UPDATE_CLAIM_SECONDS,
-                    now,
-                )
-            return _rowcount(status) == 1
-
-        claimed = await self._run(work, write=True, transaction=prune)
-        if prune:
-            self._claims_pruned_at = now
-        return claimed
 
     # -- the Telegram budget shared by every instance (bot.telegram.pacing) -------------
     # Kept in one block: PostgreSQL is the one ledger several instances share; a SQLite
@@ -806,22 +473,6 @@ class PostgresLedger(SqlLedger):
             self._turns_pruned_at = time.monotonic()
 
 
-async def _check_lease(
-    conn: Connection, table: str, key_column: str, key: Any, lease: Lease, now: float
-) -> None:
-    """After a fenced write changed nothing (in its transaction): LeaseLost unless the
-    row is still leased to ``lease.owner`` (then the row was elsewhere in its life, and
-    the caller's compare-and-set says so). ``table`` and ``key_column`` are this
-    module's own names, never input."""
-    row = await conn.fetchrow(f"SELECT owner, lease_until FROM {table} WHERE {key_column}=$1", key)
-    if row is not None and not (
-        row["owner"] == lease.owner
-        and row["lease_until"] is not None
-        and row["lease_until"] >= now
-    ):
-        raise LeaseLost(f"{table} {key}")
-
-
 class _InTransaction:
     """The statements of one transaction on its pooled connection (``?`` placeholders)."""
 
@@ -833,18 +484,6 @@ class _InTransaction:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return _rowcount(await self._conn.execute(numbered(sql), *_values(params)))
-
-
-def _job(row: asyncpg.Record | None) -> Job:
-    """A row a statement of this transaction must have returned."""
-    assert row is not None, "a row this transaction holds is gone"
-    return row_to_job(row)
-
-
-async def _get(conn: Connection, job_id: int, *, lock: bool = False) -> Job | None:
-    """The job; with ``lock``, its row locked until the transaction ends."""
-    row = await conn.fetchrow(f"{JOB} WHERE id=$1{' FOR UPDATE' if lock else ''}", job_id)
-    return row_to_job(row) if row else None
 
 
 async def _take_user_turn(conn: Connection, user_id: int) -> None:
@@ -860,19 +499,6 @@ def _retry_pause(conflicts: int) -> float:
     full jitter (a random share of the ceiling)."""
     ceiling = min(_RETRY_PAUSE_CAP, _RETRY_PAUSE_FIRST * 2 ** (conflicts - 1))
     return random.uniform(0, ceiling)
-
-
-async def _owe_refund(conn: Connection, job_id: int, reason: RefundReason, now: float) -> None:
-    """Inside a transaction: the payment that started this job is owed back."""
-    await conn.execute(
-        "UPDATE payments SET refund=$1, refund_reason=$2, refund_due_at=$3, next_refund_at=$3 "
-        "WHERE refund=$4 AND charge_id=(SELECT charge_id FROM jobs WHERE id=$5)",
-        RefundState.DUE.value,
-        reason.value,
-        now,
-        RefundState.NONE.value,
-        job_id,
-    )
 
 
 def _rowcount(status: str) -> int:

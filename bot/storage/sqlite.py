@@ -1,4 +1,4 @@
-"""The job ledger on SQLite: every SQL statement of the embedded ledger lives here.
+"""The job ledger on SQLite: how the ledger's statements (:mod:`.common`) run on one file.
 
 WAL mode with ``synchronous=FULL``: a committed transition of a paid job must survive a
 power cut. A read-then-write runs in :meth:`_transaction` (``BEGIN IMMEDIATE``) so it
@@ -22,38 +22,20 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from enum import Enum
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import aiosqlite
 
-from ..core.errors import InvalidTransition, LedgerError, LedgerReadFailed, LedgerWriteFailed
+from ..core.errors import LedgerError, LedgerReadFailed, LedgerWriteFailed
 from ..core.jobs import (
-    TERMINAL_STATES,
     Job,
     JobState,
-    can_transition,
 )
-from ..core.leases import Lease, LeaseLost
 from ..core.limits import Limits, utc_day_start
-from ..core.payments import (
-    NewPayment,
-    Payment,
-    PaymentOutcome,
-    PreCheckout,
-    RefundReason,
-    RefundState,
-    parse_payload,
-    payability,
-)
-from ..core.ports import UPDATE_CLAIM_SECONDS
 from .common import (
     ACTIVE,
-    SETTABLE,
-    UNDELIVERED,
     Isolation,
-    Row,
     SqlLedger,
     Statements,
     placeholders,
@@ -69,34 +51,6 @@ T = TypeVar("T")
 
 _MIGRATIONS = load_migrations()
 SCHEMA_VERSION = len(_MIGRATIONS)
-
-
-def _holds(row: Row | None, owner: str, now: float) -> bool:
-    """Whether a row (its ``owner`` and ``lease_until``) is leased to ``owner`` at ``now``."""
-    return (
-        row is not None
-        and row["owner"] == owner
-        and row["lease_until"] is not None
-        and row["lease_until"] >= now
-    )
-
-
-def _lease_clauses(
-    lease: Lease | None, now: float, *, lets_go: bool = False
-) -> tuple[str, tuple[Any, ...], str, tuple[Any, ...]]:
-    """The SQL a fenced write adds: (SET part, its parameters, WHERE part, its
-    parameters). The WHERE part requires ``lease`` unlapsed; the SET part extends it, or
-    lets it go when the write ends the row's need of a driver (``lets_go``)."""
-    set_params: tuple[Any, ...] = ()
-    if lets_go:
-        set_sql = ", owner=NULL, lease_until=NULL"
-    elif lease is not None:
-        set_sql, set_params = ", lease_until=?", (lease.until(now),)
-    else:
-        set_sql = ""
-    if lease is None:
-        return set_sql, set_params, "", ()
-    return set_sql, set_params, " AND owner=? AND lease_until>=?", (lease.owner, now)
 
 
 class LedgerUnusable(RuntimeError):
@@ -177,6 +131,8 @@ class SqliteLedger(SqlLedger):
     opens without it, beside a running bot.
     """
 
+    _log = log
+
     def __init__(
         self, path: Path, *, clock: Callable[[], float] = time.time, exclusive: bool = False
     ) -> None:
@@ -190,8 +146,6 @@ class SqliteLedger(SqlLedger):
         self._writes = _WriteGate()
         #: (device, inode) of the file opened: the path must still name it.
         self._identity: tuple[int, int] | None = None
-        #: When old update claims were last pruned (at most once an hour).
-        self._claims_pruned_at = float("-inf")
 
     def _take_lock(self) -> None:
         handle = Path(f"{self.path}.lock").open("ab")  # noqa: SIM115 (held while open)
@@ -423,8 +377,6 @@ class SqliteLedger(SqlLedger):
         """A transaction writes alone here: every start takes turns with every other."""
         return await self._transact(work)
 
-    # -- starting a paid job ---------------------------------------------------------
-
     async def _start_free(
         self, job_id: int, user_id: int, limits: Limits, now: float
     ) -> Job | None:
@@ -458,129 +410,6 @@ class SqliteLedger(SqlLedger):
         )
         return row_to_job(rows[0]) if rows else None
 
-    # -- transitions -----------------------------------------------------------------
-
-    async def transition(
-        self,
-        job_id: int,
-        source: JobState,
-        target: JobState,
-        *,
-        lease: Lease | None = None,
-        **fields: Any,
-    ) -> Job | None:
-        """Compare-and-set ``source`` → ``target``; None if the job was not in ``source``.
-
-        Entering a terminal state stamps ``finished_at``. With ``lease``, fenced: the same
-        statement requires the lease and extends it (LeaseLost when it is not held).
-        """
-        if not can_transition(source, target):
-            raise InvalidTransition(f"{source.value} -> {target.value}")
-        unknown = set(fields) - SETTABLE
-        if unknown:
-            raise ValueError(f"not settable: {sorted(unknown)}")
-        now = self._clock()
-        values: dict[str, Any] = {
-            key: (value.value if isinstance(value, Enum) else value)
-            for key, value in fields.items()
-        }
-        if target in TERMINAL_STATES:
-            values.setdefault("finished_at", now)
-        # Column names come from SETTABLE only; values are parameters.
-        assignments = "".join(f", {key}=?" for key in values)
-        lease_sql, lease_params, fence_sql, fence_params = _lease_clauses(
-            lease, now, lets_go=values.get("notified_at") is not None
-        )
-        update = (
-            f"UPDATE jobs SET state=?, updated_at=?{assignments}{lease_sql} "
-            f"WHERE id=? AND state=?{fence_sql} RETURNING *"
-        )
-        params = (
-            target.value,
-            now,
-            *values.values(),
-            *lease_params,
-            job_id,
-            source.value,
-            *fence_params,
-        )
-        rows: list[sqlite3.Row] = []
-        if target.value not in UNDELIVERED:
-            # The common step: one statement, atomic on its own (one trip to the thread).
-            rows = await self._write_returning(update, params)
-        if not rows and (target.value in UNDELIVERED or lease is not None):
-            # A refund to owe with it, or a fenced write refused: in one transaction,
-            # so that the lease check tells why of the very state the write found.
-            async with self._transaction() as db:
-                rows = list(await db.execute_fetchall(update, params))
-                if rows and target.value in UNDELIVERED:
-                    await self._owe_refund(job_id, RefundReason.JOB_ENDED, now)
-                elif not rows and lease is not None:
-                    await self._check_lease("jobs", "id", job_id, lease, now)
-        if not rows:
-            return None
-        job = row_to_job(rows[0])
-        since = f", {now - job.generate_at:.1f}s after Generate" if job.generate_at else ""
-        why = f" ({job.reason.value})" if job.reason and target in TERMINAL_STATES else ""
-        log.info("job %s: %s -> %s%s%s", job.short_id, source.value, target.value, why, since)
-        return job
-
-    async def _owe_refund(self, job_id: int, reason: RefundReason, now: float) -> None:
-        """Inside a transaction: the payment that started this job is owed back."""
-        await self.db.execute(
-            "UPDATE payments SET refund=?, refund_reason=?, refund_due_at=?, next_refund_at=? "
-            "WHERE refund=? AND charge_id=(SELECT charge_id FROM jobs WHERE id=?)",
-            (
-                RefundState.DUE.value,
-                reason.value,
-                now,
-                now,
-                RefundState.NONE.value,
-                job_id,
-            ),
-        )
-
-    async def mark_notified(
-        self, job_id: int, now: float | None = None, *, lease: Lease | None = None
-    ) -> None:
-        """The user has heard the outcome: the job leaves the tracker for good, and its
-        lease is let go. With ``lease``, fenced (LeaseLost when it is not held)."""
-        stamp = self._clock()
-        _, _, fence_sql, fence_params = _lease_clauses(lease, stamp)
-        update = (
-            "UPDATE jobs SET notified_at=?, updated_at=?, owner=NULL, lease_until=NULL "
-            f"WHERE id=? AND notified_at IS NULL{fence_sql}"
-        )
-        params = (stamp if now is None else now, stamp, job_id, *fence_params)
-        if lease is None:
-            await self._write(update, params)
-            return
-        if await self._write(update, params):
-            return  # the common case: one statement (one trip to the thread)
-        # Refused: again in one transaction, so the checks tell why of the state it found.
-        async with self._transaction() as db:
-            if (await db.execute(update, params)).rowcount == 0:
-                told = await self._scalar(
-                    "SELECT notified_at IS NOT NULL AS value FROM jobs WHERE id=?", (job_id,)
-                )
-                if not told:
-                    await self._check_lease("jobs", "id", job_id, lease, stamp)
-
-    async def _check_lease(
-        self, table: str, key_column: str, key: Any, lease: Lease, now: float
-    ) -> None:
-        """After a fenced write changed nothing (inside its transaction): LeaseLost
-        unless the row is still leased to ``lease.owner`` (then the row was elsewhere
-        in its life, and the caller's compare-and-set says so)."""
-        async with self.db.execute(
-            f"SELECT owner, lease_until FROM {table} WHERE {key_column}=?", (key,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is not None and not _holds(row, lease.owner, now):
-            raise LeaseLost(f"{table} {key}")
-
-    # -- leases (bot.core.leases) ---------------------------------------------------------
-
     async def _write_returning(self, sql: str, params: Iterable[Any]) -> list[sqlite3.Row]:
         """One write statement ``… RETURNING`` on its own, the rows it wrote: one is
         atomic without ``BEGIN``/``COMMIT`` (SQLite commits it when it is done), and so
@@ -590,198 +419,3 @@ class SqliteLedger(SqlLedger):
                 return list(await self.db.execute_fetchall(sql, tuple(params)))
             except sqlite3.OperationalError as exc:
                 raise self._write_failed(exc) from exc
-
-    async def _fenced_payment_write(
-        self, sql: str, params: tuple[Any, ...], charge_id: str, lease: Lease | None, now: float
-    ) -> None:
-        """A refund's write; with ``lease`` fenced on the payment's claim (LeaseLost)."""
-        if lease is None:
-            await self._write(sql, params)
-            return
-        async with self._transaction() as db:
-            if (await db.execute(sql, params)).rowcount == 0:
-                await self._check_lease("payments", "charge_id", charge_id, lease, now)
-
-    # -- reads -----------------------------------------------------------------------
-
-    # -- payments ---------------------------------------------------------------------
-
-    async def record_payment(
-        self, new: NewPayment, now: float | None = None
-    ) -> tuple[PaymentOutcome, Payment, Job | None]:
-        """A successful_payment: recorded once (keyed on its charge id) in the same
-        transaction that starts its job; one that cannot start its job is owed back."""
-        now = self._clock() if now is None else now
-        async with self._transaction() as db:
-            existing = await self.payment(new.charge_id)
-            if existing is not None:
-                job = await self.get(existing.job_id) if existing.job_id else None
-                return PaymentOutcome.ALREADY_RECORDED, existing, job
-            parsed = parse_payload(new.payload)
-            job = await self.get(parsed[0]) if parsed else None
-            verdict = (
-                payability(job, parsed[1], new.user_id, new.amount)
-                if parsed
-                else PreCheckout.UNKNOWN
-            )
-            if verdict is PreCheckout.OK:
-                refund, reason = RefundState.NONE, None
-            else:
-                refund = RefundState.DUE
-                reason = (
-                    RefundReason.ALREADY_PAID
-                    if verdict is PreCheckout.ALREADY_PAID
-                    else RefundReason.NOT_PAYABLE
-                )
-            await db.execute(
-                "INSERT INTO payments (charge_id, provider_charge_id, user_id, chat_id, job_id, "
-                "payload, amount, currency, paid_at, refund, refund_reason, refund_due_at, "
-                "next_refund_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    new.charge_id,
-                    new.provider_charge_id,
-                    new.user_id,
-                    new.chat_id,
-                    job.id if job else None,
-                    new.payload,
-                    new.amount,
-                    new.currency,
-                    now,
-                    refund.value,
-                    reason.value if reason else None,
-                    now if reason else None,
-                    now if reason else None,
-                ),
-            )
-            if job is not None and verdict is PreCheckout.OK:
-                await db.execute(
-                    "UPDATE jobs SET state=?, charge_id=?, generate_at=?, updated_at=? "
-                    "WHERE id=? AND state=?",
-                    (
-                        JobState.PREPARING.value,
-                        new.charge_id,
-                        now,
-                        now,
-                        job.id,
-                        JobState.AWAITING_PAYMENT.value,
-                    ),
-                )
-                job = await self.get(job.id)
-            payment = await self.payment(new.charge_id)
-        assert payment is not None
-        if reason is None:
-            log.info(
-                "payment %s: %d %s started job J%s",
-                new.charge_id,
-                new.amount,
-                new.currency,
-                payment.job_id,
-            )
-            return PaymentOutcome.STARTED, payment, job
-        log.warning(
-            "payment %s: %d %s owed back (%s)",
-            new.charge_id,
-            new.amount,
-            new.currency,
-            reason.value,
-        )
-        return PaymentOutcome.REFUND_DUE, payment, job
-
-    async def refund_confirmed(
-        self, charge_id: str, now: float | None = None, *, lease: Lease | None = None
-    ) -> None:
-        """Telegram confirmed the refund (or said it already happened). With ``lease``,
-        fenced on the claim, which it extends (the payer is told next)."""
-        stamp = self._clock()
-        lease_sql, lease_params, fence_sql, fence_params = _lease_clauses(lease, stamp)
-        await self._fenced_payment_write(
-            f"UPDATE payments SET refund=?, refunded_at=?{lease_sql} "
-            f"WHERE charge_id=? AND refund=?{fence_sql}",
-            (
-                RefundState.DONE.value,
-                stamp if now is None else now,
-                *lease_params,
-                charge_id,
-                RefundState.DUE.value,
-                *fence_params,
-            ),
-            charge_id,
-            lease,
-            stamp,
-        )
-
-    async def refund_failed(
-        self, charge_id: str, retry_at: float, *, lease: Lease | None = None
-    ) -> None:
-        """This attempt failed: try again at ``retry_at`` (the claim is let go)."""
-        stamp = self._clock()
-        _, _, fence_sql, fence_params = _lease_clauses(lease, stamp)
-        await self._fenced_payment_write(
-            "UPDATE payments SET refund_attempts=refund_attempts+1, next_refund_at=?, "
-            f"owner=NULL, lease_until=NULL WHERE charge_id=? AND refund=?{fence_sql}",
-            (retry_at, charge_id, RefundState.DUE.value, *fence_params),
-            charge_id,
-            lease,
-            stamp,
-        )
-
-    async def refund_told(
-        self, charge_id: str, now: float | None = None, *, lease: Lease | None = None
-    ) -> None:
-        """The payer has heard the refund went through (or cannot be reached); the claim
-        is let go."""
-        stamp = self._clock()
-        _, _, fence_sql, fence_params = _lease_clauses(lease, stamp)
-        await self._fenced_payment_write(
-            "UPDATE payments SET refund_told_at=?, owner=NULL, lease_until=NULL "
-            f"WHERE charge_id=? AND refund_told_at IS NULL{fence_sql}",
-            (stamp if now is None else now, charge_id, *fence_params),
-            charge_id,
-            lease,
-            stamp,
-        )
-
-    async def request_refund(self, charge_id: str, now: float | None = None) -> Payment | None:
-        """An operator's /refund: owed back unless it already is (or was); None if unknown."""
-        now = self._clock() if now is None else now
-        async with self._transaction() as db:
-            await db.execute(
-                "UPDATE payments SET refund=?, refund_reason=?, refund_due_at=?, "
-                "next_refund_at=? WHERE charge_id=? AND refund=?",
-                (
-                    RefundState.DUE.value,
-                    RefundReason.OPERATOR.value,
-                    now,
-                    now,
-                    charge_id,
-                    RefundState.NONE.value,
-                ),
-            )
-            return await self.payment(charge_id)
-
-    # -- users -----------------------------------------------------------------------
-
-    # -- operator alerts -------------------------------------------------------------
-
-    # -- updates (webhook mode) and operations ----------------------------------------
-
-    async def receive_update(self, update_id: int, body: str, lease: Lease, now: float) -> bool:
-        """One insert (claim, body and holder); old claims are pruned along with it about
-        once an hour: handled ones, and those nobody holds any more (given up)."""
-        prune = now - self._claims_pruned_at >= 3600.0
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                "INSERT INTO updates (update_id, received_at, body, owner, lease_until) "
-                "VALUES (?,?,?,?,?) ON CONFLICT(update_id) DO NOTHING",
-                (update_id, now, body, lease.owner, lease.until(now)),
-            )
-            claimed = cursor.rowcount == 1
-            if prune:
-                await db.execute(
-                    "DELETE FROM updates WHERE received_at < ? "
-                    "AND (handled_at IS NOT NULL OR lease_until < ?)",
-                    (now - UPDATE_CLAIM_SECONDS, now),
-                )
-        if prune:
-            self._claims_pruned_at = now
-        return claimed
