@@ -326,6 +326,11 @@ class SqlLedger(abc.ABC):
     async def _fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Job]:
         return [row_to_job(row) for row in await self._rows(sql, params)]
 
+    async def _write_job(self, sql: str, params: Sequence[Any]) -> Job | None:
+        """The job one write ``… RETURNING *`` changed, or None."""
+        rows = await self._write_returning(sql, params)
+        return row_to_job(rows[0]) if rows else None
+
     async def _payments(self, sql: str, params: Sequence[Any] = ()) -> list[Payment]:
         return [row_to_payment(row) for row in await self._rows(sql, params)]
 
@@ -539,14 +544,18 @@ class SqlLedger(abc.ABC):
 
     async def set_keyboard_message(self, job_id: int, message_id: int) -> None:
         """Remember which bot message shows this job's keyboard, then its status."""
+        await self._remember_message("keyboard_message_id", job_id, message_id)
+
+    async def _remember_message(self, column: str, job_id: int, message_id: int) -> None:
+        """``column`` is one of this module's own names, never input."""
         await self._write(
-            "UPDATE jobs SET keyboard_message_id=?, updated_at=? WHERE id=?",
+            f"UPDATE jobs SET {column}=?, updated_at=? WHERE id=?",
             (message_id, self._clock(), job_id),
         )
 
     async def update_options(self, job_id: int, options: VideoOptions) -> Job | None:
         """Change a draft's options; None when the job is gone or no longer a draft."""
-        rows = await self._write_returning(
+        return await self._write_job(
             "UPDATE jobs SET quality=?, duration=?, style=?, seed=?, updated_at=? "
             "WHERE id=? AND state=? RETURNING *",
             (
@@ -559,18 +568,14 @@ class SqlLedger(abc.ABC):
                 JobState.DRAFT.value,
             ),
         )
-        return row_to_job(rows[0]) if rows else None
 
     async def set_invoice_message(self, job_id: int, message_id: int) -> None:
         """Remember the invoice message, to remove it when the options change."""
-        await self._write(
-            "UPDATE jobs SET invoice_message_id=?, updated_at=? WHERE id=?",
-            (message_id, self._clock(), job_id),
-        )
+        await self._remember_message("invoice_message_id", job_id, message_id)
 
     async def reopen_draft(self, job_id: int, user_id: int) -> Job | None:
         """ "Change options" while an invoice is out: back to DRAFT; the invoice is void."""
-        rows = await self._write_returning(
+        return await self._write_job(
             "UPDATE jobs SET state=?, updated_at=? WHERE id=? AND user_id=? AND state=? "
             "RETURNING *",
             (
@@ -581,7 +586,6 @@ class SqlLedger(abc.ABC):
                 JobState.AWAITING_PAYMENT.value,
             ),
         )
-        return row_to_job(rows[0]) if rows else None
 
     # -- leases (bot.core.leases) ----------------------------------------------------
 
@@ -589,12 +593,11 @@ class SqlLedger(abc.ABC):
         """Claim (or extend) one unfinished job's lease unless another instance holds it
         unlapsed; the job, or None."""
         now = self._clock() if now is None else now
-        rows = await self._write_returning(
+        return await self._write_job(
             "UPDATE jobs SET owner=?, lease_until=? WHERE id=? "
             f"AND (owner IS NULL OR owner=? OR lease_until<?) AND {UNFINISHED} RETURNING *",
             (lease.owner, lease.until(now), job_id, lease.owner, now, *UNFINISHED_PARAMS),
         )
-        return row_to_job(rows[0]) if rows else None
 
     async def claim_jobs(self, lease: Lease, limit: int, now: float | None = None) -> list[Job]:
         """Up to ``limit`` unfinished jobs nobody holds, oldest first, now ``lease``'s."""
@@ -629,7 +632,13 @@ class SqlLedger(abc.ABC):
         return changed == 1
 
     async def release_leases(self, owner: str) -> None:
-        await self._write("UPDATE jobs SET owner=NULL, lease_until=NULL WHERE owner=?", (owner,))
+        await self._release("jobs", owner)
+
+    async def _release(self, table: str, owner: str) -> None:
+        """Every lease of ``owner`` in ``table`` (this module's own name) let go."""
+        await self._write(
+            f"UPDATE {table} SET owner=NULL, lease_until=NULL WHERE owner=?", (owner,)
+        )
 
     async def claim_refunds(self, lease: Lease, now: float, limit: int = 10) -> list[Payment]:
         """Refunds to work (as refunds_to_work) that no other instance holds, now
@@ -653,9 +662,7 @@ class SqlLedger(abc.ABC):
         return sorted(payments, key=lambda p: (p.refund_due_at or 0.0, p.charge_id))
 
     async def release_refunds(self, owner: str) -> None:
-        await self._write(
-            "UPDATE payments SET owner=NULL, lease_until=NULL WHERE owner=?", (owner,)
-        )
+        await self._release("payments", owner)
 
     # -- users and alerts, written ---------------------------------------------------
 
@@ -1168,7 +1175,10 @@ class SqlLedger(abc.ABC):
     async def _fenced_payment_write(
         self, sql: str, params: tuple[Any, ...], charge_id: str, lease: Lease | None, now: float
     ) -> None:
-        """A refund's write; with ``lease`` fenced on the payment's claim (LeaseLost)."""
+        """A refund's write; with ``lease`` fenced on the payment's claim (LeaseLost): the
+        fence ends the statement's ``WHERE``."""
+        _, _, fence_sql, fence_params = lease_clauses(lease, now)
+        sql, params = sql + fence_sql, (*params, *fence_params)
         if lease is None:
             await self._write(sql, params)
             return
@@ -1186,17 +1196,16 @@ class SqlLedger(abc.ABC):
         """Telegram confirmed the refund (or said it already happened). With ``lease``,
         fenced on the claim, which it extends (the payer is told next)."""
         stamp = self._clock()
-        lease_sql, lease_params, fence_sql, fence_params = lease_clauses(lease, stamp)
+        lease_sql, lease_params, _, _ = lease_clauses(lease, stamp)
         await self._fenced_payment_write(
             f"UPDATE payments SET refund=?, refunded_at=?{lease_sql} "
-            f"WHERE charge_id=? AND refund=?{fence_sql}",
+            "WHERE charge_id=? AND refund=?",
             (
                 RefundState.DONE.value,
                 stamp if now is None else now,
                 *lease_params,
                 charge_id,
                 RefundState.DUE.value,
-                *fence_params,
             ),
             charge_id,
             lease,
@@ -1207,15 +1216,13 @@ class SqlLedger(abc.ABC):
         self, charge_id: str, retry_at: float, *, lease: Lease | None = None
     ) -> None:
         """This attempt failed: try again at ``retry_at`` (the claim is let go)."""
-        stamp = self._clock()
-        _, _, fence_sql, fence_params = lease_clauses(lease, stamp)
         await self._fenced_payment_write(
             "UPDATE payments SET refund_attempts=refund_attempts+1, next_refund_at=?, "
-            f"owner=NULL, lease_until=NULL WHERE charge_id=? AND refund=?{fence_sql}",
-            (retry_at, charge_id, RefundState.DUE.value, *fence_params),
+            "owner=NULL, lease_until=NULL WHERE charge_id=? AND refund=?",
+            (retry_at, charge_id, RefundState.DUE.value),
             charge_id,
             lease,
-            stamp,
+            self._clock(),
         )
 
     async def refund_told(
@@ -1224,11 +1231,10 @@ class SqlLedger(abc.ABC):
         """The payer has heard the refund went through (or cannot be reached); the claim
         is let go."""
         stamp = self._clock()
-        _, _, fence_sql, fence_params = lease_clauses(lease, stamp)
         await self._fenced_payment_write(
             "UPDATE payments SET refund_told_at=?, owner=NULL, lease_until=NULL "
-            f"WHERE charge_id=? AND refund_told_at IS NULL{fence_sql}",
-            (stamp if now is None else now, charge_id, *fence_params),
+            "WHERE charge_id=? AND refund_told_at IS NULL",
+            (stamp if now is None else now, charge_id),
             charge_id,
             lease,
             stamp,
