@@ -3,8 +3,12 @@
 Statements are written with ``?`` placeholders in SQL that both databases read alike;
 asyncpg gets them numbered (:func:`numbered`). A backend supplies how one statement runs
 (:meth:`SqlLedger._rows`, :meth:`~SqlLedger._write`, :meth:`~SqlLedger._write_returning`)
-and keeps what only it does: SQLite's write gate and one-trip statements, PostgreSQL's
-pool, retries and locks. Rows are read by column name.
+and how a read-then-write runs as one transaction (:meth:`~SqlLedger._transact`, and
+:meth:`~SqlLedger._in_users_turn` for a start), and keeps what only it does: SQLite's
+write gate and one-statement free start, PostgreSQL's pool, retries, row and advisory
+locks. Each step is as few statements as it can be: a fenced write or a claim is one,
+with a transaction only where a second row must change with it or a refusal must say
+why. Rows are read by column name.
 """
 
 from __future__ import annotations

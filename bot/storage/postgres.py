@@ -32,8 +32,12 @@ How the SQLite ledger's guarantees carry over:
   COMMITTED: an ``UPDATE … WHERE`` re-checks its row after a concurrent writer commits,
   and batch claims lock their rows ``FOR UPDATE SKIP LOCKED``, so two instances claiming
   at once split the jobs without waiting on or retrying each other. A fenced write
-  (the lease required in its ``WHERE``) that must write more than one row runs in one
-  READ COMMITTED transaction.
+  (the lease required in its ``WHERE``) is one statement too; one that must write more
+  than one row (a refund owed with it), or that was refused and must say why, runs in
+  one READ COMMITTED transaction.
+- The statements and the rules around them are the SQLite ledger's, written once in
+  :mod:`.common` with ``?`` placeholders (numbered for asyncpg); this module supplies how
+  they run, and keeps what only PostgreSQL does.
 - Migrations are ``migrations/postgres/000N_*.sql`` (SQLite's numbers and names), each
   in its own transaction with its version recorded in ``schema_migrations``, under an
   advisory lock so that bots starting together migrate once.
