@@ -14,6 +14,7 @@ why. Rows are read by column name.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -88,19 +89,10 @@ class Row(Protocol):
 
 
 def row_to_job(row: Row) -> Job:
-    """A ledger row, read by column name, as the core's :class:`Job`."""
+    """A ledger row as the core's :class:`Job`: each field from the column of its name,
+    the options from their four columns, the state and reason as their enums."""
     return Job(
-        id=row["id"],
-        chat_id=row["chat_id"],
-        user_id=row["user_id"],
-        chat_type=row["chat_type"],
-        trigger_message_id=row["trigger_message_id"],
-        photo_message_id=row["photo_message_id"],
-        thread_id=row["thread_id"],
-        file_id=row["file_id"],
-        file_unique_id=row["file_unique_id"],
-        file_size=row["file_size"],
-        mime_type=row["mime_type"],
+        **_by_name(row, Job, "options", "state", "reason"),
         options=VideoOptions(
             quality=row["quality"],
             duration=row["duration"],
@@ -109,47 +101,28 @@ def row_to_job(row: Row) -> Job:
         ),
         state=JobState(row["state"]),
         reason=Reason(row["reason"]) if row["reason"] else None,
-        keyboard_message_id=row["keyboard_message_id"],
-        request_id=row["request_id"],
-        output_url=row["output_url"],
-        video_file_id=row["video_file_id"],
-        retry_of=row["retry_of"],
-        poll_count=row["poll_count"],
-        created_at=row["created_at"],
-        generate_at=row["generate_at"],
-        submitted_at=row["submitted_at"],
-        completed_at=row["completed_at"],
-        finished_at=row["finished_at"],
-        notified_at=row["notified_at"],
-        price_stars=row["price_stars"],
-        invoice_no=row["invoice_no"],
-        invoice_message_id=row["invoice_message_id"],
-        charge_id=row["charge_id"],
-        image_url=row["image_url"],
-        submit_sent_at=row["submit_sent_at"],
-        language=row["language"],
     )
 
 
 def row_to_payment(row: Row) -> Payment:
+    """A payments row as the core's :class:`Payment` (the refund's state and reason as
+    their enums)."""
     return Payment(
-        charge_id=row["charge_id"],
-        provider_charge_id=row["provider_charge_id"],
-        user_id=row["user_id"],
-        chat_id=row["chat_id"],
-        payload=row["payload"],
-        amount=row["amount"],
-        currency=row["currency"],
-        job_id=row["job_id"],
-        paid_at=row["paid_at"],
+        **_by_name(row, Payment, "refund", "refund_reason"),
         refund=RefundState(row["refund"]),
         refund_reason=RefundReason(row["refund_reason"]) if row["refund_reason"] else None,
-        refund_due_at=row["refund_due_at"],
-        refund_attempts=row["refund_attempts"],
-        next_refund_at=row["next_refund_at"],
-        refunded_at=row["refunded_at"],
-        refund_told_at=row["refund_told_at"],
     )
+
+
+def _by_name(row: Row, cls: type, *besides: str) -> dict[str, Any]:
+    """The row's value for each field of the dataclass ``cls``, read from the column of
+    the same name, but for the fields named ``besides``."""
+    return {name: row[name] for name in _field_names(cls) if name not in besides}
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(cls))
 
 
 def placeholders(values: Sequence[object]) -> str:
