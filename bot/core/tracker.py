@@ -646,16 +646,12 @@ class Tracker:
         (disk full, read-only) must not lose a paid request: it is logged at once, kept
         in memory, and the next step writes it (a restart finds it in the history)."""
         try:
-            queued = await record_done(
-                lambda lease: self._ledger.transition(
-                    job.id,
-                    JobState.SUBMITTING,
-                    JobState.QUEUED,
-                    lease=lease,
-                    request_id=request_id,
-                    submitted_at=submitted_at,
-                ),
-                self._lease,
+            queued = await self._record_step(
+                job,
+                JobState.SUBMITTING,
+                JobState.QUEUED,
+                request_id=request_id,
+                submitted_at=submitted_at,
             )
         except LeaseLost:
             raise  # recorded all the same: the job's new driver polls that request
@@ -971,15 +967,17 @@ class Tracker:
                 log.warning("job %s: video refused (%s), sending its link", job.short_id, exc)
                 await self._messenger.send_video_link(job, job.output_url, expires_at)
         sent_at = self._clock()
+        return await self._record_step(
+            job, JobState.COMPLETED, JobState.DELIVERED, video_file_id=file_id, notified_at=sent_at
+        )
+
+    async def _record_step(
+        self, job: Job, source: JobState, target: JobState, **fields: Any
+    ) -> Job | None:
+        """A step that already happened outside (Segmind took the request, Telegram the
+        video), recorded even if the lease lapsed meanwhile (:func:`record_done`)."""
         return await record_done(
-            lambda lease: self._ledger.transition(
-                job.id,
-                JobState.COMPLETED,
-                JobState.DELIVERED,
-                lease=lease,
-                video_file_id=file_id,
-                notified_at=sent_at,
-            ),
+            lambda lease: self._ledger.transition(job.id, source, target, lease=lease, **fields),
             self._lease,
         )
 
