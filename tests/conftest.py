@@ -318,8 +318,8 @@ def env(telegram, segmind, database):
 async def spawn(tmp_path):
     started: list[BotProcess] = []
 
-    async def spawn(env: dict[str, str], *args: str) -> BotProcess:
-        process = await BotProcess(env, tmp_path, *args).start()
+    async def spawn(env: dict[str, str], *args: str, module: str = "bot") -> BotProcess:
+        process = await BotProcess(env, tmp_path, *args, module=module).start()
         started.append(process)
         return process
 
