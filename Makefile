@@ -28,8 +28,11 @@ lint: $(BIN)/activate
 
 # 4 workers even on 2 cores: the tests mostly wait (fakes, subprocesses), and more than
 # 4 would starve the ones that count polls or measure the rate limiter's windows.
+# One test at a time to each worker (--maxschedchunk=1), the long ones first (see
+# pytest_collection_modifyitems in tests/conftest.py): no worker is left with a queue of
+# long tests while the others have finished.
 test: lint
-	$(BIN)/pytest -q -n 4
+	$(BIN)/pytest -q -n 4 --maxschedchunk=1
 
 # After changing texts: extract every _()/_n() message of bot/ into the template and merge
 # it into each language's catalogue (new messages come empty, changed ones fuzzy: make

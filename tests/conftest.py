@@ -64,6 +64,32 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "real_chat_pace: the in-process bot keeps Telegram's real per-chat gaps (1 s, 3 s)",
     )
+    config.addinivalue_line(
+        "markers",
+        "long: lasts seconds (real paces, subprocesses) without a fixture or marker that"
+        " says so; run before the quick tests",
+    )
+
+
+#: Fixtures that run ``python -m bot`` as a subprocess (several, for some): a test using
+#: one lasts seconds to tens of seconds, mostly waiting on the child.
+SUBPROCESS_FIXTURES = frozenset({"spawn", "webhook_bot", "two_instances", "start_cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first, in their usual order, then the rest.
+
+    With ``make test`` (xdist, tests handed out one at a time: ``--maxschedchunk=1``)
+    the workers start on the long ones together and the many quick tests fill in behind
+    them; in file order, one of the longest could start last and run alone at the end.
+    """
+
+    def rank(item: pytest.Item) -> int:
+        fixtures = getattr(item, "fixturenames", ())
+        marked = any(item.get_closest_marker(m) for m in ("long", "real_chat_pace"))
+        return 0 if marked or SUBPROCESS_FIXTURES.intersection(fixtures) else 1
+
+    items.sort(key=rank)  # stable: each group keeps the collection's order
 
 
 @pytest.fixture(scope="session")
