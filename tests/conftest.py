@@ -71,25 +71,44 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-#: Fixtures that run ``python -m bot`` as a subprocess (several, for some): a test using
-#: one lasts seconds to tens of seconds, mostly waiting on the child.
-SUBPROCESS_FIXTURES = frozenset({"spawn", "webhook_bot", "two_instances", "start_cluster"})
+#: Fixtures that run ``python -m bot`` as a subprocess: a test using one lasts seconds to
+#: tens of seconds, mostly waiting on the child. The first two start several instances.
+SEVERAL_INSTANCES_FIXTURES = frozenset({"two_instances", "start_cluster"})
+SUBPROCESS_FIXTURES = SEVERAL_INSTANCES_FIXTURES | {"spawn", "webhook_bot"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long tests first, in their usual order, then the rest.
+    """Hand the long tests out early, spread among the quick ones.
 
-    With ``make test`` (xdist, tests handed out one at a time: ``--maxschedchunk=1``)
-    the workers start on the long ones together and the many quick tests fill in behind
-    them; in file order, one of the longest could start last and run alone at the end.
+    ``make test`` gives each xdist worker one test at a time (``--maxschedchunk=1``), in
+    this order. In file order, one of the longest could start last and run alone at the
+    end. Here the long tests (those with several instances first) take every few places
+    of the first half of the run, so they are all under way well before the end, while
+    the quick tests between them keep the subprocesses from all starting at once on a
+    small machine. Each group keeps its collection order.
     """
 
-    def rank(item: pytest.Item) -> int:
-        fixtures = getattr(item, "fixturenames", ())
-        marked = any(item.get_closest_marker(m) for m in ("long", "real_chat_pace"))
-        return 0 if marked or SUBPROCESS_FIXTURES.intersection(fixtures) else 1
+    def rank(item: pytest.Item) -> int | None:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SEVERAL_INSTANCES_FIXTURES:
+            return 0
+        if fixtures & SUBPROCESS_FIXTURES or any(
+            item.get_closest_marker(m) for m in ("long", "real_chat_pace")
+        ):
+            return 1
+        return None
 
-    items.sort(key=rank)  # stable: each group keeps the collection's order
+    ranks = {item: rank(item) for item in items}
+    long = sorted((i for i in items if ranks[i] is not None), key=lambda i: ranks[i] or 0)
+    quick = [i for i in items if ranks[i] is None]
+    every = max(1, len(quick) // (2 * len(long))) if long else 1
+    ordered: list[pytest.Item] = []
+    for n, item in enumerate(long):
+        ordered.append(item)
+        ordered += quick[n * every : (n + 1) * every]
+    ordered += quick[len(long) * every :]
+    assert len(ordered) == len(items)
+    items[:] = ordered
 
 
 @pytest.fixture(scope="session")
