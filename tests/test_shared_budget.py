@@ -223,6 +223,54 @@ async def test_an_unreachable_shared_budget_leaves_the_instance_to_its_own_pace(
         await limiter.shutdown()
 
 
+class TurnEndsFailing:
+    """The PostgreSQL ledger as a shared budget, but ending a chat's turn fails while
+    ``failing`` (the database went away right after the message went out)."""
+
+    def __init__(self, ledger: PostgresLedger) -> None:
+        self.ledger = ledger
+        self.failing = True
+
+    async def take_send_places(
+        self, limit: int, count: int, flight: float, reserve: int = 0
+    ) -> tuple[list[SharedPlace], float | None]:
+        return await self.ledger.take_send_places(limit, count, flight, reserve)
+
+    async def give_back_send_places(self, places: Sequence[SharedPlace], span: float) -> None:
+        await self.ledger.give_back_send_places(places, span)
+
+    async def take_chat_turn(self, chat_id: int, flight: float) -> tuple[float | None, float]:
+        return await self.ledger.take_chat_turn(chat_id, flight)
+
+    async def end_chat_turn(self, chat_id: int, held: float, gap: float) -> None:
+        if self.failing:
+            raise LedgerWriteFailed("cannot be reached (connection refused)")
+        await self.ledger.end_chat_turn(chat_id, held, gap)
+
+
+@pytest.mark.timeout(60)
+async def test_a_turn_whose_end_was_lost_in_a_blip_does_not_hold_the_chat_for_its_flight(
+    telegram: FakeTelegram, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chat's turn was taken, the message sent, and then its end could not be
+    written: once the database answers again the chat's next reply goes at its usual
+    gap, not when the turn's flight lapses (seen as a keyboard 10 s late after
+    PostgreSQL came back)."""
+    monkeypatch.setattr(pacing, "SHARED_FLIGHT_SECONDS", 20.0)
+    instance = await start_instance(postgres_url, telegram)
+    budget = TurnEndsFailing(instance.ledger)
+    instance.limiter.share(budget)
+    chat = telegram.private_chat(77)
+    try:
+        await instance.bot.send_message(chat, "during the blip")
+        budget.failing = False
+        await instance.bot.send_message(chat, "after it")
+        [first, second] = telegram.send_times(chat)
+        assert pacing.PRIVATE_CHAT_GAP - 0.05 <= second - first < 10.0
+    finally:
+        await stop_instance(instance)
+
+
 async def test_a_bot_on_sqlite_keeps_its_budget_in_memory(bot, tmp_path) -> None:
     """One process owns a SQLite ledger: nothing is shared, nothing extra is asked."""
     runtime = bot.bot_data["runtime"]

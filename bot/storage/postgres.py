@@ -12,6 +12,13 @@ How the SQLite ledger's guarantees carry over:
   SQLite's one writer at a time (``BEGIN IMMEDIATE``), with several connections — or
   several bot processes — at once. Single-statement writes are compare-and-set on the
   row (``WHERE state=$n``), atomic by themselves.
+- Except the busiest ones: a photo's draft and the starts (Generate, Try again, Again).
+  Their counts of a user's jobs (the limits, the free videos) made SERIALIZABLE's
+  predicate locks conflict across users by the dozen when many arrived at once, until
+  some ran out of retries. They run at READ COMMITTED; a start first takes its user's
+  transaction-scoped advisory lock (:data:`_USER_STARTS`), so one user's starts count
+  and write one at a time while other users' never wait on or fail for each other; a
+  draft is one ``INSERT … ON CONFLICT DO NOTHING`` that needs no lock.
 - Uniqueness on re-delivered updates is the same unique indexes (``jobs_trigger``,
   ``retry_of``, ``request_id``, the payment's ``charge_id``).
 - A connection lost (PostgreSQL restarted, a network blip) expires the pool's other
@@ -95,6 +102,15 @@ POSTGRES_SCHEMA_VERSION = len(_MIGRATIONS)
 _MIGRATION_LOCK = 0x5741524D  # "WARM"
 #: A serialization failure is retried this often before the call counts as failed.
 _SERIALIZATION_RETRIES = 20
+#: The pause before retrying a serialization failure: a random share of this many seconds,
+#: doubling per conflict up to :data:`_RETRY_PAUSE_CAP` (about 3 s at most in all, 1.5 s
+#: expected), so that a crowd of conflicting transactions spreads out instead of meeting
+#: again at once.
+_RETRY_PAUSE_FIRST = 0.005
+_RETRY_PAUSE_CAP = 0.2
+#: First key of the advisory locks (two-key form, apart from the migration's one-key
+#: lock) that make one user's starts take turns; the second key is a hash of the user id.
+_USER_STARTS = 0x53544152  # "STAR"
 #: Seconds to connect before PostgreSQL counts as unreachable.
 CONNECT_TIMEOUT = 10.0
 #: Seconds one statement may take before the call counts as failed.
@@ -324,7 +340,7 @@ class PostgresLedger:
                 conflicts += 1
                 if conflicts > _SERIALIZATION_RETRIES:
                     raise self._failed(exc, write) from exc
-                await asyncio.sleep(random.uniform(0, 0.002 * conflicts))
+                await asyncio.sleep(_retry_pause(conflicts))
             except _CONNECTION_LOST as exc:
                 await self.pool.expire_connections()
                 if lost_once or committing:
@@ -411,7 +427,9 @@ class PostgresLedger:
             )
             return _job(existing), False
 
-        return await self._run(work, write=True, transaction=True)
+        # READ COMMITTED: ON CONFLICT waits for a racing insert of the same photo, and
+        # the SELECT after it (a snapshot of its own) sees that insert committed.
+        return await self._run(work, write=True, transaction=True, isolation="read_committed")
 
     async def set_keyboard_message(self, job_id: int, message_id: int) -> None:
         """Remember which bot message shows this job's keyboard, then its status."""
@@ -507,7 +525,8 @@ class PostgresLedger:
         now = self._clock() if now is None else now
 
         async def work(conn: Connection) -> StartResult:
-            job = await _get(conn, job_id)
+            await _take_user_turn(conn, user_id)
+            job = await _get(conn, job_id, lock=True)
             if job is None:
                 return StartResult(StartOutcome.NOT_FOUND)
             if job.user_id != user_id:
@@ -540,7 +559,7 @@ class PostgresLedger:
             )
             return StartResult(StartOutcome.STARTED, _job(row))
 
-        return await self._run(work, write=True, transaction=True)
+        return await self._start_in_turn(work)
 
     async def start_retry(
         self,
@@ -561,7 +580,8 @@ class PostgresLedger:
         now = self._clock() if now is None else now
 
         async def work(conn: Connection) -> StartResult:
-            old = await _get(conn, old_job_id)
+            await _take_user_turn(conn, user_id)
+            old = await _get(conn, old_job_id, lock=True)
             if old is None or not offers_retry(old):
                 return StartResult(StartOutcome.NOT_FOUND)
             if old.user_id != user_id:
@@ -582,7 +602,7 @@ class PostgresLedger:
                 reuse_image_url=False,
             )
 
-        return await self._run(work, write=True, transaction=True)
+        return await self._start_in_turn(work)
 
     async def start_again(
         self,
@@ -600,7 +620,8 @@ class PostgresLedger:
         now = self._clock() if now is None else now
 
         async def work(conn: Connection) -> StartResult:
-            old = await _get(conn, old_job_id)
+            await _take_user_turn(conn, user_id)
+            old = await _get(conn, old_job_id, lock=True)
             if old is None or old.state is not JobState.DELIVERED:
                 return StartResult(StartOutcome.NOT_FOUND)
             if old.user_id != user_id:
@@ -624,7 +645,18 @@ class PostgresLedger:
                 reuse_image_url=True,
             )
 
-        return await self._run(work, write=True, transaction=True)
+        return await self._start_in_turn(work)
+
+    async def _start_in_turn(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """A start's ``work`` (which first takes its user's turn) at READ COMMITTED.
+
+        Under the user's lock each statement sees every earlier start of that user
+        committed, so the counts are exact; the job rows it reads are locked
+        (``FOR UPDATE``) so the compare-and-set that follows cannot miss. Transitions
+        made meanwhile by the tracker only lower the counts (a job ending), and a payment
+        (checked at pre-checkout, never refused after) takes no turn, as before.
+        """
+        return await self._run(work, write=True, transaction=True, isolation="read_committed")
 
     async def _start_follow_up(
         self,
@@ -1494,9 +1526,25 @@ def _job(row: asyncpg.Record | None) -> Job:
     return row_to_job(row)
 
 
-async def _get(conn: Connection, job_id: int) -> Job | None:
-    row = await conn.fetchrow(f"{_JOB} WHERE id=$1", job_id)
+async def _get(conn: Connection, job_id: int, *, lock: bool = False) -> Job | None:
+    """The job; with ``lock``, its row locked until the transaction ends."""
+    row = await conn.fetchrow(f"{_JOB} WHERE id=$1{' FOR UPDATE' if lock else ''}", job_id)
     return row_to_job(row) if row else None
+
+
+async def _take_user_turn(conn: Connection, user_id: int) -> None:
+    """Inside a transaction: wait until no other transaction holds this user's turn,
+    then hold it until this one ends (a hash collision only makes two users take turns)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1::int, hashint8($2::bigint))", _USER_STARTS, user_id
+    )
+
+
+def _retry_pause(conflicts: int) -> float:
+    """Seconds to wait before the ``conflicts``-th retry: exponential, capped, with
+    full jitter (a random share of the ceiling)."""
+    ceiling = min(_RETRY_PAUSE_CAP, _RETRY_PAUSE_FIRST * 2 ** (conflicts - 1))
+    return random.uniform(0, ceiling)
 
 
 async def _owe_refund(conn: Connection, job_id: int, reason: RefundReason, now: float) -> None:

@@ -291,6 +291,11 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         self._returns: list[SharedPlace] = []
         self._returner: asyncio.Task[None] | None = None
         self._shared_fault_logged_at = float("-inf")
+        #: Chat turns whose end could not be written (the shared budget unreachable):
+        #: chat -> (the turn's proof, when the chat's next turn comes, when the turn
+        #: lapses anyway). Ended before this process asks for that chat's turn again, so
+        #: a database blip does not hold the chat's next reply for a whole flight.
+        self._unended_turns: dict[int, tuple[float, float, float]] = {}
         #: Shared places a LOW request leaves free for other instances' urgent ones.
         self._low_reserve = max(1, per_second // LOW_RESERVE_SHARE)
         #: This process's places a LOW request leaves free (5 of 30) for the urgent ones
@@ -423,6 +428,8 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
             if not paced or shared is None or place is None:
                 return place, None
             try:
+                if chat_id in self._unended_turns:
+                    await self._end_unended_turn(chat_id)
                 held, wait = await shared.take_chat_turn(chat_id, SHARED_FLIGHT_SECONDS)
             except (LedgerWriteFailed, LedgerReadFailed) as exc:
                 self._shared_fault(exc)
@@ -450,10 +457,24 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
     async def _end_shared_turn(self, chat_id: int, held: float) -> None:
         """The chat's next turn comes its gap after this answer."""
         assert self._shared is not None
+        gap = ChatPacer.gap(chat_id)
         try:
-            await self._shared.end_chat_turn(chat_id, held, ChatPacer.gap(chat_id))
+            await self._shared.end_chat_turn(chat_id, held, gap)
         except (LedgerWriteFailed, LedgerReadFailed) as exc:
-            self._shared_fault(exc)  # the turn comes free when its flight lapses
+            self._shared_fault(exc)  # ended later, or free when its flight lapses
+            now = self._clock()
+            self._unended_turns = {
+                chat: turn for chat, turn in self._unended_turns.items() if turn[2] > now
+            }
+            self._unended_turns[chat_id] = (held, now + gap, now + SHARED_FLIGHT_SECONDS)
+
+    async def _end_unended_turn(self, chat_id: int) -> None:
+        """End a turn of this process's that a fault left held (raises the ledger's
+        errors): the chat's next turn comes when it would have, not when it lapses."""
+        assert self._shared is not None
+        held, next_turn, _ = self._unended_turns[chat_id]
+        await self._shared.end_chat_turn(chat_id, held, max(0.0, next_turn - self._clock()))
+        del self._unended_turns[chat_id]
 
     def _give_back(self, place: SharedPlace | None) -> None:
         """The request is answered: its places come free a second from now."""

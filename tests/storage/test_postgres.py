@@ -4,6 +4,7 @@ bots) at once, and surviving a PostgreSQL restart. Against the test run's own se
 from __future__ import annotations
 
 import asyncio
+import random
 import subprocess
 import sys
 
@@ -18,7 +19,13 @@ from bot.core.options import VideoOptions
 from bot.core.payments import NewPayment, PaymentOutcome, invoice_payload
 from bot.storage import SCHEMA_VERSION, LedgerUnusable
 from bot.storage.migrations import load_migrations
-from bot.storage.postgres import POSTGRES_SCHEMA_VERSION, PostgresLedger
+from bot.storage.postgres import (
+    _SERIALIZATION_RETRIES,
+    _USER_STARTS,
+    POSTGRES_SCHEMA_VERSION,
+    PostgresLedger,
+    _retry_pause,
+)
 from tests.builders import new_job
 from tests.pgserver import PASSWORD, PostgresServer, closed_port
 from tests.storage.test_ledger_contract import started
@@ -243,3 +250,52 @@ async def test_a_batch_claim_skips_a_row_another_instance_is_claiming_without_wa
     finally:
         await other.close()
         await ledger.close()
+
+
+async def waiting_for_an_advisory_lock(conn: asyncpg.Connection) -> bool:
+    """Whether some backend waits for an advisory lock (a start waiting for its turn)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype='advisory' AND NOT granted"
+        )
+    )
+
+
+async def test_a_start_waits_for_its_own_users_turn_only(postgres_url):
+    """Starts take turns per user (READ COMMITTED under the user's advisory lock): while
+    user 1's turn is held, user 2 starts at once and user 1's start waits, then runs."""
+    ledger = PostgresLedger(postgres_url)
+    await ledger.open()
+    other = await asyncpg.connect(postgres_url)
+    try:
+        mine, _ = await ledger.create_draft(new_job(1, 1, 1), VideoOptions())
+        theirs, _ = await ledger.create_draft(new_job(2, 2, 2), VideoOptions())
+        async with other.transaction():
+            # User 1's turn, as the ledger's starts take it.
+            await other.execute(
+                "SELECT pg_advisory_xact_lock($1::int, hashint8($2::bigint))", _USER_STARTS, 1
+            )
+            waiting = asyncio.create_task(ledger.start(mine.id, 1, LIMITS))
+            result = await asyncio.wait_for(ledger.start(theirs.id, 2, LIMITS), 5)
+            assert result.outcome is StartOutcome.STARTED
+            async with asyncio.timeout(5):
+                # PostgreSQL's lock table has no event to await: it is read until it shows.
+                while not await waiting_for_an_advisory_lock(other):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            assert not waiting.done()
+        assert (await asyncio.wait_for(waiting, 5)).outcome is StartOutcome.STARTED
+    finally:
+        await other.close()
+        await ledger.close()
+
+
+def test_serialization_retries_back_off_exponentially_to_a_cap(monkeypatch):
+    """Each pause is a random share of a ceiling that doubles from 5 ms to 200 ms; all
+    retries together wait a few seconds at most (a crowd spreads out, nobody hangs)."""
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    ceilings = [_retry_pause(n) for n in range(1, _SERIALIZATION_RETRIES + 1)]
+    assert ceilings[:7] == [0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.2]
+    assert set(ceilings[6:]) == {0.2}
+    assert 2.0 <= sum(ceilings) <= 4.0
+    monkeypatch.setattr(random, "uniform", lambda low, high: low)
+    assert _retry_pause(1) == 0.0  # full jitter: from no pause at all
