@@ -71,10 +71,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-#: Fixtures that run ``python -m bot`` as a subprocess: a test using one lasts seconds to
-#: tens of seconds, mostly waiting on the child. The first two start several instances.
-SEVERAL_INSTANCES_FIXTURES = frozenset({"two_instances", "start_cluster"})
-SUBPROCESS_FIXTURES = SEVERAL_INSTANCES_FIXTURES | {"spawn", "webhook_bot"}
+#: Fixtures that run ``python -m bot`` as a subprocess (several, for the last two): a
+#: test using one lasts seconds to tens of seconds, mostly waiting on the children.
+SUBPROCESS_FIXTURES = frozenset({"spawn", "webhook_bot", "two_instances", "start_cluster"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -82,25 +81,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     ``make test`` gives each xdist worker one test at a time (``--maxschedchunk=1``), in
     this order. In file order, one of the longest could start last and run alone at the
-    end. Here the long tests (those with several instances first) take every few places
-    of the first half of the run, so they are all under way well before the end, while
-    the quick tests between them keep the subprocesses from all starting at once on a
-    small machine. Each group keeps its collection order.
+    end. Here the long tests take every few places of the first half of the run, so
+    they are all under way well before the end, while the quick tests between them keep
+    the subprocesses from all starting at once on a small machine. Each group keeps its
+    collection order.
     """
 
-    def rank(item: pytest.Item) -> int | None:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & SEVERAL_INSTANCES_FIXTURES:
-            return 0
-        if fixtures & SUBPROCESS_FIXTURES or any(
-            item.get_closest_marker(m) for m in ("long", "real_chat_pace")
-        ):
-            return 1
-        return None
+    def is_long(item: pytest.Item) -> bool:
+        if SUBPROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            return True
+        return any(item.get_closest_marker(m) for m in ("long", "real_chat_pace"))
 
-    ranks = {item: rank(item) for item in items}
-    long = sorted((i for i in items if ranks[i] is not None), key=lambda i: ranks[i] or 0)
-    quick = [i for i in items if ranks[i] is None]
+    long = [i for i in items if is_long(i)]
+    quick = [i for i in items if not is_long(i)]
     every = max(1, len(quick) // (2 * len(long))) if long else 1
     ordered: list[pytest.Item] = []
     for n, item in enumerate(long):

@@ -310,6 +310,7 @@ def holder(processes: list[BotProcess], owner: str) -> BotProcess:
     return process
 
 
+@pytest.mark.timeout(120)  # its own bounds add up to more than 60 s
 async def test_a_generate_press_whose_instance_died_is_taken_over_and_makes_one_video(
     telegram: FakeTelegram, segmind: FakeSegmind, two_instances, postgres_url
 ):
@@ -349,6 +350,7 @@ async def test_a_generate_press_whose_instance_died_is_taken_over_and_makes_one_
     assert (len(segmind.submits), len(videos(telegram))) == (1, 1)
 
 
+@pytest.mark.timeout(120)  # its own bounds add up to more than 60 s
 async def test_a_payment_whose_instance_died_before_recording_it_is_taken_over(
     telegram: FakeTelegram, segmind: FakeSegmind, two_instances, postgres_url
 ):

@@ -43,6 +43,10 @@ from tests.processes import BotProcess
 from tests.short_intervals import MODULE, shortened
 from tests.test_private_flow import button_data, reply_target, send_photo_get_keyboard
 
+#: Each test's own bounds (three bots serving within 60 s, a takeover, a video, a clean
+#: stop within 30 s) add up to more than the suite's default 60 s per test.
+pytestmark = pytest.mark.timeout(120)
+
 INSTANCES = 3
 JOB_SECONDS = 600.0  # at Segmind until the test moves its clock
 WEBHOOK_PATH = "/telegram/hook"
@@ -89,6 +93,15 @@ class Cluster:
             return None
         pid = int(owner.rsplit("-", 2)[1])
         return next((i for i in self.instances if i.pid == pid), None)
+
+    async def logged(self, *fragments: str) -> list[Instance]:
+        """The instances with a log line holding every fragment, once one has one: a line
+        logged right before the row a test just read may still be in the pipe."""
+        await wait_until(
+            lambda: any(i.logged(*fragments) for i in self.instances),
+            what=f"a log line with {fragments}",
+        )
+        return [i for i in self.instances if i.logged(*fragments)]
 
     async def jobs(self) -> list[dict[str, Any]]:
         conn = await asyncpg.connect(self.url)
@@ -283,9 +296,7 @@ async def test_an_instance_stopped_past_its_lease_and_woken_sends_nothing_twice(
     done = await cluster.until_jobs(lambda js: delivered_and_told(js, 1), "the video delivered")
     assert cluster.by_owner(done[0]["owner"]) is None  # told: the lease let go
     assert_once_each(telegram, segmind, [user], done)
-    assert [i for i in cluster.instances if i.logged(f"job {short_id}: ", "-> delivered")] == [
-        taker
-    ]
+    assert await cluster.logged(f"job {short_id}: ", "-> delivered") == [taker]
     await stop_all(cluster)
     assert len(telegram.calls_of("sendVideo")) == 1  # nothing left over went out at the stop
 
@@ -358,7 +369,7 @@ async def test_an_instance_stalled_mid_delivery_past_its_lease_sends_no_second_v
     )
     assert [j.video_downloads for j in segmind.jobs.values()] == [2]  # both downloaded
     assert_once_each(telegram, segmind, [user], done)
-    deliverers = [i for i in cluster.instances if i.logged(f"job {short_id}: ", "-> delivered")]
+    deliverers = await cluster.logged(f"job {short_id}: ", "-> delivered")
     assert len(deliverers) == 1
     assert stalled not in deliverers
     await stop_all(cluster)
@@ -398,9 +409,9 @@ async def test_an_instance_killed_mid_upload_is_taken_over_and_submits_once(
     assert len(segmind.uploads) == 1  # the taker's: the killed one stored nothing
     assert_once_each(telegram, segmind, [user], done)
     short_id = f"J{job['id']}"
-    deliverers = [i for i in survivors if i.logged(f"job {short_id}: ", "-> delivered")]
-    assert len(deliverers) == 1
-    assert deliverers[0].logged("took over")
+    [deliverer] = await cluster.logged(f"job {short_id}: ", "-> delivered")
+    assert deliverer in survivors
+    assert deliverer.logged("took over")
     await stop_all(cluster)
     assert len(telegram.calls_of("sendVideo")) == 1
 
@@ -436,7 +447,8 @@ async def test_an_instance_killed_while_its_submit_is_answered_is_found_in_the_h
     )
     assert_once_each(telegram, segmind, [user], done)
     short_id = f"J{job['id']}"
-    [taker] = [i for i in survivors if i.logged(f"job {short_id}: ", "-> delivered")]
+    [taker] = await cluster.logged(f"job {short_id}: ", "-> delivered")
+    assert taker in survivors
     assert taker.logged(f"job {short_id}: found in Segmind's request history")
     assert segmind.history_lookups >= 1
     await stop_all(cluster)
