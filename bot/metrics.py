@@ -45,6 +45,7 @@ from .core.jobs import Job, JobState
 from .core.options import VideoOptions
 from .core.payments import Payment
 from .core.ports import (
+    BeforeSend,
     Ledger,
     Messenger,
     PhotoFile,
@@ -203,13 +204,15 @@ class MeteredMessenger:
     async def show_progress(self, job: Job, status: Status) -> bool:
         return await self._inner.show_progress(job, status)
 
-    async def send_video(self, job: Job, path: Path) -> str:
-        file_id = await self._inner.send_video(job, path)
+    async def send_video(self, job: Job, path: Path, *, before_send: BeforeSend = None) -> str:
+        file_id = await self._inner.send_video(job, path, before_send=before_send)
         self._delivered(job, "video")
         return file_id
 
-    async def send_video_link(self, job: Job, url: str, expires_at: float) -> None:
-        await self._inner.send_video_link(job, url, expires_at)
+    async def send_video_link(
+        self, job: Job, url: str, expires_at: float, *, before_send: BeforeSend = None
+    ) -> None:
+        await self._inner.send_video_link(job, url, expires_at, before_send=before_send)
         self._delivered(job, "link")
 
     async def send_outcome(self, job: Job) -> None:

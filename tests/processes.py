@@ -16,7 +16,11 @@ class BotProcess:
     ``module`` runs another entry point instead (tests/short_intervals.py)."""
 
     def __init__(self, env: dict[str, str], cwd: Path, *args: str, module: str = "bot") -> None:
-        self.env = {**os.environ, **env}
+        # Its temp files (videos on their way) in the test's folder: a SIGKILLed bot
+        # cannot clean up after itself, and pytest prunes old test folders.
+        own_temp = cwd / "tmp"
+        own_temp.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "TMPDIR": str(own_temp), **env}
         self.cwd = cwd
         self.args = args
         self.module = module

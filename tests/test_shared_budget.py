@@ -18,10 +18,17 @@ from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from bot.core.errors import LedgerWriteFailed
+from bot.core.leases import LeaseLost
 from bot.storage.postgres import PostgresLedger
 from bot.storage.sqlite import SqliteLedger
 from bot.telegram import pacing
-from bot.telegram.pacing import Priority, PriorityRateLimiter, SharedBudget, SharedPlace
+from bot.telegram.pacing import (
+    Priority,
+    PriorityRateLimiter,
+    SharedBudget,
+    SharedPlace,
+    checked_before_sending,
+)
 from tests.conftest import wait_until
 from tests.fakes.telegram import TEST_TOKEN, FakeTelegram
 from tests.test_ratelimit import most_in_one_second
@@ -318,3 +325,45 @@ async def test_a_status_edit_leaves_the_last_free_places_to_other_instances_deli
     finally:
         await other.close()
         await stop_instance(instance)
+
+
+async def test_a_check_before_sending_runs_once_the_request_may_go(
+    telegram: FakeTelegram,
+) -> None:
+    """The tracker confirms a job's lease there (bot.core.tracker): after the wait for a
+    place in the budget and the chat's turn, which under load can outlast the lease,
+    not before it; a check that raises stops the request before it leaves."""
+    limiter = PriorityRateLimiter(per_second=1)  # the second request waits for a place
+    bot: ExtBot[Priority] = ExtBot(
+        TEST_TOKEN,
+        base_url=telegram.api_url,
+        rate_limiter=limiter,
+        request=HTTPXRequest(connection_pool_size=8),
+    )
+    await bot.initialize()
+    checked_at: list[float] = []
+
+    async def check() -> None:
+        checked_at.append(time.monotonic())
+
+    async def taken_over() -> None:
+        raise LeaseLost("J1")
+
+    try:
+        await bot.send_message(telegram.private_chat(5), "first")
+        with checked_before_sending(check):
+            await bot.send_message(telegram.private_chat(6), "second")
+        with pytest.raises(LeaseLost), checked_before_sending(taken_over):
+            await bot.send_message(telegram.private_chat(7), "never")
+        await bot.send_message(telegram.private_chat(8), "unchecked")  # not in the block
+        assert [c.params["text"] for c in telegram.calls_of("sendMessage")] == [
+            "first",
+            "second",
+            "unchecked",
+        ]
+        [first, second, _] = telegram.send_times()
+        assert len(checked_at) == 1
+        assert first + 0.9 <= checked_at[0] <= second  # after the wait for a place
+    finally:
+        await bot.shutdown()
+        await limiter.shutdown()

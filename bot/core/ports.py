@@ -9,10 +9,10 @@ messenger. The errors each port raises are drawn in :mod:`bot.core.errors`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from .jobs import Job, JobState, NewJob
 from .leases import Lease
@@ -22,7 +22,12 @@ from .payments import NewPayment, Payment, PaymentOutcome, PreCheckout
 from .progress import Progress, Status
 from .users import UserPreferences
 
+#: What a messenger awaits right before a message leaves, after any wait for the chat's
+#: pace; raising stops the send (a job's lease confirmed, :class:`Messenger`).
+BeforeSend: TypeAlias = Callable[[], Awaitable[None]] | None
+
 __all__ = [
+    "BeforeSend",
     "HistoryPage",
     "UPDATE_CLAIM_SECONDS",
     "Ledger",
@@ -405,11 +410,16 @@ class Messenger(Protocol):
         one-line summary). False when it was skipped for the chat's pace, so the next
         step tries again; True when shown, unchanged, or there is nothing to edit."""
 
-    async def send_video(self, job: Job, path: Path) -> str:
-        """Send the video file as a reply to the photo; returns the platform's file id."""
+    async def send_video(self, job: Job, path: Path, *, before_send: BeforeSend = None) -> str:
+        """Send the video file as a reply to the photo; returns the platform's file id.
+        ``before_send`` is awaited right before the request leaves, after any wait for
+        the chat's pace; if it raises, nothing is sent and that error comes out."""
 
-    async def send_video_link(self, job: Job, url: str, expires_at: float) -> None:
-        """Send the video's link when it is too big to upload."""
+    async def send_video_link(
+        self, job: Job, url: str, expires_at: float, *, before_send: BeforeSend = None
+    ) -> None:
+        """Send the video's link when it is too big to upload (``before_send`` as for
+        :meth:`send_video`)."""
 
     async def send_outcome(self, job: Job) -> None:
         """Tell the user how a job that did not deliver a video ended, and what to do."""

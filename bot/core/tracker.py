@@ -205,6 +205,7 @@ class Tracker:
         #: Jobs whose lease this instance holds, as the last claim or renewal said.
         self._held: set[int] = set()
         self._leasing: asyncio.Task[None] | None = None
+        self._scanning: asyncio.Task[None] | None = None
         #: Told each time a request id is recorded (the job as it is then): for metrics.
         self._on_submitted = on_submitted
         #: Told when a step's write failed (disk full, read-only): operators are alerted.
@@ -261,6 +262,7 @@ class Tracker:
             log.info("resumed %d unfinished job(s)", len(plan))
         if self._leasing is None and not self._closing:
             self._leasing = asyncio.create_task(self._keep_leases(), name="leases")
+            self._scanning = asyncio.create_task(self._scan_for_takeovers(), name="takeovers")
         return len(plan)
 
     async def resume_plan(self) -> list[tuple[int, float]]:
@@ -303,6 +305,7 @@ class Tracker:
         """Cancel every job task at once; the ledger holds where each one was. Then the
         leases are let go, so another instance takes the jobs over at once."""
         self._closing = True
+        await cancel_and_wait(self._scanning)
         await cancel_and_wait(self._leasing)
         tasks = [task for task in self._tasks.values() if not task.done()]
         for task in tasks:
@@ -646,16 +649,12 @@ class Tracker:
         (disk full, read-only) must not lose a paid request: it is logged at once, kept
         in memory, and the next step writes it (a restart finds it in the history)."""
         try:
-            queued = await record_done(
-                lambda lease: self._ledger.transition(
-                    job.id,
-                    JobState.SUBMITTING,
-                    JobState.QUEUED,
-                    lease=lease,
-                    request_id=request_id,
-                    submitted_at=submitted_at,
-                ),
-                self._lease,
+            queued = await self._record_step(
+                job,
+                JobState.SUBMITTING,
+                JobState.QUEUED,
+                request_id=request_id,
+                submitted_at=submitted_at,
             )
         except LeaseLost:
             raise  # recorded all the same: the job's new driver polls that request
@@ -960,26 +959,38 @@ class Tracker:
     async def _send_and_record(self, job: Job, path: Path | None, expires_at: float) -> Job | None:
         """Send the video (or, too big for an upload, its link) and record DELIVERED at once."""
         assert job.output_url is not None
-        await self._hold(job)  # a video goes out only from the lease's holder
         file_id: str | None = None
+
+        async def still_ours() -> None:
+            # A video goes out only from the lease's holder, checked (and the lease
+            # extended) once the chat's turn has come: under load the wait for it can
+            # outlast the lease, and another instance may have taken the job meanwhile.
+            await self._hold(job)
+
         if path is None:
-            await self._messenger.send_video_link(job, job.output_url, expires_at)
+            await self._messenger.send_video_link(
+                job, job.output_url, expires_at, before_send=still_ours
+            )
         else:
             try:
-                file_id = await self._messenger.send_video(job, path)
+                file_id = await self._messenger.send_video(job, path, before_send=still_ours)
             except VideoRefused as exc:
                 log.warning("job %s: video refused (%s), sending its link", job.short_id, exc)
-                await self._messenger.send_video_link(job, job.output_url, expires_at)
+                await self._messenger.send_video_link(
+                    job, job.output_url, expires_at, before_send=still_ours
+                )
         sent_at = self._clock()
+        return await self._record_step(
+            job, JobState.COMPLETED, JobState.DELIVERED, video_file_id=file_id, notified_at=sent_at
+        )
+
+    async def _record_step(
+        self, job: Job, source: JobState, target: JobState, **fields: Any
+    ) -> Job | None:
+        """A step that already happened outside (Segmind took the request, Telegram the
+        video), recorded even if the lease lapsed meanwhile (:func:`record_done`)."""
         return await record_done(
-            lambda lease: self._ledger.transition(
-                job.id,
-                JobState.COMPLETED,
-                JobState.DELIVERED,
-                lease=lease,
-                video_file_id=file_id,
-                notified_at=sent_at,
-            ),
+            lambda lease: self._ledger.transition(job.id, source, target, lease=lease, **fields),
             self._lease,
         )
 
@@ -1075,19 +1086,23 @@ class Tracker:
         return len(plan)
 
     async def _keep_leases(self) -> None:
-        """Look for jobs to take over every TAKEOVER_SCAN_SECONDS, and renew every
-        RENEW_SECONDS. A ledger fault is logged and tried again next time."""
-        scans_per_renewal = max(1, round(RENEW_SECONDS / TAKEOVER_SCAN_SECONDS))
-        scans = 0
+        """Renew every RENEW_SECONDS, on its own: a takeover scan that claims hundreds
+        of jobs must not make a renewal late. A ledger fault is logged and tried again."""
+        while True:
+            await asyncio.sleep(RENEW_SECONDS)
+            try:
+                await self.renew_leases()
+            except Exception as exc:
+                log.warning("leases: renewal failed (%s: %s)", type(exc).__name__, exc)
+
+    async def _scan_for_takeovers(self) -> None:
+        """Look for jobs to take over every TAKEOVER_SCAN_SECONDS (a fault: next time)."""
         while True:
             await asyncio.sleep(TAKEOVER_SCAN_SECONDS)
-            scans += 1
             try:
-                if scans % scans_per_renewal == 0:
-                    await self.renew_leases()
                 await self.take_over()
             except Exception as exc:
-                log.warning("leases: renewal or takeover failed (%s: %s)", type(exc).__name__, exc)
+                log.warning("leases: takeover failed (%s: %s)", type(exc).__name__, exc)
 
     async def _release_leases(self) -> None:
         """At a clean stop: let every lease go (best effort: unreleased ones lapse)."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.jobs import ACTIVE_STATES, TERMINAL_STATES, JobState
 from ..core.payments import RefundState
+from .common import placeholders
 
 if TYPE_CHECKING:
     from .postgres import Connection, PostgresLedger
@@ -50,10 +51,6 @@ async def _sqlite_rows(ledger: SqliteLedger, sql: str, params: tuple[Any, ...]) 
         return list(await cursor.fetchall())
 
 
-def _marks(values: tuple[Any, ...]) -> str:
-    return ",".join("?" for _ in values)
-
-
 async def _what_is_owed(ledger: SqliteLedger) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
     """(jobs, payments) to copy, jobs ordered so each comes after the job it retries."""
     active = tuple(s.value for s in ACTIVE_STATES) + (JobState.AWAITING_PAYMENT.value,)
@@ -62,8 +59,8 @@ async def _what_is_owed(ledger: SqliteLedger) -> tuple[list[sqlite3.Row], list[s
         row["id"]
         for row in await _sqlite_rows(
             ledger,
-            f"SELECT id FROM jobs WHERE state IN ({_marks(active)}) "
-            f"OR (state IN ({_marks(terminal)}) AND notified_at IS NULL)",
+            f"SELECT id FROM jobs WHERE state IN ({placeholders(active)}) "
+            f"OR (state IN ({placeholders(terminal)}) AND notified_at IS NULL)",
             (*active, *terminal),
         )
     }
@@ -77,7 +74,9 @@ async def _what_is_owed(ledger: SqliteLedger) -> tuple[list[sqlite3.Row], list[s
     pending = set(wanted)
     while pending:  # the jobs they retry, and theirs
         rows = await _sqlite_rows(
-            ledger, f"SELECT * FROM jobs WHERE id IN ({_marks(tuple(pending))})", tuple(pending)
+            ledger,
+            f"SELECT * FROM jobs WHERE id IN ({placeholders(tuple(pending))})",
+            tuple(pending),
         )
         jobs.update({row["id"]: row for row in rows})
         pending = {row["retry_of"] for row in rows if row["retry_of"] is not None} - set(jobs)
@@ -85,7 +84,7 @@ async def _what_is_owed(ledger: SqliteLedger) -> tuple[list[sqlite3.Row], list[s
     payments = {row["charge_id"]: row for row in owed}
     if ids:
         for row in await _sqlite_rows(
-            ledger, f"SELECT * FROM payments WHERE job_id IN ({_marks(ids)})", ids
+            ledger, f"SELECT * FROM payments WHERE job_id IN ({placeholders(ids)})", ids
         ):
             payments[row["charge_id"]] = row
     return [jobs[job_id] for job_id in sorted(jobs)], list(payments.values())

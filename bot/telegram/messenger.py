@@ -50,13 +50,13 @@ from ..core.errors import (
 )
 from ..core.jobs import Job, offers_retry
 from ..core.payments import Payment
-from ..core.ports import PhotoFile, StarCharge
+from ..core.ports import BeforeSend, PhotoFile, StarCharge
 from ..core.progress import Progress, Status
 from ..i18n import texts
 from ..images import ImageRefused
 from ..mp4 import VideoInfo, read_video_info
 from .keyboards import after_video_keyboard, retry_keyboard
-from .pacing import ChatPacer, Priority, retry_after_seconds
+from .pacing import ChatPacer, Priority, checked_before_sending, retry_after_seconds
 from .photos import Photos
 
 __all__ = ["TelegramMessenger", "is_reply_missing", "is_chat_gone"]
@@ -254,7 +254,7 @@ class TelegramMessenger:
 
     # -- outcomes --------------------------------------------------------------------
 
-    async def send_video(self, job: Job, path: Path) -> str:
+    async def send_video(self, job: Job, path: Path, *, before_send: BeforeSend = None) -> str:
         # "sending video…" while it uploads; a 403 here ends the job before the upload.
         # Cosmetic, so skipped while the rate limiter has a queue: waiting for a slot
         # behind every other video would hold this one up (benchmark, N = 1000).
@@ -286,7 +286,8 @@ class TelegramMessenger:
                 )
 
             try:
-                message = await self._reply(job, send)
+                with checked_before_sending(before_send):
+                    message = await self._reply(job, send)
             except BadRequest as exc:
                 raise VideoRefused(exc.message) from exc
         if message.video is not None:
@@ -320,10 +321,13 @@ class TelegramMessenger:
                 )
             )
 
-    async def send_video_link(self, job: Job, url: str, expires_at: float) -> None:
+    async def send_video_link(
+        self, job: Job, url: str, expires_at: float, *, before_send: BeforeSend = None
+    ) -> None:
         # No Share: inline results need a Telegram file id, and a link has none.
         markup = after_video_keyboard(job.language, job.id, share=False)
-        await self._send_text(job, texts.video_link(job.language, url, expires_at), markup)
+        with checked_before_sending(before_send):
+            await self._send_text(job, texts.video_link(job.language, url, expires_at), markup)
 
     def can_share(self) -> bool:
         """Whether the bot has inline mode (BotFather /setinline), as getMe said at start:

@@ -52,13 +52,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import heapq
 import itertools
 import logging
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import timedelta
 from enum import IntEnum
 from typing import Any, Protocol, runtime_checkable
@@ -148,6 +149,26 @@ _SHARED_TURN_POLL_MAX = 1.0
 #: The shared budget unreachable: this process keeps to its own budget meanwhile, and
 #: says so at most once a minute.
 _SHARED_FAULT_LOG_SECONDS = 60.0
+
+#: The check :func:`checked_before_sending` set for the requests of this task.
+_check_before_sending: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = (
+    contextvars.ContextVar("check_before_sending", default=None)
+)
+
+
+@contextlib.contextmanager
+def checked_before_sending(check: Callable[[], Awaitable[None]] | None) -> Iterator[None]:
+    """Requests made inside (in this task) await ``check`` once their place in the budget
+    and their chat's turn are held, right before they leave; if it raises, the request
+    is not made. A job's lease is confirmed there, after the pace's wait and not before
+    it: a video queued behind a thousand others while its lease lapsed and another
+    instance took the job would otherwise go out twice."""
+    token = _check_before_sending.set(check)
+    try:
+        yield
+    finally:
+        _check_before_sending.reset(token)
+
 
 #: Deliveries first across instances too: a LOW request (a status edit) takes a shared
 #: place only while one in this many (5 of 30) stays free for any instance's urgent ones.
@@ -398,12 +419,17 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
     ) -> _Answer:
         """Make the request holding its places in the bot's and the group's budgets (and,
         shared, the chat's turn there too)."""
+        check = _check_before_sending.get()
         if chat_id is None:
+            if check is not None:
+                await check()
             return await callback(*args, **kwargs)
         group = await self._group_slot(chat_id) if chat_id < 0 else None
         try:
             place, turn = await self._place_and_turn(chat_id, priority, paced=paced)
             try:
+                if check is not None:
+                    await check()
                 return await callback(*args, **kwargs)
             finally:
                 self._give_back(place)

@@ -34,7 +34,7 @@ from bot.core.alerts import AlertKind
 from bot.core.errors import MessengerError
 from bot.core.jobs import Job, JobState
 from bot.core.payments import Payment
-from bot.core.ports import Messenger, PhotoFile, Progress, StarCharge, Status
+from bot.core.ports import BeforeSend, Messenger, PhotoFile, Progress, StarCharge, Status
 from bot.storage.sqlite import SqliteLedger
 
 API_URL = "https://api.segmind.test"
@@ -509,12 +509,18 @@ class RecordingMessenger:
     def stages(self, job_id: int | None = None) -> list[Progress]:
         return [status.progress for status in self.statuses(job_id)]
 
-    async def send_video(self, job: Job, path: Path) -> str:
+    async def send_video(self, job: Job, path: Path, *, before_send: BeforeSend = None) -> str:
+        if before_send is not None:  # as the rate limiter does, once the chat's turn came
+            await before_send()
         self._enter("send_video", job, path.stat().st_size)
         self.videos.append(path.read_bytes())
         return f"video-file-{job.id}"
 
-    async def send_video_link(self, job: Job, url: str, expires_at: float) -> None:
+    async def send_video_link(
+        self, job: Job, url: str, expires_at: float, *, before_send: BeforeSend = None
+    ) -> None:
+        if before_send is not None:
+            await before_send()
         self._enter("send_video_link", job, url, expires_at)
 
     async def send_outcome(self, job: Job) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from bot.core.errors import ChatUnreachable, SendFailed, VideoRefused
 from bot.core.jobs import Job, JobState, Reason
-from bot.core.ports import Progress
+from bot.core.ports import BeforeSend, Progress
 from bot.core.tracker import RESULT_RETENTION_SECONDS
 from tests.core.conftest import INTERVAL, Harness
 from tests.core.doubles import error
@@ -188,7 +188,9 @@ async def test_a_stop_during_the_upload_leaves_the_file_to_the_upload(h: Harness
     uploading, resume = asyncio.Event(), asyncio.Event()
     seen: list[Path] = []
 
-    async def slow_upload(job: Job, path: Path) -> str:
+    async def slow_upload(job: Job, path: Path, *, before_send: BeforeSend = None) -> str:
+        assert before_send is not None
+        await before_send()  # its turn came: the lease confirmed, the upload begins
         seen.append(path)
         uploading.set()
         await resume.wait()

@@ -20,8 +20,10 @@ from bot.core.errors import AlreadyRefunded
 from bot.core.jobs import Job, JobState, Reason
 from bot.core.leases import LEASE_SECONDS, Lease, LeaseLost
 from bot.core.payments import RefundState
+from bot.core.ports import BeforeSend
 from bot.core.refunds import Refunds
 from bot.core.tracker import Tracker, TrackerConfig
+from tests.conftest import wait_until
 from tests.core.conftest import Harness
 from tests.core.doubles import GatedBody
 from tests.core.test_refunds import paid_job
@@ -226,8 +228,10 @@ async def test_a_video_sent_while_the_lease_lapsed_is_recorded_so_none_follows(
     await claimed(h.tracker, job.id)
     send_video = h.messenger.send_video
 
-    async def slow_upload(job: Job, path: Path) -> str:
-        h.clock.advance(LAPSE)
+    async def slow_upload(job: Job, path: Path, *, before_send: BeforeSend = None) -> str:
+        assert before_send is not None
+        await before_send()  # the lease is confirmed as the upload begins...
+        h.clock.advance(LAPSE)  # ...and the upload outlasts it
         assert [job_id for job_id, _ in await b.resume_plan()] == [job.id]
         return await send_video(job, path)
 
@@ -245,6 +249,33 @@ async def test_a_video_sent_while_the_lease_lapsed_is_recorded_so_none_follows(
     assert await h.tracker.resume_plan() == []
 
 
+async def test_a_video_whose_turn_came_after_the_job_was_taken_over_is_not_sent(
+    h: Harness, monkeypatch
+):
+    """A's video waited for its turn at Telegram (a thousand others ahead) past its
+    lease, and B took the job meanwhile. The lease is checked when the turn comes, not
+    before the wait: A sends nothing, B delivers once (the scale bench's duplicates)."""
+    b = instance(h, "instance-B")
+    job, _ = await h.completed_job()
+    await claimed(h.tracker, job.id)
+    send_video = h.messenger.send_video
+
+    async def long_queue(job: Job, path: Path, *, before_send: BeforeSend = None) -> str:
+        h.clock.advance(LAPSE)
+        assert [job_id for job_id, _ in await b.resume_plan()] == [job.id]
+        return await send_video(job, path, before_send=before_send)
+
+    monkeypatch.setattr(h.messenger, "send_video", long_queue)
+    with pytest.raises(LeaseLost):
+        await h.step(job.id)
+    assert h.messenger.videos == []
+    assert (await h.job(job.id)).state is S.COMPLETED
+    monkeypatch.setattr(h.messenger, "send_video", send_video)
+    await drive(h, b, job.id)
+    assert len(h.messenger.videos) == 1
+    assert (await h.job(job.id)).state is S.DELIVERED
+
+
 async def test_a_video_sent_after_its_own_lease_lapsed_is_not_sent_again(h: Harness, monkeypatch):
     """One instance, its renewal late (a saturated ledger): the lease lapsed during the
     upload with nobody else about. The video is recorded; the takeover scan that follows
@@ -253,7 +284,9 @@ async def test_a_video_sent_after_its_own_lease_lapsed_is_not_sent_again(h: Harn
     await claimed(h.tracker, job.id)
     send_video = h.messenger.send_video
 
-    async def slow_upload(job: Job, path: Path) -> str:
+    async def slow_upload(job: Job, path: Path, *, before_send: BeforeSend = None) -> str:
+        assert before_send is not None
+        await before_send()
         h.clock.advance(LAPSE)
         return await send_video(job, path)
 
@@ -461,3 +494,37 @@ async def test_a_renewal_does_not_read_back_the_jobs_whose_tasks_ended(
     assert "lease lost" not in caplog.text
     assert [(await h.job(job.id)).state for job in jobs] == [S.DELIVERED] * 3
     assert not any(h.tracker.holds(job.id) for job in jobs)
+
+
+async def test_renewals_go_on_while_a_takeover_scan_is_slow(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+):
+    """A scan claiming hundreds of a dead instance's jobs (or waiting on a busy ledger)
+    must not hold up this instance's renewals: in one loop it did, its own leases
+    lapsed, and live instances took each other's jobs (the scale bench's duplicate
+    videos). The loops' real-time ticks are shortened; the scan never returns here."""
+    monkeypatch.setattr(tracker_module, "TAKEOVER_SCAN_SECONDS", 0.01)
+    monkeypatch.setattr(tracker_module, "RENEW_SECONDS", 0.02)
+    job = await h.new_job()
+    await claimed(h.tracker, job.id)
+    scanning = asyncio.Event()
+
+    async def stuck_scan() -> int:
+        scanning.set()
+        await asyncio.Event().wait()
+        return 0
+
+    renewals: list[list[int]] = []
+    renew_leases = h.ledger.renew_leases
+
+    async def counted(lease: Lease, now: float | None = None) -> list[int]:
+        renewals.append(await renew_leases(lease, now))
+        return renewals[-1]
+
+    monkeypatch.setattr(h.tracker, "take_over", stuck_scan)
+    monkeypatch.setattr(h.ledger, "renew_leases", counted)
+    await h.tracker.resume()
+    await scanning.wait()
+    await wait_until(lambda: len(renewals) >= 3, what="renewals beside the stuck scan")
+    assert renewals[-1] == [job.id]
+    await h.tracker.stop()

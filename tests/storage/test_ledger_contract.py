@@ -589,7 +589,7 @@ async def test_concurrent_claims_never_share_a_job(open_ledger):
     assert set(claimed) | {job.id for job in rest} == ids
 
 
-async def test_renewal_extends_the_unlapsed_leases_of_its_owner_only(ledger, clock):
+async def test_renewal_extends_its_owners_leases_until_another_instance_takes_them(ledger, clock):
     mine = [await started(ledger, message_id=m, user_id=m) for m in (1, 2)]
     theirs = await started(ledger, message_id=3, user_id=3)
     for job_id in mine:
@@ -601,8 +601,10 @@ async def test_renewal_extends_the_unlapsed_leases_of_its_owner_only(ledger, clo
     assert [job.id for job in await ledger.claim_jobs(Lease("instance-C"), 10)] == [theirs]
     assert await ledger.renew_leases(B) == []  # lapsed and taken: not renewed
     clock.now += A.seconds + 1
-    assert await ledger.renew_leases(A) == []  # a lapsed lease is not renewed either
+    assert await ledger.renew_leases(A) == mine  # lapsed, but nobody took them: A's still
+    clock.now += A.seconds + 1
     assert {job.id for job in await ledger.claim_jobs(B, 10)} == {*mine, theirs}
+    assert await ledger.renew_leases(A) == []  # taken: not A's any more
 
 
 async def test_a_fenced_transition_needs_the_lease_and_keeps_it_alive(ledger, clock):
