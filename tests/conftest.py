@@ -67,7 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "long: lasts seconds (real paces, subprocesses) without a fixture or marker that"
-        " says so; run before the quick tests",
+        " says so; handed out early (see pytest_collection_modifyitems)",
     )
 
 
