@@ -64,6 +64,44 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "real_chat_pace: the in-process bot keeps Telegram's real per-chat gaps (1 s, 3 s)",
     )
+    config.addinivalue_line(
+        "markers",
+        "long: lasts seconds (real paces, subprocesses) without a fixture or marker that"
+        " says so; handed out early (see pytest_collection_modifyitems)",
+    )
+
+
+#: Fixtures that run ``python -m bot`` as a subprocess (several, for the last two): a
+#: test using one lasts seconds to tens of seconds, mostly waiting on the children.
+SUBPROCESS_FIXTURES = frozenset({"spawn", "webhook_bot", "two_instances", "start_cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Hand the long tests out early, spread among the quick ones.
+
+    ``make test`` gives each xdist worker one test at a time (``--maxschedchunk=1``), in
+    this order. In file order, one of the longest could start last and run alone at the
+    end. Here the long tests take every few places of the first half of the run, so
+    they are all under way well before the end, while the quick tests between them keep
+    the subprocesses from all starting at once on a small machine. Each group keeps its
+    collection order.
+    """
+
+    def is_long(item: pytest.Item) -> bool:
+        if SUBPROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            return True
+        return any(item.get_closest_marker(m) for m in ("long", "real_chat_pace"))
+
+    long = [i for i in items if is_long(i)]
+    quick = [i for i in items if not is_long(i)]
+    every = max(1, len(quick) // (2 * len(long))) if long else 1
+    ordered: list[pytest.Item] = []
+    for n, item in enumerate(long):
+        ordered.append(item)
+        ordered += quick[n * every : (n + 1) * every]
+    ordered += quick[len(long) * every :]
+    assert len(ordered) == len(items)
+    items[:] = ordered
 
 
 @pytest.fixture(scope="session")
@@ -318,8 +356,8 @@ def env(telegram, segmind, database):
 async def spawn(tmp_path):
     started: list[BotProcess] = []
 
-    async def spawn(env: dict[str, str], *args: str) -> BotProcess:
-        process = await BotProcess(env, tmp_path, *args).start()
+    async def spawn(env: dict[str, str], *args: str, module: str = "bot") -> BotProcess:
+        process = await BotProcess(env, tmp_path, *args, module=module).start()
         started.append(process)
         return process
 

@@ -13,7 +13,7 @@ __all__ = ["BotProcess"]
 
 class BotProcess:
     """``python -m bot`` in a child process; its stderr collected for inspection.
-    ``module`` runs another entry point instead (tests/short_leases.py)."""
+    ``module`` runs another entry point instead (tests/short_intervals.py)."""
 
     def __init__(self, env: dict[str, str], cwd: Path, *args: str, module: str = "bot") -> None:
         # Its temp files (videos on their way) in the test's folder: a SIGKILLed bot

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from bot.core.alerts import AlertKind
 from bot.i18n import texts
-from bot.telegram.runtime import CONFLICT_STOP_LINE, LEDGER_CHECK_SECONDS
+from bot.telegram.runtime import CONFLICT_STOP_LINE
 from tests.conftest import ADMIN_ID, ledger, unsettled_jobs, until_quiet, wait_until
 from tests.fakes.segmind import TEST_API_KEY
 from tests.fakes.telegram import BOT_USERNAME, TEST_TOKEN, iter_updates
 from tests.processes import BotProcess
+from tests.short_intervals import MODULE, shortened
 from tests.test_private_flow import button_data, send_photo_get_keyboard
 
 USER = 701
@@ -306,11 +307,15 @@ CONFLICT = (
 )
 
 
+#: The test-only streak that stops the bot (tests/short_intervals.py), instead of 30 s.
+SHORT_CONFLICT_STOP = 4.0
+
+
 async def test_a_409_conflict_that_persists_stops_the_bot_with_one_line(spawn, env, telegram):
     telegram.fail_next("getUpdates", error_code=409, description=CONFLICT, times=10_000)
-    process = await spawn(env)
-    # PTB retries after 1 s, then 1.5 times longer: the 30 s are over at the 8th try (~32 s).
-    code = await process.wait(timeout=60)
+    process = await spawn({**env, **shortened(conflict_stop=SHORT_CONFLICT_STOP)}, module=MODULE)
+    # PTB retries after 1 s, then 1.5 times longer: the 4 s are over at the 4th try (~5 s).
+    code = await process.wait(timeout=30)
     _, stderr = await process.output()
     assert code == 1
     assert "Traceback" not in stderr
@@ -332,17 +337,20 @@ async def test_a_short_burst_of_409_conflicts_does_not_stop_the_bot(spawn, env, 
 
 # -- the ledger file deleted under a running bot ----------------------------------------
 
+#: The test-only check interval (tests/short_intervals.py), instead of 10 s.
+SHORT_LEDGER_CHECK = 1.0
+
 
 async def test_a_ledger_file_deleted_while_running_stops_the_bot_with_one_line(
     telegram, spawn, env, database
 ):
     telegram.private_chat(USER)
     telegram.private_chat(ADMIN_ID)
-    process = await spawn(env)
+    process = await spawn({**env, **shortened(ledger_check=SHORT_LEDGER_CHECK)}, module=MODULE)
     await send_photo_get_keyboard(telegram, USER, USER)  # up, and the ledger written
     database.unlink()
 
-    code = await process.wait(timeout=LEDGER_CHECK_SECONDS + 15)
+    code = await process.wait(timeout=SHORT_LEDGER_CHECK + 15)
     _, stderr = await process.output()
     assert code == 1
     assert "Traceback" not in stderr

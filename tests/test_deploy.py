@@ -570,6 +570,7 @@ runpy.run_module("bot", run_name="__main__", alter_sys=True)
 """
 
 
+@pytest.mark.long
 async def test_the_bot_runs_under_memory_deny_write_execute(telegram: FakeTelegram, tmp_path):
     """The health check and a few seconds of the bot itself (polling the fake Telegram),
     with W+X memory refused by the kernel: a violation kills the process (SIGSEGV)."""
@@ -647,6 +648,7 @@ for name, fmt in (("a.jpg", "JPEG"), ("a.heic", "HEIF"), ("a.png", "PNG"), ("a.w
 """
 
 
+@pytest.mark.long
 def test_photos_are_prepared_under_memory_deny_write_execute():
     """Every decoder the bot uses (libjpeg, libpng, libwebp, libheif with libde265) and
     the malloc_trim after them, with W+X memory refused by the kernel."""

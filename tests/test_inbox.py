@@ -1,7 +1,9 @@
 """The inbox end to end: ``python -m bot`` in webhook mode killed (SIGKILL) while it
 handles an update it had already answered 200 for. Telegram never sends that update
 again; the stored copy is handled by the next start (SQLite: one process) or, once the
-dead instance's lease lapses, by another instance (PostgreSQL), exactly once.
+dead instance's lease lapses, by another instance (PostgreSQL), exactly once. The two
+PostgreSQL instances run tests/short_intervals.py (test-only): leases of SHORT_LEASE
+seconds instead of 30, in the same proportions, so the takeover comes within seconds.
 
 The fake Telegram holds the handler at one of its calls (``hold_next``) so the kill
 lands mid-handling; the held request dies with the process and is never carried out.
@@ -21,13 +23,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot.core.leases import LEASE_SECONDS, TAKEOVER_SCAN_SECONDS
 from bot.i18n import texts
 from tests.conftest import free_port, ledger, running, settled, wait_until
 from tests.fakes.balancer import RoundRobinBalancer
 from tests.fakes.segmind import FakeSegmind
 from tests.fakes.telegram import FakeTelegram, HeldCall
 from tests.processes import BotProcess
+from tests.short_intervals import MODULE, shortened
 from tests.test_payments import PRICE, invoice_for, paid, payment_rows
 from tests.test_private_flow import button_data, reply_target, send_photo_get_keyboard
 
@@ -35,8 +37,10 @@ USER = 4101
 WEBHOOK_URL = "https://bot.example.test/telegram/hook"
 SECRET = "s3cret_Webhook-token"
 REDONE = "its handling was interrupted"
+#: The two instances' test-only lease (tests/short_intervals.py).
+SHORT_LEASE = 6.0
 #: A dead instance's update waits for its lease, then the next scan (room for load).
-TAKEOVER_WITHIN = LEASE_SECONDS + TAKEOVER_SCAN_SECONDS + 15.0
+TAKEOVER_WITHIN = SHORT_LEASE + SHORT_LEASE / 6 + 15.0
 
 
 def update_rows(database: Path) -> list[dict[str, Any]]:
@@ -262,7 +266,7 @@ async def two_instances(
     telegram: FakeTelegram, env: dict[str, str], postgres_url: str, tmp_path: Path
 ) -> AsyncIterator[Callable[[int], Awaitable[list[BotProcess]]]]:
     """Starts two bots (videos at ``price`` Stars) on one DATABASE_URL, behind a
-    round-robin balancer."""
+    round-robin balancer; their leases last SHORT_LEASE seconds."""
     processes: list[BotProcess] = []
     balancers: list[RoundRobinBalancer] = []
 
@@ -281,8 +285,10 @@ async def two_instances(
                     "HTTP_LISTEN": f"127.0.0.1:{port}",
                     "PRICE_STARS": str(price),
                     "LOG_LEVEL": "INFO",
+                    **shortened(lease=SHORT_LEASE),
                 },
                 tmp_path,
+                module=MODULE,
             )
             processes.append(await process.start())
         await wait_until(
@@ -304,6 +310,7 @@ def holder(processes: list[BotProcess], owner: str) -> BotProcess:
     return process
 
 
+@pytest.mark.timeout(120)  # its own bounds add up to more than 60 s
 async def test_a_generate_press_whose_instance_died_is_taken_over_and_makes_one_video(
     telegram: FakeTelegram, segmind: FakeSegmind, two_instances, postgres_url
 ):
@@ -343,6 +350,7 @@ async def test_a_generate_press_whose_instance_died_is_taken_over_and_makes_one_
     assert (len(segmind.submits), len(videos(telegram))) == (1, 1)
 
 
+@pytest.mark.timeout(120)  # its own bounds add up to more than 60 s
 async def test_a_payment_whose_instance_died_before_recording_it_is_taken_over(
     telegram: FakeTelegram, segmind: FakeSegmind, two_instances, postgres_url
 ):

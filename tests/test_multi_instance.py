@@ -4,7 +4,7 @@ update to the balancer. Faults of one instance must cost no second submit to Seg
 no second video: each Generate is submitted once and delivered once.
 
 - an instance killed (SIGKILL) while its jobs are at Segmind: the others take them over
-  once its leases lapse (30 s) and deliver each once;
+  once its leases lapse and deliver each once;
 - an instance stopped (SIGSTOP) past its lease, taken over, then woken (SIGCONT): it
   notices it lost the job and sends nothing;
 - an instance stopped while downloading a finished video (its next step sends it),
@@ -15,11 +15,11 @@ no second video: each Generate is submitted once and delivered once.
   the request in Segmind's request history and submits nothing again;
 - the same update handed to two instances at the same moment: handled once.
 
-The leases are the real ones (30 s, renewed every 10 s, scanned every 5 s), except in
-the stalled-download, mid-upload and mid-submit tests, whose instances run tests/short_leases.py
-(test-only, 6 s leases): the stop stays within the download's read timeout, and the
-takeover after the kill comes within seconds. The tests wait on rows
-and log lines, bounded by those figures, never on fixed sleeps.
+The instances that must lose a lease run tests/short_intervals.py (test-only): leases
+of SHORT_LEASE seconds instead of 30, renewed every third of that and scanned for every
+sixth, the same proportions as the real ones (bot/core/leases.py). The takeover then
+comes within seconds, and the stalled download's stop stays within its read timeout.
+The tests wait on rows and log lines, bounded by those figures, never on fixed sleeps.
 """
 
 from __future__ import annotations
@@ -35,24 +35,28 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot.core.leases import LEASE_SECONDS, RENEW_SECONDS, TAKEOVER_SCAN_SECONDS
 from tests.conftest import free_port, wait_until
 from tests.fakes.balancer import RoundRobinBalancer
 from tests.fakes.segmind import FakeSegmind
 from tests.fakes.telegram import FakeTelegram
 from tests.processes import BotProcess
-from tests.short_leases import LEASE_ENV
+from tests.short_intervals import MODULE, shortened
 from tests.test_private_flow import button_data, reply_target, send_photo_get_keyboard
 
+#: Each test's own bounds (three bots serving within 60 s, a takeover, a video, a clean
+#: stop within 30 s) add up to more than the suite's default 60 s per test.
+pytestmark = pytest.mark.timeout(120)
+
 INSTANCES = 3
-REPO = Path(__file__).resolve().parents[1]
 JOB_SECONDS = 600.0  # at Segmind until the test moves its clock
 WEBHOOK_PATH = "/telegram/hook"
-#: Longest a dead instance's job waits: its lease (renewed up to RENEW_SECONDS before
-#: the fault), then the next takeover scan, with room for a loaded machine.
-TAKEOVER_WITHIN = LEASE_SECONDS + TAKEOVER_SCAN_SECONDS + 10.0
-#: The test-only lease of the stalled-download test (tests/short_leases.py).
+#: The test-only lease (tests/short_intervals.py), its renewal and its takeover scan.
 SHORT_LEASE = 6.0
+SHORT_RENEW = SHORT_LEASE / 3
+SHORT_SCAN = SHORT_LEASE / 6
+#: Longest a dead instance's job waits: its lease (renewed up to SHORT_RENEW before the
+#: fault), then the next takeover scan, with room for a loaded machine.
+TAKEOVER_WITHIN = SHORT_LEASE + SHORT_SCAN + 15.0
 
 
 @dataclass(eq=False)  # one process each: compared (and hashed) by identity
@@ -89,6 +93,15 @@ class Cluster:
             return None
         pid = int(owner.rsplit("-", 2)[1])
         return next((i for i in self.instances if i.pid == pid), None)
+
+    async def logged(self, *fragments: str) -> list[Instance]:
+        """The instances with a log line holding every fragment, once one has one: a line
+        logged right before the row a test just read may still be in the pipe."""
+        await wait_until(
+            lambda: any(i.logged(*fragments) for i in self.instances),
+            what=f"a log line with {fragments}",
+        )
+        return [i for i in self.instances if i.logged(*fragments)]
 
     async def jobs(self) -> list[dict[str, Any]]:
         conn = await asyncpg.connect(self.url)
@@ -139,9 +152,8 @@ async def start_cluster(
         }
         module = "bot"
         if lease_seconds is not None:
-            module = "tests.short_leases"
-            instance_env[LEASE_ENV] = str(lease_seconds)
-            instance_env["PYTHONPATH"] = str(REPO)
+            module = MODULE
+            instance_env |= shortened(lease=lease_seconds)
         cluster = Cluster([], balancer, postgres_url)
         started.append(cluster)
         for port in ports:
@@ -205,7 +217,7 @@ def assert_once_each(
 async def test_an_instance_killed_while_its_jobs_are_at_segmind_is_taken_over(
     telegram: FakeTelegram, segmind: FakeSegmind, start_cluster: StartCluster
 ):
-    cluster = await start_cluster()
+    cluster = await start_cluster(lease_seconds=SHORT_LEASE)
     users = [801, 802, 803, 804, 805, 806]
     segmind.processing_seconds = JOB_SECONDS
     for user in users:
@@ -231,7 +243,7 @@ async def test_an_instance_killed_while_its_jobs_are_at_segmind_is_taken_over(
     taken_after = time.time() - killed_at
     for job in taken:
         if job["id"] in theirs:  # not taken before its lease had lapsed
-            assert job["lease_until"] - LEASE_SECONDS >= theirs[job["id"]]
+            assert job["lease_until"] - SHORT_LEASE >= theirs[job["id"]]
     assert any("took over" in i.log() for i in survivors)
 
     segmind.advance(JOB_SECONDS)
@@ -246,7 +258,7 @@ async def test_an_instance_killed_while_its_jobs_are_at_segmind_is_taken_over(
 async def test_an_instance_stopped_past_its_lease_and_woken_sends_nothing_twice(
     telegram: FakeTelegram, segmind: FakeSegmind, start_cluster: StartCluster
 ):
-    cluster = await start_cluster()
+    cluster = await start_cluster(lease_seconds=SHORT_LEASE)
     user = 811
     telegram.private_chat(user)
     segmind.processing_seconds = JOB_SECONDS
@@ -262,14 +274,14 @@ async def test_an_instance_stopped_past_its_lease_and_woken_sends_nothing_twice(
         "another instance took the job over",
         timeout=TAKEOVER_WITHIN,
     )
-    assert time.time() - stopped_at >= LEASE_SECONDS - RENEW_SECONDS  # not before it lapsed
+    assert time.time() - stopped_at >= SHORT_LEASE - SHORT_RENEW  # not before it lapsed
     taker = cluster.by_owner(taken["owner"])
     assert taker is not None
     polls = sum(segmind.status_polls())
     await wait_until(lambda: sum(segmind.status_polls()) > polls, what="the taker polls")
 
     # Woken with its old view of the job: it learns it lost the lease (at its next
-    # fenced write, or its next renewal within RENEW_SECONDS) and stops driving it.
+    # fenced write, or its next renewal within SHORT_RENEW) and stops driving it.
     paused.process.signal(signal.SIGCONT)
     short_id = f"J{job['id']}"
     await wait_until(
@@ -277,16 +289,14 @@ async def test_an_instance_stopped_past_its_lease_and_woken_sends_nothing_twice(
             paused.logged(f"job {short_id}: taken over by another instance")
             or paused.logged(f"job {short_id}: lease lost")
         ),
-        timeout=RENEW_SECONDS + TAKEOVER_SCAN_SECONDS + 10,
+        timeout=SHORT_RENEW + SHORT_SCAN + 15,
         what="the woken instance letting the job go",
     )
     segmind.advance(JOB_SECONDS)
     done = await cluster.until_jobs(lambda js: delivered_and_told(js, 1), "the video delivered")
     assert cluster.by_owner(done[0]["owner"]) is None  # told: the lease let go
     assert_once_each(telegram, segmind, [user], done)
-    assert [i for i in cluster.instances if i.logged(f"job {short_id}: ", "-> delivered")] == [
-        taker
-    ]
+    assert await cluster.logged(f"job {short_id}: ", "-> delivered") == [taker]
     await stop_all(cluster)
     assert len(telegram.calls_of("sendVideo")) == 1  # nothing left over went out at the stop
 
@@ -325,8 +335,8 @@ async def test_an_instance_stalled_mid_delivery_past_its_lease_sends_no_second_v
     """The narrow case: the holder is stopped while downloading the finished video (its
     next step would send it). Another instance takes over and delivers; woken, the first
     finishes its download and is refused at the lease check right before sending.
-    Leases of SHORT_LEASE seconds (tests/short_leases.py), so that the stop stays
-    shorter than the download's read timeout and the download does finish after it."""
+    Leases of SHORT_LEASE seconds, so that the stop stays shorter than the download's
+    read timeout and the download does finish after it."""
     cluster = await start_cluster(lease_seconds=SHORT_LEASE)
     user = 831
     telegram.private_chat(user)
@@ -359,7 +369,7 @@ async def test_an_instance_stalled_mid_delivery_past_its_lease_sends_no_second_v
     )
     assert [j.video_downloads for j in segmind.jobs.values()] == [2]  # both downloaded
     assert_once_each(telegram, segmind, [user], done)
-    deliverers = [i for i in cluster.instances if i.logged(f"job {short_id}: ", "-> delivered")]
+    deliverers = await cluster.logged(f"job {short_id}: ", "-> delivered")
     assert len(deliverers) == 1
     assert stalled not in deliverers
     await stop_all(cluster)
@@ -399,9 +409,9 @@ async def test_an_instance_killed_mid_upload_is_taken_over_and_submits_once(
     assert len(segmind.uploads) == 1  # the taker's: the killed one stored nothing
     assert_once_each(telegram, segmind, [user], done)
     short_id = f"J{job['id']}"
-    deliverers = [i for i in survivors if i.logged(f"job {short_id}: ", "-> delivered")]
-    assert len(deliverers) == 1
-    assert deliverers[0].logged("took over")
+    [deliverer] = await cluster.logged(f"job {short_id}: ", "-> delivered")
+    assert deliverer in survivors
+    assert deliverer.logged("took over")
     await stop_all(cluster)
     assert len(telegram.calls_of("sendVideo")) == 1
 
@@ -437,7 +447,8 @@ async def test_an_instance_killed_while_its_submit_is_answered_is_found_in_the_h
     )
     assert_once_each(telegram, segmind, [user], done)
     short_id = f"J{job['id']}"
-    [taker] = [i for i in survivors if i.logged(f"job {short_id}: ", "-> delivered")]
+    [taker] = await cluster.logged(f"job {short_id}: ", "-> delivered")
+    assert taker in survivors
     assert taker.logged(f"job {short_id}: found in Segmind's request history")
     assert segmind.history_lookups >= 1
     await stop_all(cluster)

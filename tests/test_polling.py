@@ -6,6 +6,8 @@ learn job times from its own ledger and act on what Segmind reports.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import ledger, wait_until
 from tests.test_reliability import generate
 
@@ -37,6 +39,7 @@ async def learn_from_three_jobs(telegram, segmind, database):
     return seen_processing
 
 
+@pytest.mark.long
 async def test_once_it_has_learnt_a_job_costs_a_few_polls(telegram, segmind, bot, database):
     segmind.queued_seconds, segmind.processing_seconds = 0.05, 1.0
     _, first_polls = await run_job(telegram, segmind, database, 700)
@@ -48,6 +51,7 @@ async def test_once_it_has_learnt_a_job_costs_a_few_polls(telegram, segmind, bot
     assert polls <= 4, polls  # a loop every interval makes about 21
 
 
+@pytest.mark.long
 async def test_a_backlog_at_segmind_is_waited_out_with_few_polls(telegram, segmind, bot, database):
     segmind.queued_seconds, segmind.processing_seconds = 0.05, 1.0
     # Nothing learnt before them: each is polled every interval, seen PROCESSING.

@@ -4,6 +4,8 @@ import asyncio
 import random
 import time
 
+import pytest
+
 from bot.telegram import pacing
 from bot.telegram.pacing import Priority, PriorityRateLimiter
 from tests.conftest import wait_until
@@ -42,6 +44,7 @@ def most_in_one_second(times):
     return max(len([u for u in times[i:] if u - t < 1.0]) for i, t in enumerate(times))
 
 
+@pytest.mark.long
 async def test_requests_that_reach_telegram_late_and_bunched_still_keep_to_the_rate():
     """Telegram counts a request when it arrives: anywhere between being let go and its
     answer. With arrival delays that vary (a busy loop, the HTTP pool) a limiter that only

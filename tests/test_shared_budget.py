@@ -78,6 +78,7 @@ def gaps(times: list[float]) -> list[float]:
     return [later - earlier for earlier, later in itertools.pairwise(sorted(times))]
 
 
+@pytest.mark.long
 @pytest.mark.timeout(120)
 async def test_three_instances_together_keep_to_one_budget_at_telegram(
     telegram: FakeTelegram, instances: list[Instance]

@@ -319,6 +319,7 @@ async def test_sigterm_in_webhook_mode_stops_within_seconds(env, spawn, telegram
     assert "Traceback" not in stderr
 
 
+@pytest.mark.long
 def test_a_polling_bot_without_http_listen_loads_no_server_or_metrics_library(tmp_path):
     """Polling's memory does not grow: aiohttp and prometheus_client stay unimported."""
     script = (

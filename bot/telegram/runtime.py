@@ -74,7 +74,8 @@ CONFLICT_GAP_SECONDS = 45.0
 LEDGER_PROBE_SECONDS = 10.0
 #: How often the bot makes sure DATABASE_PATH still names the file it opened. Short, so
 #: that a deleted or replaced ledger stops the bot before much is written into the old
-#: file; an ``os.stat`` costs microseconds. (A subprocess test waits for it: no patching.)
+#: file; an ``os.stat`` costs microseconds. (A subprocess test shortens it through
+#: tests/short_intervals.py: read here at each use.)
 LEDGER_CHECK_SECONDS = 10.0
 #: What ``python -m bot`` prints when the conflict stopped it (the one place it is worded).
 CONFLICT_STOP_LINE = (

@@ -186,6 +186,7 @@ async def test_while_postgres_is_down_calls_fail_as_the_core_errors_then_recover
         await ledger.close()
 
 
+@pytest.mark.long
 def test_the_sqlite_default_never_imports_the_postgresql_driver(tmp_path):
     """DATABASE_URL unset: the bot's modules and its ledger load no asyncpg (memory)."""
     script = (
