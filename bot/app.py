@@ -17,7 +17,7 @@ from telegram.ext import (
 
 from .settings import Settings
 from .telegram.handlers import COMMAND, Handlers
-from .telegram.inbox import InboxQueue, InboxUpdateProcessor
+from .telegram.inbox import InboxQueue, InboxRequest, InboxUpdateProcessor
 from .telegram.keyboards import LANGUAGE_PATTERN
 from .telegram.runtime import Runtime
 
@@ -36,6 +36,8 @@ ALLOWED_UPDATES = [
 #: small coroutine: with 512 slots and 1,000 photos at once, Generate was answered
 #: 14 s late (p95); with 4096, 0.11-0.13 s (docs/benchmarks.md).
 CONCURRENT_UPDATES = 4096
+#: getUpdates is a long poll: Telegram may hold it this long before answering.
+GET_UPDATES_READ_TIMEOUT = 35.0
 
 
 class ListenFailed(RuntimeError):
@@ -110,7 +112,12 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .rate_limiter(runtime.limiter)
         .update_queue(InboxQueue(runtime.inbox))
         .concurrent_updates(InboxUpdateProcessor(CONCURRENT_UPDATES, runtime.inbox))
-        .get_updates_read_timeout(35.0)
+        .get_updates_request(
+            # One connection, as PTB's own; each batch stored before PTB confirms it.
+            InboxRequest(
+                runtime.inbox, connection_pool_size=1, read_timeout=GET_UPDATES_READ_TIMEOUT
+            )
+        )
         .post_init(post_init)
         .post_stop(post_stop)
         .post_shutdown(post_shutdown)

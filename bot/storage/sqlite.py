@@ -1430,25 +1430,28 @@ class SqliteLedger:
     # -- updates (webhook mode) and operations ----------------------------------------
 
     async def receive_update(self, update_id: int, body: str, lease: Lease, now: float) -> bool:
-        """One insert (claim, body and holder); old claims are pruned along with it about
-        once an hour: handled ones, and those nobody holds any more (given up)."""
-        prune = now - self._claims_pruned_at >= 3600.0
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                "INSERT INTO updates (update_id, received_at, body, owner, lease_until) "
-                "VALUES (?,?,?,?,?) ON CONFLICT(update_id) DO NOTHING",
-                (update_id, now, body, lease.owner, lease.until(now)),
-            )
-            claimed = cursor.rowcount == 1
-            if prune:
-                await db.execute(
+        """One insert (claim, body and holder), a single statement and no transaction: a
+        getUpdates batch is stored all at once (:mod:`bot.telegram.inbox`), and a
+        transaction per update stopped every other write for each (docs/benchmarks.md).
+        About once an hour old claims are pruned first, by a statement of their own:
+        handled ones, and those nobody holds any more (given up)."""
+        if now - self._claims_pruned_at >= 3600.0:
+            pruned_at, self._claims_pruned_at = self._claims_pruned_at, now  # one at a time
+            try:
+                await self._write(
                     "DELETE FROM updates WHERE received_at < ? "
                     "AND (handled_at IS NOT NULL OR lease_until < ?)",
                     (now - UPDATE_CLAIM_SECONDS, now),
                 )
-        if prune:
-            self._claims_pruned_at = now
-        return claimed
+            except BaseException:
+                self._claims_pruned_at = pruned_at  # the next update tries again
+                raise
+        changed = await self._write(
+            "INSERT INTO updates (update_id, received_at, body, owner, lease_until) "
+            "VALUES (?,?,?,?,?) ON CONFLICT(update_id) DO NOTHING",
+            (update_id, now, body, lease.owner, lease.until(now)),
+        )
+        return changed == 1
 
     async def updates_handled(self, update_ids: Sequence[int], now: float) -> None:
         if not update_ids:
