@@ -16,7 +16,7 @@ from PIL import Image
 from bot.core.errors import PhotoUnavailable
 from bot.i18n import texts
 from bot.telegram import photos as photos_module
-from bot.telegram.photos import WORKER_NICENESS, Photos
+from bot.telegram.photos import Photos
 from tests.conftest import ledger, running, settled
 from tests.test_private_flow import button_data, reply_target, send_photo_get_keyboard
 
@@ -260,22 +260,6 @@ async def test_a_photo_is_prepared_when_its_job_starts(telegram, segmind, bot):
     await generate(telegram, keyboard)
     image = uploaded_image(segmind)
     assert (image.format, image.size) == ("JPEG", (1280, 1707))
-
-
-async def test_photos_are_prepared_at_a_lower_priority_than_the_event_loop(telegram, segmind, bot):
-    """When the CPU is short, the event loop (button answers, keyboards) goes first."""
-    telegram.private_chat(USER)
-    _, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
-    await generate(telegram, keyboard)
-    assert uploaded_image(segmind).format == "JPEG"
-    workers = [thread for thread in threading.enumerate() if thread.name.startswith("photo")]
-    assert workers
-    loop_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    for worker in workers:
-        assert worker.native_id is not None
-        assert os.getpriority(os.PRIO_PROCESS, worker.native_id) == min(
-            loop_niceness + WORKER_NICENESS, 19
-        )
 
 
 async def test_the_download_is_deleted_by_the_worker_not_the_event_loop(

@@ -12,10 +12,6 @@ same JPEG instead of downloading and decoding again. The folder keeps the newest
 Memory: the download never is in memory whole, and images are decoded one at a time in
 one worker thread: decoding is CPU-bound, the bot's machine may have two cores and the
 event loop needs one, and a burst of big images then costs one image's pixels, not ten.
-The worker runs at a lower priority than the event loop (``WORKER_NICENESS``): when the
-CPU is short, a burst of photos waits for button answers and keyboards, not the other
-way round (docs/benchmarks.md). Where that is refused (the systemd unit filters the
-``@resources`` system calls) it runs at the same priority, as before.
 After each image the worker hands freed memory back to the system (glibc's
 ``malloc_trim``): image buffers are large and short-lived, and glibc would otherwise
 keep them for the process (docs/benchmarks.md, "Ten 20 MB photos at once").
@@ -31,7 +27,6 @@ import io
 import logging
 import os
 import tempfile
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,7 +40,7 @@ from ..core.errors import PhotoUnavailable, SendFailed
 from ..images import ImageRefused, PreparedImage, prepare_image
 from .pacing import retry_after_seconds
 
-__all__ = ["CACHE_FILES", "MAX_DOWNLOAD_BYTES", "WORKER_NICENESS", "Photos"]
+__all__ = ["CACHE_FILES", "MAX_DOWNLOAD_BYTES", "Photos"]
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +50,6 @@ MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 DOWNLOAD_CONCURRENCY = 4
 #: Prepared photos kept; about 0.2–2 MB each.
 CACHE_FILES = 500
-#: How much nicer than the event loop's thread the photo worker is (Linux: per thread).
-WORKER_NICENESS = 10
 _CHUNK = 64 * 1024
 _PART_PREFIX = ".part-"
 
@@ -72,15 +65,6 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 _TRIM = _malloc_trim()
-
-
-def _lower_priority() -> None:
-    """Runs once in the worker, at its start: niceness ``WORKER_NICENESS`` above the
-    process's; where the system refuses, nothing changes."""
-    with contextlib.suppress(OSError):
-        me = threading.get_native_id()
-        niceness = os.getpriority(os.PRIO_PROCESS, me) + WORKER_NICENESS
-        os.setpriority(os.PRIO_PROCESS, me, min(niceness, 19))
 
 
 def _prepare_and_give_back(source: Path) -> PreparedImage:
@@ -111,9 +95,7 @@ class Photos:
         self._folder = folder
         self._on_unauthorized = on_unauthorized
         #: The one thread images are decoded in (see the module docstring).
-        self._worker = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="photo", initializer=_lower_priority
-        )
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="photo")
         self._downloading = asyncio.Semaphore(DOWNLOAD_CONCURRENCY)
         #: One preparation per photo at a time (a second caller then finds it cached):
         #: each photo's lock and how many callers hold or wait for it.
