@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 from telegram import Update
 from telegram.error import BadRequest
 from telegram.ext import (
@@ -14,10 +15,12 @@ from telegram.ext import (
     PreCheckoutQueryHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 
+from .http_pool import lean_transport
 from .settings import Settings
 from .telegram.handlers import COMMAND, Handlers
-from .telegram.inbox import InboxQueue, InboxUpdateProcessor
+from .telegram.inbox import InboxQueue, InboxRequest, InboxUpdateProcessor
 from .telegram.keyboards import LANGUAGE_PATTERN
 from .telegram.runtime import Runtime
 
@@ -36,6 +39,12 @@ ALLOWED_UPDATES = [
 #: small coroutine: with 512 slots and 1,000 photos at once, Generate was answered
 #: 14 s late (p95); with 4096, 0.11-0.13 s (docs/benchmarks.md).
 CONCURRENT_UPDATES = 4096
+#: The Bot API's connections (PTB's default of 256 at most). Kept alive: up to 64 idle,
+#: about what a burst uses (30 messages a second on their way, plus button answers,
+#: getFile and chat actions), where PTB's default keeps 20 and reconnects for the rest.
+TELEGRAM_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+#: getUpdates is a long poll: Telegram may hold it this long before answering.
+GET_UPDATES_READ_TIMEOUT = 35.0
 
 
 class ListenFailed(RuntimeError):
@@ -108,9 +117,16 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")
         .rate_limiter(runtime.limiter)
+        # PTB's own request, on a pool whose upkeep does not grow with it (bot.http_pool).
+        .request(HTTPXRequest(httpx_kwargs={"transport": lean_transport(TELEGRAM_LIMITS)}))
         .update_queue(InboxQueue(runtime.inbox))
         .concurrent_updates(InboxUpdateProcessor(CONCURRENT_UPDATES, runtime.inbox))
-        .get_updates_read_timeout(35.0)
+        .get_updates_request(
+            # One connection, as PTB's own; each batch stored before PTB confirms it.
+            InboxRequest(
+                runtime.inbox, connection_pool_size=1, read_timeout=GET_UPDATES_READ_TIMEOUT
+            )
+        )
         .post_init(post_init)
         .post_stop(post_stop)
         .post_shutdown(post_shutdown)

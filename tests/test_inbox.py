@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,8 +23,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from telegram import Update
 
 from bot.i18n import texts
+from bot.storage.sqlite import SqliteLedger
 from tests.conftest import free_port, ledger, running, settled, wait_until
 from tests.fakes.balancer import RoundRobinBalancer
 from tests.fakes.segmind import FakeSegmind
@@ -256,6 +259,49 @@ async def test_an_update_whose_handler_raised_is_marked_handled(
         assert app.bot_data["runtime"].inbox.in_hand == 0
     [row] = update_rows(database)
     assert row["attempts"] == 1
+
+
+async def test_a_polled_batch_is_stored_all_at_once_before_telegram_is_told_it_was_taken(
+    telegram: FakeTelegram, make_settings, database, monkeypatch
+):
+    """Updates that come together come back in one getUpdates. Each is stored before
+    the next getUpdates confirms it, and the batch's writes go to the ledger together:
+    stored one after another, as PTB queues them, 50 updates a second came in no faster
+    than the ledger's writes in turn and every answer waited (docs/benchmarks.md)."""
+    in_flight = most = 0
+    receive_update = SqliteLedger.receive_update
+
+    async def counted(self: SqliteLedger, *args: Any) -> bool:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await receive_update(self, *args)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(SqliteLedger, "receive_update", counted)
+    users = range(USER, USER + 5)
+    for user in users:
+        telegram.private_chat(user)
+        telegram.send_text(user, user, "/start")  # all waiting before the first poll
+    async with running(make_settings()) as app:
+        for user in users:
+            await telegram.wait_for_call("sendMessage", chat_id=user)
+        await settled(app, telegram)
+        await wait_until(
+            lambda: all(row["handled_at"] for row in update_rows(database)), what="handled"
+        )
+    assert most == len(users)
+    rows = update_rows(database)
+    assert len(rows) == len(users)
+    for row in rows:  # Telegram's own JSON, as recovery reads it back
+        update = Update.de_json(json.loads(row["body"]), None)
+        assert update is not None
+        assert update.update_id == row["update_id"]
+        assert update.effective_user is not None
+        assert update.effective_user.id in users
+        assert row["attempts"] == 1
 
 
 # -- several instances on PostgreSQL: another instance takes it over ----------------------

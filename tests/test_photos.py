@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
+import threading
 from types import SimpleNamespace
 
 import httpx
@@ -258,6 +260,29 @@ async def test_a_photo_is_prepared_when_its_job_starts(telegram, segmind, bot):
     await generate(telegram, keyboard)
     image = uploaded_image(segmind)
     assert (image.format, image.size) == ("JPEG", (1280, 1707))
+
+
+async def test_the_download_is_deleted_by_the_worker_not_the_event_loop(
+    telegram, segmind, bot, monkeypatch
+):
+    """Deleting a file can be slow: the event loop has buttons to answer meanwhile."""
+    deleted_in: list[str] = []
+    unlink = pathlib.Path.unlink
+
+    def recorded(path: pathlib.Path, missing_ok: bool = False) -> None:
+        if path.name.startswith(".part-"):
+            deleted_in.append(threading.current_thread().name)
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", recorded)
+    telegram.private_chat(USER)
+    _, keyboard = await send_photo_get_keyboard(telegram, USER, USER)
+    await generate(telegram, keyboard)
+    assert uploaded_image(segmind).format == "JPEG"
+    assert len(deleted_in) == 1
+    assert deleted_in[0].startswith("photo")
+    photos = bot.bot_data["runtime"].photos
+    assert not list(photos._folder.glob(".part-*"))
 
 
 class FileBot:

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from bot.i18n import texts
+from bot.storage.sqlite import SqliteLedger
 from bot.telegram.handlers import MAX_IMAGE_BYTES
 from tests.conftest import ADMIN_ID, ledger, running, settled, wait_until
 from tests.fakes.telegram import TEST_TOKEN
@@ -241,6 +242,35 @@ async def test_garbage_forged_or_unknown_buttons_are_answered(
     assert segmind.submits == []
     # The bot is still up and working.
     await send_photo_get_keyboard(telegram)
+
+
+async def test_a_press_reads_the_pressers_language_and_the_job_together(
+    telegram, segmind, bot, monkeypatch
+):
+    """The answer to a press waits for the ledger once, not for two reads in turn."""
+    telegram.private_chat(USER)
+    _, keyboard = await send_photo_get_keyboard(telegram)
+    reading: set[str] = set()
+    overlaps: list[set[str]] = []
+
+    def tracked(name: str, read):
+        async def wrapper(self, *args):
+            reading.add(name)
+            overlaps.append(set(reading))
+            try:
+                return await read(self, *args)
+            finally:
+                reading.discard(name)
+
+        return wrapper
+
+    for name in ("user_preferences", "get"):
+        monkeypatch.setattr(SqliteLedger, name, tracked(name, getattr(SqliteLedger, name)))
+    query = telegram.press_button(
+        USER, USER, keyboard["message_id"], button_data(keyboard, "720p")
+    )
+    await wait_until(lambda: query in telegram.callback_answers, what="callback answer")
+    assert {"user_preferences", "get"} in overlaps
 
 
 async def test_a_keyboard_from_a_reset_database_is_answered(

@@ -7,6 +7,7 @@ wait on a reply is waited out by the rate limiter (:mod:`bot.telegram.pacing`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -549,14 +550,18 @@ class Handlers:
             return
         press = parse(query.data)
         message = query.message
-        lang = await self._language(query.from_user)  # answers speak to the presser
         if press is None or not isinstance(message, Message):
-            await self._answer(query, texts.answer_invalid(lang))
+            await self._answer(query, texts.answer_invalid(await self._language(query.from_user)))
             return
         if press.action in HISTORY_ACTIONS:
             await self._history_press(query, press, message, context.bot)
             return
-        job = await self.rt.ledger.get(press.job_id)
+        # Answers speak to the presser. Their language and the job are read together: the
+        # answer waits for one trip to the ledger, not two in turn (under load each trip
+        # waits behind the ledger's other work and the event loop's, docs/benchmarks.md).
+        lang, job = await asyncio.gather(
+            self._language(query.from_user), self.rt.ledger.get(press.job_id)
+        )
         if job is None or job.chat_id != message.chat_id:
             await self._answer(query, texts.answer_stale(lang))
             return

@@ -24,8 +24,12 @@ a photo without its keyboard, an invoice never sent, a paid Star with no job. So
 
 Polling mode has the same hole: PTB's Updater queues what ``getUpdates`` returned and
 its next ``getUpdates`` (at once) confirms it to Telegram, long before the handlers are
-done. So PTB's update queue is an :class:`InboxQueue`: an update the Updater puts on it
-is stored first (step 1); the Updater asks for more only once its updates are stored.
+done. So the getUpdates request is an :class:`InboxRequest`: the updates it fetched are
+stored (step 1) before PTB sees them, all of a batch at once, and the Updater asks for
+more only once they are. (Stored one by one, as PTB queues them, a burst of presses and
+photos came in no faster than one ledger write after another: at 50 updates a second
+every reply waited for that queue, docs/benchmarks.md.) PTB's update queue is an
+:class:`InboxQueue`, which stores anything queued that was not stored yet.
 
 Handlers are idempotent for a re-delivered update (drafts keyed on the message, one
 start per job, payments keyed on their charge id), so an update handled again after a
@@ -40,17 +44,19 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from telegram import Bot, Update
 from telegram.ext import SimpleUpdateProcessor
+from telegram.request import HTTPXRequest
 
 from ..core.errors import LedgerWriteFailed
 from ..core.leases import RENEW_SECONDS, TAKEOVER_SCAN_SECONDS, Lease
 from ..core.ports import Ledger, StoredUpdate
 from ..core.tasks import cancel_and_wait
 
-__all__ = ["MAX_ATTEMPTS", "Inbox", "InboxQueue", "InboxUpdateProcessor"]
+__all__ = ["MAX_ATTEMPTS", "Inbox", "InboxQueue", "InboxRequest", "InboxUpdateProcessor"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +93,8 @@ class Inbox:
         self._enqueue: Callable[[Update], Awaitable[None]] | None = None
         #: Updates stored (or taken) by this instance whose handling has not ended.
         self._in_hand: set[int] = set()
+        #: Polled updates the ledger could not store: handled unstored, told once.
+        self._unstored: set[int] = set()
         #: Handled, not yet written.
         self._marks: list[int] = []
         self._marked = asyncio.Event()
@@ -133,16 +141,41 @@ class Inbox:
 
     async def store_polled(self, update: Update) -> None:
         """Before an update PTB's Updater fetched is queued (and so confirmed to
-        Telegram): store it, unless this instance stored or took it back itself (the
+        Telegram): store it, unless it was stored already (its getUpdates batch, the
         webhook, recovery). A re-delivered one (stored before) goes on unstored, as
         before the inbox: handlers are idempotent. If the ledger cannot store it, it is
         handled unstored too (operators are alerted)."""
         if self._ledger is None or update.update_id in self._in_hand:
             return
+        if update.update_id in self._unstored:
+            self._unstored.discard(update.update_id)  # its batch said so already
+            return
+        await self._store(update.update_id, update.to_json())
+
+    async def store_batch(self, updates: list[Any]) -> None:
+        """What one getUpdates returned, before PTB sees any of it: every update's write
+        is queued to the ledger at once, so the batch costs about one write's wait, not
+        one per update in turn."""
+        if self._ledger is None:
+            return
+        fresh = [
+            (data["update_id"], data)
+            for data in updates
+            if isinstance(data, dict)
+            and isinstance(data.get("update_id"), int)
+            and data["update_id"] not in self._in_hand
+        ]
+        # Telegram's own JSON: what Update.de_json reads back at recovery.
+        await asyncio.gather(
+            *(self._store(update_id, json.dumps(data)) for update_id, data in fresh)
+        )
+
+    async def _store(self, update_id: int, body: str) -> None:
         try:
-            await self.receive(update.update_id, update.to_json())
+            await self.receive(update_id, body)
         except LedgerWriteFailed as exc:
-            log.warning("update %s handled without a stored copy: %s", update.update_id, exc)
+            log.warning("update %s handled without a stored copy: %s", update_id, exc)
+            self._unstored.add(update_id)
             if self._on_ledger_failed is not None:
                 self._on_ledger_failed()
 
@@ -241,6 +274,30 @@ class InboxQueue(asyncio.Queue[object]):
         if isinstance(item, Update):
             await self._inbox.store_polled(item)
         await super().put(item)
+
+
+class InboxRequest(HTTPXRequest):
+    """The request PTB's Updater polls with: what ``getUpdates`` returned is stored
+    (:meth:`Inbox.store_batch`) before the Updater queues it, and so before its next
+    ``getUpdates`` confirms it to Telegram. A batch that cannot be stored is handled
+    unstored, as :meth:`Inbox.store_polled` does."""
+
+    def __init__(self, inbox: Inbox, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._inbox = inbox
+
+    async def do_request(
+        self, url: str, method: str, *args: Any, **kwargs: Any
+    ) -> tuple[int, bytes]:
+        code, payload = await super().do_request(url, method, *args, **kwargs)
+        if code == HTTPStatus.OK and url.endswith("/getUpdates"):
+            try:
+                answer = json.loads(payload)
+            except ValueError:
+                answer = None  # PTB says what is wrong with it
+            if isinstance(answer, dict) and isinstance(answer.get("result"), list):
+                await self._inbox.store_batch(answer["result"])
+        return code, payload
 
 
 class InboxUpdateProcessor(SimpleUpdateProcessor):

@@ -29,6 +29,7 @@ from ..core.ports import Ledger, Messenger, StarCharge, VideoService
 from ..core.refunds import RECONCILE_WINDOW_SECONDS, Reconciliation, Refunds
 from ..core.tasks import Background, cancel_and_wait
 from ..core.tracker import HISTORY_LOOKUP_SECONDS, Tracker, TrackerConfig
+from ..http_pool import lean_transport
 from ..i18n import texts
 from ..i18n.catalogues import LANGUAGES
 from ..segmind import SegmindClient
@@ -61,7 +62,8 @@ log = logging.getLogger(__name__)
 
 _HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0, write=60.0)
 #: Every connection kept alive: with fewer, a thousand jobs polling churned through
-#: sockets (1,299 in TIME-WAIT) and httpcore's pool scans (docs/benchmarks.md).
+#: sockets (1,299 in TIME-WAIT) and httpcore's pool scans (docs/benchmarks.md); the
+#: pool is a LeanConnectionPool, whose upkeep does not grow with it.
 _HTTP_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
 #: How often the bot asks Telegram who it is, to notice a revoked token.
 TOKEN_CHECK_SECONDS = 60.0
@@ -432,7 +434,9 @@ class Runtime:
         self._ledger = ledger
         if isinstance(ledger, SharedBudget):  # PostgreSQL: other instances may share the token
             self.limiter.share(ledger)
-        self._http = httpx.AsyncClient(timeout=_HTTP_TIMEOUT, limits=_HTTP_LIMITS)
+        self._http = httpx.AsyncClient(
+            timeout=_HTTP_TIMEOUT, transport=lean_transport(_HTTP_LIMITS)
+        )
         segmind: VideoService = SegmindClient(
             self._http,
             api_key=self.settings.segmind_api_key.get_secret_value(),

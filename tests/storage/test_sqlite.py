@@ -312,6 +312,34 @@ async def test_each_step_of_a_free_job_is_one_statement_without_begin_or_commit(
         await ledger.close()
 
 
+async def test_updates_are_received_by_single_statements_that_go_together(tmp_path):
+    """A getUpdates batch is stored all at once (bot.telegram.inbox): each receipt is a
+    statement alone, no BEGIN/COMMIT, so the batch's receipts run back to back on the
+    connection's thread, and no receipt stops the other writes (a transaction would
+    wait for every statement in flight and hold up every new one)."""
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3", exclusive=True)
+    await ledger.open()
+    statements: list[str] = []
+    await ledger.db.set_trace_callback(statements.append)
+    lease = Lease("this-instance")
+    try:
+        claimed = await asyncio.gather(
+            *(
+                ledger.receive_update(100 + n, f'{{"update_id": {100 + n}}}', lease, 1e9)
+                for n in range(5)
+            )
+        )
+        assert claimed == [True] * 5
+        assert [" ".join(sql.split()[:2]) for sql in statements] == ["DELETE FROM"] + [
+            "INSERT INTO"
+        ] * 5  # the first one prunes old claims too, once an hour
+        statements.clear()
+        assert not await ledger.receive_update(102, "{}", Lease("another"), 1e9 + 1)
+        assert [" ".join(sql.split()[:2]) for sql in statements] == ["INSERT INTO"]
+    finally:
+        await ledger.close()
+
+
 async def test_a_refused_start_and_a_refused_fenced_write_still_say_why(tmp_path):
     """The one-statement paths fall back to reading why nothing changed: a start over a
     limit is refused by name, and a write by an instance that lost its lease raises."""
