@@ -685,28 +685,28 @@ class SqlLedger(abc.ABC):
 
     async def receive_update(self, update_id: int, body: str, lease: Lease, now: float) -> bool:
         """Take this update id once across every instance sharing the ledger and store
-        it, held by ``lease`` (one insert, keyed on the id); old claims are pruned along
-        with it about once an hour: handled ones, and those nobody holds (given up)."""
-        insert = (
+        it, held by ``lease``: one insert keyed on the id, no transaction (a getUpdates
+        batch is stored all at once, :mod:`bot.telegram.inbox`, and a transaction per
+        update stopped every other write for each: docs/benchmarks.md). About once an
+        hour old claims are pruned first, by one statement of their own: handled ones,
+        and those nobody holds (given up)."""
+        if now - self._claims_pruned_at >= 3600.0:
+            pruned_at, self._claims_pruned_at = self._claims_pruned_at, now  # one at a time
+            try:
+                await self._write(
+                    "DELETE FROM updates WHERE received_at < ? "
+                    "AND (handled_at IS NOT NULL OR lease_until < ?)",
+                    (now - UPDATE_CLAIM_SECONDS, now),
+                )
+            except BaseException:
+                self._claims_pruned_at = pruned_at  # the next update tries again
+                raise
+        changed = await self._write(
             "INSERT INTO updates (update_id, received_at, body, owner, lease_until) "
-            "VALUES (?,?,?,?,?) ON CONFLICT (update_id) DO NOTHING"
+            "VALUES (?,?,?,?,?) ON CONFLICT (update_id) DO NOTHING",
+            (update_id, now, body, lease.owner, lease.until(now)),
         )
-        params = (update_id, now, body, lease.owner, lease.until(now))
-        if now - self._claims_pruned_at < 3600.0:
-            return await self._write(insert, params) == 1
-
-        async def work(tx: Statements) -> bool:
-            claimed = await tx.execute(insert, params) == 1
-            await tx.execute(
-                "DELETE FROM updates WHERE received_at < ? "
-                "AND (handled_at IS NOT NULL OR lease_until < ?)",
-                (now - UPDATE_CLAIM_SECONDS, now),
-            )
-            return claimed
-
-        claimed = await self._transact(work)
-        self._claims_pruned_at = now
-        return claimed
+        return changed == 1
 
     async def updates_handled(self, update_ids: Sequence[int], now: float) -> None:
         if not update_ids:
