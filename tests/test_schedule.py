@@ -106,7 +106,8 @@ def test_the_pace_hands_out_turns_at_most_per_second():
     # A job asking again keeps its place; its turn ends when its request goes.
     assert pace.turn(99, 101.0) == pytest.approx(waits[99] - 1.0)
     assert pace.start(0, 100.0) == 0.0
-    assert not pace.in_line(0) and pace.in_line(1)
+    assert not pace.in_line(0)
+    assert pace.in_line(1)
     # Later, with the backlog gone, a poll goes at once.
     assert pace.turn(500, 200.0) == 0
 

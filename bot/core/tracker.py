@@ -209,6 +209,7 @@ class Tracker:
         on_ledger_failed: Callable[[], None] | None = None,
         on_submitted: Callable[[Job], None] | None = None,
         owner: str | None = None,
+        pace: schedule.ApiPace | None = None,
     ) -> None:
         self._ledger = ledger
         #: This instance's claim on the jobs it drives (``owner``: its instance id).
@@ -253,7 +254,7 @@ class Tracker:
         self._closing = False
         self._critical: set[asyncio.Task[Any]] = set()
         #: Every request to Segmind's API waits for its place here (one pace per process).
-        self._pace = schedule.ApiPace(API_REQUESTS_PER_SECOND, SEGMIND_API_IN_FLIGHT)
+        self._pace = pace or schedule.ApiPace(API_REQUESTS_PER_SECOND, SEGMIND_API_IN_FLIGHT)
         #: Jobs a status poll found COMPLETED whose result is not fetched yet: when.
         self._seen_done: dict[int, float] = {}
 
