@@ -142,3 +142,27 @@ async def test_no_more_than_the_cap_are_on_their_way_and_those_let_go_together_a
     assert len(polled_at_stall) == 1
     held = sorted(delay for delay in delays if delay is not None and delay < INTERVAL)
     assert held == pytest.approx([GAP / 2 + k * GAP for k in range(9)], abs=1e-5)
+
+
+async def test_a_result_held_back_by_the_pace_is_fetched_next_without_polling_again(
+    h: Harness,
+):
+    """The status poll that finds the video made takes the second's last place: its
+    result waits for the next second, is fetched without a second status poll, and the
+    job is recorded as finished when the poll saw it, not when the result came."""
+    job, _ = await h.processing_job("COMPLETED")
+    pace = ApiPace(API_REQUESTS_PER_SECOND, SEGMIND_API_IN_FLIGHT)
+    h.tracker = restarted(h, pace)
+    for other in range(-39, 0):  # 39 requests of other jobs went half a second ago
+        assert pace.start(other, h.clock.now - 0.5, in_line=False) == 0.0
+    seen_at = h.clock.now
+    delay = await h.step(job.id)
+    assert delay == pytest.approx(0.5, abs=1e-5)  # when the window has room
+    assert (h.segmind.count("status"), h.segmind.count("result")) == (1, 0)
+    assert (await h.job(job.id)).state is S.PROCESSING
+    h.clock.advance(delay)
+    assert await h.step(job.id) is None  # the result, the video, the summary
+    assert (h.segmind.count("status"), h.segmind.count("result")) == (1, 1)
+    done = await h.job(job.id)
+    assert done.state is S.DELIVERED
+    assert done.completed_at == seen_at
