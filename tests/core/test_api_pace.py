@@ -157,6 +157,7 @@ async def test_a_result_held_back_by_the_pace_is_fetched_next_without_polling_ag
         assert pace.start(other, h.clock.now - 0.5, in_line=False) == 0.0
     seen_at = h.clock.now
     delay = await h.step(job.id)
+    assert delay is not None
     assert delay == pytest.approx(0.5, abs=1e-5)  # when the window has room
     assert (h.segmind.count("status"), h.segmind.count("result")) == (1, 0)
     assert (await h.job(job.id)).state is S.PROCESSING
