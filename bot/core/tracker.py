@@ -257,6 +257,8 @@ class Tracker:
         self._pace = pace or schedule.ApiPace(API_REQUESTS_PER_SECOND, SEGMIND_API_IN_FLIGHT)
         #: Jobs a status poll found COMPLETED whose result is not fetched yet: when.
         self._seen_done: dict[int, float] = {}
+        #: Jobs whose last step the pace held back (it returned the wait, wrote nothing).
+        self._held_back: set[int] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -355,16 +357,21 @@ class Tracker:
             self._due[job_id] = self._clock() + first_delay
             if first_delay > 0:
                 await asyncio.sleep(first_delay)
+            job: Job | None = None
             while True:
-                try:
-                    job = await self._leased_job(job_id)
-                except LedgerError as exc:
-                    # The ledger cannot be read now (PostgreSQL restarting): keep the job.
-                    log.warning("job J%s: the ledger %s; trying again", job_id, exc)
-                    await asyncio.sleep(self._backoff(job_id))
-                    continue
-                if job is None:
-                    return
+                if job is None or job_id not in self._held_back:
+                    try:
+                        job = await self._leased_job(job_id)
+                    except LedgerError as exc:
+                        # The ledger cannot be read now (PostgreSQL restarting): keep it.
+                        log.warning("job J%s: the ledger %s; trying again", job_id, exc)
+                        await asyncio.sleep(self._backoff(job_id))
+                        continue
+                    if job is None:
+                        return
+                # Held back by the pace, the last step wrote nothing: the job is as it
+                # was read, and its turn is not spent on a ledger read's queue.
+                self._held_back.discard(job_id)
                 try:
                     delay = await self.step(job)
                 except asyncio.CancelledError:
@@ -387,7 +394,7 @@ class Tracker:
                     delay = self._backoff(job.id)
                 if delay is None:
                     return
-                if not self._pace.in_line(job_id):  # waiting for the pace is not Segmind's
+                if job_id not in self._held_back:  # waiting for the pace is not Segmind's
                     self._due[job_id] = self._clock() + delay
                 await asyncio.sleep(delay)
         finally:
@@ -397,6 +404,7 @@ class Tracker:
             self._due.pop(job_id, None)
             self._poll_at.pop(job_id, None)
             self._seen_done.pop(job_id, None)
+            self._held_back.discard(job_id)
             self._pace.forget(job_id)
             self._lookups.pop(job_id, None)
             self._shown.pop(job_id, None)
@@ -414,13 +422,13 @@ class Tracker:
         again (no request made). ``in_line``: a poll or lookup takes its turn behind the
         others; a result fetch (a video waits on it) goes ahead of them."""
         wait = self._pace.turn(job_id, self._clock(), in_line=in_line)
-        if wait > 0:
-            return _Later(wait)
-        async with self._pace.slot():
-            wait = self._pace.start(job_id, self._clock(), in_line=in_line)
-            if wait > 0:
-                return _Later(wait)
-            return await request()
+        if wait <= 0:
+            async with self._pace.slot():
+                wait = self._pace.start(job_id, self._clock(), in_line=in_line)
+                if wait <= 0:
+                    return await request()
+        self._held_back.add(job_id)
+        return _Later(wait)
 
     # -- one step --------------------------------------------------------------------
 
