@@ -1,20 +1,26 @@
 """The restart round: N jobs in flight, the bot restarted (SIGTERM, then a new process).
 
 A restarted bot resumes every unfinished job from its ledger. Polled at once, a thousand
-jobs would be a thousand status requests in the first second; the bot spreads them (and
-paces all status polls, ``bot.core.tracker.STATUS_POLLS_PER_SECOND``). This round
-measures what FakeSegmind sees: status requests in any one second after the restart,
-and whether every user still gets exactly one video.
+jobs would be a thousand status requests in the first second; the bot spreads them, and
+paces every request to Segmind's API (``bot.core.tracker.SEGMIND_API_PER_SECOND``: at
+most ``API_REQUESTS_PER_SECOND`` leave in any second and ``SEGMIND_API_IN_FLIGHT`` are on
+their way at once). This round measures requests in any one second after the restart
+both where they arrive (FakeSegmind's log, stamped when its loop, shared with a thousand
+simulated users, gets to them) and where they leave the bot (``bench/sendlog.py``, the
+bot's own monotonic clock), and whether every user still gets exactly one video.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .measure import max_in_window, percentile
@@ -28,10 +34,12 @@ from .run import (
     _stop_process,
     _users,
     bot_environment,
+    bot_module,
     bot_process,
     play_users,
     say,
 )
+from .sendlog import read as read_send_log
 
 __all__ = ["RestartRound", "run_restart_round"]
 
@@ -51,6 +59,9 @@ class RestartRound:
     requests_max_after: int
     #: Requests to Segmind's API (status, result, history): not uploads or downloads.
     api_max_after: int
+    #: The same two where they left the bot, by its own clock (``bench/sendlog.py``).
+    status_max_after_sent: int
+    api_max_after_sent: int
     status_polls_mean: float
     delivered: int
     duplicates: int
@@ -76,6 +87,8 @@ class RestartRound:
             "status_max_per_s_before_restart": self.status_max_before,
             "requests_max_per_s_after_restart": self.requests_max_after,
             "api_requests_max_per_s_after_restart": self.api_max_after,
+            "status_max_per_s_after_restart_as_sent": self.status_max_after_sent,
+            "api_requests_max_per_s_after_restart_as_sent": self.api_max_after_sent,
             "status_polls_mean": round(self.status_polls_mean, 2),
             "delivered": self.delivered,
             "lost": self.lost,
@@ -96,13 +109,16 @@ class RestartRound:
             [
                 "| restart round | jobs | in flight at SIGTERM | stop / start s"
                 " | status req/s max: after / before | API req/s max after"
+                " | as sent by the bot: status / API req/s max after"
                 " | all Segmind req/s max after"
                 " | status polls/job | COMPLETED→sendVideo s p50 / p95 | delivered | lost"
                 " | duplicates | submits |",
-                "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+                "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
                 f"| bot | {self.jobs} | {self.in_flight} | {self.stop_seconds:.2f} /"
                 f" {self.start_seconds:.2f} | {self.status_max_after} /"
-                f" {self.status_max_before} | {self.api_max_after} | {self.requests_max_after} |"
+                f" {self.status_max_before} | {self.api_max_after} |"
+                f" {self.status_max_after_sent} / {self.api_max_after_sent} |"
+                f" {self.requests_max_after} |"
                 f" {self.status_polls_mean:.1f} | {pair} | {self.delivered} | {self.lost}"
                 f" | {self.duplicates} | {self.submits} |",
             ]
@@ -113,11 +129,44 @@ async def run_restart_round(config: BenchConfig, jobs: int) -> RestartRound:
     """Warm up, let ``jobs`` users press Generate, restart the bot once every job is
     accepted by Segmind (none can be done yet), and follow every job to its video."""
     low, high = config.processing_range
+    send_log = Path(tempfile.mkdtemp(prefix="warmth-bench-sends-")) / "sent.tsv"
+    try:
+        return await _restart_round(config, jobs, send_log, (low, high))
+    finally:
+        shutil.rmtree(send_log.parent, ignore_errors=True)
+
+
+def _kind(method: str, path: str) -> str:
+    """A request's kind, alike for both logs: status, result, video, … or its path."""
+    kind = "result" if path.count("/") == 3 and "/requests/" in path else path
+    kind = "status" if path.endswith("/status") else kind
+    kind = "video" if path.startswith("/outputs/") else kind
+    return f"{method} {kind}"
+
+
+def _is_api(path: str) -> bool:
+    """Segmind's API: not the video downloads nor the uploaded images."""
+    return not path.startswith(("/outputs/", "/assets/"))
+
+
+def _by_kind(entries: list[tuple[float, str, str]], since: float) -> str:
+    kinds: dict[str, list[float]] = {}
+    for t, method, path in entries:
+        if t >= since:
+            kinds.setdefault(_kind(method, path), []).append(t)
+    return ", ".join(f"{k} {max_in_window(v)} (all {len(v)})" for k, v in sorted(kinds.items()))
+
+
+async def _restart_round(
+    config: BenchConfig, jobs: int, send_log: Path, processing_range: tuple[float, float]
+) -> RestartRound:
+    low, high = processing_range
     async with bot_process(
         config,
         queued_seconds=config.queued_seconds * config.scale,
         processing_range=(low * config.scale, high * config.scale),
         label=f"restart{jobs}",
+        send_log=send_log,
     ) as bot:
         telegram, segmind = bot.telegram, bot.segmind
         warm = _users(config.warmup_jobs, _WARMUP_USER_BASE, _WARMUP_PHOTO_BASE)
@@ -161,8 +210,7 @@ async def run_restart_round(config: BenchConfig, jobs: int) -> RestartRound:
         with bot.log_path.open("ab") as log_file:
             bot.process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "bot",
+                *bot_module(send_log),
                 cwd=bot.folder,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -183,17 +231,13 @@ async def run_restart_round(config: BenchConfig, jobs: int) -> RestartRound:
         finally:
             await _stop_process(bot.process)
         say(f"restart{jobs}: round done")
-        kinds: dict[str, list[float]] = {}
-        for t, method, path, _ in segmind.requests_log:
-            if t >= restart_at:
-                kind = "result" if path.count("/") == 3 and "/requests/" in path else path
-                kind = "status" if path.endswith("/status") else kind
-                kind = "video" if path.startswith("/outputs/") else kind
-                kinds.setdefault(f"{method} {kind}", []).append(t)
+        arrived = [(t, method, path) for t, method, path, _ in segmind.requests_log]
+        sent = read_send_log(send_log)
         say(
-            f"restart{jobs}: busiest second after the restart, by kind: "
-            + ", ".join(f"{k} {max_in_window(v)} (all {len(v)})" for k, v in sorted(kinds.items()))
+            f"restart{jobs}: busiest second after the restart, by kind, at the fake: "
+            + _by_kind(arrived, restart_at)
         )
+        say(f"restart{jobs}: the same as the bot sent them: " + _by_kind(sent, restart_at))
         for user in measured:
             if user.videos > 1:
                 sends = ", ".join(
@@ -223,11 +267,13 @@ async def run_restart_round(config: BenchConfig, jobs: int) -> RestartRound:
             status_max_before=max_in_window([t for t in status if t < restart_at]),
             requests_max_after=max_in_window([t for t, *_ in log if t >= restart_at]),
             api_max_after=max_in_window(
-                [
-                    t
-                    for t, _method, path, _ in log
-                    if t >= restart_at and not path.startswith(("/outputs/", "/assets/"))
-                ]
+                [t for t, _method, path, _ in log if t >= restart_at and _is_api(path)]
+            ),
+            status_max_after_sent=max_in_window(
+                [t for t, method, path in sent if t >= restart_at and path.endswith("/status")]
+            ),
+            api_max_after_sent=max_in_window(
+                [t for t, _method, path in sent if t >= restart_at and _is_api(path)]
             ),
             status_polls_mean=statistics.fmean(polls) if polls else math.nan,
             delivered=sum(1 for user in measured if user.videos > 0),

@@ -342,6 +342,13 @@ def bot_environment(
     return env
 
 
+def bot_module(send_log: Path | None = None) -> list[str]:
+    """``-m bot``, or the bot under ``bench.sendlog`` writing its requests to Segmind."""
+    if send_log is None:
+        return ["-m", "bot"]
+    return ["-m", "bench.sendlog", str(send_log), "-m", "bot"]
+
+
 async def _stop_process(process: asyncio.subprocess.Process) -> None:
     if process.returncode is not None:
         return
@@ -362,8 +369,12 @@ async def bot_process(
     queued_seconds: float,
     processing_range: tuple[float, float],
     label: str,
+    send_log: Path | None = None,
 ) -> AsyncIterator[BotProcess]:
-    """Both fakes started here, the bot started against them; all stopped on exit."""
+    """Both fakes started here, the bot started against them; all stopped on exit.
+
+    ``send_log``: the bot writes each request to Segmind there as it leaves
+    (``bench/sendlog.py``)."""
     folder = Path(tempfile.mkdtemp(prefix=f"warmth-bench-{label}-"))
     telegram = FakeTelegram(keep_uploads_up_to=0)
     segmind = BenchSegmind(
@@ -395,8 +406,7 @@ async def bot_process(
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 *profile,
-                "-m",
-                "bot",
+                *bot_module(send_log),
                 cwd=folder,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,

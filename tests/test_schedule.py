@@ -1,3 +1,4 @@
+import asyncio
 import random
 from typing import Any
 
@@ -5,7 +6,7 @@ import pytest
 
 from bot.core.schedule import (
     MAX_BACKOFF_SECONDS,
-    PollPace,
+    ApiPace,
     backoff_delay,
     expected_earliest_finish,
     finish_to_record,
@@ -96,47 +97,100 @@ def test_earliest_finish_is_learnt_from_history():
 
 
 def test_the_pace_hands_out_turns_at_most_per_second():
-    pace = PollPace(40)
-    waits = [pace.wait(100.0) for _ in range(100)]  # a hundred jobs due at once
+    pace = ApiPace(40, 10)
+    waits = [pace.turn(job, 100.0) for job in range(100)]  # a hundred jobs due at once
     assert waits[0] == 0
     turns = [100.0 + wait for wait in waits]
     assert all(b - a == pytest.approx(1 / 40) for a, b in zip(turns, turns[1:], strict=False))
     assert max(sum(1 for t in turns if start <= t < start + 1) for start in turns) == 40
+    # A job asking again keeps its place; its turn ends when its request goes.
+    assert pace.turn(99, 101.0) == pytest.approx(waits[99] - 1.0)
+    assert pace.start(0, 100.0) == 0.0
+    assert not pace.in_line(0)
+    assert pace.in_line(1)
     # Later, with the backlog gone, a poll goes at once.
-    assert pace.wait(200.0) == 0
+    assert pace.turn(500, 200.0) == 0
 
 
-def test_however_late_the_turns_wake_no_more_than_per_second_start_in_any_second():
-    pace = PollPace(40)
-    for _ in range(100):
-        pace.wait(100.0)  # turns 1/40 s apart from 100 s ...
-    # ... but a busy loop wakes all hundred at 103 s: 40 go, the rest wait for the window.
-    waits = [pace.start(103.0) for _ in range(100)]
-    assert waits.count(0.0) == 40
-    assert all(wait == pytest.approx(1.0) for wait in waits if wait)
-    assert pace.start(103.5) > 0
-    assert pace.start(104.0) == 0.0  # the window moved on
+def test_however_late_the_turns_wake_they_go_one_at_a_time_and_no_more_than_per_second():
+    """A busy loop (or answers let go together) wakes a hundred turns at once: one goes,
+    the rest get fresh turns one gap apart, ahead of the polls still in line."""
+    pace = ApiPace(40, 10)
+    for job in range(100):
+        pace.turn(job, 100.0)  # turns 1/40 s apart from 100 s ...
+    waits = [pace.start(job, 103.0) for job in range(100)]  # ... all woken at 103 s
+    assert waits.count(0.0) == 1
+    held = [103.0 + wait for wait in waits if wait]
+    assert all(b - a == pytest.approx(1 / 40) for a, b in zip(held, held[1:], strict=False))
+    assert held[0] == pytest.approx(103.0 + 1 / 80)  # half a turn after the one that went
+    assert all(pace.in_line(job) for job in range(1, 100))
+    assert pace.turn(500, 103.0) == pytest.approx(0.0)  # its turn long past: in line ...
+    assert pace.start(500, 103.0) == pytest.approx(held[-1] + 1 / 40 - 103.0)  # ... behind
+
+
+def test_no_more_than_per_second_go_in_any_second_however_they_come():
+    pace = ApiPace(40, 10)
+    sent: list[float] = []
+    now = 10.0
+    for step in range(2000):  # a request asking every 5 ms, each its own job
+        now = 10.0 + step * 0.005
+        if pace.start(step, now) == 0.0:
+            sent.append(now)
+    assert max(sum(1 for t in sent if start <= t < start + 1) for start in sent) == 40
+    assert min(b - a for a, b in zip(sent, sent[1:], strict=False)) >= 1 / 80 - 1e-9
 
 
 def test_result_fetches_go_ahead_of_waiting_polls_but_count_in_their_second():
-    """After a restart many jobs are found done at once: each result fetch checks in
-    without taking a turn (a video waits on it), but results and polls together keep
-    to the rate in any second."""
-    pace = PollPace(40)
-    waits = [pace.wait(50.0) for _ in range(100)]  # a hundred polls queued for turns
-    assert [pace.start(50.0) for _ in range(10)] == [0.0] * 10  # ten results go now
-    assert pace.start(50.0) == 0.0  # the first poll's turn is now too: 11 in this second
-    started = [pace.start(50.2) for _ in range(40)]
-    assert started.count(0.0) == 29  # the second already holds eleven requests
-    assert all(wait == pytest.approx(0.8) for wait in started if wait)
-    assert pace.wait(50.2) == pytest.approx(50.0 + 100 / 40 - 50.2)  # no turn was used
+    """After a restart many jobs are found done at once: each result fetch goes without
+    taking a turn (a video waits on it), but results and polls together keep to the
+    rate in any second, and a result held back goes ahead of the polls in line."""
+    pace = ApiPace(40, 10)
+    waits = [pace.turn(job, 50.0) for job in range(100)]  # a hundred polls in line
+    results = range(1000, 1010)
+    assert [pace.turn(job, 50.0, in_line=False) for job in results] == [0.0] * 10
+    # Ten results whose status answers came back together go at once (at most
+    # in_flight answers can) ...
+    assert [pace.start(job, 50.0, in_line=False) for job in results] == [0.0] * 10
+    assert pace.start(0, 50.0) > 0  # ... the first poll, due now too, half a turn later
+    started = [pace.start(job, 50.2, in_line=False) for job in range(2000, 2040)]
+    assert started.count(0.0) == 30  # the second already held ten requests
+    held = [wait for wait in started if wait]
+    assert held[0] == pytest.approx(51.0 - 50.2)  # when the first ten leave the window
+    assert all(b - a == pytest.approx(1 / 40) for a, b in zip(held, held[1:], strict=False))
+    assert held[-1] < waits[-1]  # ahead of the polls still in line
     assert waits[1] == pytest.approx(1 / 40)
 
 
-def test_the_pace_refuses_a_rate_that_is_not_one():
+async def test_no_more_than_in_flight_requests_hold_a_slot_and_the_rest_wait_in_order():
+    pace = ApiPace(40, 3)
+    gate = asyncio.Event()
+    order: list[int] = []
+
+    async def request(job: int) -> None:
+        async with pace.slot():
+            order.append(job)
+            await gate.wait()
+
+    tasks = [asyncio.create_task(request(job)) for job in range(8)]
+    for _ in range(100):  # let every task reach the pace (yielding: no time passes)
+        if pace.waiting_for_slot + pace.in_flight == 8:
+            break
+        await asyncio.sleep(0)
+    # All eight are accounted for: three out, five waiting: nothing else can happen.
+    assert (pace.in_flight, pace.waiting_for_slot) == (3, 5)
+    assert order == [0, 1, 2]
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert order == list(range(8))
+    assert (pace.in_flight, pace.waiting_for_slot) == (0, 0)
+
+
+def test_the_pace_refuses_a_rate_that_is_not_one_and_a_cap_below_one():
     for bad in (0.0, 0.5, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="positive number"):
-            PollPace(bad)
+            ApiPace(bad, 10)
+    with pytest.raises(ValueError, match="at least 1"):
+        ApiPace(40, 0)
 
 
 def test_without_history_every_interval():

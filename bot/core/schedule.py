@@ -16,25 +16,27 @@ from the ledger (recent jobs of the same quality and length), so this is a pure 
 of what is known; tests call it directly. Segmind's status answers carry no estimate of
 their own (only a 429's ``Retry-After``, which :func:`backoff_delay` honours).
 
-:class:`PollPace` spaces the status polls of all jobs together, so that neither a restart
-nor a thousand jobs finishing in the same minute sends Segmind more than a set number of
-requests a second.
+:class:`ApiPace` spaces the requests of all jobs to Segmind's API together and caps those
+on their way, so that neither a restart nor a thousand jobs finishing in the same minute
+sends Segmind more than a set number of requests in any second.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import random
 import statistics
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "ApiPace",
     "Learnt",
     "FIRST_LOOK_INTERVALS",
     "MAX_BACKOFF_SECONDS",
-    "PollPace",
     "expected_earliest_finish",
     "finish_to_record",
     "next_poll_delay",
@@ -146,39 +148,131 @@ def next_poll_delay(
     return min(delay, max(interval, look - elapsed))
 
 
-class PollPace:
-    """Turns for status polls, at most ``per_second`` of them in any second.
+class ApiPace:
+    """Requests to Segmind's API (status polls, result fetches, history lookups): at most
+    ``per_second`` go in any one-second window, counted when each one goes, and at most
+    ``in_flight`` are on their way at once.
 
-    Each poll asks for its turn when it is due (:meth:`wait`); turns are handed out in
-    that order, one every ``1 / per_second`` seconds, so a thousand jobs due at once (a
-    restart, a burst of photos a minute ago) are polled over the next seconds instead of
-    all in one. A busy event loop can still wake many turns late and together, so each
-    poll also checks in just before it goes (:meth:`start`): no more than ``per_second``
-    go in any one-second window, whatever the loop did.
+    Together the two bound what Segmind sees, however the event loops on either side
+    stall: a request that reaches it within some second either left within that second
+    (at most ``per_second``) or left before it and was still unanswered when it began (at
+    most ``in_flight``). So it never sees more than ``per_second + in_flight`` in a second.
+
+    A request goes in three moves, each without sleeping (the caller waits what it is
+    told, then asks again):
+
+    - :meth:`turn`: its place in line. Polls take turns ``1 / per_second`` apart in the
+      order they ask, so a thousand jobs due at once (a restart, a minute after a burst
+      of photos) are polled over the next seconds instead of all in one. A request that
+      must not queue behind polls (a result fetch: a video waits on it) takes no turn.
+    - :meth:`slot`: one of the ``in_flight`` places, waited for in order and held until
+      the answer is in.
+    - :meth:`start`, with the slot held, at the moment it goes: counted, or refused when
+      a full second's worth went in the last second or, for a poll, another went less
+      than half a turn ago (turns woken late and together by a busy loop, or let go
+      together by answers that came back together). A refused request gets a fresh turn
+      ahead of the polls still in line (it had its turn) but behind the others refused,
+      no sooner than the window has room: those held back go one turn apart, not in a
+      burst.
     """
 
-    def __init__(self, per_second: float) -> None:
+    def __init__(self, per_second: float, in_flight: int) -> None:
         if not math.isfinite(per_second) or per_second < 1:
             raise ValueError(f"per_second must be a positive number, not {per_second}")
+        if in_flight < 1:
+            raise ValueError(f"in_flight must be at least 1, not {in_flight}")
         self._gap = 1.0 / per_second
         self._limit = int(per_second)
         self._next_turn = -math.inf
-        self._started: deque[float] = deque()
+        #: The next turn for a request held back at :meth:`start` (ahead of the line).
+        self._next_ahead = -math.inf
+        #: Each waiting request's turn (by its key: the job it is for).
+        self._turns: dict[Hashable, float] = {}
+        #: When each request of the last second went.
+        self._sent: deque[float] = deque()
+        self._slots = asyncio.Semaphore(in_flight)
+        self._out = 0
+        self._queued = 0
 
-    def wait(self, now: float) -> float:
-        """Take the next free turn; returns how long to wait for it (0: go now)."""
-        turn = max(now, self._next_turn)
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a slot now (on their way, or about to go)."""
+        return self._out
+
+    @property
+    def waiting_for_slot(self) -> int:
+        """Requests waiting for a slot to free."""
+        return self._queued
+
+    def in_line(self, key: Hashable) -> bool:
+        """Whether ``key`` holds a turn it has not used yet."""
+        return key in self._turns
+
+    def forget(self, key: Hashable) -> None:
+        """``key`` will not ask again (its job's task ended): its turn is given up."""
+        self._turns.pop(key, None)
+
+    def _rewound(self, now: float) -> None:
+        """The clock went back (a wall clock set back): the turns and the last second,
+        all dated in its future, are forgotten rather than waited for."""
+        if self._sent and now < self._sent[-1]:
+            self._sent.clear()
+            self._turns.clear()
+            self._next_turn = self._next_ahead = -math.inf
+
+    def _take_turn(self, earliest: float, *, in_line: bool = True) -> float:
+        if not in_line:  # ahead of the line: after the others held back
+            turn = max(earliest, self._next_ahead)
+            self._next_ahead = turn + self._gap
+            return turn
+        turn = max(earliest, self._next_turn)
         self._next_turn = turn + self._gap
-        return turn - now
+        return turn
 
-    def start(self, now: float) -> float:
-        """0: go now (counted); else how long to wait before checking in again.
+    def turn(self, key: Hashable, now: float, *, in_line: bool = True) -> float:
+        """Seconds until ``key``'s turn; 0: it has come. A key with no turn takes the next
+        free one when ``in_line`` (a poll); otherwise (a result) it needs none."""
+        self._rewound(now)
+        turn = self._turns.get(key)
+        if turn is None:
+            if not in_line:
+                return 0.0
+            turn = self._turns[key] = self._take_turn(now)
+        return max(0.0, turn - now)
 
-        A request that takes no turn (a result, a history lookup) checks in here only:
-        it goes ahead of the polls waiting for turns, within the same second's cap."""
-        while self._started and self._started[0] <= now - 1.0:
-            self._started.popleft()
-        if len(self._started) < self._limit:
-            self._started.append(now)
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the ``in_flight`` places for as long as the request is out."""
+        self._queued += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._queued -= 1
+        self._out += 1
+        try:
+            yield
+        finally:
+            self._out -= 1
+            self._slots.release()
+
+    def start(self, key: Hashable, now: float, *, in_line: bool = True) -> float:
+        """The request for ``key`` goes now: 0 (counted), or the seconds until the fresh
+        turn it was given because the last second already holds ``per_second`` or, for a
+        request ``in_line``, one went less than half a turn ago. (A result follows its
+        own status answer at once: at most ``in_flight`` such answers come together.) It
+        has waited its turn already, or needs none: the fresh turn comes before the polls
+        still in line, after the others held back."""
+        self._rewound(now)
+        while self._sent and self._sent[0] <= now - 1.0:
+            self._sent.popleft()
+        earliest = now
+        if self._sent and in_line:
+            earliest = self._sent[-1] + self._gap / 2  # never two at once
+        if len(self._sent) >= self._limit:
+            earliest = max(earliest, self._sent[0] + 1.0)  # the window has room
+        if now >= earliest:
+            self._sent.append(now)
+            self._turns.pop(key, None)
             return 0.0
-        return self._started[0] + 1.0 - now
+        turn = self._turns[key] = self._take_turn(earliest, in_line=False)
+        return turn - now

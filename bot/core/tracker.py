@@ -37,7 +37,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,7 +73,7 @@ from .leases import (
     record_done,
 )
 from .options import SEED_RANGE
-from .ports import Ledger, Messenger, VideoService
+from .ports import Ledger, Messenger, StatusReport, VideoService
 from .progress import Progress, Status, coarse_elapsed, status_for, usual_seconds
 from .tasks import cancel_and_wait
 
@@ -94,14 +94,18 @@ HISTORY_LOOKUP_SECONDS = 300.0
 #: The first look after a lost answer, then doubling up to the cap (with jitter).
 LOOKUP_FIRST_DELAY = 2.0
 LOOKUP_MAX_DELAY = 30.0
-#: Status polls of all jobs together, at most this many a second: neither a restart nor
-#: a thousand jobs due in the same minute stampede Segmind (its limit is ours to keep).
-STATUS_POLLS_PER_SECOND = 40.0
+#: The most requests to Segmind's API (status polls, result fetches, history lookups)
+#: Segmind may see from this process in any one second: neither a restart nor a
+#: thousand jobs due in the same minute stampede it (its limit is ours to keep).
+SEGMIND_API_PER_SECOND = 50
+#: At most this many of them on their way at once (see :class:`schedule.ApiPace`) ...
+SEGMIND_API_IN_FLIGHT = 10
+#: ... and at most this many leave in any second, by this process's clock. What reaches
+#: Segmind in a second left in it, or was still on its way when it began: the sum of
+#: the two is SEGMIND_API_PER_SECOND, however either side's event loop stalls.
+API_REQUESTS_PER_SECOND = float(SEGMIND_API_PER_SECOND - SEGMIND_API_IN_FLIGHT)
 #: A restart's first polls are spread at most this many a second.
-RESUME_POLLS_PER_SECOND = STATUS_POLLS_PER_SECOND
-#: A poll whose turn came while a full second's worth had just gone checks in again at
-#: most this often (each wait is until the window has room, so a few do).
-_PACE_CHECKS = 100
+RESUME_POLLS_PER_SECOND = API_REQUESTS_PER_SECOND
 #: The status clock's possible steps (bot.core.progress), to find when it next moves.
 _CLOCK_STEPS = (10, 60, 300)
 #: A clock step is taken this long after the shown time changes (never just before it).
@@ -117,6 +121,13 @@ SENDING_STATUS_AFTER_SECONDS = 1.0
 CRITICAL_GRACE_SECONDS = 3.0
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Later:
+    """The pace held a request back: the step tries again this many seconds later."""
+
+    wait: float
 
 
 def _lookup_delay(lookups: int, rng: random.Random) -> float:
@@ -198,6 +209,7 @@ class Tracker:
         on_ledger_failed: Callable[[], None] | None = None,
         on_submitted: Callable[[Job], None] | None = None,
         owner: str | None = None,
+        pace: schedule.ApiPace | None = None,
     ) -> None:
         self._ledger = ledger
         #: This instance's claim on the jobs it drives (``owner``: its instance id).
@@ -242,7 +254,12 @@ class Tracker:
         self._usual: dict[int, int | None] = {}
         self._closing = False
         self._critical: set[asyncio.Task[Any]] = set()
-        self._pace = schedule.PollPace(STATUS_POLLS_PER_SECOND)
+        #: Every request to Segmind's API waits for its place here (one pace per process).
+        self._pace = pace or schedule.ApiPace(API_REQUESTS_PER_SECOND, SEGMIND_API_IN_FLIGHT)
+        #: Jobs a status poll found COMPLETED whose result is not fetched yet: when.
+        self._seen_done: dict[int, float] = {}
+        #: Jobs whose last step the pace held back (it returned the wait, wrote nothing).
+        self._held_back: set[int] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -343,17 +360,21 @@ class Tracker:
             self._due[job_id] = self._clock() + first_delay
             if first_delay > 0:
                 await asyncio.sleep(first_delay)
+            job: Job | None = None
             while True:
-                try:
-                    job = await self._leased_job(job_id)
-                except LedgerError as exc:
-                    # The ledger cannot be read now (PostgreSQL restarting): keep the job.
-                    log.warning("job J%s: the ledger %s; trying again", job_id, exc)
-                    await asyncio.sleep(self._backoff(job_id))
-                    continue
-                if job is None:
-                    return
-                await self._wait_for_poll_turn(job)
+                if job is None or job_id not in self._held_back:
+                    try:
+                        job = await self._leased_job(job_id)
+                    except LedgerError as exc:
+                        # The ledger cannot be read now (PostgreSQL restarting): keep it.
+                        log.warning("job J%s: the ledger %s; trying again", job_id, exc)
+                        await asyncio.sleep(self._backoff(job_id))
+                        continue
+                    if job is None:
+                        return
+                # Held back by the pace, the last step wrote nothing: the job is as it
+                # was read, and its turn is not spent on a ledger read's queue.
+                self._held_back.discard(job_id)
                 try:
                     delay = await self.step(job)
                 except asyncio.CancelledError:
@@ -376,7 +397,8 @@ class Tracker:
                     delay = self._backoff(job.id)
                 if delay is None:
                     return
-                self._due[job_id] = self._clock() + delay
+                if job_id not in self._held_back:  # waiting for the pace is not Segmind's
+                    self._due[job_id] = self._clock() + delay
                 await asyncio.sleep(delay)
         finally:
             self._failures.pop(job_id, None)
@@ -384,6 +406,9 @@ class Tracker:
             self._seen_queued.pop(job_id, None)
             self._due.pop(job_id, None)
             self._poll_at.pop(job_id, None)
+            self._seen_done.pop(job_id, None)
+            self._held_back.discard(job_id)
+            self._pace.forget(job_id)
             self._lookups.pop(job_id, None)
             self._shown.pop(job_id, None)
             self._usual.pop(job_id, None)
@@ -392,32 +417,21 @@ class Tracker:
                 self._tasks.pop(job_id, None)
                 self._held.discard(job_id)  # a renewal says whether it is still ours
 
-    async def _wait_for_poll_turn(self, job: Job) -> None:
-        """A job about to be polled waits for its turn (see ``STATUS_POLLS_PER_SECOND``),
-        never past its deadline: the step at the deadline ends it without a poll."""
-        if job.state not in (JobState.QUEUED, JobState.PROCESSING) or not self._polls_now(job):
-            return
-        wait = self._pace.wait(self._clock())
-        for _ in range(_PACE_CHECKS):
-            if wait > 0:
-                until_deadline = self._within_deadline(job, wait)
-                await asyncio.sleep(until_deadline)
-                if until_deadline < wait:
-                    return  # its deadline came first: the step ends it without a poll
-            wait = self._pace.start(self._clock())
-            if wait <= 0:
-                return
-
-    async def _api_turn(self) -> None:
-        """A request to Segmind's API that is not a status poll (a result, a history
-        lookup) goes ahead of the polls waiting for their turns, but within the same
-        per-second cap: together they keep to ``STATUS_POLLS_PER_SECOND`` in any
-        second, after a restart too."""
-        for _ in range(_PACE_CHECKS):
-            wait = self._pace.start(self._clock())
-            if wait <= 0:
-                return
-            await asyncio.sleep(wait)
+    async def _api(
+        self, job_id: int, request: Callable[[], Awaitable[T]], *, in_line: bool = True
+    ) -> T | _Later:
+        """Make one request to Segmind's API when the pace lets it go (see
+        :class:`schedule.ApiPace`): its answer, or how long to wait before the step tries
+        again (no request made). ``in_line``: a poll or lookup takes its turn behind the
+        others; a result fetch (a video waits on it) goes ahead of them."""
+        wait = self._pace.turn(job_id, self._clock(), in_line=in_line)
+        if wait <= 0:
+            async with self._pace.slot():
+                wait = self._pace.start(job_id, self._clock(), in_line=in_line)
+                if wait <= 0:
+                    return await request()
+        self._held_back.add(job_id)
+        return _Later(wait)
 
     # -- one step --------------------------------------------------------------------
 
@@ -695,13 +709,18 @@ class Tracker:
 
         now = self._clock()
         first, count = self._lookups.get(job.id, (now, 0))
-        self._lookups[job.id] = (first, count + 1)
+        image_url, seed, sent_at = job.image_url, job.options.seed, job.submit_sent_at
+
+        async def look_up() -> str | None:
+            self._lookups[job.id] = (first, count + 1)
+            return await self._segmind.find_request(image_url, seed, sent_at)
+
         answered_cleanly = True
         try:
-            await self._api_turn()
-            request_id = await self._segmind.find_request(
-                job.image_url, job.options.seed, job.submit_sent_at
-            )
+            found = await self._api(job.id, look_up)
+            if isinstance(found, _Later):
+                return found.wait  # not looked up yet: nothing counted
+            request_id = found
         except SegmindError as exc:
             # The history is a best effort: an error means "not known yet".
             log.warning(
@@ -821,16 +840,33 @@ class Tracker:
         return poll_at is None or now >= poll_at - _TICK_SLACK or past_deadline
 
     async def _poll(self, job: Job) -> float | None:
-        assert job.request_id is not None
+        request_id = job.request_id
+        assert request_id is not None
         now = self._clock()
         if now - (job.submitted_at or now) > self._config.deadline_seconds:
             return await self._end(job, JobState.TIMED_OUT, Reason.DEADLINE)
-        self._polls[job.id] = self._polls.get(job.id, 0) + 1
+
+        async def status() -> StatusReport:
+            self._polls[job.id] = self._polls.get(job.id, 0) + 1
+            return await self._segmind.status(request_id)
+
         try:
-            report = await self._segmind.status(job.request_id)
-            if report.status == "COMPLETED":
-                await self._api_turn()  # Segmind's API sees it like a poll
-                report = await self._segmind.result(job.request_id)
+            if job.id not in self._seen_done:
+                polled = await self._api(job.id, status)
+                if isinstance(polled, _Later):
+                    return polled.wait
+                report = polled
+                if report.status == "COMPLETED":
+                    self._seen_done[job.id] = now
+            if job.id in self._seen_done:
+                # Its video is made: the result (its URL) goes ahead of waiting polls,
+                # and one held back by the pace is fetched at the next step, not polled.
+                fetched = await self._api(
+                    job.id, lambda: self._segmind.result(request_id), in_line=False
+                )
+                if isinstance(fetched, _Later):
+                    return fetched.wait
+                report = fetched
         except NotFound:
             return await self._end(job, JobState.EXPIRED, Reason.RESULT_EXPIRED)
         except JobFailed as exc:
@@ -858,9 +894,11 @@ class Tracker:
         if report.status == "FAILED":
             log.info("job %s: failed at Segmind: %s", job.short_id, (report.error or "")[:200])
             return await self._end(job, JobState.FAILED, Reason.CONTENT)
+        seen_done = self._seen_done.pop(job.id, None)
         if report.status == "COMPLETED":
+            seen_at = now if seen_done is None else seen_done
             completed_at = schedule.finish_to_record(
-                seen_at=now, due_at=self._due.get(job.id, now)
+                seen_at=seen_at, due_at=self._due.get(job.id, seen_at)
             )
             completed = await self._ledger.transition(
                 job.id,

@@ -174,7 +174,11 @@ class Seen:
     url: str
     headers: dict[str, str]
     json: Any
+    at: float = 0.0  #: when it arrived, by the fake's clock
 
+
+#: The routes of Segmind's API proper (what its per-second limit counts).
+API_ROUTES = frozenset({"status", "result", "history"})
 
 _STATUS = re.compile(r"^/v2/requests/(?P<id>[^/]+)/status$")
 _RESULT = re.compile(r"^/v2/requests/(?P<id>[^/]+)$")
@@ -212,6 +216,12 @@ class FakeSegmindAPI:
         self.uploaded: list[str] = []
         self.expired_assets: set[str] = set()
         self.transport = httpx.MockTransport(self.handle)
+        #: Set: requests to the API (status, result, history) wait for it before they
+        #: are answered (a slow Segmind, or answers a stalled loop gets to late).
+        self.api_gate: asyncio.Event | None = None
+        #: API requests received and not yet answered, now and at most.
+        self.api_in_flight = 0
+        self.api_most_in_flight = 0
 
     # -- scripting -----------------------------------------------------------------------
 
@@ -291,8 +301,24 @@ class FakeSegmindAPI:
             except ValueError:
                 body = request.content
         self.requests.append(
-            Seen(route, request.method, str(request.url), dict(request.headers), body)
+            Seen(
+                route, request.method, str(request.url), dict(request.headers), body, self.clock()
+            )
         )
+        if route in API_ROUTES:
+            self.api_in_flight += 1
+            self.api_most_in_flight = max(self.api_most_in_flight, self.api_in_flight)
+            try:
+                if self.api_gate is not None:
+                    await self.api_gate.wait()
+                return await self._answer(request, route, request_id, body)
+            finally:
+                self.api_in_flight -= 1
+        return await self._answer(request, route, request_id, body)
+
+    async def _answer(
+        self, request: httpx.Request, route: str, request_id: str | None, body: Any
+    ) -> httpx.Response:
         if self.script[route]:
             outcome = self.script[route].popleft()
             if isinstance(outcome, int):
