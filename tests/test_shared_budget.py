@@ -47,6 +47,11 @@ async def start_instance(url: str, telegram: FakeTelegram, per_second: int = 30)
     limiter = PriorityRateLimiter(per_second=per_second)
     assert isinstance(ledger, SharedBudget)
     limiter.share(ledger)
+    return Instance(ledger, limiter, await limited_bot(telegram, limiter))
+
+
+async def limited_bot(telegram: FakeTelegram, limiter: PriorityRateLimiter) -> ExtBot[Priority]:
+    """A PTB bot talking to the fake Telegram through ``limiter``, initialized."""
     bot: ExtBot[Priority] = ExtBot(
         TEST_TOKEN,
         base_url=telegram.api_url,
@@ -55,7 +60,7 @@ async def start_instance(url: str, telegram: FakeTelegram, per_second: int = 30)
         request=HTTPXRequest(connection_pool_size=64),
     )
     await bot.initialize()
-    return Instance(ledger, limiter, bot)
+    return bot
 
 
 async def stop_instance(instance: Instance) -> None:
@@ -210,13 +215,7 @@ async def test_an_unreachable_shared_budget_leaves_the_instance_to_its_own_pace(
     budget = UnreachableBudget()
     limiter = PriorityRateLimiter(per_second=5)
     limiter.share(budget)
-    bot: ExtBot[Priority] = ExtBot(
-        TEST_TOKEN,
-        base_url=telegram.api_url,
-        rate_limiter=limiter,
-        request=HTTPXRequest(connection_pool_size=16),
-    )
-    await bot.initialize()
+    bot = await limited_bot(telegram, limiter)
     try:
         sent = await asyncio.gather(
             *(bot.send_message(telegram.private_chat(300 + i), "hi") for i in range(8))
@@ -334,13 +333,7 @@ async def test_a_check_before_sending_runs_once_the_request_may_go(
     place in the budget and the chat's turn, which under load can outlast the lease,
     not before it; a check that raises stops the request before it leaves."""
     limiter = PriorityRateLimiter(per_second=1)  # the second request waits for a place
-    bot: ExtBot[Priority] = ExtBot(
-        TEST_TOKEN,
-        base_url=telegram.api_url,
-        rate_limiter=limiter,
-        request=HTTPXRequest(connection_pool_size=8),
-    )
-    await bot.initialize()
+    bot = await limited_bot(telegram, limiter)
     checked_at: list[float] = []
 
     async def check() -> None:
