@@ -60,18 +60,27 @@ class Harness:
     step_moves: list[tuple[int, JobState, JobState]] = field(default_factory=list)
     _trigger: int = 0
 
-    def configure(self, **config: Any) -> None:
-        """A fresh tracker with these TrackerConfig fields (same ledger, fakes, clock)."""
-        self.tracker = Tracker(
+    def new_tracker(
+        self, config: dict[str, Any] | None = None, *, seed: int = 0, **options: Any
+    ) -> Tracker:
+        """Another Tracker on the same ledger, fakes and clock (a restarted process, a
+        second instance, one with a hook): ``config`` its TrackerConfig fields,
+        ``options`` its keyword arguments (owner, pace, hooks)."""
+        return Tracker(
             self.ledger,
             self.client,
             self.messenger,
             self.alerts_core,
-            TrackerConfig(**config),
+            TrackerConfig(**(config or {})),
             clock=self.clock,
-            rng=random.Random(0),
-            owner=self.tracker.owner,  # the same instance, configured anew
+            rng=random.Random(seed),
+            **options,
         )
+
+    def configure(self, **config: Any) -> None:
+        """A fresh tracker with these TrackerConfig fields (same ledger, fakes, clock)."""
+        # The same instance, configured anew.
+        self.tracker = self.new_tracker(config, owner=self.tracker.owner)
 
     # -- making jobs through the ledger's own API --------------------------------------
 

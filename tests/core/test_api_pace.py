@@ -20,7 +20,6 @@ from bot.core.tracker import (
     SEGMIND_API_IN_FLIGHT,
     SEGMIND_API_PER_SECOND,
     Tracker,
-    TrackerConfig,
 )
 from tests.core.conftest import INTERVAL, Harness
 from tests.core.doubles import API_ROUTES
@@ -31,16 +30,7 @@ GAP = 1 / API_REQUESTS_PER_SECOND
 
 def restarted(h: Harness, pace: ApiPace | None = None) -> Tracker:
     """What a restarted process builds: a new Tracker on the same ledger."""
-    return Tracker(
-        h.ledger,
-        h.client,
-        h.messenger,
-        h.alerts_core,
-        TrackerConfig(),
-        clock=h.clock,
-        rng=random.Random(7),
-        pace=pace,
-    )
+    return h.new_tracker(seed=7, pace=pace)
 
 
 def api_times(h: Harness) -> list[float]:

@@ -10,7 +10,6 @@ of each per Generate, whoever drove it.
 from __future__ import annotations
 
 import asyncio
-import random
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from bot.core.leases import LEASE_SECONDS, Lease, LeaseLost
 from bot.core.payments import RefundState
 from bot.core.ports import BeforeSend
 from bot.core.refunds import Refunds
-from bot.core.tracker import Tracker, TrackerConfig
+from bot.core.tracker import Tracker
 from tests.conftest import wait_until
 from tests.core.conftest import Harness
 from tests.core.doubles import GatedBody
@@ -34,16 +33,7 @@ LAPSE = LEASE_SECONDS + 1
 
 def instance(h: Harness, owner: str) -> Tracker:
     """Another bot instance sharing the harness's ledger, Segmind and chat."""
-    return Tracker(
-        h.ledger,
-        h.client,
-        h.messenger,
-        h.alerts_core,
-        TrackerConfig(),
-        clock=h.clock,
-        rng=random.Random(1),
-        owner=owner,
-    )
+    return h.new_tracker(seed=1, owner=owner)
 
 
 async def drive(h: Harness, tracker: Tracker, job_id: int, max_steps: int = 50) -> None:

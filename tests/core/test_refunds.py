@@ -32,7 +32,7 @@ from bot.core.refunds import (
     Reconciliation,
     Refunds,
 )
-from bot.core.tracker import Tracker, TrackerConfig
+from bot.core.tracker import Tracker
 from tests.builders import new_job
 from tests.core.conftest import CHAT, LIMITS, USER, Harness, run_until_settled
 
@@ -71,16 +71,7 @@ def refunds(h: Harness) -> Refunds:
 
 
 def poking_tracker(h: Harness, pokes: list[int]) -> Tracker:
-    return Tracker(
-        h.ledger,
-        h.client,
-        h.messenger,
-        h.alerts_core,
-        TrackerConfig(),
-        clock=h.clock,
-        rng=random.Random(0),
-        on_refund_due=lambda: pokes.append(1),
-    )
+    return h.new_tracker(on_refund_due=lambda: pokes.append(1))
 
 
 async def test_a_paid_job_refused_by_segmind_is_refunded_once_and_told(h: Harness, refunds):

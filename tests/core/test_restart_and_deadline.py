@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
@@ -22,15 +21,7 @@ S = JobState
 
 def fresh_tracker(h: Harness, **config: Any) -> Tracker:
     """What a restarted process builds: a new Tracker on the same ledger."""
-    return Tracker(
-        h.ledger,
-        h.client,
-        h.messenger,
-        h.alerts_core,
-        TrackerConfig(**config),
-        clock=h.clock,
-        rng=random.Random(7),
-    )
+    return h.new_tracker(config, seed=7)
 
 
 async def test_a_restart_with_many_jobs_in_flight_spreads_their_first_polls(h: Harness):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import random
 
 import httpx
 import pytest
@@ -17,8 +16,6 @@ from bot.core.ports import Progress
 from bot.core.tracker import (
     HISTORY_LOOKUP_SECONDS,
     PREPARE_DEADLINE_SECONDS,
-    Tracker,
-    TrackerConfig,
 )
 from tests.core.conftest import INTERVAL, Harness, run_until_settled
 from tests.core.doubles import API_KEY, CDN_URL, RecordingMessenger, Reply, error
@@ -375,16 +372,7 @@ async def test_a_failed_queued_status_line_does_not_undo_the_submit(h: Harness):
 async def test_the_submitted_hook_hears_each_recorded_submit_once(h: Harness):
     """The metrics hook: told once per recorded request id, with Generate's time on it."""
     heard: list[Job] = []
-    h.tracker = Tracker(
-        h.ledger,
-        h.client,
-        h.messenger,
-        h.alerts_core,
-        TrackerConfig(),
-        clock=h.clock,
-        rng=random.Random(0),
-        on_submitted=heard.append,
-    )
+    h.tracker = h.new_tracker(on_submitted=heard.append)
     job = await h.new_job()
     h.clock.now += 1.5
     await h.step(job.id)  # upload, submit, QUEUED
