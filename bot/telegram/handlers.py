@@ -840,13 +840,17 @@ class Handlers:
         if not created and draft.state is not JobState.DRAFT:
             await self._answer(query, texts.answer_options_used(lang))
             return
-        await self._answer(query, texts.answer_options_shown(lang))
         if not created and (
             draft.keyboard_message_id is not None or draft.id in self._keyboards_on_the_way
         ):
-            return  # shown already, or on its way (a double press): one keyboard
+            # Shown already, or on its way (a double press): one keyboard.
+            await self._answer(query, texts.answer_options_shown(lang))
+            return
+        # Marked on its way before anything is awaited: a second press whose ledger read
+        # comes back meanwhile must find it so.
         self._keyboards_on_the_way.add(draft.id)
         try:
+            await self._answer(query, texts.answer_options_shown(lang))
             sent = await bot.send_message(
                 draft.chat_id,
                 texts.keyboard_caption(draft.language, draft.options),
