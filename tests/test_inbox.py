@@ -69,14 +69,17 @@ async def stopped(process: BotProcess) -> str:
     return log
 
 
-def keyboards_for(telegram: FakeTelegram, photo: dict[str, Any]) -> list[Any]:
-    return [
-        call
-        for call in telegram.calls_of("sendMessage", chat_id=USER)
-        if call.ok
+def keyboard_for(photo: dict[str, Any]) -> Callable[[Any], bool]:
+    """Whether a sendMessage call is a keyboard Telegram took, replying to ``photo``."""
+    return lambda call: (
+        call.ok
         and "reply_markup" in call.params
         and reply_target(call.params) == photo["message_id"]
-    ]
+    )
+
+
+def keyboards_for(telegram: FakeTelegram, photo: dict[str, Any]) -> list[Any]:
+    return list(filter(keyboard_for(photo), telegram.calls_of("sendMessage", chat_id=USER)))
 
 
 def videos(telegram: FakeTelegram) -> list[Any]:
@@ -136,9 +139,7 @@ async def test_a_photo_whose_keyboard_was_on_its_way_gets_it_after_a_restart(
     [keyboard] = await telegram.wait_for_call(
         "sendMessage",
         chat_id=USER,
-        where=lambda c: (
-            c.ok and "reply_markup" in c.params and reply_target(c.params) == photo["message_id"]
-        ),
+        where=keyboard_for(photo),
         timeout=15,
     )
     await wait_until(lambda: update_rows(database)[0]["handled_at"], what="marked handled")
@@ -233,9 +234,7 @@ async def test_in_polling_mode_a_photo_confirmed_before_its_keyboard_gets_it_aft
     await telegram.wait_for_call(
         "sendMessage",
         chat_id=USER,
-        where=lambda c: (
-            c.ok and "reply_markup" in c.params and reply_target(c.params) == photo["message_id"]
-        ),
+        where=keyboard_for(photo),
         timeout=15,
     )
     await wait_until(lambda: update_rows(database)[0]["handled_at"], what="marked handled")
