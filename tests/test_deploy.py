@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from bot.settings import Settings, read_env_file
+from tests.conftest import wait_until
 from tests.fakes.segmind import TEST_API_KEY
 from tests.fakes.telegram import BOT_USERNAME, TEST_TOKEN, FakeTelegram
 
@@ -607,9 +608,9 @@ async def test_the_bot_runs_under_memory_deny_write_execute(telegram: FakeTelegr
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    # Polling: started, past its start-up work, and alive.
-    telegram.calls.clear()
-    await telegram.wait_for_call("getUpdates", timeout=30)
+    # Polling: started, past its start-up work, and alive. (Its getUpdates is parked at the
+    # fake; a call is recorded only once answered, which is the long poll's 10 s later.)
+    await wait_until(lambda: telegram.long_polling, timeout=30, what="the bot's long poll")
     assert bot.returncode is None
     bot.terminate()
     _, stderr = await asyncio.wait_for(bot.communicate(), 30)
