@@ -210,7 +210,9 @@ async def test_jobs_started_during_a_restart_go_out_at_once_ahead_of_the_resumed
     assert not any(pace.in_line(job.id) for job in own_jobs)
 
 
-async def test_jobs_taken_over_from_a_dead_instance_are_paced(h: Harness):
+async def test_jobs_taken_over_from_a_dead_instance_are_paced(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+):
     """Instance B drove 120 jobs and died; A's takeover scan claims them when their
     leases lapse. Their videos are all made: 240 status polls and result fetches, which
     A sends through the pace (never more than API_REQUESTS_PER_SECOND in a second,
@@ -227,7 +229,7 @@ async def test_jobs_taken_over_from_a_dead_instance_are_paced(h: Harness):
     def track(job_id: int, *, delay: float = 0.0) -> None:
         planned.append((job_id, delay))  # stepped by hand below, not by a task
 
-    h.tracker.track = track  # type: ignore[method-assign]
+    monkeypatch.setattr(h.tracker, "track", track)
     assert await h.tracker.take_over() == len(theirs)
     assert {job_id for job_id, _ in planned} == {job.id for job in theirs}
 
