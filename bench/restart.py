@@ -2,12 +2,13 @@
 
 A restarted bot resumes every unfinished job from its ledger. Polled at once, a thousand
 jobs would be a thousand status requests in the first second; the bot spreads them, and
-paces every request to Segmind's API (``bot.core.tracker.SEGMIND_API_PER_SECOND``: at
-most ``API_REQUESTS_PER_SECOND`` leave in any second and ``SEGMIND_API_IN_FLIGHT`` are on
-their way at once). This round measures requests in any one second after the restart
-both where they arrive (FakeSegmind's log, stamped when its loop, shared with a thousand
-simulated users, gets to them) and where they leave the bot (``bench/sendlog.py``, the
-bot's own monotonic clock), and whether every user still gets exactly one video.
+paces every request to Segmind's API for the jobs it resumed
+(``bot.core.tracker.SEGMIND_API_PER_SECOND``: at most ``API_REQUESTS_PER_SECOND`` leave
+in any second and ``SEGMIND_API_IN_FLIGHT`` are on their way at once). This round
+measures requests in any one second after the restart both where they arrive
+(FakeSegmind's log, stamped when its loop, shared with a thousand simulated users, gets
+to them) and where they leave the bot (``bench/sendlog.py``, the bot's own monotonic
+clock), and whether every user still gets exactly one video.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from the ledger (recent jobs of the same quality and length), so this is a pure 
 of what is known; tests call it directly. Segmind's status answers carry no estimate of
 their own (only a 429's ``Retry-After``, which :func:`backoff_delay` honours).
 
-:class:`ApiPace` spaces the requests of all jobs to Segmind's API together and caps those
-on their way, so that neither a restart nor a thousand jobs finishing in the same minute
-sends Segmind more than a set number of requests in any second.
+:class:`ApiPace` spaces requests to Segmind's API together and caps those on their way,
+so that a restart (the tracker paces the jobs it resumed, see ``Tracker._api``) sends
+Segmind no more than a set number of requests in any second.
 """
 
 from __future__ import annotations
@@ -162,8 +162,8 @@ class ApiPace:
     told, then asks again):
 
     - :meth:`turn`: its place in line. Polls take turns ``1 / per_second`` apart in the
-      order they ask, so a thousand jobs due at once (a restart, a minute after a burst
-      of photos) are polled over the next seconds instead of all in one. A request that
+      order they ask, so a thousand jobs due at once (after a restart) are polled over
+      the next seconds instead of all in one. A request that
       must not queue behind polls (a result fetch: a video waits on it) takes no turn.
     - :meth:`slot`: one of the ``in_flight`` places, waited for in order and held until
       the answer is in.

@@ -37,7 +37,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -95,8 +95,9 @@ HISTORY_LOOKUP_SECONDS = 300.0
 LOOKUP_FIRST_DELAY = 2.0
 LOOKUP_MAX_DELAY = 30.0
 #: The most requests to Segmind's API (status polls, result fetches, history lookups)
-#: Segmind may see from this process in any one second: neither a restart nor a
-#: thousand jobs due in the same minute stampede it (its limit is ours to keep).
+#: for the jobs this process resumed (at its start, or taken over from another
+#: instance) Segmind may see in any one second: a restart with a thousand jobs in flight
+#: does not stampede it. Jobs started here are not paced (see :meth:`Tracker._api`).
 SEGMIND_API_PER_SECOND = 50
 #: At most this many of them on their way at once (see :class:`schedule.ApiPace`) ...
 SEGMIND_API_IN_FLIGHT = 10
@@ -254,8 +255,12 @@ class Tracker:
         self._usual: dict[int, int | None] = {}
         self._closing = False
         self._critical: set[asyncio.Task[Any]] = set()
-        #: Every request to Segmind's API waits for its place here (one pace per process).
+        #: Requests to Segmind's API for resumed jobs wait for their place here (one pace
+        #: per process, see :meth:`_api`).
         self._pace = pace or schedule.ApiPace(API_REQUESTS_PER_SECOND, SEGMIND_API_IN_FLIGHT)
+        #: Jobs this process picked up from the ledger (at start, or taken over) rather
+        #: than was handed by a user's press: their requests to Segmind go through the pace.
+        self._resumed: set[int] = set()
         #: Jobs a status poll found COMPLETED whose result is not fetched yet: when.
         self._seen_done: dict[int, float] = {}
         #: Jobs whose last step the pace held back (it returned the wait, wrote nothing).
@@ -292,6 +297,7 @@ class Tracker:
         rest (a submit to look up, a video to send, a user to tell) go at once.
         """
         jobs = await self._claim_free()
+        self._picked_up(job.id for job in jobs)
         wanted: list[tuple[float, int]] = []  # (when the schedule allows a poll, job id)
         plan: list[tuple[int, float]] = []
         for job in jobs:
@@ -310,13 +316,20 @@ class Tracker:
 
     def track(self, job_id: int, *, delay: float = 0.0) -> None:
         """Make sure a task drives this job (idempotent); its first step after ``delay``."""
-        if self._closing:
-            return
-        task = self._tasks.get(job_id)
-        if task is not None and not task.done():
+        if self._closing or self._driving(job_id):
             return
         task = asyncio.create_task(self._drive(job_id, delay), name=f"job-{job_id}")
         self._tasks[job_id] = task
+
+    def _driving(self, job_id: int) -> bool:
+        task = self._tasks.get(job_id)
+        return task is not None and not task.done()
+
+    def _picked_up(self, job_ids: Iterable[int]) -> None:
+        """These jobs were found in the ledger, not started here: paced (see :meth:`_api`).
+        A job this process already drives (its own lease lapsed under load and it took
+        it back) stays as it was."""
+        self._resumed.update(job_id for job_id in job_ids if not self._driving(job_id))
 
     async def stop(self) -> None:
         """Cancel every job task at once; the ledger holds where each one was. Then the
@@ -409,6 +422,7 @@ class Tracker:
             self._seen_done.pop(job_id, None)
             self._held_back.discard(job_id)
             self._pace.forget(job_id)
+            self._resumed.discard(job_id)
             self._lookups.pop(job_id, None)
             self._shown.pop(job_id, None)
             self._usual.pop(job_id, None)
@@ -420,10 +434,20 @@ class Tracker:
     async def _api(
         self, job_id: int, request: Callable[[], Awaitable[T]], *, in_line: bool = True
     ) -> T | _Later:
-        """Make one request to Segmind's API when the pace lets it go (see
-        :class:`schedule.ApiPace`): its answer, or how long to wait before the step tries
-        again (no request made). ``in_line``: a poll or lookup takes its turn behind the
-        others; a result fetch (a video waits on it) goes ahead of them."""
+        """Make one request to Segmind's API: its answer, or how long to wait before the
+        step tries again (no request made).
+
+        Only a job this process resumed (found in the ledger at its start, or taken over
+        from another instance) waits for the pace (:class:`schedule.ApiPace`): those fall
+        due all at once, a thousand polls in the first seconds after a restart. A job a
+        user started here polls on its own schedule, as with no restart: pacing it too
+        would slow the steady state (a thousand users' jobs need some 80 requests a
+        second) with no stampede to prevent.
+
+        ``in_line``: a poll or lookup takes its turn behind the others; a result fetch (a
+        video waits on it) goes ahead of them."""
+        if job_id not in self._resumed:
+            return await request()
         wait = self._pace.turn(job_id, self._clock(), in_line=in_line)
         if wait <= 0:
             async with self._pace.slot():

@@ -1,7 +1,11 @@
-"""Segmind's API never sees more than SEGMIND_API_PER_SECOND requests in a second from the
-bot: at most API_REQUESTS_PER_SECOND leave in any second (counted as each goes, by the
-bot's clock) and at most SEGMIND_API_IN_FLIGHT are on their way at once, after a restart
-with a thousand jobs in flight and whatever the event loop does."""
+"""A restart does not stampede Segmind: the requests to its API for the jobs a process
+resumed (at its start, or taken over from a dead instance) reach it at most
+SEGMIND_API_PER_SECOND in a second. At most API_REQUESTS_PER_SECOND leave in any second
+(counted as each goes, by the bot's clock) and at most SEGMIND_API_IN_FLIGHT are on
+their way at once, with a thousand jobs in flight and whatever the event loop does.
+
+Jobs started in this process (a user's Generate) are not paced: they poll on their own
+schedule, as they would with no restart."""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.core.jobs import JobState
+from bot.core.jobs import Job, JobState
+from bot.core.leases import LEASE_SECONDS
 from bot.core.schedule import ApiPace
 from bot.core.tracker import (
     API_REQUESTS_PER_SECOND,
@@ -22,7 +27,7 @@ from bot.core.tracker import (
     Tracker,
 )
 from tests.core.conftest import INTERVAL, Harness
-from tests.core.doubles import API_ROUTES
+from tests.core.doubles import API_ROUTES, Seen
 
 S = JobState
 GAP = 1 / API_REQUESTS_PER_SECOND
@@ -33,13 +38,41 @@ def restarted(h: Harness, pace: ApiPace | None = None) -> Tracker:
     return h.new_tracker(seed=7, pace=pace)
 
 
-def api_times(h: Harness) -> list[float]:
-    return sorted(seen.at for seen in h.segmind.requests if seen.route in API_ROUTES)
+def api_times(h: Harness, jobs: list[Job] | None = None) -> list[float]:
+    """When each request to Segmind's API arrived (only those for ``jobs``, if given)."""
+    wanted = None if jobs is None else {job.request_id for job in jobs}
+    return sorted(
+        seen.at
+        for seen in h.segmind.requests
+        if seen.route in API_ROUTES and (wanted is None or request_id(seen) in wanted)
+    )
+
+
+def request_id(seen: Seen) -> str:
+    """The request a status poll or result fetch asked about."""
+    return seen.url.split("/v2/requests/", 1)[1].split("/", 1)[0]
 
 
 def busiest_second(times: list[float]) -> int:
     """The most of ``times`` in any half-open window ``[t, t + 1)``."""
     return max((sum(1 for u in times if t <= u < t + 1) for t in times), default=0)
+
+
+async def drive_late(h: Harness, plan: list[tuple[int, float]], late: random.Random) -> int:
+    """Step every job from ``plan`` (job id, first delay) to its end, in the order they
+    fall due, each woken up to 0.3 s late (a busy event loop); returns the steps taken."""
+    started_at = h.clock.now
+    due = [(started_at + delay + late.uniform(0, 0.3), job_id) for job_id, delay in plan]
+    heapq.heapify(due)
+    steps = 0
+    while due:
+        at, job_id = heapq.heappop(due)
+        h.clock.now = max(h.clock.now, at)
+        delay = await h.step(job_id)
+        steps += 1
+        if delay is not None:
+            heapq.heappush(due, (h.clock.now + delay + late.uniform(0, 0.3), job_id))
+    return steps
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -70,21 +103,11 @@ async def test_a_restart_with_hundreds_of_jobs_keeps_to_the_pace_through_a_busy_
     restart_at = h.clock.now
     plan = await h.tracker.resume_plan()
     assert {job_id for job_id, _ in plan} == {job.id for job in jobs}
-    late = random.Random(3)
-    due = [(restart_at + delay + late.uniform(0, 0.3), job_id) for job_id, delay in plan]
-    heapq.heapify(due)
-    steps = 0
-    while due:
-        at, job_id = heapq.heappop(due)
-        h.clock.now = max(h.clock.now, at)
-        delay = await h.step(job_id)
-        steps += 1
-        if delay is not None:
-            heapq.heappush(due, (h.clock.now + delay + late.uniform(0, 0.3), job_id))
+    steps = await drive_late(h, plan, random.Random(3))
 
-    sent = [seen.at for seen in h.segmind.requests if seen.route in API_ROUTES]
+    sent = api_times(h)
     assert len(sent) == 2 * len(jobs)  # one status poll and one result fetch a job
-    assert busiest_second(sorted(sent)) <= API_REQUESTS_PER_SECOND
+    assert busiest_second(sent) <= API_REQUESTS_PER_SECOND
     polls = [seen.at for seen in h.segmind.requests if seen.route == "status"]
     assert min(b - a for a, b in zip(polls, polls[1:], strict=False)) >= GAP / 2 - 1e-9
     # The pace's turns cost a few steps, not a thundering herd.
@@ -106,10 +129,10 @@ async def test_no_more_than_the_cap_are_on_their_way_and_those_let_go_together_a
     pace = ApiPace(API_REQUESTS_PER_SECOND, SEGMIND_API_IN_FLIGHT)
     h.tracker = restarted(h, pace)
     h.segmind.api_gate = asyncio.Event()
-    claimed = [await h.tracker.claim(job.id) for job in jobs]  # read: no ledger in the steps
+    assert len(await h.tracker.resume_plan()) == len(jobs)
+    resumed = [await h.job(job.id) for job in jobs]  # read: no ledger in the steps
     steps: list[asyncio.Task[float | None]] = []
-    for number, job in enumerate(claimed, start=1):
-        assert job is not None
+    for number, job in enumerate(resumed, start=1):
         steps.append(asyncio.create_task(h.tracker.step(job)))
         out = min(number, SEGMIND_API_IN_FLIGHT)
 
@@ -145,6 +168,7 @@ async def test_a_result_held_back_by_the_pace_is_fetched_next_without_polling_ag
     job, _ = await h.processing_job("COMPLETED")
     pace = ApiPace(API_REQUESTS_PER_SECOND, SEGMIND_API_IN_FLIGHT)
     h.tracker = restarted(h, pace)
+    assert [job_id for job_id, _ in await h.tracker.resume_plan()] == [job.id]
     for other in range(-39, 0):  # 39 requests of other jobs went half a second ago
         assert pace.start(other, h.clock.now - 0.5, in_line=False) == 0.0
     seen_at = h.clock.now
@@ -159,3 +183,91 @@ async def test_a_result_held_back_by_the_pace_is_fetched_next_without_polling_ag
     done = await h.job(job.id)
     assert done.state is S.DELIVERED
     assert done.completed_at == seen_at
+
+
+async def test_jobs_started_during_a_restart_go_out_at_once_ahead_of_the_resumed_ones(
+    h: Harness,
+):
+    """A hundred resumed jobs, all due now, hold the pace's line for the next seconds:
+    one poll goes, the others are given turns. Then two hundred users' jobs (started in
+    this process) fall due in the same instant: each is polled at once, none waits for
+    the pace, nor behind the resumed jobs. They are new work users asked for, polled as
+    they would be with no restart."""
+    resumed_jobs = [(await h.processing_job())[0] for _ in range(100)]
+    pace = ApiPace(API_REQUESTS_PER_SECOND, SEGMIND_API_IN_FLIGHT)
+    h.tracker = restarted(h, pace)
+    assert len(await h.tracker.resume_plan()) == len(resumed_jobs)
+    held = [await h.step(job.id) for job in resumed_jobs]  # all woken at once
+    assert h.segmind.count("status") == 1
+    assert held[1:] == pytest.approx([k * GAP for k in range(1, len(resumed_jobs))], abs=1e-4)
+
+    own_jobs = [(await h.processing_job())[0] for _ in range(200)]
+    delays = [await h.step(job.id) for job in own_jobs]
+    assert delays == [INTERVAL] * len(own_jobs)  # polled, next poll in an interval
+    assert api_times(h, own_jobs) == [h.clock.now] * len(own_jobs)
+    assert h.segmind.count("status") == 1 + len(own_jobs)  # the resumed ones still wait
+    assert all(pace.in_line(job.id) for job in resumed_jobs[1:])
+    assert not any(pace.in_line(job.id) for job in own_jobs)
+
+
+async def test_jobs_taken_over_from_a_dead_instance_are_paced(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+):
+    """Instance B drove 120 jobs and died; A's takeover scan claims them when their
+    leases lapse. Their videos are all made: 240 status polls and result fetches, which
+    A sends through the pace (never more than API_REQUESTS_PER_SECOND in a second,
+    through a busy loop), while a job a user starts on A meanwhile polls at once. Every
+    video is delivered once."""
+    b = h.new_tracker(seed=1, owner="instance-B")
+    theirs = [(await h.queued_job("COMPLETED"))[0] for _ in range(120)]
+    for job in theirs:
+        assert await b.claim(job.id) is not None
+    h.clock.advance(LEASE_SECONDS + 1)  # B is gone
+
+    planned: list[tuple[int, float]] = []
+
+    def track(job_id: int, *, delay: float = 0.0) -> None:
+        planned.append((job_id, delay))  # stepped by hand below, not by a task
+
+    monkeypatch.setattr(h.tracker, "track", track)
+    assert await h.tracker.take_over() == len(theirs)
+    assert {job_id for job_id, _ in planned} == {job.id for job in theirs}
+
+    # All due at once: the pace lets one go, and a job started on A is not held by it.
+    held = [await h.step(job.id) for job in theirs]
+    assert h.segmind.count("status") == 1
+    assert held[1:] == pytest.approx([k * GAP for k in range(1, len(theirs))], abs=1e-4)
+    mine, _ = await h.processing_job()
+    assert await h.step(mine.id) == INTERVAL
+    assert h.segmind.count("status") == 2
+
+    await drive_late(h, [(job.id, 0.0) for job in theirs], random.Random(5))
+    sent = api_times(h, theirs)
+    assert len(sent) == 2 * len(theirs)
+    assert busiest_second(sent) <= API_REQUESTS_PER_SECOND
+    videos = Counter(call.job_id for call in h.messenger.calls_to("send_video"))
+    assert videos == {job.id: 1 for job in theirs}
+
+
+async def test_a_job_of_its_own_taken_back_after_its_lease_lapsed_stays_unpaced(h: Harness):
+    """Under load a renewal came late: the lease of a job this instance drives lapsed,
+    and its own takeover scan claims it back beside a dead instance's jobs. That job
+    was started here and is still driven by its task: it is not paced like them."""
+    mine, _ = await h.processing_job()
+    assert await h.tracker.claim(mine.id) is not None
+    h.tracker.track(mine.id, delay=3600)  # its task waits for its next step
+    b = h.new_tracker(seed=1, owner="instance-B")
+    theirs = [(await h.processing_job())[0] for _ in range(50)]
+    for job in theirs:
+        assert await b.claim(job.id) is not None
+    h.clock.advance(LEASE_SECONDS + 1)
+    try:
+        plan = await h.tracker.resume_plan()
+        assert {job_id for job_id, _ in plan} == {mine.id} | {job.id for job in theirs}
+        for job in theirs:  # all due at once: one goes, the others wait their turns
+            await h.step(job.id)
+        assert h.segmind.count("status") == 1
+        assert await h.step(mine.id) == INTERVAL
+        assert h.segmind.count("status") == 2
+    finally:
+        await h.tracker.stop()
