@@ -21,6 +21,7 @@ import logging
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -116,7 +117,8 @@ class _InTransaction:
         self._db = db
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        return await self._ledger._rows(sql, params)
+        # On the transaction's own connection: it sees what the transaction wrote.
+        return await self._ledger._rows_on(self._db, sql, params)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return (await self._db.execute(sql, tuple(params))).rowcount
@@ -143,6 +145,10 @@ class SqliteLedger(SqlLedger):
         self._exclusive = exclusive
         self._lock_file: IO[bytes] | None = None
         self._db: aiosqlite.Connection | None = None
+        #: A second, read-only connection (its own thread) for reads outside a
+        #: transaction: WAL lets it read the last commit while the first one writes, so a
+        #: button's answer does not wait behind every write and its fsync (issue 16).
+        self._reader: aiosqlite.Connection | None = None
         self._writes = _WriteGate()
         #: (device, inode) of the file opened: the path must still name it.
         self._identity: tuple[int, int] | None = None
@@ -206,11 +212,24 @@ class SqliteLedger(SqlLedger):
             if str(self.path) != ":memory:":
                 opened = os.stat(self.path)
                 self._identity = (opened.st_dev, opened.st_ino)
+                self._reader = await self._open_reader()
         except BaseException:
             self._db = None
             await db.close()
             self._release_lock()
             raise
+
+    async def _open_reader(self) -> aiosqlite.Connection:
+        """The read-only connection, on the file the writer has open (in WAL mode)."""
+        uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode=ro"
+        reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+        reader.row_factory = sqlite3.Row
+        try:
+            await reader.execute("PRAGMA busy_timeout=5000")
+        except BaseException:
+            await reader.close()
+            raise
+        return reader
 
     def _why(self, error: BaseException) -> str:
         """An operator's words for what is wrong with the file."""
@@ -257,6 +276,9 @@ class SqliteLedger(SqlLedger):
         return None
 
     async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -289,6 +311,12 @@ class SqliteLedger(SqlLedger):
                 await db.execute(
                     f"UPDATE {table} SET owner=NULL, lease_until=NULL WHERE owner IS NOT NULL"
                 )
+
+    @property
+    def reads(self) -> aiosqlite.Connection:
+        """The connection reads outside a transaction go to (the read-only one, once
+        open; an in-memory ledger has only the one)."""
+        return self._reader or self.db
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -354,12 +382,19 @@ class SqliteLedger(SqlLedger):
         return LedgerWriteFailed(self._why(error))
 
     async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        """Every row of one read; SQLite's failure to read (I/O error, a damaged file)
-        is raised as :class:`LedgerReadFailed`, so callers need not know SQLite."""
+        """Every row of one read, on the read-only connection (the last commit)."""
+        return await self._rows_on(self.reads, sql, params)
+
+    async def _rows_on(
+        self, db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()
+    ) -> list[sqlite3.Row]:
+        """Every row of one statement on ``db``; SQLite's failure to read (I/O error, a
+        damaged file) is raised as :class:`LedgerReadFailed`, so callers need not know
+        SQLite."""
         try:
             # One trip to the connection's thread, not three (execute, fetch, close):
             # each trip waits for the event loop, and under load those waits add up.
-            return list(await self.db.execute_fetchall(sql, tuple(params)))
+            return list(await db.execute_fetchall(sql, tuple(params)))
         except sqlite3.Error as exc:
             if isinstance(exc, sqlite3.ProgrammingError | sqlite3.IntegrityError):
                 raise  # a bug, not a fault of the file

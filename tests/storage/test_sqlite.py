@@ -267,6 +267,7 @@ async def test_each_step_of_a_free_job_is_one_statement_without_begin_or_commit(
     await ledger.open()
     statements: list[str] = []
     await ledger.db.set_trace_callback(statements.append)
+    await ledger.reads.set_trace_callback(statements.append)
     lease = Lease("this-instance")
     limits = Limits(max_active_per_user=2, daily_per_user=20)
 
@@ -401,3 +402,24 @@ async def test_single_writes_go_together_and_a_transaction_goes_alone():
     release_first.set()
     await asyncio.gather(first, tx, late)
     assert order[3:] == ["a out", "tx in", "tx out", "c in", "c out"]
+
+
+async def test_reads_go_to_their_own_connection_and_see_the_last_commit(tmp_path):
+    """A button's answer reads the ledger first: on a connection of its own it does not
+    queue behind the writes and their fsyncs on the writer's thread (issue 16), and it
+    reads what was committed, never a transaction still under way."""
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3", exclusive=True)
+    await ledger.open()
+    try:
+        assert ledger.reads is not ledger.db
+        draft, _ = await ledger.create_draft(new_job(), VideoOptions())
+        async with ledger._transaction() as db:
+            await db.execute("UPDATE jobs SET quality='1080p' WHERE id=?", (draft.id,))
+            seen = await ledger.get(draft.id)
+            assert seen is not None
+            assert seen.options.quality == draft.options.quality  # not committed yet
+        committed = await ledger.get(draft.id)
+        assert committed is not None
+        assert committed.options.quality == "1080p"
+    finally:
+        await ledger.close()
