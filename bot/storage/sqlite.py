@@ -276,13 +276,21 @@ class SqliteLedger(SqlLedger):
         return None
 
     async def close(self) -> None:
-        if self._reader is not None:
-            await self._reader.close()
-            self._reader = None
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-        self._release_lock()
+        """Close both connections and let the lock go. Reads already queued are answered
+        first (a connection's thread works in order); a read asked for after this began
+        finds the ledger closed. Each connection's thread ends with it: aiosqlite's are
+        not daemons, and one left running would keep the stopped bot's process alive."""
+        reader, self._reader = self._reader, None
+        db, self._db = self._db, None
+        try:
+            if reader is not None:
+                await reader.close()
+        finally:
+            try:
+                if db is not None:
+                    await db.close()
+            finally:
+                self._release_lock()
 
     async def _refuse_newer_schema(self) -> None:
         version = int(await self._pragma("user_version") or 0)
