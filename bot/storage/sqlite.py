@@ -7,9 +7,12 @@ are single statements (``… RETURNING`` the row), atomic by themselves, and que
 connection's thread together (:class:`_WriteGate`). Every trip to that thread waits for
 the event loop, so each step is as few trips as it can be: at 25 photos a second, steps
 of three to twelve trips, one write at a time, made writes queue for seconds
-(docs/benchmarks.md). State changes are compare-and-set on the current state, so a
-re-delivered update or a second task cannot move a job twice. Rows are read by column
-name.
+(docs/benchmarks.md). Reads outside a transaction go to a second, read-only connection
+with a thread of its own: WAL lets it read the last commit while the writer writes, so a
+button's answer does not queue behind the writes and their fsyncs; a transaction's own
+reads stay on its connection. State changes are compare-and-set on the current state,
+so a re-delivered update or a second task cannot move a job twice. Rows are read by
+column name.
 """
 
 from __future__ import annotations
@@ -212,9 +215,11 @@ class SqliteLedger(SqlLedger):
             if str(self.path) != ":memory:":
                 opened = os.stat(self.path)
                 self._identity = (opened.st_dev, opened.st_ino)
+                # Last: the file is migrated and in WAL mode by now.
                 self._reader = await self._open_reader()
         except BaseException:
             self._db = None
+            self._identity = None
             await db.close()
             self._release_lock()
             raise
