@@ -148,7 +148,8 @@ class WebServer:
     async def problem(self) -> str | None:
         """Why the bot is not healthy, in one line; None when it is."""
         try:
-            await asyncio.wait_for(self._runtime.ledger.count_active(), HEALTH_LEDGER_TIMEOUT)
+            async with asyncio.timeout(HEALTH_LEDGER_TIMEOUT):
+                await self._runtime.ledger.count_active()
         except Exception as exc:
             return f"ledger not answering ({type(exc).__name__})"
         return self._runtime.telegram_reach.problem()

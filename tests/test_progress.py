@@ -4,6 +4,7 @@ video that says how big and how long it is."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -220,6 +221,50 @@ async def test_a_deleted_status_message_is_harmless(telegram, messenger_and_job)
     assert [call.response["description"] for call in edits] == [
         "Bad Request: message to edit not found"
     ] * 2
+
+
+async def test_a_stop_that_comes_as_a_status_edit_is_answered_still_stops(
+    telegram, messenger_and_job
+):
+    """Tracker.stop() cancels each job task and waits for it. One whose status edit was
+    answered just as the cancel came used to carry on: Python 3.11's ``asyncio.wait_for``
+    returns the answer and drops the cancel. The job then slept until its next step and the
+    stop waited for it for ever (the restart test that hung at pytest's 60 s limit)."""
+    _, job = messenger_and_job
+    showing: asyncio.Task[None] | None = None
+
+    class StoppedAsItAnswers(ExtBot):
+        async def edit_message_text(self, *args, **kwargs):
+            message = await super().edit_message_text(*args, **kwargs)
+            assert showing is not None
+            asyncio.get_running_loop().call_soon(showing.cancel)  # the stop, with the answer
+            return message
+
+    limiter = PriorityRateLimiter()
+    bot = StoppedAsItAnswers(
+        TEST_TOKEN,
+        base_url=telegram.api_url,
+        base_file_url=telegram.file_url,
+        rate_limiter=limiter,
+    )
+    await bot.initialize()
+    messenger = fresh_messenger(bot)
+
+    async def drive() -> None:
+        await messenger.show_progress(job, Status(Progress.QUEUED))
+        await asyncio.Event().wait()  # the job's sleep until its next step
+
+    showing = asyncio.create_task(drive())
+    try:
+        # A bound on the failure only: a cancel that is not lost ends it at once.
+        await asyncio.wait({showing}, timeout=10)
+        assert showing.cancelled()
+        (edit,) = telegram.calls_of("editMessageText", chat_id=USER)
+        assert edit.ok  # the edit was answered before the cancel
+    finally:
+        showing.cancel()
+        await bot.shutdown()
+        await limiter.shutdown()
 
 
 def test_the_status_texts():

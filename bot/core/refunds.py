@@ -83,7 +83,8 @@ class Refunds(Background):
                 log.exception("refunds: step failed")
                 delay = SCAN_SECONDS
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def stop(self) -> None:

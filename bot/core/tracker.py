@@ -408,7 +408,9 @@ class Tracker:
                     # A bug must not kill the job: log it and try again later.
                     log.exception("job %s: step failed in state %s", job.short_id, job.state)
                     delay = self._backoff(job.id)
-                if delay is None:
+                if delay is None or self._closing:
+                    # Closing: stop() cancelled this task, and a cancel dropped inside the
+                    # step (a library's race) must not keep the job going; stop() waits.
                     return
                 if job_id not in self._held_back:  # waiting for the pace is not Segmind's
                     self._due[job_id] = self._clock() + delay

@@ -212,7 +212,8 @@ class PostgresLedger(SqlLedger):
         if self._pool is not None:
             pool, self._pool = self._pool, None
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT)
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await pool.close()
             pool.terminate()
 
     @property

@@ -7,9 +7,12 @@ are single statements (``… RETURNING`` the row), atomic by themselves, and que
 connection's thread together (:class:`_WriteGate`). Every trip to that thread waits for
 the event loop, so each step is as few trips as it can be: at 25 photos a second, steps
 of three to twelve trips, one write at a time, made writes queue for seconds
-(docs/benchmarks.md). State changes are compare-and-set on the current state, so a
-re-delivered update or a second task cannot move a job twice. Rows are read by column
-name.
+(docs/benchmarks.md). Reads outside a transaction go to a second, read-only connection
+with a thread of its own: WAL lets it read the last commit while the writer writes, so a
+button's answer does not queue behind the writes and their fsyncs; a transaction's own
+reads stay on its connection. State changes are compare-and-set on the current state,
+so a re-delivered update or a second task cannot move a job twice. Rows are read by
+column name.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -116,7 +120,8 @@ class _InTransaction:
         self._db = db
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        return await self._ledger._rows(sql, params)
+        # On the transaction's own connection: it sees what the transaction wrote.
+        return await self._ledger._rows_on(self._db, sql, params)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return (await self._db.execute(sql, tuple(params))).rowcount
@@ -143,6 +148,10 @@ class SqliteLedger(SqlLedger):
         self._exclusive = exclusive
         self._lock_file: IO[bytes] | None = None
         self._db: aiosqlite.Connection | None = None
+        #: A second, read-only connection (its own thread) for reads outside a
+        #: transaction: WAL lets it read the last commit while the first one writes, so a
+        #: button's answer does not wait behind every write and its fsync (issue 16).
+        self._reader: aiosqlite.Connection | None = None
         self._writes = _WriteGate()
         #: (device, inode) of the file opened: the path must still name it.
         self._identity: tuple[int, int] | None = None
@@ -206,11 +215,26 @@ class SqliteLedger(SqlLedger):
             if str(self.path) != ":memory:":
                 opened = os.stat(self.path)
                 self._identity = (opened.st_dev, opened.st_ino)
+                # Last: the file is migrated and in WAL mode by now.
+                self._reader = await self._open_reader()
         except BaseException:
             self._db = None
+            self._identity = None
             await db.close()
             self._release_lock()
             raise
+
+    async def _open_reader(self) -> aiosqlite.Connection:
+        """The read-only connection, on the file the writer has open (in WAL mode)."""
+        uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode=ro"
+        reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+        reader.row_factory = sqlite3.Row
+        try:
+            await reader.execute("PRAGMA busy_timeout=5000")
+        except BaseException:
+            await reader.close()
+            raise
+        return reader
 
     def _why(self, error: BaseException) -> str:
         """An operator's words for what is wrong with the file."""
@@ -257,10 +281,21 @@ class SqliteLedger(SqlLedger):
         return None
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-        self._release_lock()
+        """Close both connections and let the lock go. Reads already queued are answered
+        first (a connection's thread works in order); a read asked for after this began
+        finds the ledger closed. Each connection's thread ends with it: aiosqlite's are
+        not daemons, and one left running would keep the stopped bot's process alive."""
+        reader, self._reader = self._reader, None
+        db, self._db = self._db, None
+        try:
+            if reader is not None:
+                await reader.close()
+        finally:
+            try:
+                if db is not None:
+                    await db.close()
+            finally:
+                self._release_lock()
 
     async def _refuse_newer_schema(self) -> None:
         version = int(await self._pragma("user_version") or 0)
@@ -289,6 +324,12 @@ class SqliteLedger(SqlLedger):
                 await db.execute(
                     f"UPDATE {table} SET owner=NULL, lease_until=NULL WHERE owner IS NOT NULL"
                 )
+
+    @property
+    def reads(self) -> aiosqlite.Connection:
+        """The connection reads outside a transaction go to (the read-only one, once
+        open; an in-memory ledger has only the one)."""
+        return self._reader or self.db
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -354,12 +395,19 @@ class SqliteLedger(SqlLedger):
         return LedgerWriteFailed(self._why(error))
 
     async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        """Every row of one read; SQLite's failure to read (I/O error, a damaged file)
-        is raised as :class:`LedgerReadFailed`, so callers need not know SQLite."""
+        """Every row of one read, on the read-only connection (the last commit)."""
+        return await self._rows_on(self.reads, sql, params)
+
+    async def _rows_on(
+        self, db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()
+    ) -> list[sqlite3.Row]:
+        """Every row of one statement on ``db``; SQLite's failure to read (I/O error, a
+        damaged file) is raised as :class:`LedgerReadFailed`, so callers need not know
+        SQLite."""
         try:
             # One trip to the connection's thread, not three (execute, fetch, close):
             # each trip waits for the event loop, and under load those waits add up.
-            return list(await self.db.execute_fetchall(sql, tuple(params)))
+            return list(await db.execute_fetchall(sql, tuple(params)))
         except sqlite3.Error as exc:
             if isinstance(exc, sqlite3.ProgrammingError | sqlite3.IntegrityError):
                 raise  # a bug, not a fault of the file

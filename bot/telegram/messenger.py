@@ -224,17 +224,15 @@ class TelegramMessenger:
         elif not self._pacer.optional(job.chat_id):
             return False
         try:
-            await asyncio.wait_for(
-                self._call(
+            async with asyncio.timeout(patience):
+                await self._call(
                     lambda: self._bot.edit_message_text(
                         text,
                         chat_id=job.chat_id,
                         message_id=message_id,
                         rate_limit_args=Priority.LOW,
                     )
-                ),
-                patience,
-            )
+                )
         except TimeoutError:
             return False  # the budget went to videos and keyboards; the next step retries
         except BadRequest as exc:

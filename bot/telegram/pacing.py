@@ -265,7 +265,8 @@ class _Budget:
         self._released.clear()
         timeout = self._answered[0] + self.span - self._clock() if self._answered else None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._released.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._released.wait()
 
     def take(self) -> None:
         self.in_flight += 1

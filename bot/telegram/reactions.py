@@ -60,7 +60,8 @@ class Reactions:
         else:
             call = bot.set_message_reaction(chat_id, message_id, reaction)
         try:
-            await asyncio.wait_for(call, PATIENCE_SECONDS)
+            async with asyncio.timeout(PATIENCE_SECONDS):
+                await call
         except TimeoutError:
             log.debug("reaction in chat %s skipped: Telegram's budget is busy", chat_id)
         except BadRequest as exc:

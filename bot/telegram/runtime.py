@@ -147,7 +147,8 @@ class TokenWatch(Background):
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), TOKEN_CHECK_SECONDS)
+                async with asyncio.timeout(TOKEN_CHECK_SECONDS):
+                    await self._poke.wait()
             self._poke.clear()
             try:
                 await self._bot.get_me()

@@ -2,6 +2,7 @@
 
 import asyncio
 import sqlite3
+import threading
 
 import pytest
 
@@ -11,6 +12,7 @@ from bot.core.limits import Limits, StartOutcome
 from bot.core.options import VideoOptions
 from bot.core.ports import RunSeconds
 from bot.storage import SCHEMA_VERSION, LedgerUnusable, SqliteLedger
+from bot.storage.common import Statements, first
 from bot.storage.migrations import load_migrations, split_statements
 from bot.storage.sqlite import _WriteGate
 from tests.builders import new_job
@@ -267,6 +269,7 @@ async def test_each_step_of_a_free_job_is_one_statement_without_begin_or_commit(
     await ledger.open()
     statements: list[str] = []
     await ledger.db.set_trace_callback(statements.append)
+    await ledger.reads.set_trace_callback(statements.append)
     lease = Lease("this-instance")
     limits = Limits(max_active_per_user=2, daily_per_user=20)
 
@@ -401,3 +404,65 @@ async def test_single_writes_go_together_and_a_transaction_goes_alone():
     release_first.set()
     await asyncio.gather(first, tx, late)
     assert order[3:] == ["a out", "tx in", "tx out", "c in", "c out"]
+
+
+async def test_reads_go_to_their_own_connection_and_see_the_last_commit(tmp_path):
+    """A button's answer reads the ledger first: on a connection of its own it does not
+    queue behind the writes and their fsyncs on the writer's thread (issue 16), and it
+    reads what was committed, never a transaction still under way. A transaction's own
+    reads are on its connection: they see what it wrote. The reader cannot write."""
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3", exclusive=True)
+    await ledger.open()
+    try:
+        assert ledger.reads is not ledger.db
+        draft, _ = await ledger.create_draft(new_job(), VideoOptions())
+
+        async def work(tx: Statements) -> tuple[str, str]:
+            await tx.execute("UPDATE jobs SET quality='1080p' WHERE id=?", (draft.id,))
+            mine = await first(tx, "SELECT quality FROM jobs WHERE id=?", (draft.id,))
+            outside = await ledger.get(draft.id)
+            assert mine is not None
+            assert outside is not None
+            return mine["quality"], outside.options.quality
+
+        assert await ledger._transact(work) == ("1080p", draft.options.quality)
+        committed = await ledger.get(draft.id)
+        assert committed is not None
+        assert committed.options.quality == "1080p"
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await ledger.reads.execute("UPDATE jobs SET quality='360p'")
+    finally:
+        await ledger.close()
+
+
+async def test_a_close_with_reads_in_flight_ends_both_connections(tmp_path):
+    """A stop closes the ledger while reads may be under way: each one already asked is
+    answered, one asked after the close began finds the ledger closed, the close returns,
+    and both connections' threads end (aiosqlite's are not daemons: one left running keeps
+    a stopped bot's process alive). The next open reads what was written."""
+    before = set(threading.enumerate())
+    path = tmp_path / "ledger.sqlite3"
+    ledger = SqliteLedger(path, exclusive=True)
+    await ledger.open()
+    draft, _ = await ledger.create_draft(new_job(), VideoOptions())
+    reads = [asyncio.create_task(ledger.get(draft.id)) for _ in range(20)]
+    await asyncio.sleep(0)  # each is on the reader's queue
+    closing = asyncio.create_task(ledger.close())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="not open"):
+        await ledger.get(draft.id)
+    await closing
+    assert [job and job.id for job in await asyncio.gather(*reads)] == [draft.id] * 20
+    started = [thread for thread in threading.enumerate() if thread not in before]
+    for thread in started:
+        thread.join(timeout=5)
+    assert [thread for thread in started if thread.is_alive()] == []
+    again = SqliteLedger(path, exclusive=True)  # the lock was let go too
+    await again.open()
+    try:
+        assert again.reads is not again.db
+        reopened = await again.get(draft.id)
+        assert reopened is not None
+        assert reopened.state is JobState.DRAFT
+    finally:
+        await again.close()
