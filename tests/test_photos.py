@@ -15,6 +15,7 @@ from PIL import Image
 
 from bot.core.errors import PhotoUnavailable
 from bot.i18n import texts
+from bot.images import container_formats
 from bot.telegram import photos as photos_module
 from bot.telegram.photos import Photos
 from tests.conftest import ledger, running, settled
@@ -27,6 +28,8 @@ LANG = texts.FALLBACK_LANGUAGE
 
 
 def encoded(image: Image.Image, image_format: str, **options: object) -> bytes:
+    if image_format == "HEIF":
+        container_formats()  # pillow-heif's saver comes with the bot's HEIF reader
     out = io.BytesIO()
     image.save(out, image_format, **options)
     return out.getvalue()
