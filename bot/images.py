@@ -13,19 +13,27 @@ other formats have no such shortcut, so they are refused above ``MAX_DECODED_PIX
 before any pixel is decoded. Everything is resized before it is rotated or converted,
 so no second full-size copy is made.
 
+Memory of the process: only the wanted formats' plugins are loaded at import, not
+Pillow's ~45 (``Image.init()``), and HEIF (pillow-heif, with libheif and its codecs) and
+AVIF (libavif) only once an image in their container (ISO BMFF, an ``ftyp`` box first)
+arrives: together about 8 MB of RSS that a bot whose users send JPEGs never needs
+(docs/benchmarks.md).
+
 This module is synchronous and CPU-bound: callers run it in a worker thread. It knows
 nothing of Telegram or of the video service.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import io
+import threading
 import warnings
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import pillow_heif
 from PIL import Image, ImageOps
 
 __all__ = [
@@ -64,16 +72,55 @@ MAX_DECODED_PIXELS = 25_000_000
 JPEG_QUALITY = 90
 #: The raster formats accepted; nothing else is even tried (EPS would run Ghostscript).
 _WANTED = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")
+#: The Pillow plugins of the wanted formats but HEIF and AVIF, loaded at import.
+_PLUGINS = (
+    "JpegImagePlugin",
+    "MpoImagePlugin",
+    "PngImagePlugin",
+    "GifImagePlugin",
+    "WebPImagePlugin",
+    "BmpImagePlugin",
+    "TiffImagePlugin",
+)
 
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-# Only the primary image of a HEIC is wanted: no thumbnails, depth maps or aux images.
-pillow_heif.options.THUMBNAILS = False
-pillow_heif.options.DEPTH_IMAGES = False
-pillow_heif.options.AUX_IMAGES = False
-pillow_heif.register_heif_opener()
-Image.init()  # every plugin registered, so ``formats=`` can name them
-#: The wanted formats this Pillow build can open (AVIF needs a build with libavif).
+for _plugin in _PLUGINS:
+    importlib.import_module(f"PIL.{_plugin}")
+#: The wanted formats this Pillow build can open without pillow-heif or libavif.
 FORMATS = tuple(name for name in _WANTED if name in Image.OPEN)
+
+_container_lock = threading.Lock()
+_container_formats: tuple[str, ...] | None = None
+
+
+def container_formats() -> tuple[str, ...]:
+    """HEIF and AVIF as this build can open them, their plugins loaded at the first
+    call (any thread): each brings its codec libraries into the process."""
+    global _container_formats
+    with _container_lock:
+        if _container_formats is None:
+            import pillow_heif
+
+            # Only the primary image of a HEIC is wanted: no thumbnails, depth maps or
+            # aux images.
+            pillow_heif.options.THUMBNAILS = False
+            pillow_heif.options.DEPTH_IMAGES = False
+            pillow_heif.options.AUX_IMAGES = False
+            pillow_heif.register_heif_opener()
+            with contextlib.suppress(ImportError):  # Pillow 11.2 and later
+                importlib.import_module("PIL.AvifImagePlugin")
+            _container_formats = tuple(name for name in ("HEIF", "AVIF") if name in Image.OPEN)
+        return _container_formats
+
+
+def _formats_for(source: Path) -> tuple[str, ...]:
+    """The formats to try on ``source``: HEIF and AVIF too when it starts as their
+    container does (both plugins accept nothing else)."""
+    with source.open("rb") as file:
+        head = file.read(12)
+    if head[4:8] == b"ftyp":
+        return FORMATS + container_formats()
+    return FORMATS
 
 
 class Refusal(StrEnum):
@@ -118,7 +165,7 @@ def prepare_image(source: Path) -> PreparedImage:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(source, formats=FORMATS) as image:
+            with Image.open(source, formats=_formats_for(source)) as image:
                 return _prepare(image)
         except ImageRefused:
             raise

@@ -641,8 +641,10 @@ libc = ctypes.CDLL(None, use_errno=True)
 if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
     sys.exit(77)
 from PIL import Image
+from bot.images import container_formats
 from bot.telegram.photos import _prepare_and_give_back
 folder = pathlib.Path(tempfile.mkdtemp())
+container_formats()  # libheif and libavif, loaded on demand (here: to write the HEIC)
 for name, fmt in (("a.jpg", "JPEG"), ("a.heic", "HEIF"), ("a.png", "PNG"), ("a.webp", "WEBP")):
     Image.new("RGB", (3000, 2000), "red").save(folder / name, fmt)
     print(_prepare_and_give_back(folder / name).width)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -28,6 +31,7 @@ RED = (220, 20, 20)
 BLUE = (20, 20, 220)
 #: EXIF Orientation 6: the camera was turned; viewers rotate the picture 90° clockwise.
 ROTATE_CLOCKWISE = 6
+REPO = Path(__file__).resolve().parent.parent
 
 
 def two_halves(width: int, height: int, mode: str = "RGB") -> Image.Image:
@@ -38,6 +42,8 @@ def two_halves(width: int, height: int, mode: str = "RGB") -> Image.Image:
 
 
 def write(path: Path, image: Image.Image, image_format: str, **options: object) -> Path:
+    if image_format == "HEIF":
+        images.container_formats()  # pillow-heif's saver comes with the bot's HEIF reader
     image.save(path, image_format, **options)
     return path
 
@@ -132,6 +138,43 @@ def test_the_exif_orientation_is_applied(tmp_path, image_format):
     assert near(out.getpixel((100, 20)), RED)
     assert near(out.getpixel((100, 380)), BLUE)
     assert out.getexif().get(0x0112) is None  # no orientation left to apply twice
+
+
+#: A fresh bot process: the codecs' modules loaded after start-up, after a JPEG, after
+#: a HEIC (the images written by the test beforehand).
+_LOADED_ON_DEMAND = """
+import json, sys
+from pathlib import Path
+import bot.__main__
+from bot.images import prepare_image
+codecs = ("pillow_heif", "PIL.AvifImagePlugin")
+def loaded():
+    return [name for name in codecs if name in sys.modules]
+seen = {"start": loaded()}
+seen["jpeg"] = prepare_image(Path(sys.argv[1])).width, loaded()
+seen["heic"] = prepare_image(Path(sys.argv[2])).width, loaded()
+print(json.dumps(seen))
+"""
+
+
+def test_heif_and_avif_codecs_are_loaded_by_the_first_image_that_needs_them(tmp_path):
+    """libheif and libavif (8 MB of RSS with Pillow's other plugins) are not in a bot
+    that has seen only JPEGs; the first HEIC loads them and is decoded."""
+    jpeg = write(tmp_path / "photo.jpg", two_halves(640, 480), "JPEG")
+    heic = write(tmp_path / "photo.heic", two_halves(800, 600), "HEIF", quality=90)
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADED_ON_DEMAND, str(jpeg), str(heic)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "start": [],
+        "jpeg": [640, []],
+        "heic": [800, ["pillow_heif", "PIL.AvifImagePlugin"]],
+    }
 
 
 def test_heic_is_decoded(tmp_path):

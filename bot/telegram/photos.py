@@ -14,7 +14,12 @@ one worker thread: decoding is CPU-bound, the bot's machine may have two cores a
 event loop needs one, and a burst of big images then costs one image's pixels, not ten.
 After each image the worker hands freed memory back to the system (glibc's
 ``malloc_trim``): image buffers are large and short-lived, and glibc would otherwise
-keep them for the process (docs/benchmarks.md, "Ten 20 MB photos at once").
+keep them for the process (docs/benchmarks.md, "Ten 20 MB photos at once"). And glibc's
+mmap threshold is kept at its start value (:func:`_keep_large_buffers_mapped`): left to
+itself glibc raises it to the size of the first image buffer freed, and from then on a
+photo's buffer (9 MB for a 1280 × 1707 photo) comes from the worker thread's arena,
+whose free top ``malloc_trim`` does not return: about 9 MB held for the process after
+the first few photos.
 """
 
 from __future__ import annotations
@@ -65,6 +70,23 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 _TRIM = _malloc_trim()
+#: glibc's ``mallopt`` parameter, and its start value: buffers this big or bigger are
+#: mapped on their own and unmapped when freed.
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+def _keep_large_buffers_mapped() -> bool:
+    """Fix glibc's mmap threshold at its start value (a fixed value turns off its
+    dynamic raising, process-wide): every large buffer, an image's pixels above all, is
+    returned to the system when freed instead of staying in a thread's arena. False
+    where there is no glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    mallopt = getattr(libc, "mallopt", None)
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
 
 
 def _prepare_and_give_back(source: Path) -> PreparedImage:
@@ -94,6 +116,7 @@ class Photos:
         self._http = http
         self._folder = folder
         self._on_unauthorized = on_unauthorized
+        _keep_large_buffers_mapped()
         #: The one thread images are decoded in (see the module docstring).
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="photo")
         self._downloading = asyncio.Semaphore(DOWNLOAD_CONCURRENCY)
