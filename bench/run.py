@@ -913,7 +913,9 @@ async def run_baseline_round(config: BenchConfig, jobs: int) -> BaselineRound:
                 "--api-key",
                 TEST_API_KEY,
                 "--image-url",
-                f"{segmind.url}/assets/bench.jpg",
+                # A photo hosted elsewhere, as an SDK user passes one (the fake fetches
+                # nothing). Not under /assets/: the fake refuses an upload it never made.
+                f"{segmind.url}/hosted/bench.jpg",
                 "--jobs",
                 str(jobs),
                 "--interval",
