@@ -171,13 +171,7 @@ async def test_a_damaged_video_goes_without_its_size(telegram, segmind, bot, dat
 async def messenger_and_job(telegram, tmp_path, monkeypatch):
     monkeypatch.setattr(pacing, "PRIVATE_CHAT_GAP", 0.0)  # the pace is not the point here
     telegram.private_chat(USER)
-    limiter = PriorityRateLimiter()
-    bot = ExtBot(
-        TEST_TOKEN,
-        base_url=telegram.api_url,
-        base_file_url=telegram.file_url,
-        rate_limiter=limiter,
-    )
+    bot = paced_bot(telegram)
     store = SqliteLedger(tmp_path / "ledger.sqlite3")
     await bot.initialize()
     await store.open()
@@ -189,8 +183,23 @@ async def messenger_and_job(telegram, tmp_path, monkeypatch):
         yield bot, job
     finally:
         await store.close()
-        await bot.shutdown()
-        await limiter.shutdown()
+        await shut_down(bot)
+
+
+def paced_bot(telegram, bot_class: type[ExtBot] = ExtBot) -> ExtBot:
+    """A bot on the fake Telegram behind the bot's own rate limiter, as the messenger has."""
+    return bot_class(
+        TEST_TOKEN,
+        base_url=telegram.api_url,
+        base_file_url=telegram.file_url,
+        rate_limiter=PriorityRateLimiter(),
+    )
+
+
+async def shut_down(bot: ExtBot) -> None:
+    await bot.shutdown()
+    assert bot.rate_limiter is not None
+    await bot.rate_limiter.shutdown()
 
 
 def fresh_messenger(bot) -> TelegramMessenger:
@@ -240,13 +249,7 @@ async def test_a_stop_that_comes_as_a_status_edit_is_answered_still_stops(
             asyncio.get_running_loop().call_soon(showing.cancel)  # the stop, with the answer
             return message
 
-    limiter = PriorityRateLimiter()
-    bot = StoppedAsItAnswers(
-        TEST_TOKEN,
-        base_url=telegram.api_url,
-        base_file_url=telegram.file_url,
-        rate_limiter=limiter,
-    )
+    bot = paced_bot(telegram, StoppedAsItAnswers)
     await bot.initialize()
     messenger = fresh_messenger(bot)
 
@@ -263,8 +266,7 @@ async def test_a_stop_that_comes_as_a_status_edit_is_answered_still_stops(
         assert edit.ok  # the edit was answered before the cancel
     finally:
         showing.cancel()
-        await bot.shutdown()
-        await limiter.shutdown()
+        await shut_down(bot)
 
 
 def test_the_status_texts():
