@@ -59,17 +59,17 @@ _CHUNK = 64 * 1024
 _PART_PREFIX = ".part-"
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None elsewhere (musl, macOS): then nothing is trimmed."""
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, or None elsewhere (musl, macOS): then memory is left to the allocator."""
     try:
-        libc = ctypes.CDLL("libc.so.6")
+        return ctypes.CDLL("libc.so.6")
     except OSError:
         return None
-    trim: Callable[[int], int] | None = getattr(libc, "malloc_trim", None)
-    return trim
 
 
-_TRIM = _malloc_trim()
+_LIBC = _glibc()
+#: glibc's ``malloc_trim``, or None: then nothing is trimmed.
+_TRIM: Callable[[int], int] | None = getattr(_LIBC, "malloc_trim", None)
 #: glibc's ``mallopt`` parameter, and its start value: buffers this big or bigger are
 #: mapped on their own and unmapped when freed.
 _M_MMAP_THRESHOLD = -3
@@ -81,11 +81,7 @@ def _keep_large_buffers_mapped() -> bool:
     dynamic raising, process-wide): every large buffer, an image's pixels above all, is
     returned to the system when freed instead of staying in a thread's arena. False
     where there is no glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    mallopt = getattr(libc, "mallopt", None)
+    mallopt = getattr(_LIBC, "mallopt", None)
     return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
 
 
