@@ -175,6 +175,7 @@ class Seen:
     headers: dict[str, str]
     json: Any
     at: float = 0.0  #: when it arrived, by the fake's clock
+    request_id: str | None = None  #: the request a status poll, result or video is for
 
 
 #: The routes of Segmind's API proper (what its per-second limit counts).
@@ -302,7 +303,13 @@ class FakeSegmindAPI:
                 body = request.content
         self.requests.append(
             Seen(
-                route, request.method, str(request.url), dict(request.headers), body, self.clock()
+                route,
+                request.method,
+                str(request.url),
+                dict(request.headers),
+                body,
+                self.clock(),
+                request_id if route in {"status", "result", "video"} else None,
             )
         )
         if route in API_ROUTES:

@@ -27,7 +27,7 @@ from bot.core.tracker import (
     Tracker,
 )
 from tests.core.conftest import INTERVAL, Harness
-from tests.core.doubles import API_ROUTES, Seen
+from tests.core.doubles import API_ROUTES
 
 S = JobState
 GAP = 1 / API_REQUESTS_PER_SECOND
@@ -44,13 +44,8 @@ def api_times(h: Harness, jobs: list[Job] | None = None) -> list[float]:
     return sorted(
         seen.at
         for seen in h.segmind.requests
-        if seen.route in API_ROUTES and (wanted is None or request_id(seen) in wanted)
+        if seen.route in API_ROUTES and (wanted is None or seen.request_id in wanted)
     )
-
-
-def request_id(seen: Seen) -> str:
-    """The request a status poll or result fetch asked about."""
-    return seen.url.split("/v2/requests/", 1)[1].split("/", 1)[0]
 
 
 def busiest_second(times: list[float]) -> int:
