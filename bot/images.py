@@ -346,7 +346,8 @@ def _prepare(image: Image.Image) -> PreparedImage:
     rgb = _flattened(image)
     out = io.BytesIO()
     options = {"icc_profile": icc_profile} if icc_profile else {}
-    rgb.save(out, "JPEG", quality=JPEG_QUALITY, **options)
+    # No comment: Pillow's JPEG writer would copy the one of the JPEG it decoded.
+    rgb.save(out, "JPEG", quality=JPEG_QUALITY, comment=b"", **options)
     return PreparedImage(out.getvalue(), rgb.width, rgb.height)
 
 

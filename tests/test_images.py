@@ -439,6 +439,25 @@ def test_metadata_is_cut_out_and_the_colour_information_kept(tmp_path):
     assert out.tobytes() == opened(sent).tobytes()
 
 
+@pytest.mark.parametrize("image_format", ["JPEG", "GIF"])
+def test_an_image_encoded_anew_carries_no_metadata_either(tmp_path, image_format):
+    """Pillow's JPEG writer would copy the source's comment; EXIF and XMP it drops."""
+    exif = exif_with_gps()
+    exif[0x0112] = ROTATE_CLOCKWISE  # so a JPEG takes the full path
+    options: dict[str, object] = {"comment": "shot at home"}
+    if image_format == "JPEG":
+        options.update(
+            exif=exif, xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
+        )
+    source = write(tmp_path / "sent", two_halves(400, 200), image_format, **options)
+    with Image.open(source) as sent:
+        assert sent.info["comment"] == b"shot at home"
+    prepared = prepare_image(source)
+    for secret in (b"shot at home", b"Pixel 9", b"Exif", b"xmpmeta"):
+        assert secret not in prepared.data
+    assert 0xFE not in [marker for marker, _ in segments(prepared.data)]
+
+
 def turned_by_xmp(path: Path) -> Path:
     """Orientation 6 in XMP only, as some editors write it (Pillow reads it too)."""
     xmp = (
