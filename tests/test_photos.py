@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from bot.core.errors import PhotoUnavailable
 from bot.i18n import texts
@@ -21,6 +21,8 @@ from bot.images import container_formats
 from bot.telegram import photos as photos_module
 from bot.telegram.photos import Photos
 from tests.conftest import ledger, running, settled
+from tests.fakes.telegram import _padded_picture
+from tests.test_images import TRAILER, exif_with_gps, noisy, scans, segments
 from tests.test_private_flow import button_data, reply_target, send_photo_get_keyboard
 
 USER = 601
@@ -47,12 +49,25 @@ def turned_jpeg() -> bytes:
     return encoded(image, "JPEG", exif=exif.tobytes())
 
 
-def uploaded_image(segmind) -> Image.Image:
-    """The one image the bot re-hosted at the fake Segmind, decoded."""
+def turned(jpeg: bytes) -> bytes:
+    """``jpeg`` with EXIF orientation 6, as a phone's camera file has it."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    app1 = exif.tobytes()
+    return jpeg[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + jpeg[2:]
+
+
+def uploaded_bytes(segmind) -> bytes:
+    """The one image the bot re-hosted at the fake Segmind, as Segmind got it."""
     (submit,) = segmind.submits
     asset = segmind.assets[submit["image_url"].rsplit("/", 1)[-1]]
     assert asset.content_type == "image/jpeg"
-    image = Image.open(io.BytesIO(asset.data))
+    return asset.data
+
+
+def uploaded_image(segmind) -> Image.Image:
+    """The one image the bot re-hosted at the fake Segmind, decoded."""
+    image = Image.open(io.BytesIO(uploaded_bytes(segmind)))
     image.load()
     return image
 
@@ -259,12 +274,53 @@ async def test_a_photo_is_downloaded_and_prepared_once_per_file_whatever_happens
 
 
 async def test_a_photo_is_prepared_when_its_job_starts(telegram, segmind, bot):
+    """And goes to Segmind as Telegram gave it: the same scans byte for byte (no decode,
+    no second JPEG loss), without the comments the fake pads its photos with."""
     telegram.private_chat(USER)
-    _, keyboard = await send_photo_get_keyboard(telegram, USER, USER, width=1280, height=1707)
+    photo, keyboard = await send_photo_get_keyboard(
+        telegram, USER, USER, width=1280, height=1707, size_bytes=120_000
+    )
     assert telegram.calls_of("getFile") == []  # a photo's size is known from the update
     await generate(telegram, keyboard)
     image = uploaded_image(segmind)
     assert (image.format, image.size) == ("JPEG", (1280, 1707))
+    sent = telegram.file_data(photo["photo"][-1]["file_id"])
+    uploaded = uploaded_bytes(segmind)
+    assert scans(uploaded) == scans(sent)
+    comments = [body for marker, body in segments(sent) if marker == 0xFE]
+    assert comments
+    assert 0xFE not in [marker for marker, _ in segments(uploaded)]
+    assert len(uploaded) == len(sent) - sum(4 + len(body) for body in comments)
+
+
+async def test_a_photo_file_reaches_segmind_as_sent_without_its_metadata(telegram, segmind, bot):
+    """A camera's JPEG sent as a file: its GPS position, XMP, comment and appended video
+    never reach Segmind; its pixels and colour profile do, exactly."""
+    image = noisy(1200, 900)
+    out = io.BytesIO()
+    image.save(
+        out,
+        "JPEG",
+        quality=87,
+        exif=exif_with_gps(),
+        xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>',
+        comment="shot at home",
+        icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes(),
+    )
+    sent = out.getvalue() + TRAILER
+    telegram.private_chat(USER)
+    document = telegram.send_document(
+        USER, USER, mime_type="image/jpeg", file_name="PXL_0001.jpg", data=sent
+    )
+    await generate(telegram, await keyboard_for(telegram, document))
+    uploaded = uploaded_bytes(segmind)
+    assert scans(uploaded) + TRAILER == scans(sent)
+    received = Image.open(io.BytesIO(uploaded))
+    assert received.info.get("icc_profile") == Image.open(io.BytesIO(sent)).info["icc_profile"]
+    assert not {"exif", "xmp", "comment"} & set(received.info)
+    for secret in (b"Exif", b"xmpmeta", b"shot at home", b"ftyp"):
+        assert secret not in uploaded
+    assert received.tobytes() == Image.open(io.BytesIO(sent)).tobytes()
 
 
 async def test_the_download_is_deleted_by_the_worker_not_the_event_loop(
@@ -383,13 +439,18 @@ async def test_a_restarted_bot_evicts_the_least_recently_used_photo_it_found(
     assert len(list(folder.glob("*.jpg"))) == 2
 
 
+def kept_from_user(tmp_path: pathlib.Path, name: str, data: bytes) -> pathlib.Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
 #: A fresh process (glibc's thresholds at their start): a Photos' worker prepares the
-#: same 1280 × 1707 photo (the benchmark's; 9 MB of pixels) again and again.
+#: same photo again and again (argv[1]: one that is decoded whole, 9 MB of pixels).
 _PHOTOS_IN_A_ROW = """
 import sys, tempfile
 from pathlib import Path
 from bot.telegram.photos import Photos, _prepare_and_give_back
-from tests.fakes.telegram import _padded_picture
 
 def rss_mb():
     with open("/proc/self/status") as status:
@@ -397,7 +458,7 @@ def rss_mb():
     return int(line.split()[1]) / 1024
 
 photos = Photos(None, None, Path(tempfile.mkdtemp()))
-data = _padded_picture("JPEG", 1280, 1707, 200_000, 1)
+data = Path(sys.argv[1]).read_bytes()
 after = []
 for _ in range(8):
     source = Path(tempfile.mkstemp()[1])
@@ -409,12 +470,14 @@ print(max(after) - after[0])
 """
 
 
-def test_the_worker_gives_each_photos_pixels_back_to_the_system():
+def test_the_worker_gives_each_photos_pixels_back_to_the_system(tmp_path):
     """glibc would serve a photo's buffer from the worker's arena once it had freed one
     (its mmap threshold rises) and keep it there: 9 MB more for the process after the
-    first few photos (docs/benchmarks.md)."""
+    first few photos (docs/benchmarks.md). The photo is the benchmark's, turned by EXIF
+    as a camera file is: a Telegram photo goes as sent and has no pixels to give back."""
+    photo = turned(_padded_picture("JPEG", 1280, 1707, 200_000, 1))
     result = subprocess.run(
-        [sys.executable, "-c", _PHOTOS_IN_A_ROW],
+        [sys.executable, "-c", _PHOTOS_IN_A_ROW, str(kept_from_user(tmp_path, "p.jpg", photo))],
         capture_output=True,
         text=True,
         timeout=60,
@@ -422,3 +485,45 @@ def test_the_worker_gives_each_photos_pixels_back_to_the_system():
     )
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) < 3.0  # MB: what the first photo left is all there is
+
+
+#: A fresh process prepares one photo (argv[1]); how far its RSS peaked above where it
+#: was (VmHWM reset first), in MB, and the prepared JPEG's size.
+_PEAK_OF_ONE_PHOTO = """
+import sys
+from pathlib import Path
+from bot.images import prepare_image
+
+def kb(field):
+    with open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith(field)).split()[1])
+
+source = Path(sys.argv[1])
+with open("/proc/self/clear_refs", "w") as clear:
+    clear.write("5")  # VmHWM := VmRSS
+before = kb("VmRSS:")
+prepared = prepare_image(source)
+print((kb("VmHWM:") - before) / 1024, prepared.width, prepared.height)
+"""
+
+
+def test_a_photo_that_goes_as_sent_never_holds_its_pixels(tmp_path):
+    """The benchmark's 1280 × 1707 photo: 8.7 MB of pixels when decoded (what the same
+    photo turned by EXIF costs, so the measure sees them), not even a quarter as sent."""
+    photo = _padded_picture("JPEG", 1280, 1707, 200_000, 1)
+    peaks = {}
+    for name, data in (("as-sent", photo), ("turned", turned(photo))):
+        result = subprocess.run(
+            [sys.executable, "-c", _PEAK_OF_ONE_PHOTO, str(kept_from_user(tmp_path, name, data))],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=pathlib.Path(__file__).resolve().parent.parent,
+        )
+        assert result.returncode == 0, result.stderr
+        peak, width, height = result.stdout.split()
+        peaks[name] = float(peak)
+        assert {int(width), int(height)} == {1280, 1707}
+    pixels = 1280 * 1707 * 4 / 2**20  # MB: Pillow keeps RGB in 4 bytes a pixel
+    assert peaks["turned"] > pixels
+    assert peaks["as-sent"] < pixels / 4

@@ -1,9 +1,10 @@
 """Users' photos from Telegram, prepared once for the video service.
 
 A photo is fetched with ``getFile`` and streamed to a file on disk (refused past 20 MB
-without reading the rest), decoded from that file in a worker thread by
-:func:`bot.images.prepare_image`, and the small JPEG that comes out is kept in a folder
-beside the ledger, named after the photo's ``file_unique_id``. So an image sent as a
+without reading the rest), prepared from that file in a worker thread by
+:func:`bot.images.prepare_image` (a Telegram photo goes as sent, its metadata stripped;
+other images are decoded and encoded), and the small JPEG that comes out is kept in a
+folder beside the ledger, named after the photo's ``file_unique_id``. So an image sent as a
 file is prepared when it arrives (the only way to know it is usable before a keyboard,
 and so before an invoice), and the job's submit, its retries and "Try again" read the
 same JPEG instead of downloading and decoding again. The folder keeps the newest
@@ -17,9 +18,9 @@ After each image the worker hands freed memory back to the system (glibc's
 keep them for the process (docs/benchmarks.md, "Ten 20 MB photos at once"). And glibc's
 mmap threshold is kept at its start value (:func:`_keep_large_buffers_mapped`): left to
 itself glibc raises it to the size of the first image buffer freed, and from then on a
-photo's buffer (9 MB for a 1280 × 1707 photo) comes from the worker thread's arena,
-whose free top ``malloc_trim`` does not return: about 9 MB held for the process after
-the first few photos.
+photo's buffer (9 MB for a 1280 × 1707 photo decoded whole) comes from the worker
+thread's arena, whose free top ``malloc_trim`` does not return: about 9 MB held for the
+process after the first few photos.
 """
 
 from __future__ import annotations
