@@ -1,14 +1,15 @@
 """A user's image made into what the video service wants: one upright RGB JPEG, small.
 
-A JPEG that already is that — a Telegram photo always is: RGB, upright (Telegram applies
-the orientation and strips EXIF), at most 1280 or 2560 px — goes as it was sent, only its
-metadata cut out (:func:`without_metadata`; losslessly, the entropy-coded data untouched).
-Whether it can is decided from its header alone; then its bytes are checked to decode
-whole at 1/8 scale (libjpeg reads every coefficient but skips the inverse DCT). Decoding
-it and encoding it again cost 23 ms of CPU per photo in the photo worker at N = 100 (231
-of 1062 samples of the bot's profile in ``make bench``), a 9 MB pixel buffer for a 1280
-× 1707 photo (the bot's peak RSS), and a second generation of JPEG loss; as sent, such a
-photo costs 1.5–6.5 ms and about 1 MB. Everything else takes the full path:
+A JPEG that already is that — as a Telegram photo is: RGB, upright (Telegram applies the
+orientation and strips EXIF), 1280 px long (2560 for an HD photo, which is shrunk) —
+goes as it was sent, only its metadata cut out (:func:`without_metadata`; losslessly,
+the entropy-coded data untouched). Whether it can is decided from its header alone; then
+its bytes are checked to decode whole at 1/8 scale (libjpeg reads every coefficient but
+skips the inverse DCT). Decoding it and encoding it again cost 23 ms of CPU per photo in
+the photo worker at N = 100 (231 of 1062 samples of the bot's profile in ``make
+bench``), a 9 MB pixel buffer for a 1280 × 1707 photo (the bot's peak RSS), and a second
+generation of JPEG loss; as sent, such a photo costs 1.5–6.5 ms and about 1 MB.
+Everything else takes the full path:
 
 Pillow decodes it (HEIC/HEIF through pillow-heif); the EXIF orientation is applied; an
 animation gives its first frame; transparency is flattened on white; the long side is
