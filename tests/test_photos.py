@@ -403,6 +403,31 @@ async def test_the_folder_keeps_the_newest_prepared_photos_and_remakes_the_rest(
             photos.close()
 
 
+async def test_a_file_in_the_folder_that_is_no_jpeg_is_made_again(tmp_path):
+    """The folder holds only JPEGs the bot made: anything else under a photo's name (a
+    stray file, a disk that lost it) is made again, never sent to Segmind as a JPEG."""
+    jpeg = encoded(Image.new("RGB", (400, 300), RED), "JPEG")
+    downloads: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        downloads.append(request.url.path)
+        return httpx.Response(200, content=jpeg)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        photos = Photos(FileBot(), http, tmp_path / "photos")  # type: ignore[arg-type]
+        photos.open()
+        try:
+            stray = photos._cached_path("unique-a")
+            stray.write_bytes(encoded(Image.new("RGB", (400, 300), BLUE), "PNG"))
+            image = await photos.prepared("file-a", "unique-a")
+            assert downloads == ["/file-a"]
+            assert Image.open(io.BytesIO(image.data)).format == "JPEG"
+            assert near(Image.open(io.BytesIO(image.data)).getpixel((10, 10)), RED)
+            assert stray.read_bytes() == image.data  # the folder holds the JPEG now
+        finally:
+            photos.close()
+
+
 async def test_a_restarted_bot_evicts_the_least_recently_used_photo_it_found(
     tmp_path, monkeypatch
 ):

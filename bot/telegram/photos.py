@@ -175,7 +175,9 @@ class Photos:
         except FileNotFoundError:
             return None
         try:
-            with Image.open(io.BytesIO(data)) as header:  # reads the header only
+            # Only a JPEG is ours: anything else there (a stray PNG) would go to Segmind
+            # labelled a JPEG, and would make Pillow try every plugin it has.
+            with Image.open(io.BytesIO(data), formats=("JPEG",)) as header:  # header only
                 width, height = header.size
             os.utime(path)  # recently used: evicted last (after a restart too)
             self._kept.pop(path, None)
