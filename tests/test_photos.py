@@ -377,18 +377,24 @@ async def test_a_download_past_20_mb_is_cut_off_without_reading_it_all(tmp_path,
     assert [p.name for p in (tmp_path / "photos").iterdir()] == []  # no part file left
 
 
-async def test_the_folder_keeps_the_newest_prepared_photos_and_remakes_the_rest(
-    tmp_path, monkeypatch
-):
-    monkeypatch.setattr(photos_module, "CACHE_FILES", 2)
-    downloads: list[str] = []
+def red_photo_server() -> tuple[list[str], httpx.AsyncClient]:
+    """A client whose every download is a 400 × 300 red JPEG, and the paths asked for."""
     jpeg = encoded(Image.new("RGB", (400, 300), RED), "JPEG")
+    downloads: list[str] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
         downloads.append(request.url.path)
         return httpx.Response(200, content=jpeg)
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+    return downloads, httpx.AsyncClient(transport=httpx.MockTransport(answer))
+
+
+async def test_the_folder_keeps_the_newest_prepared_photos_and_remakes_the_rest(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(photos_module, "CACHE_FILES", 2)
+    downloads, http = red_photo_server()
+    async with http:
         photos = Photos(FileBot(), http, tmp_path / "photos")  # type: ignore[arg-type]
         photos.open()
         try:
@@ -406,14 +412,8 @@ async def test_the_folder_keeps_the_newest_prepared_photos_and_remakes_the_rest(
 async def test_a_file_in_the_folder_that_is_no_jpeg_is_made_again(tmp_path):
     """The folder holds only JPEGs the bot made: anything else under a photo's name (a
     stray file, a disk that lost it) is made again, never sent to Segmind as a JPEG."""
-    jpeg = encoded(Image.new("RGB", (400, 300), RED), "JPEG")
-    downloads: list[str] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        downloads.append(request.url.path)
-        return httpx.Response(200, content=jpeg)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+    downloads, http = red_photo_server()
+    async with http:
         photos = Photos(FileBot(), http, tmp_path / "photos")  # type: ignore[arg-type]
         photos.open()
         try:
@@ -434,14 +434,8 @@ async def test_a_restarted_bot_evicts_the_least_recently_used_photo_it_found(
     """The folder's order (least recently used first) is learnt once at start and kept in
     memory after: no scan of the folder for each photo kept."""
     monkeypatch.setattr(photos_module, "CACHE_FILES", 2)
-    jpeg = encoded(Image.new("RGB", (400, 300), RED), "JPEG")
-    downloads: list[str] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        downloads.append(request.url.path)
-        return httpx.Response(200, content=jpeg)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+    downloads, http = red_photo_server()
+    async with http:
         for name in ("a", "b"):
             before = Photos(FileBot(), http, tmp_path / "photos")  # type: ignore[arg-type]
             before.open()
