@@ -331,7 +331,9 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
     ) -> None:
         self._clock = clock
         #: Every chat's pace; the messenger asks it whether a status edit may go now.
-        self.pacer = ChatPacer(clock, backlog=lambda: self.backlog)
+        self.pacer = ChatPacer(
+            clock, backlog=lambda: self.backlog, room_for_low=lambda: self.room_for_low
+        )
         self._on_flood = on_flood
         #: Told of every answer from Telegram, None for success (health and metrics).
         self._on_answer = on_answer
@@ -405,6 +407,11 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
     def backlog(self) -> int:
         """Requests waiting for a place now (a caller that gave up no longer counts)."""
         return self._waiting
+
+    @property
+    def room_for_low(self) -> bool:
+        """Whether a LOW request would be let go at once (nothing waits before it)."""
+        return self._waiting == 0 and self._global.free() > self._low_reserve_now()
 
     async def process_request(
         self,
@@ -720,10 +727,13 @@ class ChatPacer:
         self,
         clock: Callable[[], float] = time.monotonic,
         backlog: Callable[[], int] | None = None,
+        room_for_low: Callable[[], bool] | None = None,
     ) -> None:
         self._clock = clock
         #: Requests waiting in the rate limiter: status edits give way when it is long.
         self._backlog = backlog or (lambda: 0)
+        #: Whether the rate limiter would let a LOW request go at once.
+        self._room_for_low = room_for_low or (lambda: self._backlog() == 0)
         #: When each chat may take its next message (its last answer plus the gap).
         self._free_at: dict[int, float] = {}
         #: Chats with a message on its way now.
@@ -802,8 +812,9 @@ class ChatPacer:
             self._queues.pop(chat_id, None)
 
     def idle(self) -> bool:
-        """Nothing is waiting for Telegram: room for a call that holds up a video."""
-        return self._backlog() == 0
+        """Room for a LOW call that holds up a video (its chat action): it would be let go
+        at once, nothing waiting for Telegram and the urgent flow leaving it a place."""
+        return self._room_for_low()
 
     async def patient(self, chat_id: int, patience: float) -> bool:
         """Whether the chat's turn can come within ``patience`` seconds, for a message that
