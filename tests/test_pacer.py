@@ -1,10 +1,12 @@
 import asyncio
 import contextlib
+import dataclasses
 import time
 
 import httpx
 from telegram.ext import ExtBot
 
+from bot.core.jobs import JobState
 from bot.core.options import VideoOptions
 from bot.core.progress import Progress, Status
 from bot.i18n import texts
@@ -21,7 +23,7 @@ from bot.telegram.pacing import (
     PriorityRateLimiter,
 )
 from bot.telegram.photos import Photos
-from tests.builders import new_job
+from tests.builders import job_row, new_job
 from tests.fakes.telegram import TEST_TOKEN
 
 
@@ -227,6 +229,51 @@ async def test_a_status_edit_that_cannot_get_a_slot_in_time_is_given_up(
     finally:
         await http.aclose()
         await store.close()
+        await bot.shutdown()
+        await limiter.shutdown()
+
+
+async def test_a_video_skips_its_chat_action_while_urgent_requests_keep_low_ones_back(
+    telegram, tmp_path
+):
+    """The chat action in front of a video is LOW: while the last second's keyboards keep
+    LOW requests back, it would wait and hold the video up, so it is skipped; once that
+    second has passed, the next video has it again."""
+    user = 803
+    telegram.private_chat(user)
+    limiter = PriorityRateLimiter(per_second=6)  # LOW leaves 1 place, or the urgent flow's
+    bot = ExtBot(
+        TEST_TOKEN,
+        base_url=telegram.api_url,
+        base_file_url=telegram.file_url,
+        rate_limiter=limiter,
+    )
+    http = httpx.AsyncClient()
+    photos = Photos(bot, http, tmp_path / "photos")
+    video = tmp_path / "video.mp4"
+    video.write_bytes(b"\0" * 1000)
+    await bot.initialize()
+    try:
+        messenger = TelegramMessenger(bot, frozenset(), limiter.pacer, photos=photos)
+        job = dataclasses.replace(job_row(JobState.COMPLETED), chat_id=user, user_id=user)
+        # Three keyboards to other users this second: 3 places free, none for LOW.
+        for other in (804, 805, 806):
+            telegram.private_chat(other)
+            await bot.send_message(other, "keyboard")
+        assert limiter.backlog == 0  # no queue: only the urgent flow holds LOW back
+        await messenger.send_video(job, video)
+        assert telegram.calls_of("sendChatAction") == []
+        assert len(telegram.calls_of("sendVideo", user)) == 1
+
+        # The scenario, on the real clock: the urgent second passes (and the chat's gap).
+        # Not a wait for "nothing happened" (what follows must happen).
+        await asyncio.sleep(PRIVATE_CHAT_GAP + 0.1)
+        await messenger.send_video(job, video)
+        [action] = telegram.calls_of("sendChatAction", user)
+        assert action.params["action"] == "upload_video"
+        assert len(telegram.calls_of("sendVideo", user)) == 2
+    finally:
+        await http.aclose()
         await bot.shutdown()
         await limiter.shutdown()
 

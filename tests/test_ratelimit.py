@@ -200,3 +200,49 @@ async def test_a_status_edit_leaves_the_last_places_to_keyboards_that_come_meanw
     assert all(await asyncio.gather(*busy, keyboard, edit))
     assert let_go[-1] == "edit"
     await limiter.shutdown()
+
+
+async def test_a_status_edit_leaves_the_places_the_last_seconds_keyboards_will_want():
+    """While urgent requests flow, a LOW request leaves as many places free as urgent ones
+    were let go in the last second, though more than one in six are free: the next
+    keyboards will want them. Once that second has passed it goes, woken then (no answer
+    comes back meanwhile, so nothing else could wake it)."""
+    limiter = PriorityRateLimiter(per_second=6)  # one in six: 1 place
+    answer = asyncio.Event()
+    let_go: dict[str, float] = {}
+
+    def held(name):
+        async def call():
+            let_go[name] = time.monotonic()  # the limiter's clock
+            await answer.wait()  # on its way until the test answers
+            return True
+
+        return call
+
+    def send(name, chat_id, priority):
+        return asyncio.create_task(
+            limiter.process_request(
+                held(name), (), {}, "sendMessage", {"chat_id": chat_id}, priority
+            )
+        )
+
+    asked = time.monotonic()  # no keyboard below is let go before this
+    busy = [send(f"keyboard {i}", i, Priority.HIGH) for i in range(3)]
+    await wait_until(lambda: len(let_go) == 3, what="three keyboards on their way")
+    # 3 of the 6 places are free, more than the one in six; but 3 keyboards went this second.
+    edit = send("edit", 100, Priority.LOW)
+    await wait_until(lambda: limiter.backlog == 1, what="the edit queued")
+    keyboard = send("late keyboard", 101, Priority.HIGH)
+    await wait_until(lambda: "late keyboard" in let_go, what="the late keyboard let go")
+    # The edit was looked at again right after the keyboard was let go, with 2 places
+    # free (more than one in six) and still 4 keyboards within the last second: it waits.
+    assert limiter.backlog == 1
+    assert "edit" not in let_go
+    # The first three keyboards' second ends; one keyboard is left in it and 2 places are
+    # free: the edit goes, though every keyboard is still on its way.
+    await wait_until(lambda: "edit" in let_go, what="the edit let go")
+    assert not answer.is_set()
+    assert let_go["edit"] - asked >= 1.0
+    answer.set()
+    assert all(await asyncio.gather(*busy, keyboard, edit))
+    await limiter.shutdown()

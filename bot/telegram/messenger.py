@@ -254,8 +254,9 @@ class TelegramMessenger:
 
     async def send_video(self, job: Job, path: Path, *, before_send: BeforeSend = None) -> str:
         # "sending video…" while it uploads; a 403 here ends the job before the upload.
-        # Cosmetic, so skipped while the rate limiter has a queue: waiting for a slot
-        # behind every other video would hold this one up (benchmark, N = 1000).
+        # Cosmetic, so skipped unless the rate limiter would let it (LOW) go at once:
+        # waiting for a slot behind every other video, or while keyboards and videos keep
+        # the places LOW leaves free busy, would hold this one up (benchmark, N = 1000).
         if self._pacer.idle():
             await self._chat_action(job)
         # Its size and length let clients lay it out before it downloads.

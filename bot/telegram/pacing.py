@@ -23,8 +23,11 @@ if it held more, the last of them to be let go would have found them all in its 
 Each group keeps to ``group_per_minute`` the same way, over sixty seconds.
 
 Waiting requests are served by priority: deliveries, then answers to what a user just
-did, then ``Priority.LOW`` (status edits, chat actions) only when nothing else waits and
-one place in six stays free for the urgent ones that come while it is on its way.
+did, then ``Priority.LOW`` (status edits, chat actions, 👀) only when nothing else waits
+and more places stay free than the urgent ones will want while it is on its way: one in
+six, or as many as urgent requests were let go in the last second if that is more (a
+flow of keyboards wants as many places in the next second as in the last, and a place a
+LOW request takes is gone for a second and more).
 Pass the priority as ``rate_limit_args``. Requests without a chat (getUpdates, getFile,
 answerCallbackQuery) are not limited by the budget, but their flood waits are handled
 the same way. A message to a chat first waits for that chat's turn (the most urgent
@@ -260,10 +263,14 @@ class _Budget:
         """Places free now."""
         return self.limit - self._used()
 
-    async def wait_for_change(self) -> None:
-        """Until a place may have come free, or :meth:`released` was called."""
+    async def wait_for_change(self, until: float | None = None) -> None:
+        """Until a place may have come free, :meth:`released` was called, or the clock
+        reaches ``until``."""
         self._released.clear()
-        timeout = self._answered[0] + self.span - self._clock() if self._answered else None
+        deadlines = [until] if until is not None else []
+        if self._answered:
+            deadlines.append(self._answered[0] + self.span)
+        timeout = min(deadlines) - self._clock() if deadlines else None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._released.wait()
@@ -281,6 +288,37 @@ class _Budget:
         self._released.set()
 
 
+class _RecentGrants:
+    """When requests were let go within the last ``span`` seconds. Each holds its place at
+    least that long, so there are never more of them than the budget's places."""
+
+    def __init__(self, span: float, clock: Callable[[], float]) -> None:
+        self._span = span
+        self._clock = clock
+        self._times: deque[float] = deque()
+
+    def _prune(self) -> None:
+        now = self._clock()
+        while self._times and now - self._times[0] >= self._span:
+            self._times.popleft()
+
+    def add(self) -> None:
+        self._times.append(self._clock())
+
+    def __len__(self) -> int:
+        self._prune()
+        return len(self._times)
+
+    def fewer_than_at(self, count: int) -> float | None:
+        """When fewer than ``count`` will be left in the window (None: already so, or
+        never)."""
+        if count <= 0:
+            return None
+        self._prune()
+        leaving = len(self._times) - count  # this many must leave, and then one more
+        return self._times[leaving] + self._span if leaving >= 0 else None
+
+
 class PriorityRateLimiter(BaseRateLimiter[Priority]):
     def __init__(
         self,
@@ -293,7 +331,9 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
     ) -> None:
         self._clock = clock
         #: Every chat's pace; the messenger asks it whether a status edit may go now.
-        self.pacer = ChatPacer(clock, backlog=lambda: self.backlog)
+        self.pacer = ChatPacer(
+            clock, backlog=lambda: self.backlog, room_for_low=lambda: self.room_for_low
+        )
         self._on_flood = on_flood
         #: Told of every answer from Telegram, None for success (health and metrics).
         self._on_answer = on_answer
@@ -320,11 +360,23 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         self._unended_turns: dict[int, tuple[float, float, float]] = {}
         #: Shared places a LOW request leaves free for other instances' urgent ones.
         self._low_reserve = max(1, per_second // LOW_RESERVE_SHARE)
-        #: This process's places a LOW request leaves free (5 of 30) for the urgent ones
-        #: that come while it is on its way: at 25 photos a second the keyboards use
-        #: nearly all of them, and a status edit let go whenever no keyboard waited that
-        #: instant held its place for a second and more (docs/benchmarks.md).
+        #: This process's places a LOW request leaves free for the urgent ones that come
+        #: while it is on its way: one in six (5 of 30), or as many as urgent requests
+        #: were let go in the last second if that is more (:meth:`_low_reserve_now`).
+        #: One in six alone was too few: at 25 photos a second (the benchmark's N = 100)
+        #: the keyboards hold 25–26 of the 30 places, each until a second after its
+        #: answer, so a 👀 or a status edit let go whenever no keyboard waited at that
+        #: instant took the place the next keyboard needed, and keyboards waited up to a
+        #: second for room: photo→keyboard p95 177–200 ms, against 29–107 ms with
+        #: reactions and edits off (single runs). The last second's urgent flow is what
+        #: the next second most likely brings; with none, one in six is all that is kept.
         self._local_low_reserve = per_second // LOW_RESERVE_SHARE
+        #: When urgent (above LOW) requests were let go within the last second.
+        self._urgent_let_go = _RecentGrants(self._global.span, clock)
+
+    def _low_reserve_now(self) -> int:
+        """Places a LOW request leaves free now (the rule at ``_local_low_reserve``)."""
+        return max(self._local_low_reserve, len(self._urgent_let_go))
 
     def share(self, budget: SharedBudget) -> None:
         """Keep to ``budget`` too: the one every instance of this bot token shares."""
@@ -355,6 +407,11 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
     def backlog(self) -> int:
         """Requests waiting for a place now (a caller that gave up no longer counts)."""
         return self._waiting
+
+    @property
+    def room_for_low(self) -> bool:
+        """Whether a LOW request would be let go at once (nothing waits before it)."""
+        return self._waiting == 0 and self._global.free() > self._low_reserve_now()
 
     async def process_request(
         self,
@@ -557,16 +614,21 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
                 most_urgent = self._most_urgent()
                 if most_urgent is None:
                     break  # every waiter gave up
-                if most_urgent >= Priority.LOW and self._global.free() <= self._local_low_reserve:
-                    await self._global.wait_for_change()  # a place, or an urgent waiter
+                free = self._global.free()
+                if most_urgent >= Priority.LOW and free <= self._low_reserve_now():
+                    # Until a place may free, an urgent waiter comes, or the urgent flow
+                    # of the last second falls below the places free now.
+                    await self._global.wait_for_change(self._urgent_let_go.fewer_than_at(free))
                     continue
                 place = None
                 if self._shared is not None:
                     place = await self._shared_place()
                 while self._queue:
-                    _, _, future = heapq.heappop(self._queue)
+                    rank, _, future = heapq.heappop(self._queue)
                     if not future.done():  # else its caller gave up (cancelled)
                         self._global.take()
+                        if rank < Priority.LOW:
+                            self._urgent_let_go.add()
                         self._waiting -= 1
                         future.set_result(place)
                         place = None
@@ -665,10 +727,13 @@ class ChatPacer:
         self,
         clock: Callable[[], float] = time.monotonic,
         backlog: Callable[[], int] | None = None,
+        room_for_low: Callable[[], bool] | None = None,
     ) -> None:
         self._clock = clock
         #: Requests waiting in the rate limiter: status edits give way when it is long.
         self._backlog = backlog or (lambda: 0)
+        #: Whether the rate limiter would let a LOW request go at once.
+        self._room_for_low = room_for_low or (lambda: self._backlog() == 0)
         #: When each chat may take its next message (its last answer plus the gap).
         self._free_at: dict[int, float] = {}
         #: Chats with a message on its way now.
@@ -747,8 +812,9 @@ class ChatPacer:
             self._queues.pop(chat_id, None)
 
     def idle(self) -> bool:
-        """Nothing is waiting for Telegram: room for a call that holds up a video."""
-        return self._backlog() == 0
+        """Room for a LOW call that holds up a video (its chat action): it would be let go
+        at once, nothing waiting for Telegram and the urgent flow leaving it a place."""
+        return self._room_for_low()
 
     async def patient(self, chat_id: int, patience: float) -> bool:
         """Whether the chat's turn can come within ``patience`` seconds, for a message that
