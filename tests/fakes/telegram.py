@@ -1046,12 +1046,16 @@ class FakeTelegram:
         *,
         chat_id: int | None = None,
         count: int = 1,
-        timeout: float = 10.0,  # noqa: ASYNC109 - the fixture API takes a plain timeout
+        timeout: float = 20.0,  # noqa: ASYNC109 - the fixture API takes a plain timeout
         where: Callable[[Call], bool] | None = None,
     ) -> list[Call]:
         """Wait until ``count`` calls match (ok or not); return all matching calls.
 
-        Raises AssertionError listing the calls seen when ``timeout`` passes first.
+        Raises AssertionError listing the calls seen when ``timeout`` passes first. The
+        default leaves room for a bot process that has just been started on a loaded
+        machine: with 10 s, crash tests waiting for their first keyboard timed out three
+        times in two whole-suite runs at a load average near 10 (the file alone passed).
+        A call that comes returns at once.
         """
         deadline = time.monotonic() + timeout
         event = asyncio.Event()
