@@ -168,17 +168,15 @@ async def test_a_group_gets_at_most_its_share_per_minute(monkeypatch):
     await limiter.shutdown()
 
 
-async def test_a_status_edit_leaves_the_last_places_to_keyboards_that_come_meanwhile():
-    """LOW requests (status edits, chat actions) take a place only while one in six stays
-    free: a keyboard that comes while the edit would be on its way still goes at once."""
-    limiter = PriorityRateLimiter(per_second=6)  # LOW leaves 1 of the 6 free
-    answer = asyncio.Event()
-    let_go: list[str] = []
+def held_sends(limiter, answer):
+    """``send(name, chat_id, priority)``: a message through ``limiter`` that stays on its
+    way until ``answer`` is set; and when each was let go (the limiter's clock), in order."""
+    let_go: dict[str, float] = {}
 
     def held(name):
         async def call():
-            let_go.append(name)
-            await answer.wait()  # on its way until the test answers
+            let_go[name] = time.monotonic()
+            await answer.wait()
             return True
 
         return call
@@ -190,6 +188,15 @@ async def test_a_status_edit_leaves_the_last_places_to_keyboards_that_come_meanw
             )
         )
 
+    return let_go, send
+
+
+async def test_a_status_edit_leaves_the_last_places_to_keyboards_that_come_meanwhile():
+    """LOW requests (status edits, chat actions) take a place only while one in six stays
+    free: a keyboard that comes while the edit would be on its way still goes at once."""
+    limiter = PriorityRateLimiter(per_second=6)  # LOW leaves 1 of the 6 free
+    answer = asyncio.Event()
+    let_go, send = held_sends(limiter, answer)
     busy = [send(f"keyboard {i}", i, Priority.HIGH) for i in range(5)]
     await wait_until(lambda: len(let_go) == 5, what="five keyboards on their way")
     edit = send("edit", 100, Priority.LOW)  # one place is free, but it is the reserve
@@ -198,7 +205,7 @@ async def test_a_status_edit_leaves_the_last_places_to_keyboards_that_come_meanw
     assert "edit" not in let_go
     answer.set()  # every answer back: the places free a second later, the edit goes then
     assert all(await asyncio.gather(*busy, keyboard, edit))
-    assert let_go[-1] == "edit"
+    assert list(let_go)[-1] == "edit"
     await limiter.shutdown()
 
 
@@ -209,23 +216,7 @@ async def test_a_status_edit_leaves_the_places_the_last_seconds_keyboards_will_w
     comes back meanwhile, so nothing else could wake it)."""
     limiter = PriorityRateLimiter(per_second=6)  # one in six: 1 place
     answer = asyncio.Event()
-    let_go: dict[str, float] = {}
-
-    def held(name):
-        async def call():
-            let_go[name] = time.monotonic()  # the limiter's clock
-            await answer.wait()  # on its way until the test answers
-            return True
-
-        return call
-
-    def send(name, chat_id, priority):
-        return asyncio.create_task(
-            limiter.process_request(
-                held(name), (), {}, "sendMessage", {"chat_id": chat_id}, priority
-            )
-        )
-
+    let_go, send = held_sends(limiter, answer)
     asked = time.monotonic()  # no keyboard below is let go before this
     busy = [send(f"keyboard {i}", i, Priority.HIGH) for i in range(3)]
     await wait_until(lambda: len(let_go) == 3, what="three keyboards on their way")
