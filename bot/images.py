@@ -225,13 +225,17 @@ def _as_sent(image: Image.Image, source: Path) -> PreparedImage | None:
     stripped = without_metadata(source.read_bytes())
     if stripped is None or len(stripped) > LOSSLESS_MAX_BYTES:
         return None
-    # Truncated or corrupt bytes raise here, refused as the full path would refuse them.
-    with Image.open(io.BytesIO(stripped), formats=("JPEG",)) as check:
-        if (check.format, check.mode, check.size) != ("JPEG", "RGB", (width, height)):
-            raise ImageRefused(Refusal.UNREADABLE, f"stripped JPEG is {check.mode} {check.size}")
-        # 1/8 scale: every coefficient is still read, but only the DC ones are used.
-        check.draft("RGB", (width // 8, height // 8))
-        check.load()
+    # Truncated or corrupt bytes fail here. The full path then decides: it refuses them as
+    # it always did, and a picture this stripping did not understand still makes a video.
+    try:
+        with Image.open(io.BytesIO(stripped), formats=("JPEG",)) as check:
+            if (check.format, check.mode, check.size) != ("JPEG", "RGB", (width, height)):
+                return None
+            # 1/8 scale: every coefficient is still read, but only the DC ones are used.
+            check.draft("RGB", (width // 8, height // 8))
+            check.load()
+    except Exception:  # Pillow's decoders raise many kinds on bad bytes
+        return None
     return PreparedImage(stripped, width, height)
 
 

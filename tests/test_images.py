@@ -621,3 +621,30 @@ def test_fill_bytes_before_a_marker_are_no_marker(tmp_path):
     assert stripped is not None
     assert opened(stripped).tobytes() == opened(jpeg).tobytes()
     assert prepare_image(tmp_path / "filled.jpg").data == stripped
+
+
+def test_a_jpeg_the_stripping_gets_wrong_still_makes_a_video(tmp_path, monkeypatch):
+    """Should the walk ever return bytes that do not decode (a segment it wrongly thought
+    it could drop), the picture is not refused: the full path decodes the file itself.
+    (Stood in for by a walk that drops the quantization tables: no real JPEG is known to
+    make it go wrong, which is why the walk must be replaced to show it.)"""
+    source = write(tmp_path / "photo.jpg", noisy(400, 300), "JPEG", quality=87)
+    strip = images.without_metadata
+
+    def without_quantization_tables(data: bytes) -> bytes | None:
+        stripped = strip(data)
+        assert stripped is not None
+        kept = b"".join(
+            b"\xff" + bytes([marker]) + (len(body) + 2).to_bytes(2, "big") + body
+            for marker, body in segments(stripped)
+            if marker != 0xDB  # DQT
+        )
+        return stripped[:2] + kept + scans(stripped)
+
+    monkeypatch.setattr(images, "without_metadata", without_quantization_tables)
+    prepared = prepare_image(source)
+    assert (prepared.width, prepared.height) == (400, 300)
+    assert scans(prepared.data) != scans(source.read_bytes())  # encoded anew
+    original = opened(source.read_bytes()).getpixel((20, 150))
+    assert isinstance(original, tuple)
+    assert near(opened(prepared.data).getpixel((20, 150)), (original[0], original[1], original[2]))
