@@ -227,70 +227,9 @@ class Priority(IntEnum):
     LOW = 2  #: status edits, chat actions, clean-ups: nice to have, first to wait
 
 
-class _Budget:
-    """Requests in flight plus requests answered within the last ``span`` seconds."""
-
-    def __init__(self, limit: int, span: float, clock: Callable[[], float]) -> None:
-        self.limit = limit
-        self.span = span
-        self._clock = clock
-        self.in_flight = 0
-        self._answered: deque[float] = deque()
-        self._released = asyncio.Event()
-
-    def _used(self) -> int:
-        now = self._clock()
-        while self._answered and now - self._answered[0] >= self.span:
-            self._answered.popleft()
-        return self.in_flight + len(self._answered)
-
-    @property
-    def idle(self) -> bool:
-        return self._used() == 0
-
-    async def wait_for_room(self) -> None:
-        """Return once one more request fits (the caller takes it before awaiting again)."""
-        while self._used() >= self.limit:
-            self._released.clear()
-            if self._answered:
-                # The oldest answer leaves the window then; a new answer frees nothing.
-                await asyncio.sleep(self._answered[0] + self.span - self._clock())
-            else:
-                # All of them are still on the wire: room comes one span after an answer.
-                await self._released.wait()
-
-    def free(self) -> int:
-        """Places free now."""
-        return self.limit - self._used()
-
-    async def wait_for_change(self, until: float | None = None) -> None:
-        """Until a place may have come free, :meth:`released` was called, or the clock
-        reaches ``until``."""
-        self._released.clear()
-        deadlines = [until] if until is not None else []
-        if self._answered:
-            deadlines.append(self._answered[0] + self.span)
-        timeout = min(deadlines) - self._clock() if deadlines else None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._released.wait()
-
-    def take(self) -> None:
-        self.in_flight += 1
-
-    def give_back(self) -> None:
-        self.in_flight -= 1
-        self._answered.append(self._clock())
-        self._released.set()
-
-    def released(self) -> None:
-        """A place taken back unused (in_flight already lowered): room at once."""
-        self._released.set()
-
-
-class _RecentGrants:
-    """When requests were let go within the last ``span`` seconds. Each holds its place at
-    least that long, so there are never more of them than the budget's places."""
+class _Window:
+    """The times of the events within the last ``span`` seconds (requests answered, or
+    let go), oldest first: what a budget counts, and when the next one leaves it."""
 
     def __init__(self, span: float, clock: Callable[[], float]) -> None:
         self._span = span
@@ -317,6 +256,67 @@ class _RecentGrants:
         self._prune()
         leaving = len(self._times) - count  # this many must leave, and then one more
         return self._times[leaving] + self._span if leaving >= 0 else None
+
+    def next_leaves_at(self) -> float | None:
+        """When the oldest leaves the window (None: it is empty)."""
+        return self.fewer_than_at(len(self))
+
+
+class _Budget:
+    """Requests in flight plus requests answered within the last ``span`` seconds."""
+
+    def __init__(self, limit: int, span: float, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self.span = span
+        self._clock = clock
+        self.in_flight = 0
+        self._answered = _Window(span, clock)
+        self._released = asyncio.Event()
+
+    def _used(self) -> int:
+        return self.in_flight + len(self._answered)
+
+    @property
+    def idle(self) -> bool:
+        return self._used() == 0
+
+    async def wait_for_room(self) -> None:
+        """Return once one more request fits (the caller takes it before awaiting again)."""
+        while self._used() >= self.limit:
+            self._released.clear()
+            leaves_at = self._answered.next_leaves_at()
+            if leaves_at is not None:
+                # The oldest answer leaves the window then; a new answer frees nothing.
+                await asyncio.sleep(leaves_at - self._clock())
+            else:
+                # All of them are still on the wire: room comes one span after an answer.
+                await self._released.wait()
+
+    def free(self) -> int:
+        """Places free now."""
+        return self.limit - self._used()
+
+    async def wait_for_change(self, until: float | None = None) -> None:
+        """Until a place may have come free, :meth:`released` was called, or the clock
+        reaches ``until``."""
+        self._released.clear()
+        deadlines = [t for t in (until, self._answered.next_leaves_at()) if t is not None]
+        timeout = min(deadlines) - self._clock() if deadlines else None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._released.wait()
+
+    def take(self) -> None:
+        self.in_flight += 1
+
+    def give_back(self) -> None:
+        self.in_flight -= 1
+        self._answered.add()
+        self._released.set()
+
+    def released(self) -> None:
+        """A place taken back unused (in_flight already lowered): room at once."""
+        self._released.set()
 
 
 class PriorityRateLimiter(BaseRateLimiter[Priority]):
@@ -372,7 +372,7 @@ class PriorityRateLimiter(BaseRateLimiter[Priority]):
         #: the next second most likely brings; with none, one in six is all that is kept.
         self._local_low_reserve = per_second // LOW_RESERVE_SHARE
         #: When urgent (above LOW) requests were let go within the last second.
-        self._urgent_let_go = _RecentGrants(self._global.span, clock)
+        self._urgent_let_go = _Window(self._global.span, clock)
 
     def _low_reserve_now(self) -> int:
         """Places a LOW request leaves free now (the rule at ``_local_low_reserve``)."""
